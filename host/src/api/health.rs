@@ -1,0 +1,37 @@
+//! `GET /api/health`: whether the server and the Docker engine answer.
+//!
+//! Reads the engine's availability flag kept by its monitor instead of
+//! calling the engine, so health stays cheap under load and answers even
+//! while the engine hangs.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::server::AppState;
+use crate::time::timestamp;
+
+#[derive(Debug, Serialize)]
+pub struct HealthResponse {
+    /// `"healthy"` whenever the server answers; see `docker_available`.
+    pub status: &'static str,
+    pub timestamp: String,
+    pub active_sessions: usize,
+    pub docker_available: bool,
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/api/health", get(health))
+}
+
+async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
+    Json(HealthResponse {
+        status: "healthy",
+        timestamp: timestamp(chrono::Utc::now()),
+        active_sessions: state.active_sessions(),
+        docker_available: state.sandbox.engine().is_available(),
+    })
+}

@@ -1,0 +1,245 @@
+//! What one session can do: run commands, read and write files, search, and
+//! manage background processes — the single implementation behind both the
+//! REST handlers and the plugins' host functions.
+//!
+//! Everything is scoped to one session's container and workspace. Blocking
+//! file-system work runs on tokio's blocking pool. Errors are
+//! [`CapabilityError`], which the REST layer maps to status codes and the
+//! plugin layer to WIT error codes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::config::WorkspaceConfig;
+use crate::sandbox::{
+    BackgroundProcess, ExecOutput, ExecRequest, ProcessState, ProcessStatus, Sandbox, SandboxError,
+    StopOutcome,
+};
+use crate::search::{self, GrepMatch, SearchError, SearchOptions};
+use crate::workspace::{EntryInfo, Metadata, Workspace, WorkspaceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CapabilityError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    #[error("no process with pid {0} in this session")]
+    ProcessNotFound(u32),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Called with a session's full process list whenever it changes, so the
+/// owner can persist it.
+pub type ProcessObserver = Arc<dyn Fn(&[BackgroundProcess]) + Send + Sync>;
+
+/// The background processes started in one session.
+pub struct ProcessTable {
+    processes: Mutex<Vec<BackgroundProcess>>,
+    observer: Option<ProcessObserver>,
+}
+
+impl std::fmt::Debug for ProcessTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessTable").finish_non_exhaustive()
+    }
+}
+
+impl ProcessTable {
+    pub fn new(initial: Vec<BackgroundProcess>, observer: Option<ProcessObserver>) -> Self {
+        Self {
+            processes: Mutex::new(initial),
+            observer,
+        }
+    }
+
+    pub async fn snapshot(&self) -> Vec<BackgroundProcess> {
+        self.processes.lock().await.clone()
+    }
+
+    async fn push(&self, p: BackgroundProcess) {
+        let mut list = self.processes.lock().await;
+        list.push(p);
+        if let Some(observer) = &self.observer {
+            observer(&list);
+        }
+    }
+
+    async fn find(&self, pid: u32) -> Option<BackgroundProcess> {
+        // The newest record wins if the kernel reused a pid.
+        self.processes
+            .lock()
+            .await
+            .iter()
+            .rev()
+            .find(|p| p.pid == pid)
+            .cloned()
+    }
+}
+
+/// The capabilities of one session.
+#[derive(Debug, Clone)]
+pub struct Capabilities {
+    pub sandbox: Sandbox,
+    pub container_id: Arc<str>,
+    pub workspace: Arc<Workspace>,
+    pub processes: Arc<ProcessTable>,
+    pub limits: Arc<WorkspaceConfig>,
+}
+
+impl Capabilities {
+    /// Runs a command in the container (starting the container first if it
+    /// was stopped).
+    pub async fn exec(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput, CapabilityError> {
+        let mut request = ExecRequest::new(command);
+        request.timeout = timeout;
+        match self.sandbox.exec(&self.container_id, request.clone()).await {
+            Err(SandboxError::NotRunning(_)) => {
+                self.sandbox.ensure_running(&self.container_id).await?;
+                Ok(self.sandbox.exec(&self.container_id, request).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, CapabilityError> {
+        let limit = self.limits.max_read_bytes;
+        self.blocking(move |ws, p| ws.read(&p, limit), path).await
+    }
+
+    pub async fn write_file(&self, path: &str, data: Vec<u8>) -> Result<(), CapabilityError> {
+        self.blocking(move |ws, p| ws.write(&p, &data), path).await
+    }
+
+    pub async fn list_dir(&self, path: &str) -> Result<Vec<EntryInfo>, CapabilityError> {
+        self.blocking(|ws, p| ws.list(&p), path).await
+    }
+
+    pub async fn stat(&self, path: &str) -> Result<Metadata, CapabilityError> {
+        self.blocking(|ws, p| ws.stat(&p), path).await
+    }
+
+    pub async fn remove(&self, path: &str) -> Result<(), CapabilityError> {
+        self.blocking(|ws, p| ws.remove(&p), path).await
+    }
+
+    /// Files under `options.path` matching the glob `pattern`.
+    pub async fn glob(
+        &self,
+        pattern: &str,
+        options: SearchOptions,
+    ) -> Result<Vec<String>, CapabilityError> {
+        let ws = self.workspace.clone();
+        let limits = self.limits.clone();
+        let pattern = pattern.to_string();
+        spawn_blocking(move || Ok(search::glob(&ws, &pattern, &options, &limits)?)).await
+    }
+
+    /// Lines matching the regular expression `pattern`.
+    pub async fn grep(
+        &self,
+        pattern: &str,
+        options: SearchOptions,
+    ) -> Result<Vec<GrepMatch>, CapabilityError> {
+        let ws = self.workspace.clone();
+        let limits = self.limits.clone();
+        let pattern = pattern.to_string();
+        spawn_blocking(move || Ok(search::grep(&ws, &pattern, &options, &limits)?)).await
+    }
+
+    pub async fn start_process(&self, command: &str) -> Result<BackgroundProcess, CapabilityError> {
+        let p = match self
+            .sandbox
+            .start_process(&self.container_id, command)
+            .await
+        {
+            Err(SandboxError::NotRunning(_)) => {
+                self.sandbox.ensure_running(&self.container_id).await?;
+                self.sandbox
+                    .start_process(&self.container_id, command)
+                    .await?
+            }
+            other => other?,
+        };
+        self.processes.push(p.clone()).await;
+        Ok(p)
+    }
+
+    /// Every process started in this session, with its current state.
+    pub async fn list_processes(&self) -> Result<Vec<ProcessStatus>, CapabilityError> {
+        let records = self.processes.snapshot().await;
+        let states = match self
+            .sandbox
+            .process_states(&self.container_id, &records)
+            .await
+        {
+            Ok(states) => states,
+            // A stopped container runs nothing.
+            Err(SandboxError::NotRunning(_)) => {
+                vec![ProcessState::Exited { exit_code: None }; records.len()]
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(records
+            .into_iter()
+            .zip(states)
+            .map(|(process, state)| ProcessStatus { process, state })
+            .collect())
+    }
+
+    pub async fn stop_process(&self, pid: u32) -> Result<StopOutcome, CapabilityError> {
+        let p = self
+            .processes
+            .find(pid)
+            .await
+            .ok_or(CapabilityError::ProcessNotFound(pid))?;
+        match self.sandbox.stop_process(&self.container_id, &p).await {
+            Err(SandboxError::NotRunning(_)) => Ok(StopOutcome::NotRunning),
+            other => Ok(other?),
+        }
+    }
+
+    /// The last `lines` lines of a process's log.
+    pub async fn process_logs(&self, pid: u32, lines: usize) -> Result<String, CapabilityError> {
+        let p = self
+            .processes
+            .find(pid)
+            .await
+            .ok_or(CapabilityError::ProcessNotFound(pid))?;
+        match self
+            .blocking(move |ws, log| ws.tail_lines(&log, lines), &p.log)
+            .await
+        {
+            // Started but has not written anything yet.
+            Err(CapabilityError::Workspace(WorkspaceError::NotFound(_))) => Ok(String::new()),
+            other => other,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Workspace, String) -> Result<T, WorkspaceError> + Send + 'static,
+        path: &str,
+    ) -> Result<T, CapabilityError> {
+        let ws = self.workspace.clone();
+        let path = path.to_string();
+        spawn_blocking(move || Ok(f(&ws, path)?)).await
+    }
+}
+
+async fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CapabilityError> + Send + 'static,
+) -> Result<T, CapabilityError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CapabilityError::Internal(format!("blocking task failed: {e}")))?
+}

@@ -1,0 +1,507 @@
+//! Server configuration: `crogia.toml`, overridden by `CROGIA_<SECTION>_<KEY>`
+//! environment variables, overridden by command-line flags.
+//!
+//! Every key has a default (see `crogia.example.toml`, which a test keeps in
+//! step with [`Config::default`]). Unknown keys are rejected, naming the key and
+//! where it came from, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// The sections that environment variables may override.
+const ENV_SECTIONS: &[&str] = &["server", "sandbox", "workspace", "model", "plugins"];
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub sandbox: SandboxConfig,
+    pub workspace: WorkspaceConfig,
+    pub model: ModelConfig,
+    pub plugins: PluginsConfig,
+    /// Per-tool settings, keyed by tool name.
+    pub tools: BTreeMap<String, ToolConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default.
+    pub bind: SocketAddr,
+    /// Where sessions' workspaces and the database live.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("data"),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Image every session container is created from.
+    pub image: String,
+    /// Memory limit per container, Docker-style (`"2g"`, `"512m"`, bytes).
+    pub memory: MemorySize,
+    /// CPU limit per container, in CPUs (fractions allowed).
+    pub cpus: f64,
+    /// Most processes (and threads) a container may hold at once.
+    pub pids_limit: i64,
+    /// Docker network mode for containers: `"none"` (no network) by default.
+    pub network: String,
+    /// Run a tiny init as PID 1 that reaps orphaned processes.
+    pub init: bool,
+    /// Default timeout of one command run with exec, in seconds.
+    pub exec_timeout_secs: u64,
+    /// Longest timeout a caller may ask for, in seconds.
+    pub max_exec_timeout_secs: u64,
+    /// Most bytes kept of each of stdout and stderr of one command; the rest
+    /// is dropped from the middle and replaced by a visible marker.
+    pub output_limit_bytes: usize,
+    /// Seconds between SIGTERM and SIGKILL when stopping a background process.
+    pub stop_grace_secs: u64,
+    /// Extra labels put on every container (besides `crogia.managed` and
+    /// `crogia.session`).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            image: "crogia-sandbox:latest".into(),
+            memory: MemorySize(2 * 1024 * 1024 * 1024),
+            cpus: 1.0,
+            pids_limit: 512,
+            network: "none".into(),
+            init: true,
+            exec_timeout_secs: 120,
+            max_exec_timeout_secs: 3600,
+            output_limit_bytes: 256 * 1024,
+            stop_grace_secs: 5,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    pub fn exec_timeout(&self) -> Duration {
+        Duration::from_secs(self.exec_timeout_secs)
+    }
+    pub fn max_exec_timeout(&self) -> Duration {
+        Duration::from_secs(self.max_exec_timeout_secs)
+    }
+    pub fn stop_grace(&self) -> Duration {
+        Duration::from_secs(self.stop_grace_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspaceConfig {
+    /// Largest file read whole (REST reads, the read_file tool), in bytes.
+    pub max_read_bytes: u64,
+    /// Most results one search returns.
+    pub search_max_results: usize,
+    /// Longest matched line returned by grep, in characters.
+    pub search_max_line_chars: usize,
+    /// Files larger than this are skipped by grep, in bytes.
+    pub search_max_file_bytes: u64,
+}
+
+impl Default for WorkspaceConfig {
+    fn default() -> Self {
+        Self {
+            max_read_bytes: 10 * 1024 * 1024,
+            search_max_results: 1000,
+            search_max_line_chars: 500,
+            search_max_file_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Base URL of an OpenAI-compatible API (e.g. `https://api.openai.com/v1`).
+    /// Empty: no model configured; tasks fail with a message saying so.
+    pub base_url: String,
+    /// Model name sent with every request.
+    pub model: String,
+    /// Name of the environment variable that holds the API key.
+    pub api_key_env: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            model: String::new(),
+            api_key_env: "OPENAI_API_KEY".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder scanned for `*.wasm` tool components.
+    pub dir: PathBuf,
+    /// Default wall-clock limit of one tool invocation, in milliseconds.
+    pub timeout_ms: u64,
+    /// Default memory limit of one tool invocation, in MiB.
+    pub memory_mb: u64,
+    /// Most tool invocations running at once; more wait their turn.
+    pub max_concurrent: u32,
+    /// Pre-reserve instance slots (wasmtime's pooling allocator) for fast
+    /// instantiation; falls back to on-demand allocation where the machine
+    /// cannot reserve the address space.
+    pub pooling: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("plugins/dist"),
+            timeout_ms: 30_000,
+            memory_mb: 64,
+            max_concurrent: 32,
+            pooling: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolConfig {
+    /// `false` hides the tool from the model and refuses invocations.
+    pub enabled: bool,
+    /// Overrides `plugins.timeout_ms` for this tool.
+    pub timeout_ms: Option<u64>,
+    /// Overrides `plugins.memory_mb` for this tool.
+    pub memory_mb: Option<u64>,
+    /// Free-form settings handed to the plugin as JSON.
+    pub config: toml::Table,
+}
+
+impl Default for ToolConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            timeout_ms: None,
+            memory_mb: None,
+            config: toml::Table::new(),
+        }
+    }
+}
+
+/// A memory size written the way Docker takes it: a number of bytes, or a
+/// number with a `k`, `m` or `g` suffix (binary units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySize(pub u64);
+
+impl MemorySize {
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::str::FromStr for MemorySize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_lowercase();
+        let t = t.strip_suffix('b').unwrap_or(&t);
+        let (digits, factor) = match t.char_indices().last() {
+            Some((i, 'k')) => (&t[..i], 1u64 << 10),
+            Some((i, 'm')) => (&t[..i], 1 << 20),
+            Some((i, 'g')) => (&t[..i], 1 << 30),
+            _ => (t, 1),
+        };
+        let n: u64 = digits.trim().parse().map_err(|_| {
+            format!(
+                "invalid memory size {s:?}: expected e.g. \"512m\", \"2g\" or a number of bytes"
+            )
+        })?;
+        n.checked_mul(factor)
+            .filter(|&b| b > 0)
+            .map(MemorySize)
+            .ok_or_else(|| format!("invalid memory size {s:?}"))
+    }
+}
+
+impl std::fmt::Display for MemorySize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const G: u64 = 1 << 30;
+        const M: u64 = 1 << 20;
+        const K: u64 = 1 << 10;
+        match self.0 {
+            b if b % G == 0 => write!(f, "{}g", b / G),
+            b if b % M == 0 => write!(f, "{}m", b / M),
+            b if b % K == 0 => write!(f, "{}k", b / K),
+            b => write!(f, "{b}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MemorySize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(0) => Err(serde::de::Error::custom("memory size must be positive")),
+            Raw::Int(n) => Ok(MemorySize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl Serialize for MemorySize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl Config {
+    /// Loads the configuration the way `crogia serve` does: the file at `path`
+    /// (or `./crogia.toml` when present), then the process environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with_env(path, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(path: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let default_path = Path::new("crogia.toml");
+        let (table, origin) = match path {
+            Some(p) => (read_table(p)?, Some(p)),
+            None if default_path.exists() => (read_table(default_path)?, Some(default_path)),
+            None => (toml::Table::new(), None),
+        };
+        let origin_name = origin.map_or_else(
+            || "defaults".to_string(),
+            |p| format!("config file {}", p.display()),
+        );
+        // Validate the file on its own first, so its errors name the file.
+        let config: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin_name}: {}", e.message()))?;
+        let overrides = env_overrides(env)?;
+        if overrides.is_empty() {
+            return config.validated();
+        }
+        let mut merged = table;
+        let mut names = Vec::new();
+        for (var, section, key, value) in overrides {
+            let section_table = merged
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section_table) = section_table.as_table_mut() else {
+                bail!("{origin_name}: [{key}] must be a table");
+            };
+            section_table.insert(key, value);
+            names.push(var);
+        }
+        let config: Config =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!(
+                        "{origin_name} with environment overrides ({}): {}",
+                        names.join(", "),
+                        e.message()
+                    )
+                })?;
+        config.validated()
+    }
+
+    fn validated(self) -> anyhow::Result<Self> {
+        let s = &self.sandbox;
+        if !(s.cpus > 0.0 && s.cpus.is_finite()) {
+            bail!("sandbox.cpus must be a positive number, got {}", s.cpus);
+        }
+        if s.pids_limit < 16 {
+            bail!(
+                "sandbox.pids_limit must be at least 16, got {}",
+                s.pids_limit
+            );
+        }
+        if s.exec_timeout_secs == 0 || s.exec_timeout_secs > s.max_exec_timeout_secs {
+            bail!(
+                "sandbox.exec_timeout_secs must be between 1 and sandbox.max_exec_timeout_secs ({}), got {}",
+                s.max_exec_timeout_secs,
+                s.exec_timeout_secs
+            );
+        }
+        if s.output_limit_bytes < 1024 {
+            bail!(
+                "sandbox.output_limit_bytes must be at least 1024, got {}",
+                s.output_limit_bytes
+            );
+        }
+        if s.image.trim().is_empty() {
+            bail!("sandbox.image must not be empty");
+        }
+        let w = &self.workspace;
+        if w.search_max_results == 0 || w.search_max_line_chars == 0 || w.max_read_bytes == 0 {
+            bail!(
+                "workspace.search_max_results, search_max_line_chars and max_read_bytes must be positive"
+            );
+        }
+        if self.plugins.timeout_ms == 0
+            || self.plugins.memory_mb == 0
+            || self.plugins.max_concurrent == 0
+        {
+            bail!(
+                "plugins.timeout_ms, plugins.memory_mb and plugins.max_concurrent must be positive"
+            );
+        }
+        Ok(self)
+    }
+}
+
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e))
+}
+
+/// `CROGIA_<SECTION>_<KEY>=value` pairs for the known sections. Values are
+/// read as TOML when they parse as a TOML value (numbers, booleans, arrays)
+/// and as plain strings otherwise.
+fn env_overrides(
+    env: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String, String, toml::Value)>> {
+    let mut out = Vec::new();
+    for (var, raw) in env {
+        let Some(rest) = var.strip_prefix("CROGIA_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        let Some((section, key)) = ENV_SECTIONS.iter().find_map(|s| {
+            rest.strip_prefix(s)
+                .and_then(|k| k.strip_prefix('_'))
+                .map(|k| (*s, k))
+        }) else {
+            continue;
+        };
+        if key.is_empty() {
+            bail!("environment variable {var} names no key");
+        }
+        let value = format!("v = {raw}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.clone()));
+        out.push((var.clone(), section.to_string(), key.to_string(), value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("crogia.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn example_file_documents_exactly_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crogia.example.toml");
+        let parsed = Config::load_with_env(Some(&example), &[]).unwrap();
+        let mut expected = Config::default();
+        // The example shows one per-tool section; everything else is default.
+        expected.tools.insert("shell".into(), ToolConfig::default());
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_naming_key_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[sandbox]\nimage = \"x\"\nmemroy = \"1g\"\n");
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("memroy"), "{err}");
+        assert!(err.contains(&p.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[sever]\nbind = \"127.0.0.1:1\"\n");
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sever"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_values_with_typed_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[sandbox]\ncpus = 2.0\nmemory = \"1g\"\n");
+        let env = vec![
+            ("CROGIA_SANDBOX_CPUS".to_string(), "0.5".to_string()),
+            ("CROGIA_SANDBOX_MEMORY".to_string(), "256m".to_string()),
+            (
+                "CROGIA_SERVER_BIND".to_string(),
+                "127.0.0.1:9999".to_string(),
+            ),
+            ("CROGIA_URL".to_string(), "not a config key".to_string()),
+        ];
+        let c = Config::load_with_env(Some(&p), &env).unwrap();
+        assert_eq!(c.sandbox.cpus, 0.5);
+        assert_eq!(c.sandbox.memory.bytes(), 256 << 20);
+        assert_eq!(c.server.bind.port(), 9999);
+    }
+
+    #[test]
+    fn env_override_with_unknown_key_names_the_variable() {
+        let env = vec![("CROGIA_SANDBOX_MEMROY".to_string(), "1g".to_string())];
+        let err = Config::load_with_env(Some(Path::new("/dev/null")), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CROGIA_SANDBOX_MEMROY"), "{err}");
+        assert!(err.contains("memroy"), "{err}");
+    }
+
+    #[test]
+    fn memory_sizes_parse_like_docker() {
+        assert_eq!("512m".parse::<MemorySize>().unwrap().bytes(), 512 << 20);
+        assert_eq!("2g".parse::<MemorySize>().unwrap().bytes(), 2 << 30);
+        assert_eq!("2GB".parse::<MemorySize>().unwrap().bytes(), 2 << 30);
+        assert_eq!("4096".parse::<MemorySize>().unwrap().bytes(), 4096);
+        assert!("lots".parse::<MemorySize>().is_err());
+        assert!("0".parse::<MemorySize>().is_err());
+        assert_eq!(MemorySize(512 << 20).to_string(), "512m");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "[sandbox]\ncpus = 0\n");
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sandbox.cpus"), "{err}");
+    }
+}

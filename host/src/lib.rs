@@ -1,0 +1,15 @@
+//! Crogia: a server for autonomous coding-agent sessions.
+//!
+//! Layers, each calling only downward:
+//! `api` → `server` (state) → `plugins` → `capabilities` → `sandbox` (Docker)
+//! / `workspace` and `search` (host files).
+
+pub mod api;
+pub mod capabilities;
+pub mod config;
+pub mod plugins;
+pub mod sandbox;
+pub mod search;
+pub mod server;
+pub mod time;
+pub mod workspace;

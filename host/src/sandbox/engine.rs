@@ -1,0 +1,130 @@
+//! The connection to the Docker engine, and whether it currently answers.
+//!
+//! The engine may be absent when the server starts, or restart while it runs.
+//! [`DockerEngine`] connects lazily, negotiates the API version with whatever
+//! engine answers (bollard's default version is newer than older engines
+//! accept), and keeps an `available` flag that health reports read without
+//! touching the engine. A background monitor refreshes the flag; any request
+//! that fails to reach the engine clears it at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bollard::Docker;
+use tokio::sync::Mutex;
+
+use super::SandboxError;
+
+/// How long a liveness probe may take before the engine counts as unavailable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug)]
+pub struct DockerEngine {
+    /// A client whose API version has been negotiated with the engine; `None`
+    /// until an engine has answered once.
+    client: Mutex<Option<Docker>>,
+    available: AtomicBool,
+}
+
+impl DockerEngine {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            client: Mutex::new(None),
+            available: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the engine answered the last request or probe.
+    pub fn is_available(&self) -> bool {
+        self.available.load(Ordering::Relaxed)
+    }
+
+    /// A client ready for requests, connecting and negotiating first if no
+    /// engine has answered yet.
+    pub async fn client(&self) -> Result<Docker, SandboxError> {
+        let mut guard = self.client.lock().await;
+        if let Some(client) = guard.as_ref() {
+            return Ok(client.clone());
+        }
+        let connect = async {
+            let docker = Docker::connect_with_defaults()?;
+            docker.negotiate_version().await
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Ok(Ok(docker)) => {
+                tracing::info!(api_version = %docker.client_version(), "connected to the Docker engine");
+                self.available.store(true, Ordering::Relaxed);
+                *guard = Some(docker.clone());
+                Ok(docker)
+            }
+            Ok(Err(e)) => Err(self.unavailable(e.to_string())),
+            Err(_) => Err(self.unavailable("no answer within 3 s".into())),
+        }
+    }
+
+    /// Pings the engine and updates the availability flag.
+    pub async fn probe(&self) -> bool {
+        let ok = match self.client().await {
+            Ok(docker) => matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, docker.ping()).await,
+                Ok(Ok(_))
+            ),
+            Err(_) => false,
+        };
+        let was = self.available.swap(ok, Ordering::Relaxed);
+        if was != ok {
+            if ok {
+                tracing::info!("Docker engine is available again");
+            } else {
+                tracing::warn!("Docker engine stopped answering");
+            }
+        }
+        ok
+    }
+
+    /// Probes the engine every `interval` for as long as the engine handle lives.
+    pub fn spawn_monitor(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(engine) = weak.upgrade() else { return };
+                engine.probe().await;
+            }
+        })
+    }
+
+    /// Turns a bollard error into ours, clearing the availability flag when
+    /// the engine could not be reached at all.
+    pub fn classify(&self, e: bollard::errors::Error) -> SandboxError {
+        use bollard::errors::Error as E;
+        match e {
+            E::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => SandboxError::NotFound(message),
+            E::DockerResponseServerError {
+                status_code: 409,
+                message,
+            } => SandboxError::Conflict(message),
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => SandboxError::Engine(format!("engine answered {status_code}: {message}")),
+            E::JsonDataError { .. } | E::JsonSerdeError { .. } => {
+                SandboxError::Engine(e.to_string())
+            }
+            other => self.unavailable(other.to_string()),
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> SandboxError {
+        if self.available.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%reason, "Docker engine unavailable");
+        }
+        SandboxError::Unavailable(reason)
+    }
+}

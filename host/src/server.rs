@@ -1,0 +1,71 @@
+//! Builds the application from a [`Config`] and serves it until shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::sandbox::{DockerEngine, Sandbox};
+
+/// How often the Docker engine's availability is probed.
+const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Everything the request handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub sandbox: Sandbox,
+}
+
+impl AppState {
+    /// Sessions whose status is `active`.
+    pub fn active_sessions(&self) -> usize {
+        0
+    }
+}
+
+/// A built application, ready to serve.
+pub struct App {
+    pub state: Arc<AppState>,
+    monitor: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// Connects to the engine (waiting briefly, so the first health answer is
+    /// right) and prepares the data directory.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.server.data_dir)
+            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+        let engine = DockerEngine::new();
+        if !engine.probe().await {
+            tracing::warn!(
+                "Docker engine not available at start; sessions cannot be created until it answers"
+            );
+        }
+        let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
+        let sandbox = Sandbox::new(engine, config.sandbox.clone());
+        Ok(Self {
+            state: Arc::new(AppState { config, sandbox }),
+            monitor,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = crate::api::router(self.state.clone());
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.monitor.abort();
+        Ok(())
+    }
+}

@@ -1,0 +1,573 @@
+//! A session's workspace on the host: the directory bind-mounted at
+//! `/workspace` in its container.
+//!
+//! Every access goes through a [`cap_std::fs::Dir`] opened on the workspace
+//! root, so the kernel-level `openat` walk refuses any path that would leave
+//! it: `..` that climbs out, absolute symlinks, and symlinks created from inside
+//! the container that point elsewhere. Paths are checked for form first (NUL
+//! bytes, absolute paths) so the caller gets a clear message instead of an
+//! `EACCES`. Paths the agent sees inside the container (`/workspace/app.py`)
+//! are accepted and mean the same file as `app.py`.
+//!
+//! The methods here are blocking; async callers run them on the blocking pool.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+
+/// Where the workspace is mounted inside the container.
+pub const CONTAINER_ROOT: &str = "/workspace";
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    /// The path is malformed (empty component, NUL byte, absolute outside
+    /// `/workspace`).
+    #[error("invalid path {path:?}: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    /// The path resolves outside the workspace (`..`, or a symlink).
+    #[error("path {0:?} is outside the session workspace")]
+    OutsideWorkspace(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0} is a directory")]
+    IsADirectory(String),
+    #[error("{0} is not a directory")]
+    NotADirectory(String),
+    #[error("{path} is {size} bytes, over the {limit}-byte limit")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+impl WorkspaceError {
+    fn from_io(path: &str, e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::NotFound => Self::NotFound(path.to_string()),
+            io::ErrorKind::PermissionDenied => Self::OutsideWorkspace(path.to_string()),
+            io::ErrorKind::IsADirectory => Self::IsADirectory(path.to_string()),
+            io::ErrorKind::NotADirectory => Self::NotADirectory(path.to_string()),
+            // What an O_NOFOLLOW walk reports on a symlink it refuses.
+            _ if e.raw_os_error() == Some(libc::ELOOP) => Self::OutsideWorkspace(path.to_string()),
+            _ => Self::Io {
+                path: path.to_string(),
+                source: e,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    Other,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryInfo {
+    pub name: String,
+    pub kind: EntryKind,
+    /// Size in bytes; `None` for directories.
+    pub size: Option<u64>,
+    pub modified: Option<SystemTime>,
+}
+
+/// What [`Workspace::stat`] reports about one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    pub kind: EntryKind,
+    pub size: u64,
+    pub modified: Option<SystemTime>,
+}
+
+/// A session workspace directory with every access confined to it.
+#[derive(Debug)]
+pub struct Workspace {
+    root: PathBuf,
+    dir: Dir,
+}
+
+impl Workspace {
+    /// Creates the directory (and its parents) if needed and opens it.
+    pub fn create(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(&root)?;
+        Self::open(root)
+    }
+
+    /// Opens an existing workspace directory.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = std::fs::canonicalize(root.into())?;
+        let dir = Dir::open_ambient_dir(&root, ambient_authority())?;
+        Ok(Self { root, dir })
+    }
+
+    /// The absolute host path of the workspace (what is bind-mounted).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Checks a caller's path for form and returns it relative to the
+    /// workspace root (`"."` for the root itself). Confinement against `..` and
+    /// symlinks is enforced by the `openat` walk when the path is used.
+    pub fn relative(path: &str) -> Result<PathBuf, WorkspaceError> {
+        let invalid = |reason| WorkspaceError::InvalidPath {
+            path: path.to_string(),
+            reason,
+        };
+        if path.contains('\0') {
+            return Err(invalid("contains a NUL byte"));
+        }
+        let trimmed = path.trim();
+        let rel = if let Some(rest) = trimmed.strip_prefix(CONTAINER_ROOT) {
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return Err(invalid("absolute paths must be under /workspace"));
+            }
+            rest.trim_start_matches('/')
+        } else if trimmed.starts_with('/') {
+            return Err(invalid("absolute paths must be under /workspace"));
+        } else {
+            trimmed
+        };
+        let mut out = PathBuf::new();
+        // `..` is kept (the openat walk decides, through symlinks), but one
+        // that climbs above the root on its face is refused right here.
+        let mut depth = 0usize;
+        for c in Path::new(rel).components() {
+            match c {
+                Component::Normal(p) => {
+                    out.push(p);
+                    depth += 1;
+                }
+                Component::CurDir => {}
+                Component::ParentDir => {
+                    depth = depth
+                        .checked_sub(1)
+                        .ok_or_else(|| WorkspaceError::OutsideWorkspace(path.to_string()))?;
+                    out.push("..");
+                }
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(invalid("absolute paths are not allowed"));
+                }
+            }
+        }
+        if out.as_os_str().is_empty() {
+            out.push(".");
+        }
+        Ok(out)
+    }
+
+    /// Lists a directory, sorted by name. Symlinks are reported as such (and
+    /// not followed).
+    pub fn list(&self, path: &str) -> Result<Vec<EntryInfo>, WorkspaceError> {
+        let rel = Self::relative(path)?;
+        let err = |e| WorkspaceError::from_io(path, e);
+        let meta = self.dir.metadata(&rel).map_err(err)?;
+        if !meta.is_dir() {
+            return Err(WorkspaceError::NotADirectory(path.to_string()));
+        }
+        let mut items = Vec::new();
+        for entry in self.dir.read_dir(&rel).map_err(err)? {
+            let entry = entry.map_err(err)?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // An entry can vanish between readdir and stat (the container is
+            // running); skip it rather than failing the listing.
+            let Ok(meta) = entry.metadata() else { continue };
+            let kind = kind_of(&meta);
+            items.push(EntryInfo {
+                name,
+                kind,
+                size: (kind != EntryKind::Directory).then_some(meta.len()),
+                modified: meta.modified().ok().map(|t| t.into_std()),
+            });
+        }
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(items)
+    }
+
+    /// Reads a whole file, refusing files over `limit` bytes.
+    pub fn read(&self, path: &str, limit: u64) -> Result<Vec<u8>, WorkspaceError> {
+        let rel = Self::relative(path)?;
+        let err = |e| WorkspaceError::from_io(path, e);
+        let mut file = self.dir.open(&rel).map_err(err)?;
+        let meta = file.metadata().map_err(err)?;
+        if meta.is_dir() {
+            return Err(WorkspaceError::IsADirectory(path.to_string()));
+        }
+        if meta.len() > limit {
+            return Err(WorkspaceError::TooLarge {
+                path: path.to_string(),
+                size: meta.len(),
+                limit,
+            });
+        }
+        let mut buf = Vec::with_capacity(meta.len() as usize);
+        // `take` guards against a file that grows while we read it.
+        (&mut file)
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(err)?;
+        if buf.len() as u64 > limit {
+            return Err(WorkspaceError::TooLarge {
+                path: path.to_string(),
+                size: buf.len() as u64,
+                limit,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Opens a regular file for reading.
+    pub fn open_file(&self, path: &str) -> Result<cap_std::fs::File, WorkspaceError> {
+        let rel = Self::relative(path)?;
+        let file = self
+            .dir
+            .open(&rel)
+            .map_err(|e| WorkspaceError::from_io(path, e))?;
+        Ok(file)
+    }
+
+    /// Writes a file, creating missing parent directories. The content is
+    /// written to a temporary file beside the target and renamed over it, so
+    /// readers (and the container) never see a half-written file.
+    pub fn write(&self, path: &str, data: &[u8]) -> Result<(), WorkspaceError> {
+        let rel = Self::relative(path)?;
+        let err = |e| WorkspaceError::from_io(path, e);
+        let (parent, name) = match (rel.parent(), rel.file_name()) {
+            (Some(parent), Some(name)) => (parent, name),
+            _ => return Err(WorkspaceError::IsADirectory(path.to_string())),
+        };
+        let parent_dir = if parent.as_os_str().is_empty() {
+            self.dir.try_clone().map_err(err)?
+        } else {
+            match self.dir.open_dir(parent) {
+                Ok(d) => d,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.dir.create_dir_all(parent).map_err(err)?;
+                    self.dir.open_dir(parent).map_err(err)?
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        if let Ok(meta) = parent_dir.symlink_metadata(name) {
+            if meta.is_dir() {
+                return Err(WorkspaceError::IsADirectory(path.to_string()));
+            }
+            if meta.file_type().is_symlink() {
+                // Write through a link that stays inside the workspace (the
+                // confined open refuses one that leads out).
+                let mut opts = OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                let mut file = parent_dir.open_with(name, &opts).map_err(err)?;
+                file.write_all(data).map_err(err)?;
+                return file.sync_data().map_err(err);
+            }
+        }
+        let tmp_name = format!(
+            ".{}.crogia-tmp-{:08x}",
+            name.to_string_lossy(),
+            rand::random::<u32>()
+        );
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        let result = (|| {
+            let mut tmp = parent_dir.open_with(&tmp_name, &opts)?;
+            tmp.write_all(data)?;
+            // Keep the mode of a file we replace.
+            if let Ok(existing) = parent_dir.metadata(name) {
+                tmp.set_permissions(existing.permissions())?;
+            }
+            tmp.sync_data()?;
+            parent_dir.rename(&tmp_name, &parent_dir, name)
+        })();
+        if result.is_err() {
+            let _ = parent_dir.remove_file(&tmp_name);
+        }
+        result.map_err(err)
+    }
+
+    /// Describes one path (following symlinks inside the workspace).
+    pub fn stat(&self, path: &str) -> Result<Metadata, WorkspaceError> {
+        let rel = Self::relative(path)?;
+        let meta = self
+            .dir
+            .metadata(&rel)
+            .map_err(|e| WorkspaceError::from_io(path, e))?;
+        Ok(Metadata {
+            kind: kind_of(&meta),
+            size: meta.len(),
+            modified: meta.modified().ok().map(|t| t.into_std()),
+        })
+    }
+
+    /// Removes a file, or a directory with everything in it.
+    pub fn remove(&self, path: &str) -> Result<(), WorkspaceError> {
+        let rel = Self::relative(path)?;
+        if rel == Path::new(".") {
+            return Err(WorkspaceError::InvalidPath {
+                path: path.to_string(),
+                reason: "cannot remove the workspace root",
+            });
+        }
+        let err = |e| WorkspaceError::from_io(path, e);
+        let meta = self.dir.symlink_metadata(&rel).map_err(err)?;
+        if meta.is_dir() {
+            self.dir.remove_dir_all(&rel)
+        } else {
+            self.dir.remove_file(&rel)
+        }
+        .map_err(err)
+    }
+
+    /// The last `lines` lines of a file, read from its end so a large log
+    /// costs no more than the lines asked for.
+    pub fn tail_lines(&self, path: &str, lines: usize) -> Result<String, WorkspaceError> {
+        const CHUNK: u64 = 16 * 1024;
+        /// Bound on what one call returns, whatever `lines` is.
+        const MAX_BYTES: u64 = 4 * 1024 * 1024;
+        let rel = Self::relative(path)?;
+        let err = |e| WorkspaceError::from_io(path, e);
+        let mut file = self.dir.open(&rel).map_err(err)?;
+        let len = file.metadata().map_err(err)?.len();
+        if lines == 0 || len == 0 {
+            return Ok(String::new());
+        }
+        let mut start = len;
+        let mut buf: Vec<u8> = Vec::new();
+        loop {
+            let step = CHUNK.min(start);
+            start -= step;
+            let mut chunk = vec![0; step as usize];
+            file.seek(SeekFrom::Start(start)).map_err(err)?;
+            file.read_exact(&mut chunk).map_err(err)?;
+            chunk.extend_from_slice(&buf);
+            buf = chunk;
+            // A trailing newline ends the last line; it does not start a new one.
+            let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+            let newlines = body.iter().filter(|&&b| b == b'\n').count();
+            if newlines >= lines || start == 0 || len - start >= MAX_BYTES {
+                let body_len = body.len();
+                let mut seen = 0;
+                let mut cut = 0;
+                for (i, &b) in buf[..body_len].iter().enumerate().rev() {
+                    if b == b'\n' {
+                        seen += 1;
+                        if seen == lines {
+                            cut = i + 1;
+                            break;
+                        }
+                    }
+                }
+                return Ok(String::from_utf8_lossy(&buf[cut..]).into_owned());
+            }
+        }
+    }
+}
+
+fn kind_of(meta: &cap_std::fs::Metadata) -> EntryKind {
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        EntryKind::Directory
+    } else if ft.is_file() {
+        EntryKind::File
+    } else if ft.is_symlink() {
+        EntryKind::Symlink
+    } else {
+        EntryKind::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn ws() -> (tempfile::TempDir, Workspace) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ws = Workspace::create(tmp.path().join("session_x")).unwrap();
+        (tmp, ws)
+    }
+
+    #[test]
+    fn write_creates_parents_and_read_returns_the_bytes() {
+        let (_t, ws) = ws();
+        ws.write("src/deep/app.py", b"print('hi')\n").unwrap();
+        assert_eq!(ws.read("src/deep/app.py", 1024).unwrap(), b"print('hi')\n");
+        assert_eq!(
+            ws.read("/workspace/src/deep/app.py", 1024).unwrap(),
+            b"print('hi')\n"
+        );
+        let st = ws.stat("src/deep").unwrap();
+        assert_eq!(st.kind, EntryKind::Directory);
+    }
+
+    #[test]
+    fn overwrite_keeps_no_temporary_files() {
+        let (_t, ws) = ws();
+        ws.write("a.txt", b"one").unwrap();
+        ws.write("a.txt", b"two").unwrap();
+        let names: Vec<_> = ws.list(".").unwrap().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["a.txt"]);
+        assert_eq!(ws.read("a.txt", 10).unwrap(), b"two");
+    }
+
+    #[test]
+    fn list_reports_kind_size_and_modified() {
+        let (_t, ws) = ws();
+        ws.write("b.txt", b"12345").unwrap();
+        ws.write("dir/x", b"").unwrap();
+        let items = ws.list(".").unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].name, "b.txt");
+        assert_eq!(items[0].kind, EntryKind::File);
+        assert_eq!(items[0].size, Some(5));
+        assert!(items[0].modified.is_some());
+        assert_eq!(items[1].kind, EntryKind::Directory);
+        assert_eq!(items[1].size, None);
+    }
+
+    #[test]
+    fn parent_dir_escape_is_refused() {
+        let (t, ws) = ws();
+        std::fs::write(t.path().join("secret"), b"s").unwrap();
+        for p in ["../secret", "a/../../secret", "/workspace/../secret"] {
+            let e = ws.read(p, 100).unwrap_err();
+            assert!(
+                matches!(e, WorkspaceError::OutsideWorkspace(_)),
+                "{p}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            ws.write("../evil", b"x").unwrap_err(),
+            WorkspaceError::OutsideWorkspace(_)
+        ));
+        assert!(!t.path().join("evil").exists());
+    }
+
+    #[test]
+    fn dotdot_that_stays_inside_is_allowed() {
+        let (_t, ws) = ws();
+        ws.write("a/b.txt", b"ok").unwrap();
+        assert_eq!(ws.read("a/../a/b.txt", 10).unwrap(), b"ok");
+    }
+
+    #[test]
+    fn absolute_paths_and_nul_bytes_are_refused_clearly() {
+        let (_t, ws) = ws();
+        for p in ["/etc/passwd", "/workspacefoo/x"] {
+            let e = ws.read(p, 100).unwrap_err();
+            assert!(
+                matches!(e, WorkspaceError::InvalidPath { .. }),
+                "{p}: {e:?}"
+            );
+        }
+        let e = ws.write("a\0b", b"x").unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+    }
+
+    #[test]
+    fn symlinks_pointing_outside_are_refused() {
+        let (t, ws) = ws();
+        std::fs::write(t.path().join("secret"), b"s").unwrap();
+        symlink("/etc", ws.root().join("etc_link")).unwrap();
+        symlink("../secret", ws.root().join("rel_link")).unwrap();
+        symlink(t.path(), ws.root().join("dir_link")).unwrap();
+        for p in ["etc_link/passwd", "rel_link", "dir_link/secret"] {
+            assert!(
+                matches!(
+                    ws.read(p, 100).unwrap_err(),
+                    WorkspaceError::OutsideWorkspace(_)
+                ),
+                "{p}"
+            );
+        }
+        let e = ws.write("dir_link/new", b"x").unwrap_err();
+        assert!(matches!(e, WorkspaceError::OutsideWorkspace(_)), "{e:?}");
+        assert!(matches!(
+            ws.write("rel_link", b"x").unwrap_err(),
+            WorkspaceError::OutsideWorkspace(_)
+        ));
+        assert_eq!(std::fs::read(t.path().join("secret")).unwrap(), b"s");
+        assert!(matches!(
+            ws.list("dir_link").unwrap_err(),
+            WorkspaceError::OutsideWorkspace(_)
+        ));
+    }
+
+    #[test]
+    fn symlinks_inside_the_workspace_work() {
+        let (_t, ws) = ws();
+        ws.write("real.txt", b"data").unwrap();
+        symlink("real.txt", ws.root().join("alias")).unwrap();
+        assert_eq!(ws.read("alias", 10).unwrap(), b"data");
+        ws.write("alias", b"new").unwrap();
+        assert_eq!(ws.read("real.txt", 10).unwrap(), b"new");
+    }
+
+    #[test]
+    fn reads_over_the_limit_are_refused() {
+        let (_t, ws) = ws();
+        ws.write("big", &[b'x'; 100]).unwrap();
+        assert!(matches!(
+            ws.read("big", 99).unwrap_err(),
+            WorkspaceError::TooLarge { size: 100, .. }
+        ));
+    }
+
+    #[test]
+    fn missing_files_and_directories_are_reported_as_such() {
+        let (_t, ws) = ws();
+        ws.write("f", b"").unwrap();
+        assert!(matches!(
+            ws.read("nope", 10).unwrap_err(),
+            WorkspaceError::NotFound(_)
+        ));
+        assert!(matches!(
+            ws.list("f").unwrap_err(),
+            WorkspaceError::NotADirectory(_)
+        ));
+        ws.write("d/x", b"").unwrap();
+        assert!(matches!(
+            ws.read("d", 10).unwrap_err(),
+            WorkspaceError::IsADirectory(_)
+        ));
+        assert!(matches!(
+            ws.write("d", b"").unwrap_err(),
+            WorkspaceError::IsADirectory(_)
+        ));
+    }
+
+    #[test]
+    fn remove_deletes_files_and_trees_but_not_the_root() {
+        let (_t, ws) = ws();
+        ws.write("d/e/f", b"").unwrap();
+        ws.remove("d").unwrap();
+        assert!(matches!(
+            ws.stat("d").unwrap_err(),
+            WorkspaceError::NotFound(_)
+        ));
+        assert!(ws.remove(".").is_err());
+    }
+
+    #[test]
+    fn tail_returns_the_last_lines() {
+        let (_t, ws) = ws();
+        let text: String = (1..=10_000).map(|i| format!("line {i}\n")).collect();
+        ws.write("log", text.as_bytes()).unwrap();
+        assert_eq!(
+            ws.tail_lines("log", 3).unwrap(),
+            "line 9998\nline 9999\nline 10000\n"
+        );
+        assert_eq!(ws.tail_lines("log", 20_000).unwrap(), text);
+        ws.write("short", b"a\nb").unwrap();
+        assert_eq!(ws.tail_lines("short", 1).unwrap(), "b");
+        assert_eq!(ws.tail_lines("short", 5).unwrap(), "a\nb");
+        assert_eq!(ws.tail_lines("short", 0).unwrap(), "");
+    }
+}

@@ -1,0 +1,52 @@
+# Crogia — `just run` starts the server, `just test` runs the tests.
+# Every recipe installs what it needs first, so each works on a fresh machine.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install what this machine lacks: Docker engine, plugin toolchain, sandbox image. Idempotent.
+setup: rust docker
+    @bash plugins/build.sh --toolchain-only
+    @bash sandbox/build-image.sh
+
+# Check the Rust toolchain (rustup's stable, 1.95 or newer).
+rust:
+    @command -v cargo >/dev/null || { echo "rust: cargo not found; install Rust with rustup (https://rustup.rs)"; exit 1; }
+    @echo "rust: $(rustc --version)"
+
+# Make sure a Docker engine answers (installs and starts Debian's where none does).
+docker:
+    @bash sandbox/ensure-docker.sh
+
+# Build the tool plugins (wasm32-wasip2 components) into plugins/dist/.
+build-plugins:
+    @bash plugins/build.sh
+
+# Build the sandbox image offline (skipped when present).
+sandbox-image: docker
+    @bash sandbox/build-image.sh
+
+# Start the server (release build) on 127.0.0.1:8000; extra args go to `crogia serve`.
+run *ARGS: rust docker build-plugins sandbox-image
+    cargo run --release -p crogia-host --bin crogia -- serve {{ARGS}}
+
+# Run every test against the real Docker engine, real plugins and a real server.
+test: setup build-plugins
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # Containers the tests made are removed even when a test process dies.
+    trap 'docker ps -aq --filter label=crogia.test | xargs -r docker rm -f >/dev/null' EXIT
+    cargo test --workspace --locked
+
+# Format check and clippy with warnings as errors (host workspace and plugins).
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    cd plugins && cargo fmt --all -- --check
+
+# Scaffold a new plugin crate: just new-plugin my_tool
+new-plugin NAME:
+    @bash plugins/new-plugin.sh {{NAME}}

@@ -1,0 +1,214 @@
+//! Shared fixtures for the integration tests: a sandbox whose containers are
+//! swept when the fixture drops (even when the test panics), and a real
+//! server on an ephemeral loopback port.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crogia_host::capabilities::{Capabilities, ProcessTable};
+use crogia_host::config::Config;
+use crogia_host::plugins::PluginRuntime;
+use crogia_host::sandbox::{DockerEngine, Sandbox};
+use crogia_host::server::App;
+use crogia_host::workspace::Workspace;
+
+/// Label key on every container a test creates; `just test` sweeps it too.
+pub const TEST_LABEL: &str = "crogia.test";
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A config for tests: small limits, a unique container label, data in a
+/// temporary directory, plugins from `plugins/dist`.
+pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.server.data_dir = data_dir.to_path_buf();
+    config.sandbox.memory = "512m".parse().unwrap();
+    config.sandbox.cpus = 1.0;
+    config.sandbox.pids_limit = 256;
+    config.sandbox.stop_grace_secs = 1;
+    config
+        .sandbox
+        .labels
+        .insert(TEST_LABEL.into(), run_label.into());
+    config.plugins.dir = repo_root().join("plugins/dist");
+    config
+}
+
+fn unique_label() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// Removes every container carrying `crogia.test=<label>`. Runs on its own
+/// thread and runtime so it works from `Drop`, inside or outside a runtime,
+/// while unwinding or not.
+pub fn sweep_containers(label: &str) {
+    let filter = format!("{TEST_LABEL}={label}");
+    let result = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let sandbox = Sandbox::new(DockerEngine::new(), Config::default().sandbox);
+            let containers = sandbox.find_by_labels(&[&filter]).await?;
+            for c in &containers {
+                sandbox.remove(&c.id).await?;
+            }
+            anyhow::Ok(containers.len())
+        })
+    })
+    .join();
+    match result {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!("warning: sweeping test containers failed: {e}"),
+        Err(_) => eprintln!("warning: sweeping test containers panicked"),
+    }
+}
+
+/// A sandbox for one test. Every container it creates carries a label unique
+/// to it and is removed when it drops.
+pub struct TestSandbox {
+    pub sandbox: Sandbox,
+    pub config: Config,
+    pub label: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl TestSandbox {
+    pub fn new() -> Self {
+        Self::with_config(|_| {})
+    }
+
+    pub fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let label = unique_label();
+        let mut config = test_config(tmp.path(), &label);
+        adjust(&mut config);
+        let sandbox = Sandbox::new(DockerEngine::new(), config.sandbox.clone());
+        Self {
+            sandbox,
+            config,
+            label,
+            tmp,
+        }
+    }
+
+    /// Creates a workspace and a running container for it.
+    pub async fn container(&self) -> (String, Arc<Workspace>) {
+        let id = format!("{:08x}", rand::random::<u32>());
+        let ws =
+            Workspace::create(self.tmp.path().join(format!("workspaces/session_{id}"))).unwrap();
+        let container = self
+            .sandbox
+            .create(&id, ws.root())
+            .await
+            .expect("creating a container");
+        (container, Arc::new(ws))
+    }
+}
+
+impl TestSandbox {
+    /// A container and the capabilities of a session living in it.
+    pub async fn capabilities(&self) -> Capabilities {
+        let (container, workspace) = self.container().await;
+        Capabilities {
+            sandbox: self.sandbox.clone(),
+            container_id: container.into(),
+            workspace,
+            processes: Arc::new(ProcessTable::new(Vec::new(), None)),
+            limits: Arc::new(self.config.workspace.clone()),
+        }
+    }
+
+    /// A plugin runtime over this fixture's config, with its folder loaded.
+    pub async fn plugins(&self) -> Arc<PluginRuntime> {
+        let runtime = PluginRuntime::new(&self.config).expect("plugin runtime");
+        let report = runtime.reload().await;
+        assert!(
+            report.skipped.is_empty(),
+            "plugins skipped: {:?}",
+            report.skipped
+        );
+        runtime
+    }
+}
+
+impl Default for TestSandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestSandbox {
+    /// A placeholder that owns no containers (its sweep finds nothing).
+    fn detached() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        sweep_containers(&self.label);
+    }
+}
+
+/// A real server on an ephemeral loopback port, stopped (and its containers
+/// removed) when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub fixture: TestSandbox,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::with_config(|_| {}).await
+    }
+
+    pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
+        let fixture = TestSandbox::with_config(adjust);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = App::build(fixture.config.clone())
+            .await
+            .expect("building the app");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            fixture,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and waits until it has shut down.
+    pub async fn stop(mut self) -> TestSandbox {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+        std::mem::replace(&mut self.fixture, TestSandbox::detached())
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
