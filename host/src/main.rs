@@ -31,13 +31,40 @@ enum Command {
         #[arg(long)]
         bind: Option<SocketAddr>,
     },
+    /// Inspect the tool plugins.
+    Tools {
+        #[command(subcommand)]
+        command: ToolsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ToolsCommand {
+    /// Load the plugins folder as the server would and list every tool:
+    /// name, whether it is enabled, its plugin file, and its description.
+    /// Files that would be skipped are listed with the reason.
+    List {
+        /// Config file (default: ./crogia.toml when it exists).
+        #[arg(long, env = "CROGIA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print JSON (tools with their argument schemas) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The server logs at info; the command-line tools only say what went wrong.
+    let default_level = if matches!(cli.command, Command::Serve { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +72,46 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve { config, bind } => runtime.block_on(serve(config, bind)),
+        Command::Tools {
+            command: ToolsCommand::List { config, json },
+        } => runtime.block_on(tools_list(config, json)),
     }
+}
+
+async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let plugins = crogia_host::plugins::PluginRuntime::new(&config)?;
+    let report = plugins.reload().await;
+    let tools = plugins.tools();
+    if json {
+        let out = serde_json::json!({ "tools": tools, "skipped": report.skipped });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("plugins folder: {}", plugins.dir().display());
+    let width = tools.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
+    let pwidth = tools
+        .iter()
+        .map(|t| t.plugin.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:width$}  {:8}  {:pwidth$}  DESCRIPTION",
+        "NAME", "ENABLED", "PLUGIN"
+    );
+    for t in &tools {
+        let summary = first_sentence(&t.description);
+        let enabled = if t.enabled { "yes" } else { "no" };
+        println!(
+            "{:width$}  {enabled:8}  {:pwidth$}  {summary}",
+            t.name, t.plugin
+        );
+    }
+    for s in &report.skipped {
+        println!("skipped {}: {}", s.file, s.reason);
+    }
+    Ok(())
 }
 
 async fn serve(config_path: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
@@ -69,4 +135,13 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+/// The first sentence of a description, for one-line listings.
+fn first_sentence(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or_default();
+    match line.find(". ") {
+        Some(i) => &line[..=i],
+        None => line,
+    }
 }

@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
 
 /// How often the Docker engine's availability is probed.
@@ -18,6 +19,7 @@ const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 pub struct AppState {
     pub config: Config,
     pub sandbox: Sandbox,
+    pub plugins: Arc<PluginRuntime>,
 }
 
 impl AppState {
@@ -35,7 +37,7 @@ pub struct App {
 
 impl App {
     /// Connects to the engine (waiting briefly, so the first health answer is
-    /// right) and prepares the data directory.
+    /// right), prepares the data directory and loads the plugins.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
@@ -47,8 +49,25 @@ impl App {
         }
         let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
         let sandbox = Sandbox::new(engine, config.sandbox.clone());
+        let plugins = PluginRuntime::new(&config)?;
+        let report = plugins.reload().await;
+        tracing::info!(
+            dir = %plugins.dir().display(),
+            loaded = report.loaded.len(),
+            skipped = report.skipped.len(),
+            from_cache = report.from_cache,
+            tools = plugins.tools().len(),
+            "plugins loaded"
+        );
+        if let Err(e) = plugins.watch() {
+            tracing::warn!(error = %format!("{e:#}"), "plugins folder not watched; changes need a restart");
+        }
         Ok(Self {
-            state: Arc::new(AppState { config, sandbox }),
+            state: Arc::new(AppState {
+                config,
+                sandbox,
+                plugins,
+            }),
             monitor,
         })
     }

@@ -7,7 +7,7 @@
 //! tools from the crate. Built for `wasm32-wasip2`, the crate is a component
 //! the server loads from its plugins folder.
 //!
-//! ```ignore
+//! ```no_run
 //! use crogia_plugin_sdk::prelude::*;
 //!
 //! #[derive(Deserialize, JsonSchema)]
@@ -251,7 +251,7 @@ pub mod __private {
 
 /// Exports the listed `#[tool]` functions as this crate's plugin.
 ///
-/// ```ignore
+/// ```text
 /// export_tools!(read_file, write_file);
 /// ```
 #[macro_export]

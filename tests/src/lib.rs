@@ -20,6 +20,21 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// A standard tool plugin built by `just build-plugins`, e.g. `"read-file"`.
+pub fn dist_plugin(crate_name: &str) -> PathBuf {
+    repo_root()
+        .join("plugins/dist")
+        .join(format!("{crate_name}.wasm"))
+}
+
+/// A test-only plugin from `plugins/testing/`, e.g. `"fixture-tools"`.
+pub fn fixture_plugin(crate_name: &str) -> PathBuf {
+    let file = format!("{}.wasm", crate_name.replace('-', "_"));
+    repo_root()
+        .join("plugins/target/wasm32-wasip2/release")
+        .join(file)
+}
+
 /// A config for tests: small limits, a unique container label, data in a
 /// temporary directory, plugins from `plugins/dist`.
 pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {
@@ -134,6 +149,23 @@ impl TestSandbox {
             report.skipped
         );
         runtime
+    }
+
+    /// A fresh plugins folder (inside this fixture's temporary directory)
+    /// holding copies of `files`; the config now points at it.
+    pub fn plugin_dir(&mut self, files: &[PathBuf]) -> PathBuf {
+        let dir = self
+            .tmp
+            .path()
+            .join(format!("plugins-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files {
+            std::fs::copy(f, dir.join(f.file_name().unwrap())).unwrap_or_else(|e| {
+                panic!("copying {}: {e} (run `just build-plugins`)", f.display())
+            });
+        }
+        self.config.plugins.dir = dir.clone();
+        dir
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod error;
 mod health;
+mod tools;
 
 use std::sync::Arc;
 
@@ -14,5 +15,8 @@ use crate::server::AppState;
 
 /// Every route of the API, with its state.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().merge(health::routes()).with_state(state)
+    Router::new()
+        .merge(health::routes())
+        .merge(tools::routes())
+        .with_state(state)
 }

@@ -147,6 +147,7 @@ pub struct PluginRuntime {
     defaults: PluginsConfig,
     tool_config: BTreeMap<String, ToolConfig>,
     registry: RwLock<Arc<Registry>>,
+    last_report: RwLock<LoadReport>,
     permits: Semaphore,
     reload_lock: tokio::sync::Mutex<()>,
     watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
@@ -235,6 +236,7 @@ impl PluginRuntime {
             defaults,
             tool_config: config.tools.clone(),
             registry: RwLock::new(Arc::new(Registry::default())),
+            last_report: RwLock::new(LoadReport::default()),
             permits,
             reload_lock: tokio::sync::Mutex::new(()),
             watcher: std::sync::Mutex::new(None),
@@ -259,6 +261,7 @@ impl PluginRuntime {
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "cannot read the plugins folder; no tools loaded");
                 *self.registry.write().unwrap() = Arc::new(Registry::default());
+                *self.last_report.write().unwrap() = report.clone();
                 return report;
             }
         };
@@ -341,7 +344,13 @@ impl PluginRuntime {
             tracing::info!(plugin = %gone.name, "plugin unloaded");
         }
         *self.registry.write().unwrap() = Arc::new(registry);
+        *self.last_report.write().unwrap() = report.clone();
         report
+    }
+
+    /// What the last scan of the plugins folder found.
+    pub fn last_report(&self) -> LoadReport {
+        self.last_report.read().unwrap().clone()
     }
 
     /// Watches the plugins folder and rescans it whenever a `.wasm` file in it
@@ -484,11 +493,12 @@ impl PluginRuntime {
                 })
             }
             Ok(Err(e)) => {
-                let mut message = format!("{e:#}");
-                // A Rust panic prints its message to stderr before trapping.
-                if let Some(panic) = stderr.lines().find(|l| l.contains("panicked at")) {
-                    message = format!("{} ({message})", panic.trim());
-                }
+                tracing::debug!(error = ?e, "plugin trapped");
+                let message =
+                    panic_message(&stderr).unwrap_or_else(|| match e.downcast_ref::<Trap>() {
+                        Some(trap) => trap.to_string(),
+                        None => e.to_string(),
+                    });
                 Err(ToolError::Trap {
                     tool: tool.into(),
                     message,
@@ -514,6 +524,21 @@ fn log_guest_output(plugin: &str, state: &PluginState) -> String {
         tracing::warn!(plugin, stream = "stderr", "{line}");
     }
     stderr
+}
+
+/// A Rust panic prints `thread '...' panicked at FILE:LINE:COL:` and then its
+/// message to stderr before trapping; this is the short form of both.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines();
+    let head = lines.find(|l| l.contains("panicked at"))?;
+    let location = head
+        .split("panicked at")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .trim_end_matches(':');
+    let message = lines.next().unwrap_or_default().trim();
+    Some(format!("panicked at {location}: {message}"))
 }
 
 fn wasm_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

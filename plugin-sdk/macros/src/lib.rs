@@ -1,6 +1,6 @@
 //! `#[tool]`: turns a function over an argument struct into a Crogia tool.
 //!
-//! ```ignore
+//! ```text
 //! /// Count the lines of a text file.          <- the tool's description
 //! #[tool]
 //! fn count_lines(args: CountLinesArgs) -> ToolResult { ... }
@@ -74,11 +74,7 @@ fn expand(attr: proc_macro2::TokenStream, func: ItemFn) -> syn::Result<proc_macr
             "a tool needs a doc comment: it is the description the model reads",
         ));
     }
-    let description = docs
-        .iter()
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let description = unwrap_paragraphs(&docs);
 
     let inputs: Vec<&FnArg> = func.sig.inputs.iter().collect();
     let args_ty = match inputs.first() {
@@ -120,4 +116,28 @@ fn expand(attr: proc_macro2::TokenStream, func: ItemFn) -> syn::Result<proc_macr
             }
         }
     })
+}
+
+/// Joins the lines of a doc comment into paragraphs: a model reads better
+/// prose without the source's hard line wraps.
+fn unwrap_paragraphs(lines: &[String]) -> String {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current = String::new();
+    for line in lines {
+        let line = line.trim();
+        if line.is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(line);
+    }
+    if !current.is_empty() {
+        paragraphs.push(current);
+    }
+    paragraphs.join("\n\n")
 }

@@ -25,3 +25,38 @@ async fn health_reports_docker_available_with_contract_fields() {
 fn chrono_like(ts: &str) -> bool {
     ts.len() == 24 && ts.ends_with('Z') && ts.as_bytes()[10] == b'T' && ts.as_bytes()[19] == b'.'
 }
+
+#[tokio::test]
+async fn tools_endpoint_lists_the_standard_tools_with_schemas() {
+    let server = TestServer::start().await;
+    let tools: serde_json::Value = reqwest::get(server.url("/api/tools"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tools = tools.as_array().unwrap();
+    assert_eq!(tools.len(), 11);
+    let shell = tools.iter().find(|t| t["name"] == "shell").unwrap();
+    assert_eq!(shell["plugin"], "shell.wasm");
+    assert_eq!(shell["enabled"], true);
+    assert_eq!(
+        shell["parameters"]["required"],
+        serde_json::json!(["command"])
+    );
+    // Doc comments arrive as prose, without the source's line wraps.
+    let description = shell["description"].as_str().unwrap();
+    assert!(description.starts_with(
+        "Run a shell command in the workspace and return its exit code, stdout and stderr."
+    ));
+    assert!(!description.contains('\n'), "{description}");
+
+    let plugins: serde_json::Value = reqwest::get(server.url("/api/plugins"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(plugins["loaded"].as_array().unwrap().len(), 8);
+    assert_eq!(plugins["skipped"], serde_json::json!([]));
+}

@@ -4,3 +4,4 @@
 mod health;
 mod plugins;
 mod sandbox;
+mod tools;
