@@ -34,14 +34,17 @@ pub enum CapabilityError {
     Internal(String),
 }
 
-/// Called with a session's full process list whenever it changes, so the
-/// owner can persist it.
-pub type ProcessObserver = Arc<dyn Fn(&[BackgroundProcess]) + Send + Sync>;
+/// Saves a newly started process before anyone is told about it.
+pub type ProcessPersister = Arc<
+    dyn Fn(BackgroundProcess) -> futures_util::future::BoxFuture<'static, Result<(), String>>
+        + Send
+        + Sync,
+>;
 
 /// The background processes started in one session.
 pub struct ProcessTable {
     processes: Mutex<Vec<BackgroundProcess>>,
-    observer: Option<ProcessObserver>,
+    persist: Option<ProcessPersister>,
 }
 
 impl std::fmt::Debug for ProcessTable {
@@ -51,10 +54,10 @@ impl std::fmt::Debug for ProcessTable {
 }
 
 impl ProcessTable {
-    pub fn new(initial: Vec<BackgroundProcess>, observer: Option<ProcessObserver>) -> Self {
+    pub fn new(initial: Vec<BackgroundProcess>, persist: Option<ProcessPersister>) -> Self {
         Self {
             processes: Mutex::new(initial),
-            observer,
+            persist,
         }
     }
 
@@ -62,12 +65,15 @@ impl ProcessTable {
         self.processes.lock().await.clone()
     }
 
-    async fn push(&self, p: BackgroundProcess) {
+    async fn push(&self, p: BackgroundProcess) -> Result<(), CapabilityError> {
         let mut list = self.processes.lock().await;
-        list.push(p);
-        if let Some(observer) = &self.observer {
-            observer(&list);
+        if let Some(persist) = &self.persist {
+            persist(p.clone())
+                .await
+                .map_err(CapabilityError::Internal)?;
         }
+        list.push(p);
+        Ok(())
     }
 
     async fn find(&self, pid: u32) -> Option<BackgroundProcess> {
@@ -170,7 +176,7 @@ impl Capabilities {
             }
             other => other?,
         };
-        self.processes.push(p.clone()).await;
+        self.processes.push(p.clone()).await?;
         Ok(p)
     }
 

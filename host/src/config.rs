@@ -52,6 +52,9 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
+    /// Docker engine address (`unix:///var/run/docker.sock`, `tcp://...`).
+    /// Empty: `$DOCKER_HOST`, else the local socket.
+    pub docker_host: String,
     /// Image every session container is created from.
     pub image: String,
     /// Memory limit per container, Docker-style (`"2g"`, `"512m"`, bytes).
@@ -81,6 +84,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
+            docker_host: String::new(),
             image: "crogia-sandbox:latest".into(),
             memory: MemorySize(2 * 1024 * 1024 * 1024),
             cpus: 1.0,

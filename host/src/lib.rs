@@ -1,8 +1,8 @@
 //! Crogia: a server for autonomous coding-agent sessions.
 //!
 //! Layers, each calling only downward:
-//! `api` → `server` (state) → `plugins` → `capabilities` → `sandbox` (Docker)
-//! / `workspace` and `search` (host files).
+//! `api` → `server` (state) → `session` → `plugins` → `capabilities` →
+//! `sandbox` (Docker) / `workspace` and `search` (host files) / `store` (SQLite).
 
 pub mod api;
 pub mod capabilities;
@@ -11,5 +11,7 @@ pub mod plugins;
 pub mod sandbox;
 pub mod search;
 pub mod server;
+pub mod session;
+pub mod store;
 pub mod time;
 pub mod workspace;

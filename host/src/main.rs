@@ -31,6 +31,17 @@ enum Command {
         #[arg(long)]
         bind: Option<SocketAddr>,
     },
+    /// Remove containers this server labelled but that belong to no session
+    /// (left by a crash between creating a container and recording it, or by
+    /// a deleted data directory's sessions).
+    Gc {
+        /// Config file (default: ./crogia.toml when it exists).
+        #[arg(long, env = "CROGIA_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Inspect the tool plugins.
     Tools {
         #[command(subcommand)]
@@ -72,10 +83,29 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve { config, bind } => runtime.block_on(serve(config, bind)),
+        Command::Gc { config, dry_run } => runtime.block_on(gc(config, dry_run)),
         Command::Tools {
             command: ToolsCommand::List { config, json },
         } => runtime.block_on(tools_list(config, json)),
     }
+}
+
+async fn gc(config_path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let orphans = crogia_host::session::collect_garbage(&config, dry_run).await?;
+    if orphans.is_empty() {
+        println!("no orphaned containers");
+    }
+    for c in &orphans {
+        let session = c
+            .labels
+            .get(crogia_host::sandbox::LABEL_SESSION)
+            .map(String::as_str)
+            .unwrap_or("?");
+        let verb = if dry_run { "would remove" } else { "removed" };
+        println!("{verb} {} (session {session}, {})", c.id, c.status);
+    }
+    Ok(())
 }
 
 async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<()> {

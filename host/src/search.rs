@@ -52,7 +52,7 @@ impl SearchOptions {
 }
 
 /// A line that matched.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct GrepMatch {
     pub file: String,
     pub line: u64,

@@ -10,6 +10,8 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
+use crate::session::{Session, SessionError, SessionManager};
+use crate::store::Store;
 
 /// How often the Docker engine's availability is probed.
 const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
@@ -17,15 +19,23 @@ const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Everything the request handlers share.
 #[derive(Debug)]
 pub struct AppState {
-    pub config: Config,
+    pub config: Arc<Config>,
+    pub store: Store,
     pub sandbox: Sandbox,
     pub plugins: Arc<PluginRuntime>,
+    pub sessions: Arc<SessionManager>,
 }
 
 impl AppState {
-    /// Sessions whose status is `active`.
-    pub fn active_sessions(&self) -> usize {
-        0
+    /// Records a task as the session's latest and hands it to the agent.
+    pub async fn submit_task(
+        &self,
+        session: &Arc<Session>,
+        task: String,
+    ) -> Result<(), SessionError> {
+        self.sessions.set_last_task(session, &task).await?;
+        tracing::info!(session = %session.id, "task recorded");
+        Ok(())
     }
 }
 
@@ -37,11 +47,12 @@ pub struct App {
 
 impl App {
     /// Connects to the engine (waiting briefly, so the first health answer is
-    /// right), prepares the data directory and loads the plugins.
+    /// right), opens the store, restores sessions and loads the plugins.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
-        let engine = DockerEngine::new();
+        let config = Arc::new(config);
+        let engine = DockerEngine::new(&config.sandbox.docker_host);
         if !engine.probe().await {
             tracing::warn!(
                 "Docker engine not available at start; sessions cannot be created until it answers"
@@ -49,6 +60,17 @@ impl App {
         }
         let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
         let sandbox = Sandbox::new(engine, config.sandbox.clone());
+        let store = Store::open(&config.server.data_dir)
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the database in {}",
+                    config.server.data_dir.display()
+                )
+            })?;
+        let sessions = SessionManager::open(config.clone(), sandbox.clone(), store.clone())
+            .await
+            .context("restoring sessions")?;
         let plugins = PluginRuntime::new(&config)?;
         let report = plugins.reload().await;
         tracing::info!(
@@ -65,8 +87,10 @@ impl App {
         Ok(Self {
             state: Arc::new(AppState {
                 config,
+                store,
                 sandbox,
                 plugins,
+                sessions,
             }),
             monitor,
         })
@@ -85,6 +109,7 @@ impl App {
             .with_graceful_shutdown(shutdown)
             .await?;
         self.monitor.abort();
+        self.state.store.close().await;
         Ok(())
     }
 }

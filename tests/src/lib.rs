@@ -68,7 +68,7 @@ pub fn sweep_containers(label: &str) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let sandbox = Sandbox::new(DockerEngine::new(), Config::default().sandbox);
+            let sandbox = Sandbox::new(DockerEngine::new(""), Config::default().sandbox);
             let containers = sandbox.find_by_labels(&[&filter]).await?;
             for c in &containers {
                 sandbox.remove(&c.id).await?;
@@ -103,7 +103,10 @@ impl TestSandbox {
         let label = unique_label();
         let mut config = test_config(tmp.path(), &label);
         adjust(&mut config);
-        let sandbox = Sandbox::new(DockerEngine::new(), config.sandbox.clone());
+        let sandbox = Sandbox::new(
+            DockerEngine::new(&config.sandbox.docker_host),
+            config.sandbox.clone(),
+        );
         Self {
             sandbox,
             config,
@@ -195,6 +198,7 @@ pub struct TestServer {
     pub fixture: TestSandbox,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub client: reqwest::Client,
 }
 
 impl TestServer {
@@ -203,7 +207,12 @@ impl TestServer {
     }
 
     pub async fn with_config(adjust: impl FnOnce(&mut Config)) -> Self {
-        let fixture = TestSandbox::with_config(adjust);
+        Self::start_with(TestSandbox::with_config(adjust)).await
+    }
+
+    /// Starts a server over an existing fixture (its config and data
+    /// directory), e.g. to restart one that [`TestServer::stop`] stopped.
+    pub async fn start_with(fixture: TestSandbox) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = App::build(fixture.config.clone())
@@ -218,7 +227,45 @@ impl TestServer {
             fixture,
             shutdown: Some(tx),
             task: Some(task),
+            client: reqwest::Client::new(),
         }
+    }
+
+    /// `GET path` → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        Self::parse(self.client.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// `POST path` with a JSON body → (status, JSON body).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        Self::parse(
+            self.client
+                .post(self.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `DELETE path` → (status, JSON body).
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        Self::parse(self.client.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// Creates a session and returns its id.
+    pub async fn session(&self) -> String {
+        let (status, body) = self.post("/api/sessions", serde_json::json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        body["session_id"].as_str().unwrap().to_string()
+    }
+
+    async fn parse(resp: reqwest::Response) -> (u16, serde_json::Value) {
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        (status, body)
     }
 
     pub fn url(&self, path: &str) -> String {

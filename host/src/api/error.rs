@@ -1,16 +1,31 @@
 //! The one error type of the REST API: a status code and the contract's
 //! `{"detail": "..."}` body.
 
+use aide::OperationOutput;
+use aide::generate::GenContext;
+use aide::openapi::{Operation, Response as ApiResponse, StatusCode as ApiStatus};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::Serialize;
 
+use crate::capabilities::CapabilityError;
 use crate::sandbox::SandboxError;
+use crate::search::SearchError;
+use crate::session::SessionError;
 use crate::workspace::WorkspaceError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
+    pub detail: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for humans.
     pub detail: String,
 }
 
@@ -27,6 +42,9 @@ impl ApiError {
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }
+    pub fn unprocessable(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, detail)
+    }
     pub fn internal(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
     }
@@ -39,9 +57,30 @@ impl IntoResponse for ApiError {
         }
         (
             self.status,
-            Json(serde_json::json!({ "detail": self.detail })),
+            Json(ErrorBody {
+                detail: self.detail,
+            }),
         )
             .into_response()
+    }
+}
+
+impl OperationOutput for ApiError {
+    type Inner = ErrorBody;
+
+    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<ApiResponse> {
+        let mut response = Json::<ErrorBody>::operation_response(ctx, operation)?;
+        response.description = "An error: `{\"detail\": \"...\"}`".into();
+        Some(response)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Self::operation_response(ctx, operation)
+            .map(|r| vec![(None, r)])
+            .unwrap_or_default()
     }
 }
 
@@ -70,5 +109,33 @@ impl From<WorkspaceError> for ApiError {
             WorkspaceError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
+    }
+}
+
+impl From<CapabilityError> for ApiError {
+    fn from(e: CapabilityError) -> Self {
+        match e {
+            CapabilityError::Sandbox(e) => e.into(),
+            CapabilityError::Workspace(e) | CapabilityError::Search(SearchError::Workspace(e)) => {
+                e.into()
+            }
+            CapabilityError::Search(e) => Self::bad_request(e.to_string()),
+            CapabilityError::ProcessNotFound(pid) => {
+                Self::not_found(format!("Process {pid} not found in this session"))
+            }
+            CapabilityError::Internal(m) => Self::internal(m),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound => Self::not_found("Session not found"),
+            e @ SessionError::Broken { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
+            SessionError::Sandbox(e) => e.into(),
+            SessionError::Store(e) => Self::internal(e.to_string()),
+            SessionError::Workspace(m) => Self::internal(format!("workspace: {m}")),
+        }
     }
 }

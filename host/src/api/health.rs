@@ -6,15 +6,17 @@
 
 use std::sync::Arc;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::server::AppState;
 use crate::time::timestamp;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct HealthResponse {
     /// `"healthy"` whenever the server answers; see `docker_available`.
     pub status: &'static str,
@@ -23,15 +25,18 @@ pub struct HealthResponse {
     pub docker_available: bool,
 }
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new().route("/api/health", get(health))
+pub fn routes() -> ApiRouter<Arc<AppState>> {
+    ApiRouter::new().api_route(
+        "/api/health",
+        get_with(health, |op| op.summary("Server health").tag("health")),
+    )
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "healthy",
         timestamp: timestamp(chrono::Utc::now()),
-        active_sessions: state.active_sessions(),
+        active_sessions: state.sessions.active_count(),
         docker_available: state.sandbox.engine().is_available(),
     })
 }

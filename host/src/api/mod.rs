@@ -1,22 +1,147 @@
 //! The REST and WebSocket API. One module per resource, each owning its
-//! request and response types and its `routes()`; merged in [`router`].
+//! request and response types and its `routes()`; merged in [`router`],
+//! which also serves the OpenAPI document generated from the same types
+//! (`/openapi.json`), Swagger UI (`/docs`) and ReDoc (`/redoc`), from assets
+//! embedded in the binary.
 
 mod error;
+mod extract;
+mod files;
 mod health;
+mod processes;
+mod search;
+mod sessions;
+mod shell;
+mod tasks;
 mod tools;
 
 use std::sync::Arc;
 
-use axum::Router;
+use aide::axum::ApiRouter;
+use aide::openapi::{Info, OpenApi, Tag};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::server::AppState;
 
+/// `{"message": "..."}`
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+impl MessageResponse {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// The `{session_id}` path parameter.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SessionPath {
+    /// 8 lowercase hex characters.
+    pub session_id: String,
+}
+
+fn api_routes() -> ApiRouter<Arc<AppState>> {
+    ApiRouter::new()
+        .merge(health::routes())
+        .merge(sessions::routes())
+        .merge(tasks::routes())
+        .merge(processes::routes())
+        .merge(files::routes())
+        .merge(search::routes())
+        .merge(shell::routes())
+        .merge(tools::routes())
+}
+
+/// The OpenAPI document of every route, generated from the handlers' types.
+pub fn openapi() -> OpenApi {
+    let mut api = base_document();
+    let _ = api_routes().finish_api(&mut api);
+    api
+}
+
+fn base_document() -> OpenApi {
+    let tag = |name: &str, description: &str| Tag {
+        name: name.into(),
+        description: Some(description.into()),
+        ..Tag::default()
+    };
+    OpenApi {
+        info: Info {
+            title: "Crogia".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: Some(
+                "Agent sessions in Docker sandboxes. Errors are `{\"detail\": \"...\"}`. \
+                 Live events: `ws://HOST/ws/{session_id}`."
+                    .into(),
+            ),
+            ..Info::default()
+        },
+        tags: vec![
+            tag("health", "Server and Docker engine status"),
+            tag(
+                "sessions",
+                "Agent sessions: a container and a workspace each",
+            ),
+            tag("tasks", "Work for the agent"),
+            tag("processes", "Background processes in a session"),
+            tag("files", "Files in a session's workspace"),
+            tag("search", "Searching a session's workspace"),
+            tag("shell", "Commands in a session's container"),
+            tag("tools", "The agent's tool plugins"),
+        ],
+        ..OpenApi::default()
+    }
+}
+
 /// Every route of the API, with its state.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .merge(health::routes())
-        .merge(tools::routes())
+    let mut api = base_document();
+    let max_body = state.config.server.max_body_bytes;
+    let routes = api_routes().finish_api(&mut api);
+    let api = Arc::new(api);
+    routes
+        .route("/openapi.json", get(serve_openapi))
+        .route(
+            "/docs",
+            aide::swagger::Swagger::new("/openapi.json")
+                .with_title("Crogia API")
+                .axum_route()
+                .into(),
+        )
+        .route(
+            "/redoc",
+            aide::redoc::Redoc::new("/openapi.json")
+                .with_title("Crogia API")
+                .axum_route()
+                .into(),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(api))
+        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+async fn serve_openapi(Extension(api): Extension<Arc<OpenApi>>) -> impl IntoResponse {
+    Json(api)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("Not Found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
 }

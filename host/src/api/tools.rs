@@ -4,25 +4,37 @@
 
 use std::sync::Arc;
 
+use aide::axum::ApiRouter;
+use aide::axum::routing::get_with;
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::plugins::{SkippedPlugin, ToolInfo};
 use crate::server::AppState;
 
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/api/tools", get(list_tools))
-        .route("/api/plugins", get(plugins_status))
+pub fn routes() -> ApiRouter<Arc<AppState>> {
+    ApiRouter::new()
+        .api_route(
+            "/api/tools",
+            get_with(list_tools, |op| {
+                op.summary("List the agent's tools").tag("tools")
+            }),
+        )
+        .api_route(
+            "/api/plugins",
+            get_with(plugins_status, |op| {
+                op.summary("Plugins folder status").tag("tools")
+            }),
+        )
 }
 
 async fn list_tools(State(state): State<Arc<AppState>>) -> Json<Vec<ToolInfo>> {
     Json(state.plugins.tools())
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct PluginsStatus {
     /// The folder scanned for `*.wasm` files.
     pub dir: String,

@@ -75,7 +75,7 @@ impl ToolError {
 }
 
 /// A tool as operators and the API see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct ToolInfo {
     pub name: String,
     pub description: String,
@@ -87,7 +87,7 @@ pub struct ToolInfo {
 }
 
 /// A file in the plugins folder that was not loaded, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct SkippedPlugin {
     pub file: String,
     pub reason: String,

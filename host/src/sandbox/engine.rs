@@ -21,6 +21,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct DockerEngine {
+    /// Where the engine listens; empty for bollard's defaults.
+    host: String,
     /// A client whose API version has been negotiated with the engine; `None`
     /// until an engine has answered once.
     client: Mutex<Option<Docker>>,
@@ -28,8 +30,11 @@ pub struct DockerEngine {
 }
 
 impl DockerEngine {
-    pub fn new() -> Arc<Self> {
+    /// An engine at `host` (`unix://...`, `tcp://...`); empty means
+    /// `$DOCKER_HOST` or the local socket.
+    pub fn new(host: &str) -> Arc<Self> {
         Arc::new(Self {
+            host: host.to_string(),
             client: Mutex::new(None),
             available: AtomicBool::new(false),
         })
@@ -48,7 +53,11 @@ impl DockerEngine {
             return Ok(client.clone());
         }
         let connect = async {
-            let docker = Docker::connect_with_defaults()?;
+            let docker = if self.host.is_empty() {
+                Docker::connect_with_defaults()?
+            } else {
+                Docker::connect_with_host(&self.host)?
+            };
             docker.negotiate_version().await
         };
         match tokio::time::timeout(PROBE_TIMEOUT, connect).await {

@@ -10,6 +10,7 @@ mod engine;
 mod exec;
 mod processes;
 mod scripts;
+mod watch;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,6 +24,7 @@ use bollard::query_parameters::{
 pub use engine::DockerEngine;
 pub use exec::{ExecOutput, ExecRequest};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
+pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
 use crate::config::SandboxConfig;
 use crate::workspace::CONTAINER_ROOT;
@@ -31,6 +33,8 @@ use crate::workspace::CONTAINER_ROOT;
 pub const LABEL_MANAGED: &str = "crogia.managed";
 /// Label holding the session id a container belongs to.
 pub const LABEL_SESSION: &str = "crogia.session";
+/// Label naming the server instance (data directory) owning a container.
+pub const LABEL_INSTANCE: &str = "crogia.instance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -78,6 +82,14 @@ impl Sandbox {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// The same sandbox, putting one more label on the containers it creates.
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.config
+            .labels
+            .insert(key.to_string(), value.to_string());
+        self
     }
 
     /// Creates and starts the container of `session_id`, with `workspace`

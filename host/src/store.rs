@@ -1,0 +1,368 @@
+//! Persistent state in SQLite (sqlx, migrations embedded at build time):
+//! sessions, their background processes, their event log and their
+//! conversation history. The database lives at `<data_dir>/crogia.db`.
+//!
+//! The journal is WAL with `synchronous = NORMAL`: a committed write survives
+//! the process being killed at any moment (what this server promises); only a
+//! power loss may drop the last transactions, never corrupting the file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::sandbox::BackgroundProcess;
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct StoreError(String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub container_id: String,
+    pub workdir: String,
+    pub created: DateTime<Utc>,
+    pub last_task: Option<String>,
+    /// Why the session is broken, when it is.
+    pub error: Option<String>,
+}
+
+/// The server's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.to_utc())
+        .unwrap_or_default()
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    crate::time::timestamp(t)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and brings its
+    /// schema up to date.
+    pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join("crogia.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// A random id naming this server's data directory, created once. It
+    /// labels the containers this server owns, so servers sharing one Docker
+    /// engine never mistake each other's containers for their own.
+    pub async fn instance_id(&self) -> StoreResult<String> {
+        let fresh = format!("{:016x}", rand::random::<u64>());
+        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)")
+            .bind(&fresh)
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM meta WHERE key = 'instance_id'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.container_id)
+        .bind(&s.workdir)
+        .bind(time(s.created))
+        .bind(&s.last_task)
+        .bind(&s.error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
+        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error FROM sessions ORDER BY created, id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| SessionRecord {
+                id: r.get(0),
+                container_id: r.get(1),
+                workdir: r.get(2),
+                created: parse_time(r.get::<&str, _>(3)),
+                last_task: r.get(4),
+                error: r.get(5),
+            })
+            .collect())
+    }
+
+    pub async fn set_last_task(&self, id: &str, task: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET last_task = ? WHERE id = ?")
+            .bind(task)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_error(&self, id: &str, error: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a session with its processes, events and messages.
+    pub async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_process(&self, session_id: &str, p: &BackgroundProcess) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO processes (session_id, id, pid, start_ticks, cmd, log, started) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(&p.id)
+        .bind(i64::from(p.pid))
+        .bind(p.start_ticks as i64)
+        .bind(&p.cmd)
+        .bind(&p.log)
+        .bind(time(p.started))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A session's processes, oldest first.
+    pub async fn processes(&self, session_id: &str) -> StoreResult<Vec<BackgroundProcess>> {
+        let rows = sqlx::query(
+            "SELECT id, pid, start_ticks, cmd, log, started FROM processes WHERE session_id = ? ORDER BY started, rowid",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| BackgroundProcess {
+                id: r.get(0),
+                pid: r.get::<i64, _>(1) as u32,
+                start_ticks: r.get::<i64, _>(2) as u64,
+                cmd: r.get(3),
+                log: r.get(4),
+                started: parse_time(r.get::<&str, _>(5)),
+            })
+            .collect())
+    }
+
+    /// Appends events to a session's log in one transaction.
+    pub async fn append_events(
+        &self,
+        session_id: &str,
+        events: &[(u64, String)],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (seq, event) in events {
+            sqlx::query("INSERT INTO events (session_id, seq, event) VALUES (?, ?, ?)")
+                .bind(session_id)
+                .bind(*seq as i64)
+                .bind(event)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` events with `seq > after`, in order.
+    pub async fn events_after(
+        &self,
+        session_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, String)>> {
+        let rows = sqlx::query(
+            "SELECT seq, event FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(session_id)
+        .bind(after as i64)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// The highest event sequence number of a session (0 when none).
+    pub async fn last_event_seq(&self, session_id: &str) -> StoreResult<u64> {
+        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?")
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    /// Appends messages to a session's conversation.
+    pub async fn append_messages(
+        &self,
+        session_id: &str,
+        first_seq: u64,
+        messages: &[String],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (i, m) in messages.iter().enumerate() {
+            sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES (?, ?, ?)")
+                .bind(session_id)
+                .bind((first_seq + i as u64) as i64)
+                .bind(m)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A session's conversation, oldest first, with sequence numbers.
+    pub async fn messages(&self, session_id: &str) -> StoreResult<Vec<(u64, String)>> {
+        let rows =
+            sqlx::query("SELECT seq, message FROM messages WHERE session_id = ? ORDER BY seq")
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// Drops the messages of a session with `seq < before` (trimming old turns).
+    pub async fn delete_messages_before(&self, session_id: &str, before: u64) -> StoreResult<()> {
+        sqlx::query("DELETE FROM messages WHERE session_id = ? AND seq < ?")
+            .bind(session_id)
+            .bind(before as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> SessionRecord {
+        SessionRecord {
+            id: id.into(),
+            container_id: format!("c-{id}"),
+            workdir: format!("/data/workspaces/session_{id}"),
+            created: Utc::now(),
+            last_task: Some("build it".into()),
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sessions_processes_and_events_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        let instance = store.instance_id().await.unwrap();
+        store.insert_session(&record("a1b2c3d4")).await.unwrap();
+        let p = BackgroundProcess {
+            id: "p1".into(),
+            pid: 42,
+            start_ticks: 7,
+            cmd: "sleep 1".into(),
+            log: ".agent_logs/p1.log".into(),
+            started: Utc::now(),
+        };
+        store.insert_process("a1b2c3d4", &p).await.unwrap();
+        store
+            .append_events(
+                "a1b2c3d4",
+                &[
+                    (1, "{\"type\":\"a\"}".into()),
+                    (2, "{\"type\":\"b\"}".into()),
+                ],
+            )
+            .await
+            .unwrap();
+        store.set_error("a1b2c3d4", Some("gone")).await.unwrap();
+        store.close().await;
+
+        let store = Store::open(dir.path()).await.unwrap();
+        assert_eq!(store.instance_id().await.unwrap(), instance);
+        let sessions = store.sessions().await.unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].error.as_deref(), Some("gone"));
+        assert_eq!(store.processes("a1b2c3d4").await.unwrap()[0].pid, 42);
+        assert_eq!(store.last_event_seq("a1b2c3d4").await.unwrap(), 2);
+        assert_eq!(
+            store.events_after("a1b2c3d4", 1, 10).await.unwrap(),
+            vec![(2, "{\"type\":\"b\"}".to_string())]
+        );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_session_deletes_what_belongs_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.insert_session(&record("00000001")).await.unwrap();
+        store
+            .append_events("00000001", &[(1, "{}".into())])
+            .await
+            .unwrap();
+        store
+            .append_messages("00000001", 1, &["{}".into()])
+            .await
+            .unwrap();
+        store.delete_session("00000001").await.unwrap();
+        assert!(store.sessions().await.unwrap().is_empty());
+        assert_eq!(store.last_event_seq("00000001").await.unwrap(), 0);
+        assert!(store.messages("00000001").await.unwrap().is_empty());
+    }
+}

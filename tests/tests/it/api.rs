@@ -1,0 +1,820 @@
+//! The REST API on a real server, against the contract (crogia-api.md):
+//! field names, status codes and error bodies.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crogia_tests::{TestServer, sweep_containers};
+use serde_json::{Value, json};
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn is_timestamp(v: &Value) -> bool {
+    let s = v.as_str().unwrap_or_default();
+    s.len() == 24 && s.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+const SESSION_FIELDS: &[&str] = &[
+    "session_id",
+    "container_id",
+    "workdir",
+    "created",
+    "last_task",
+    "status",
+    "container_status",
+];
+
+#[tokio::test]
+async fn session_create_get_list_delete_follow_the_contract() {
+    let server = TestServer::start().await;
+    let (status, created) = server
+        .post(
+            "/api/sessions",
+            json!({"task": "Create a Flask web application"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(keys(&created), set(SESSION_FIELDS));
+    let id = created["session_id"].as_str().unwrap();
+    assert!(
+        id.len() == 8
+            && id
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{id}"
+    );
+    assert_eq!(created["last_task"], "Create a Flask web application");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["container_status"], "running");
+    assert!(is_timestamp(&created["created"]));
+    let workdir = created["workdir"].as_str().unwrap();
+    assert!(workdir.ends_with(&format!("session_{id}")) && std::path::Path::new(workdir).is_dir());
+
+    let (status, one) = server.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(one, created);
+    let (_, list) = server.get("/api/sessions").await;
+    assert_eq!(list, json!([created]));
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["active_sessions"], 1);
+
+    let (status, body) = server.delete(&format!("/api/sessions/{id}")).await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"message": format!("Session {id} deleted successfully")})
+        )
+    );
+    assert!(!std::path::Path::new(workdir).exists() || wait_gone(workdir).await);
+    let container = created["container_id"].as_str().unwrap();
+    let err = server.fixture.sandbox.inspect(container).await.unwrap_err();
+    assert!(
+        matches!(err, crogia_host::sandbox::SandboxError::NotFound(_)),
+        "{err:?}"
+    );
+
+    let not_found = json!({"detail": "Session not found"});
+    assert_eq!(
+        server.delete(&format!("/api/sessions/{id}")).await,
+        (404, not_found.clone())
+    );
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}")).await,
+        (404, not_found.clone())
+    );
+    assert_eq!(
+        server.get("/api/sessions/zzzzzzzz/files").await,
+        (404, not_found)
+    );
+    assert_eq!(server.get("/api/sessions").await.1, json!([]));
+}
+
+async fn wait_gone(path: &str) -> bool {
+    for _ in 0..50 {
+        if !std::path::Path::new(path).exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn tasks_are_recorded_and_bad_task_bodies_are_422() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let path = format!("/api/sessions/{id}/tasks");
+    let (status, body) = server
+        .post(&path, json!({"task": "Add user authentication"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], format!("Task started in session {id}"));
+    assert_eq!(body["task"], "Add user authentication");
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}")).await.1["last_task"],
+        "Add user authentication"
+    );
+
+    let (status, body) = server.post(&path, json!({"tsak": "typo"})).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `task`"),
+        "{body}"
+    );
+    let (status, body) = server.post(&path, json!({"task": 5})).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("`task`"),
+        "{body}"
+    );
+    let resp = server
+        .client
+        .post(server.url(&path))
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Request body is not valid JSON"),
+        "{body}"
+    );
+    assert_eq!(
+        server
+            .post("/api/sessions/00000000/tasks", json!({"task": "x"}))
+            .await
+            .0,
+        404
+    );
+    // Nothing changed.
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}")).await.1["last_task"],
+        "Add user authentication"
+    );
+}
+
+#[tokio::test]
+async fn files_list_read_write_and_delete_with_contract_fields() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let base = format!("/api/sessions/{id}/files");
+    let (status, body) = server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "app.py", "content": "from flask import Flask\n"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"message": "File app.py written successfully"}))
+    );
+    server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "templates/index.html", "content": "<h1/>"}),
+        )
+        .await;
+
+    let (status, read) = server.get(&format!("{base}/content?path=app.py")).await;
+    assert_eq!(status, 200);
+    assert_eq!(read["path"], "app.py");
+    assert_eq!(read["content"], "from flask import Flask\n");
+
+    let (status, listing) = server.get(&format!("{base}?path=.")).await;
+    assert_eq!(status, 200);
+    assert_eq!(listing["path"], ".");
+    let items = listing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(keys(&items[0]), set(&["name", "type", "size", "modified"]));
+    assert_eq!(
+        (&items[0]["name"], &items[0]["type"], &items[0]["size"]),
+        (&json!("app.py"), &json!("file"), &json!(24))
+    );
+    assert_eq!(
+        (&items[1]["name"], &items[1]["type"], &items[1]["size"]),
+        (&json!("templates"), &json!("directory"), &Value::Null)
+    );
+    assert!(is_timestamp(&items[0]["modified"]));
+    // Default path is the workspace root.
+    assert_eq!(server.get(&base).await.1["items"], listing["items"]);
+
+    // Binary content travels as base64.
+    let (status, _) = server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "logo.bin", "content": "AAH/", "encoding": "base64"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, bin) = server.get(&format!("{base}/content?path=logo.bin")).await;
+    assert_eq!(
+        (&bin["content"], &bin["encoding"]),
+        (&json!("AAH/"), &json!("base64"))
+    );
+    let out = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "od -An -tx1 logo.bin"}),
+        )
+        .await
+        .1;
+    assert_eq!(out["stdout"].as_str().unwrap().trim(), "00 01 ff");
+
+    let resp = server
+        .client
+        .delete(server.url(&format!("{base}/content?path=logo.bin")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        server.get(&format!("{base}/content?path=logo.bin")).await.0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn file_errors_are_clear_and_change_nothing() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let base = format!("/api/sessions/{id}/files");
+    let (status, body) = server.get(&format!("{base}/content?path=missing.py")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["detail"], "missing.py not found");
+    // Escapes: `..`, absolute paths, NUL bytes, symlinks made inside the container.
+    let (status, body) = server
+        .get(&format!("{base}/content?path=../../etc/passwd"))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("outside the session workspace")
+    );
+    let (status, _) = server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "../escape.txt", "content": "x"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        server
+            .get(&format!("{base}/content?path=/etc/passwd"))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        server
+            .post(
+                &format!("{base}/content"),
+                json!({"path": "a\u{0}b", "content": "x"})
+            )
+            .await
+            .0,
+        400
+    );
+    server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "ln -s /etc/passwd leak; ln -s / root"}),
+        )
+        .await;
+    assert_eq!(
+        server.get(&format!("{base}/content?path=leak")).await.0,
+        403
+    );
+    assert_eq!(server.get(&format!("{base}?path=root")).await.0, 403);
+    assert_eq!(
+        server
+            .post(
+                &format!("{base}/content"),
+                json!({"path": "root/tmp/x", "content": "x"})
+            )
+            .await
+            .0,
+        403
+    );
+    // A missing field is named.
+    let (status, body) = server
+        .post(&format!("{base}/content"), json!({"path": "a.txt"}))
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `content`"),
+        "{body}"
+    );
+    let (status, body) = server.get(&format!("{base}/content")).await;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap().contains("path"), "{body}");
+    // None of it wrote anything.
+    let listing = server.get(&base).await.1;
+    let names: Vec<&str> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["leak", "root"]);
+    assert!(
+        !server
+            .fixture
+            .tmp
+            .path()
+            .join("workspaces/escape.txt")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn search_files_and_grep_follow_the_contract() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    for (path, content) in [
+        ("app.py", "from flask import Flask\n"),
+        ("models.py", "x = 1\n"),
+        ("README.md", "Flask app\n"),
+        ("web.js", ""),
+    ] {
+        server
+            .post(
+                &format!("/api/sessions/{id}/files/content"),
+                json!({"path": path, "content": content}),
+            )
+            .await;
+    }
+    let (status, files) = server
+        .post(
+            &format!("/api/sessions/{id}/search/files"),
+            json!({"pattern": "*.py", "path": ".", "file_types": "*.py,*.js"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        files,
+        json!({"pattern": "*.py", "path": ".", "matches": ["app.py", "models.py"]})
+    );
+
+    let (status, grep) = server
+        .post(
+            &format!("/api/sessions/{id}/search/grep"),
+            json!({"pattern": "Flask", "path": ".", "file_types": "*.py,*.md"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        grep,
+        json!({"pattern": "Flask", "path": ".", "matches": [
+            {"file": "README.md", "line": 1, "content": "Flask app"},
+            {"file": "app.py", "line": 1, "content": "from flask import Flask"}
+        ]})
+    );
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/search/grep"),
+            json!({"pattern": "("}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid regular expression")
+    );
+    assert_eq!(
+        server
+            .post(
+                &format!("/api/sessions/{id}/search/files"),
+                json!({"path": "."})
+            )
+            .await
+            .0,
+        422
+    );
+}
+
+#[tokio::test]
+async fn shell_runs_commands_with_contract_and_additive_fields() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "ls -la", "tty": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(keys(&out).is_superset(&set(&["command", "output", "timestamp"])));
+    assert_eq!(out["command"], "ls -la");
+    assert!(
+        out["output"].as_str().unwrap().starts_with("total"),
+        "{out}"
+    );
+    assert!(is_timestamp(&out["timestamp"]));
+    assert_eq!(out["exit_code"], 0);
+
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "echo a; echo b >&2; exit 4"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            &out["exit_code"],
+            &out["stdout"],
+            &out["stderr"],
+            &out["output"]
+        ),
+        (&json!(4), &json!("a\n"), &json!("b\n"), &json!("a\nb\n"))
+    );
+    let (_, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "sleep 30", "timeout": 0.5}),
+        )
+        .await;
+    assert_eq!(out["timed_out"], true);
+    assert_eq!(
+        server
+            .post(
+                &format!("/api/sessions/{id}/shell"),
+                json!({"command": "ls"})
+            )
+            .await
+            .0,
+        422
+    );
+}
+
+#[tokio::test]
+async fn processes_start_list_logs_and_stop_over_rest() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let base = format!("/api/sessions/{id}/processes");
+    let (status, started) = server
+        .post(
+            &base,
+            json!({"cmd": "echo Starting app...; exec sleep 300"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let pid = started["pid"].as_u64().unwrap();
+
+    let (status, list) = server.get(&base).await;
+    assert_eq!(status, 200);
+    let p = &list[0];
+    assert!(keys(p).is_superset(&set(&["pid", "cmd", "status", "log", "started"])));
+    assert_eq!(
+        (&p["pid"], &p["cmd"], &p["status"]),
+        (
+            &json!(pid),
+            &json!("echo Starting app...; exec sleep 300"),
+            &json!("running")
+        )
+    );
+    assert!(p["log"].as_str().unwrap().starts_with(".agent_logs/"));
+    assert!(is_timestamp(&p["started"]));
+
+    let mut logs = Value::Null;
+    for _ in 0..50 {
+        logs = server.get(&format!("{base}/{pid}/logs")).await.1;
+        if logs["logs"] == "Starting app...\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs, json!({"logs": "Starting app...\n", "pid": pid}));
+    assert_eq!(
+        server.get(&format!("{base}/{pid}/logs?lines=0")).await.1["logs"],
+        ""
+    );
+
+    let (status, stopped) = server.post(&format!("{base}/{pid}/stop"), json!({})).await;
+    assert_eq!(
+        (status, stopped),
+        (
+            200,
+            json!({"message": format!("Sent SIGTERM to process {pid}")})
+        )
+    );
+    assert_eq!(server.get(&base).await.1[0]["status"], "exited");
+
+    assert_eq!(
+        server
+            .post(&format!("{base}/4242424/stop"), json!({}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(server.get(&format!("{base}/notanumber/logs")).await.0, 422);
+    assert_eq!(
+        server.get(&format!("{base}/{pid}/logs?lines=many")).await.0,
+        422
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_unknown_routes_and_methods_get_json_errors() {
+    let server = TestServer::with_config(|c| c.server.max_body_bytes = 4096).await;
+    let id = server.session().await;
+    let big = "x".repeat(10_000);
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "big.txt", "content": big}),
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert!(
+        body["detail"].as_str().unwrap().contains("larger than"),
+        "{body}"
+    );
+    assert_eq!(
+        server
+            .get(&format!("/api/sessions/{id}/files/content?path=big.txt"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        server.get("/api/nope").await,
+        (404, json!({"detail": "Not Found"}))
+    );
+    let (status, body) = server.delete("/api/health").await;
+    assert_eq!(
+        (status, body),
+        (405, json!({"detail": "Method Not Allowed"}))
+    );
+}
+
+#[tokio::test]
+async fn fifty_sessions_created_at_once_all_succeed() {
+    let server = TestServer::start().await;
+    let creates =
+        (0..50).map(|i| server.post("/api/sessions", json!({"task": format!("task {i}")})));
+    let results = futures_util::future::join_all(creates).await;
+    let mut ids = BTreeSet::new();
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        ids.insert(body["session_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 50);
+    let (_, list) = server.get("/api/sessions").await;
+    assert_eq!(list.as_array().unwrap().len(), 50);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "active")
+    );
+}
+
+#[tokio::test]
+async fn without_a_docker_engine_creation_is_503_and_health_says_so() {
+    let server = TestServer::with_config(|c| {
+        c.sandbox.docker_host = "unix:///nonexistent/docker.sock".into()
+    })
+    .await;
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["docker_available"], false);
+    assert_eq!(health["status"], "healthy");
+    let (status, body) = server.post("/api/sessions", json!({"task": "x"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker engine is not available"),
+        "{body}"
+    );
+    assert_eq!(server.get("/api/sessions").await.1, json!([]));
+    let workspaces = server.fixture.tmp.path().join("workspaces");
+    assert_eq!(
+        std::fs::read_dir(workspaces).unwrap().count(),
+        0,
+        "a failed create left a workspace behind"
+    );
+}
+
+#[tokio::test]
+async fn a_container_removed_outside_shows_the_session_in_error() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let container = server.get(&format!("/api/sessions/{id}")).await.1["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.fixture.sandbox.remove(&container).await.unwrap();
+    let mut info = Value::Null;
+    for _ in 0..50 {
+        info = server.get(&format!("/api/sessions/{id}")).await.1;
+        if info["status"] == "error" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(info["status"], "error", "{info}");
+    assert_eq!(info["container_status"], "removed");
+    assert!(
+        info["error"]
+            .as_str()
+            .unwrap()
+            .contains("removed outside Crogia"),
+        "{info}"
+    );
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": "true"}))
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Delete it and create a new one"),
+        "{body}"
+    );
+    // Its files are still readable, and it can be deleted.
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}/files")).await.0,
+        200
+    );
+    assert_eq!(server.delete(&format!("/api/sessions/{id}")).await.0, 200);
+}
+
+#[tokio::test]
+async fn after_a_restart_sessions_files_processes_and_containers_are_intact() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "remember me"}),
+        )
+        .await;
+    server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "notes.txt", "content": "kept"}),
+        )
+        .await;
+    let (_, p) = server
+        .post(
+            &format!("/api/sessions/{id}/processes"),
+            json!({"cmd": "sleep 300"}),
+        )
+        .await;
+    let before = server.get(&format!("/api/sessions/{id}")).await.1;
+    let procs_before = server.get(&format!("/api/sessions/{id}/processes")).await.1;
+
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+
+    let after = server.get(&format!("/api/sessions/{id}")).await.1;
+    assert_eq!(after, before);
+    assert_eq!(after["container_id"], before["container_id"]);
+    assert_eq!(after["last_task"], "remember me");
+    assert_eq!(
+        server
+            .get(&format!("/api/sessions/{id}/files/content?path=notes.txt"))
+            .await
+            .1["content"],
+        "kept"
+    );
+    let procs_after = server.get(&format!("/api/sessions/{id}/processes")).await.1;
+    assert_eq!(procs_after, procs_before);
+    assert_eq!(procs_after[0]["pid"], p["pid"]);
+    assert_eq!(procs_after[0]["status"], "running");
+}
+
+#[tokio::test]
+async fn openapi_document_and_docs_pages_are_served_without_a_cdn() {
+    let server = TestServer::start().await;
+    let (status, doc) = server.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    let paths = doc["paths"].as_object().unwrap();
+    for path in [
+        "/api/health",
+        "/api/sessions",
+        "/api/sessions/{session_id}",
+        "/api/sessions/{session_id}/tasks",
+        "/api/sessions/{session_id}/processes",
+        "/api/sessions/{session_id}/processes/{pid}/stop",
+        "/api/sessions/{session_id}/processes/{pid}/logs",
+        "/api/sessions/{session_id}/files",
+        "/api/sessions/{session_id}/files/content",
+        "/api/sessions/{session_id}/search/files",
+        "/api/sessions/{session_id}/search/grep",
+        "/api/sessions/{session_id}/shell",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from /openapi.json"
+        );
+    }
+    let create = &doc["paths"]["/api/sessions"]["post"];
+    assert!(create["requestBody"].is_object());
+    for page in ["/docs", "/redoc"] {
+        let resp = server.client.get(server.url(page)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{page}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("/openapi.json"), "{page}");
+        for cdn in ["src=\"http", "href=\"http", "unpkg.com", "jsdelivr"] {
+            assert!(!html.contains(cdn), "{page} loads {cdn}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn sweeping_by_label_removes_leftover_containers() {
+    // The harness's own guarantee: what a test leaves, the sweep removes.
+    let server = TestServer::start().await;
+    server.session().await;
+    let label = format!("crogia.test={}", server.fixture.label);
+    assert_eq!(
+        server
+            .fixture
+            .sandbox
+            .find_by_labels(&[&label])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    sweep_containers(&server.fixture.label);
+    assert!(
+        server
+            .fixture
+            .sandbox
+            .find_by_labels(&[&label])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn gc_removes_only_this_servers_orphaned_containers() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let kept = server.get(&format!("/api/sessions/{id}")).await.1["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An orphan: this server's instance label, but no session record (as a
+    // crash between creating a container and recording it would leave).
+    let instance = server.fixture.config.server.data_dir.join("crogia.db");
+    assert!(instance.exists());
+    let store = crogia_host::store::Store::open(&server.fixture.config.server.data_dir)
+        .await
+        .unwrap();
+    let instance_id = store.instance_id().await.unwrap();
+    let sandbox = server
+        .fixture
+        .sandbox
+        .clone()
+        .with_label(crogia_host::sandbox::LABEL_INSTANCE, &instance_id);
+    let ws = server.fixture.tmp.path().join("orphan-ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let orphan = sandbox.create("deadbeef", &ws).await.unwrap();
+
+    let fixture = server.stop().await;
+    let dry = crogia_host::session::collect_garbage(&fixture.config, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [orphan.as_str()]
+    );
+    assert!(
+        fixture.sandbox.inspect(&orphan).await.is_ok(),
+        "dry run removed it"
+    );
+    let removed = crogia_host::session::collect_garbage(&fixture.config, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(fixture.sandbox.inspect(&orphan).await.is_err());
+    assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
+}
