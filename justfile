@@ -33,8 +33,13 @@ sandbox-image: docker
 run *ARGS: rust docker build-plugins sandbox-image
     cargo run --release -p crogia-host --bin crogia -- serve {{ARGS}}
 
+# What the contract's client examples need (they run in the test suite).
+test-clients:
+    @python3 -c "import aiohttp, websockets" 2>/dev/null || { echo "test-clients: pip install aiohttp websockets"; python3 -m pip install --quiet --disable-pip-version-check aiohttp websockets; }
+    @command -v node >/dev/null || echo "test-clients: node not found; the JavaScript example test will fail"
+
 # Run every test against the real Docker engine, real plugins and a real server.
-test: setup build-plugins
+test: setup build-plugins test-clients
     #!/usr/bin/env bash
     set -euo pipefail
     # Containers the tests made are removed even when a test process dies.

@@ -14,7 +14,14 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The sections that environment variables may override.
-const ENV_SECTIONS: &[&str] = &["server", "sandbox", "workspace", "model", "plugins"];
+const ENV_SECTIONS: &[&str] = &[
+    "server",
+    "sandbox",
+    "workspace",
+    "model",
+    "agent",
+    "plugins",
+];
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -23,6 +30,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub workspace: WorkspaceConfig,
     pub model: ModelConfig,
+    pub agent: AgentConfig,
     pub plugins: PluginsConfig,
     /// Per-tool settings, keyed by tool name.
     pub tools: BTreeMap<String, ToolConfig>,
@@ -37,6 +45,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Events a WebSocket client may fall behind before it is disconnected
+    /// (it can resume with `?since=`).
+    pub ws_buffer_events: usize,
+    /// Seconds between pings on idle WebSocket connections.
+    pub ws_ping_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +58,8 @@ impl Default for ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("data"),
             max_body_bytes: 10 * 1024 * 1024,
+            ws_buffer_events: 4096,
+            ws_ping_secs: 20,
         }
     }
 }
@@ -154,6 +169,56 @@ impl Default for ModelConfig {
             base_url: String::new(),
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
+        }
+    }
+}
+
+/// The default system prompt: what the agent is and where it works.
+pub const DEFAULT_SYSTEM_PROMPT: &str = "You are an autonomous coding agent working in a Linux container. \
+Your workspace is /workspace: every file path you give a tool is relative to it, and it persists between tasks. \
+The container has Python 3 with pip and venv, git, ripgrep and curl, and no network access. \
+Work step by step: look at what is there before changing it, make focused changes with the tools, \
+run the code or its tests to check your work, and fix what fails. Use start_process for servers and other \
+long-running commands, and stop them when you are done. When the task is complete, reply with a short \
+summary of what you did and how to use it.";
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The system prompt sent before the conversation.
+    pub system_prompt: String,
+    /// Most model turns one task may take before it is stopped.
+    pub max_steps: u32,
+    /// Conversation kept for the model, in characters (about 4 per token);
+    /// older turns are dropped first when it grows past this.
+    pub context_chars: usize,
+    /// Longest tool result sent back to the model, in characters.
+    pub tool_result_chars: usize,
+    /// Longest tool result carried in a `tool_complete` event, in characters.
+    pub event_result_chars: usize,
+    /// Seconds one model request may take before it is retried.
+    pub request_timeout_secs: u64,
+    /// Retries of a model request that failed with 429, 5xx, a timeout or a
+    /// broken stream before anything of it was streamed.
+    pub max_retries: u32,
+    /// First retry delay in milliseconds; doubles each retry (with jitter).
+    pub retry_base_ms: u64,
+    /// Most tasks waiting behind the running one in a session.
+    pub max_queued_tasks: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
+            max_steps: 50,
+            context_chars: 400_000,
+            tool_result_chars: 30_000,
+            event_result_chars: 4_000,
+            request_timeout_secs: 300,
+            max_retries: 4,
+            retry_base_ms: 1_000,
+            max_queued_tasks: 32,
         }
     }
 }
@@ -365,6 +430,16 @@ impl Config {
         if w.search_max_results == 0 || w.search_max_line_chars == 0 || w.max_read_bytes == 0 {
             bail!(
                 "workspace.search_max_results, search_max_line_chars and max_read_bytes must be positive"
+            );
+        }
+        let a = &self.agent;
+        if a.max_steps == 0
+            || a.context_chars < 1000
+            || a.tool_result_chars == 0
+            || a.request_timeout_secs == 0
+        {
+            bail!(
+                "agent.max_steps, context_chars (>= 1000), tool_result_chars and request_timeout_secs must be positive"
             );
         }
         if self.plugins.timeout_ms == 0

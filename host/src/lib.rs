@@ -1,12 +1,14 @@
 //! Crogia: a server for autonomous coding-agent sessions.
 //!
 //! Layers, each calling only downward:
-//! `api` → `server` (state) → `session` → `plugins` → `capabilities` →
+//! `api` → `server` (state) → `agent` → `session` / `events` → `plugins` → `capabilities` →
 //! `sandbox` (Docker) / `workspace` and `search` (host files) / `store` (SQLite).
 
+pub mod agent;
 pub mod api;
 pub mod capabilities;
 pub mod config;
+pub mod events;
 pub mod plugins;
 pub mod sandbox;
 pub mod search;

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::config::Config;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
-use crate::session::{Session, SessionError, SessionManager};
+use crate::session::SessionManager;
 use crate::store::Store;
 
 /// How often the Docker engine's availability is probed.
@@ -24,19 +26,9 @@ pub struct AppState {
     pub sandbox: Sandbox,
     pub plugins: Arc<PluginRuntime>,
     pub sessions: Arc<SessionManager>,
-}
-
-impl AppState {
-    /// Records a task as the session's latest and hands it to the agent.
-    pub async fn submit_task(
-        &self,
-        session: &Arc<Session>,
-        task: String,
-    ) -> Result<(), SessionError> {
-        self.sessions.set_last_task(session, &task).await?;
-        tracing::info!(session = %session.id, "task recorded");
-        Ok(())
-    }
+    pub agent: Arc<Agent>,
+    /// Cancelled when the server begins to stop (WebSocket clients close).
+    pub shutdown: CancellationToken,
 }
 
 /// A built application, ready to serve.
@@ -47,7 +39,8 @@ pub struct App {
 
 impl App {
     /// Connects to the engine (waiting briefly, so the first health answer is
-    /// right), opens the store, restores sessions and loads the plugins.
+    /// right), opens the store, restores sessions, loads the plugins and
+    /// records tasks a previous run left unfinished.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.server.data_dir)
             .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
@@ -84,19 +77,29 @@ impl App {
         if let Err(e) = plugins.watch() {
             tracing::warn!(error = %format!("{e:#}"), "plugins folder not watched; changes need a restart");
         }
+        let agent = Agent::new(config.clone(), store.clone(), plugins.clone());
+        agent
+            .recover(&sessions)
+            .await
+            .context("recording interrupted tasks")?;
+        let state = AppState {
+            config,
+            store,
+            sandbox,
+            plugins,
+            sessions,
+            agent,
+            shutdown: CancellationToken::new(),
+        };
         Ok(Self {
-            state: Arc::new(AppState {
-                config,
-                store,
-                sandbox,
-                plugins,
-                sessions,
-            }),
+            state: Arc::new(state),
             monitor,
         })
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves; then stops running
+    /// tasks (recording their final events), closes WebSockets and lets the
+    /// remaining requests finish.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -105,11 +108,19 @@ impl App {
         let router = crate::api::router(self.state.clone());
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
+        let state = self.state.clone();
+        let stopping = async move {
+            shutdown.await;
+            tracing::info!("stopping: interrupting running tasks");
+            state.agent.shutdown().await;
+            state.shutdown.cancel();
+        };
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stopping)
             .await?;
         self.monitor.abort();
         self.state.store.close().await;
+        tracing::info!("stopped");
         Ok(())
     }
 }

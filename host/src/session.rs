@@ -17,8 +17,11 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::capabilities::{Capabilities, ProcessPersister, ProcessTable};
 use crate::config::Config;
+use crate::events::EventLog;
 use crate::sandbox::{ContainerWatch, LABEL_INSTANCE, REMOVED, Sandbox, SandboxError};
 use crate::store::{SessionRecord, Store, StoreError};
 use crate::workspace::Workspace;
@@ -77,6 +80,10 @@ pub struct Session {
     pub container_id: String,
     /// Everything the session can do; shared by REST handlers and plugins.
     pub caps: Capabilities,
+    /// What the agent did, in order.
+    pub events: Arc<EventLog>,
+    /// Cancelled when the session is deleted (WebSocket clients close).
+    pub deleted: CancellationToken,
     last_task: Mutex<Option<String>>,
     error: Mutex<Option<String>>,
     deleting: AtomicBool,
@@ -141,7 +148,7 @@ impl SessionManager {
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
-            match manager.session_from(record, processes) {
+            match manager.session_from(record, processes).await {
                 Ok(session) => {
                     manager
                         .sessions
@@ -160,11 +167,17 @@ impl SessionManager {
         Ok(manager)
     }
 
-    fn session_from(
+    async fn session_from(
         &self,
         record: SessionRecord,
         processes: Vec<crate::sandbox::BackgroundProcess>,
     ) -> Result<Arc<Session>, SessionError> {
+        let events = EventLog::open(
+            self.store.clone(),
+            &record.id,
+            self.config.server.ws_buffer_events,
+        )
+        .await?;
         let workspace = Workspace::create(&record.workdir)
             .map_err(|e| SessionError::Workspace(format!("{}: {e}", record.workdir)))?;
         let store = self.store.clone();
@@ -187,6 +200,8 @@ impl SessionManager {
                 processes: Arc::new(ProcessTable::new(processes, Some(persist))),
                 limits: Arc::new(self.config.workspace.clone()),
             },
+            events: Arc::new(events),
+            deleted: CancellationToken::new(),
             id: record.id,
             created: record.created,
             container_id: record.container_id,
@@ -377,7 +392,7 @@ impl SessionManager {
             let _ = std::fs::remove_dir_all(&workdir);
             return Err(e.into());
         }
-        let session = self.session_from(record, Vec::new())?;
+        let session = self.session_from(record, Vec::new()).await?;
         self.sessions
             .write()
             .unwrap()
@@ -413,6 +428,7 @@ impl SessionManager {
         }
         self.watch.record(&session.container_id, REMOVED);
         self.sessions.write().unwrap().remove(id);
+        session.deleted.cancel();
         let root = session.caps.workspace.root().to_path_buf();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = std::fs::remove_dir_all(&root) {

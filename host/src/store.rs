@@ -286,6 +286,48 @@ impl Store {
         Ok(())
     }
 
+    pub async fn insert_task(&self, session_id: &str, id: &str, task: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created) VALUES (?, ?, ?, 'queued', ?)")
+            .bind(session_id)
+            .bind(id)
+            .bind(task)
+            .bind(time(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a task's status; a final one also stamps `finished`.
+    pub async fn set_task_status(
+        &self,
+        session_id: &str,
+        id: &str,
+        status: &str,
+    ) -> StoreResult<()> {
+        let finished = (!matches!(status, "queued" | "running")).then(|| time(Utc::now()));
+        sqlx::query("UPDATE tasks SET status = ?, finished = COALESCE(?, finished) WHERE session_id = ? AND id = ?")
+            .bind(status)
+            .bind(finished)
+            .bind(session_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Tasks still `queued` or `running`: (session id, task id, task, status).
+    pub async fn unfinished_tasks(&self) -> StoreResult<Vec<(String, String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT session_id, id, task, status FROM tasks WHERE status IN ('queued', 'running') ORDER BY created",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

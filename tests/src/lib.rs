@@ -1,6 +1,8 @@
 //! Shared fixtures for the integration tests: a sandbox whose containers are
 //! swept when the fixture drops (even when the test panics), and a real
-//! server on an ephemeral loopback port.
+//! server on an ephemeral loopback port, and a scripted model.
+
+pub mod model;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -213,7 +215,23 @@ impl TestServer {
     /// Starts a server over an existing fixture (its config and data
     /// directory), e.g. to restart one that [`TestServer::stop`] stopped.
     pub async fn start_with(fixture: TestSandbox) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(fixture, "127.0.0.1:0").await
+    }
+
+    /// Like [`TestServer::start_with`], listening on `addr`.
+    pub async fn start_on(fixture: TestSandbox, addr: &str) -> Self {
+        // A fixed port may still be held by a server that is shutting down.
+        let mut attempt = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) if attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("binding {addr}: {e}"),
+            }
+        };
         let base = format!("http://{}", listener.local_addr().unwrap());
         let app = App::build(fixture.config.clone())
             .await
@@ -290,4 +308,97 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// A WebSocket client of `/ws/{session_id}`.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// What a WebSocket read produced.
+#[derive(Debug)]
+pub enum WsRead {
+    Event(serde_json::Value),
+    Closed(Option<u16>, String),
+    TimedOut,
+}
+
+impl TestServer {
+    /// Connects to a session's event stream (`since` replays from there).
+    pub async fn ws(&self, session_id: &str, since: Option<u64>) -> WsClient {
+        let mut url = format!("{}/ws/{session_id}", self.base.replacen("http", "ws", 1));
+        if let Some(since) = since {
+            url.push_str(&format!("?since={since}"));
+        }
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        WsClient { stream }
+    }
+}
+
+impl WsClient {
+    /// The next frame that matters: an event, or the close.
+    pub async fn read(&mut self, within: std::time::Duration) -> WsRead {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(within, self.stream.next()).await {
+                Err(_) => return WsRead::TimedOut,
+                Ok(None) => return WsRead::Closed(None, String::new()),
+                Ok(Some(Err(e))) => return WsRead::Closed(None, e.to_string()),
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return WsRead::Event(
+                        serde_json::from_str(&text).expect("event frames are JSON"),
+                    );
+                }
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return match frame {
+                        Some(f) => WsRead::Closed(Some(f.code.into()), f.reason.to_string()),
+                        None => WsRead::Closed(None, String::new()),
+                    };
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next event; panics on close or after 30 s.
+    pub async fn event(&mut self) -> serde_json::Value {
+        match self.read(std::time::Duration::from_secs(30)).await {
+            WsRead::Event(e) => e,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// Events until (and including) the `n`th `task_completed`.
+    pub async fn until_completed(&mut self, n: usize) -> Vec<serde_json::Value> {
+        let mut events = Vec::new();
+        let mut seen = 0;
+        while seen < n {
+            let e = self.event().await;
+            if e["type"] == "task_completed" {
+                seen += 1;
+            }
+            events.push(e);
+        }
+        events
+    }
+}
+
+/// A server whose model is `model` (a scripted one).
+pub async fn server_with_model(
+    model: &model::ScriptedModel,
+    adjust: impl FnOnce(&mut Config),
+) -> TestServer {
+    let base_url = model.base_url.clone();
+    TestServer::with_config(move |c| {
+        c.model.base_url = base_url;
+        c.model.model = "scripted".into();
+        c.agent.retry_base_ms = 20;
+        adjust(c);
+    })
+    .await
 }

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::Serialize;
 
+use crate::agent::AgentError;
 use crate::capabilities::CapabilityError;
 use crate::sandbox::SandboxError;
 use crate::search::SearchError;
@@ -136,6 +137,20 @@ impl From<SessionError> for ApiError {
             SessionError::Sandbox(e) => e.into(),
             SessionError::Store(e) => Self::internal(e.to_string()),
             SessionError::Workspace(m) => Self::internal(format!("workspace: {m}")),
+        }
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            e @ AgentError::QueueFull { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+            }
+            e @ AgentError::ShuttingDown => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            AgentError::Store(e) => Self::internal(e.to_string()),
         }
     }
 }

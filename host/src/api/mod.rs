@@ -14,6 +14,7 @@ mod sessions;
 mod shell;
 mod tasks;
 mod tools;
+mod ws;
 
 use std::sync::Arc;
 
@@ -112,6 +113,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = api_routes().finish_api(&mut api);
     let api = Arc::new(api);
     routes
+        .merge(ws::routes())
         .route("/openapi.json", get(serve_openapi))
         .route(
             "/docs",

@@ -60,7 +60,7 @@ async fn create(
     let task = req.task.filter(|t| !t.trim().is_empty());
     let session = state.sessions.create(task.clone()).await?;
     if let Some(task) = task {
-        state.submit_task(&session, task).await?;
+        super::tasks::start(&state, &session, task).await?;
     }
     Ok(Json(state.sessions.info(&session)))
 }
@@ -77,7 +77,9 @@ async fn delete(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<MessageResponse>, ApiError> {
-    state.sessions.delete(&path.session_id).await?;
+    let session = state.sessions.get(&path.session_id)?;
+    state.agent.forget(&session.id);
+    state.sessions.delete(&session.id).await?;
     Ok(Json(MessageResponse::new(format!(
         "Session {} deleted successfully",
         path.session_id

@@ -1,7 +1,12 @@
-//! `POST /api/sessions/{session_id}/tasks` — give the agent a task.
+//! Tasks for the agent.
 //!
-//! The task runs asynchronously; its progress streams over the session's
-//! WebSocket. The answer says it started.
+//! - `POST /api/sessions/{session_id}/tasks` — give the agent a task. It runs
+//!   asynchronously, its progress streaming over the session's WebSocket. A
+//!   task posted while another runs waits its turn: the answer then says so,
+//!   with its position (additive fields `queued`, `position`, `task_id`).
+//! - `POST /api/sessions/{session_id}/tasks/cancel` — stop the running task
+//!   (additive). Its events end with an `error` saying it was cancelled and
+//!   `task_completed` with `status: "cancelled"`.
 
 use std::sync::Arc;
 
@@ -9,11 +14,12 @@ use aide::axum::ApiRouter;
 use aide::axum::routing::post_with;
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
-use super::{ApiError, SessionPath};
+use super::{ApiError, MessageResponse, SessionPath};
 use crate::server::AppState;
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -26,15 +32,28 @@ pub struct TaskRequest {
 pub struct TaskResponse {
     pub message: String,
     pub task: String,
+    /// Our id for the task; events about it carry it (additive).
+    pub task_id: String,
+    /// Whether it waits behind another task (additive).
+    pub queued: bool,
+    /// Tasks ahead of it; 0 when it started at once (additive).
+    pub position: usize,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
-    ApiRouter::new().api_route(
-        "/api/sessions/{session_id}/tasks",
-        post_with(submit, |op| {
-            op.summary("Run a task in a session").tag("tasks")
-        }),
-    )
+    ApiRouter::new()
+        .api_route(
+            "/api/sessions/{session_id}/tasks",
+            post_with(submit, |op| {
+                op.summary("Run a task in a session").tag("tasks")
+            }),
+        )
+        .api_route(
+            "/api/sessions/{session_id}/tasks/cancel",
+            post_with(cancel, |op| {
+                op.summary("Cancel the running task").tag("tasks")
+            }),
+        )
 }
 
 async fn submit(
@@ -48,9 +67,48 @@ async fn submit(
             "Invalid field `task`: must not be empty",
         ));
     }
-    state.submit_task(&session, req.task.clone()).await?;
+    let submitted = start(&state, &session, req.task.clone()).await?;
+    let message = if submitted.position == 0 {
+        format!("Task started in session {}", session.id)
+    } else {
+        format!(
+            "Task queued in session {} (position {})",
+            session.id, submitted.position
+        )
+    };
     Ok(Json(TaskResponse {
-        message: format!("Task started in session {}", session.id),
+        message,
         task: req.task,
+        task_id: submitted.task_id,
+        queued: submitted.position > 0,
+        position: submitted.position,
     }))
+}
+
+/// Records `task` as the session's latest and hands it to the agent.
+pub(super) async fn start(
+    state: &AppState,
+    session: &Arc<crate::session::Session>,
+    task: String,
+) -> Result<crate::agent::Submitted, ApiError> {
+    state.sessions.set_last_task(session, &task).await?;
+    Ok(state.agent.submit(session, task).await?)
+}
+
+async fn cancel(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<SessionPath>,
+) -> Result<Json<MessageResponse>, ApiError> {
+    let session = state.sessions.get(&path.session_id)?;
+    if state.agent.cancel(&session.id) {
+        Ok(Json(MessageResponse::new(format!(
+            "Task cancelled in session {}",
+            session.id
+        ))))
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("No task is running in session {}", session.id),
+        ))
+    }
 }

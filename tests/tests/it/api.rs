@@ -719,6 +719,7 @@ async fn openapi_document_and_docs_pages_are_served_without_a_cdn() {
         "/api/sessions",
         "/api/sessions/{session_id}",
         "/api/sessions/{session_id}/tasks",
+        "/api/sessions/{session_id}/tasks/cancel",
         "/api/sessions/{session_id}/processes",
         "/api/sessions/{session_id}/processes/{pid}/stop",
         "/api/sessions/{session_id}/processes/{pid}/logs",

@@ -1,7 +1,9 @@
 //! Integration tests: real Docker engine, real containers, real plugins, a
 //! real server on an ephemeral port. One binary, one module per area.
 
+mod agent;
 mod api;
+mod contract_examples;
 mod health;
 mod plugins;
 mod sandbox;

@@ -1,0 +1,159 @@
+//! `WS /ws/{session_id}` — a session's events, live, as JSON text frames.
+//!
+//! `?since=<seq>` first replays the stored events after `seq`, then goes on
+//! live, with no gap and no duplicate: the connection subscribes to live
+//! events before reading the store, and drops live events it already sent.
+//! Without `since` only new events are sent.
+//!
+//! - Unknown session: closed with code 4004.
+//! - A client too slow to keep up (more than `server.ws_buffer_events` behind)
+//!   gets an `error` frame saying where to resume, and is closed with 4008.
+//!   The agent and other clients never wait for it.
+//! - Pings every `server.ws_ping_secs` keep idle connections open.
+//! - A deleted session closes with 4004; a stopping server with 1001.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use axum::routing::get;
+use futures_util::SinkExt;
+use futures_util::stream::{SplitSink, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::extract::ApiQuery;
+use crate::server::AppState;
+
+/// Close code: no such session.
+pub const CLOSE_NOT_FOUND: u16 = 4004;
+/// Close code: the client fell too far behind.
+pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// How long one frame may take to send before the client counts as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Events read from the store per query while replaying.
+const REPLAY_BATCH: u32 = 500;
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    /// Replay stored events with a larger sequence number first.
+    pub since: Option<u64>,
+    /// Auth token (when auth is on); read by the auth layer.
+    #[allow(dead_code)]
+    pub token: Option<String>,
+}
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new().route("/ws/{session_id}", get(upgrade))
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    Path(session_id): Path<String>,
+    ApiQuery(query): ApiQuery<WsQuery>,
+) -> Response {
+    ws.on_upgrade(move |socket| serve(socket, state, session_id, query.since))
+}
+
+/// Sends one frame; false when the client is gone or stalled.
+async fn send(tx: &mut SplitSink<WebSocket, Message>, msg: Message) -> bool {
+    matches!(
+        tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await,
+        Ok(Ok(()))
+    )
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_string()),
+    }))
+}
+
+async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, since: Option<u64>) {
+    let (mut tx, mut rx) = socket.split();
+    let Ok(session) = state.sessions.get(&session_id) else {
+        let _ = tx.send(close(CLOSE_NOT_FOUND, "Session not found")).await;
+        return;
+    };
+    let mut live = session.events.subscribe();
+
+    // Replay what the client missed, then continue live from there.
+    let mut last = 0u64;
+    if let Some(since) = since {
+        last = since;
+        loop {
+            let batch = match session.events.stored_after(last, REPLAY_BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(session = %session_id, error = %e, "replay failed");
+                    let _ = tx.send(close(1011, "could not read the event log")).await;
+                    return;
+                }
+            };
+            let done = batch.len() < REPLAY_BATCH as usize;
+            for event in batch {
+                if !send(&mut tx, Message::Text(Utf8Bytes::from(event.json.as_ref()))).await {
+                    return;
+                }
+                last = event.seq;
+            }
+            if done {
+                break;
+            }
+        }
+    }
+
+    let mut ping =
+        tokio::time::interval(Duration::from_secs(state.config.server.ws_ping_secs.max(1)));
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) if event.seq <= last => {}
+                Ok(event) => {
+                    if !send(&mut tx, Message::Text(Utf8Bytes::from(event.json.as_ref()))).await {
+                        return;
+                    }
+                    last = event.seq;
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(session = %session_id, missed, "WebSocket client too slow; disconnecting it");
+                    let frame = serde_json::json!({
+                        "type": "error",
+                        "message": format!("Client too slow: {missed} events were not delivered. Reconnect with ?since={last} to resume."),
+                        "timestamp": crate::time::timestamp(chrono::Utc::now()),
+                        "resume_since": last,
+                    });
+                    let _ = send(&mut tx, Message::Text(Utf8Bytes::from(frame.to_string()))).await;
+                    let _ = send(&mut tx, close(CLOSE_TOO_SLOW, "client too slow; reconnect with since")).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = rx.next() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                // Pongs and anything a client says are ignored; pings are
+                // answered by the protocol layer.
+                Some(Ok(_)) => {}
+            },
+            _ = ping.tick() => {
+                if !send(&mut tx, Message::Ping(Default::default())).await {
+                    return;
+                }
+            }
+            _ = session.deleted.cancelled() => {
+                let _ = tx.send(close(CLOSE_NOT_FOUND, "Session deleted")).await;
+                return;
+            }
+            _ = state.shutdown.cancelled() => {
+                let _ = tx.send(close(1001, "server shutting down")).await;
+                return;
+            }
+        }
+    }
+}

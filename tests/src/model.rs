@@ -1,0 +1,214 @@
+//! A scripted OpenAI-compatible model over real HTTP: `POST
+//! /v1/chat/completions` answers with the next scripted reply, streamed as
+//! server-sent events the way OpenAI streams them (text in several chunks,
+//! tool-call arguments split across chunks, usage in a final chunk), or with
+//! an HTTP error, a broken stream, or a delay. Every request is recorded.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// Text, streamed in chunks of a few characters.
+    Text(String),
+    /// Text streamed in the given pieces (one event per piece).
+    Pieces(Vec<String>),
+    /// Tool calls in one turn: (name, arguments). Arguments arrive split
+    /// across several chunks.
+    Tools(Vec<(String, Value)>),
+    /// An HTTP error status with an OpenAI-style error body.
+    Status(u16),
+    /// Starts streaming, then the connection breaks before any content.
+    Broken,
+    /// Waits, then answers.
+    Delay(Duration, Box<Reply>),
+}
+
+#[derive(Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    requests: Vec<Value>,
+}
+
+/// The scripted model server.
+pub struct ScriptedModel {
+    /// Base URL to configure as `model.base_url`.
+    pub base_url: String,
+    script: Arc<Mutex<Script>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ScriptedModel {
+    pub async fn start(replies: Vec<Reply>) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            replies: replies.into(),
+            requests: Vec::new(),
+        }));
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(completions))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            base_url,
+            script,
+            task,
+        }
+    }
+
+    /// Adds replies at the end of the script.
+    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.lock().unwrap().replies.extend(replies);
+    }
+
+    /// Every request body received so far.
+    pub fn requests(&self) -> Vec<Value> {
+        self.script.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for ScriptedModel {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn completions(
+    State(script): State<Arc<Mutex<Script>>>,
+    Json(body): Json<Value>,
+) -> Response {
+    let reply = {
+        let mut s = script.lock().unwrap();
+        s.requests.push(body);
+        s.replies.pop_front()
+    };
+    let Some(mut reply) = reply else {
+        return error(400, "scripted model: no more replies in the script");
+    };
+    while let Reply::Delay(d, next) = reply {
+        tokio::time::sleep(d).await;
+        reply = *next;
+    }
+    match reply {
+        Reply::Status(code) => error(code, "scripted failure"),
+        Reply::Text(text) => {
+            let pieces: Vec<String> = text
+                .chars()
+                .collect::<Vec<_>>()
+                .chunks(4)
+                .map(|c| c.iter().collect())
+                .collect();
+            sse(text_chunks(pieces), false)
+        }
+        Reply::Pieces(pieces) => sse(text_chunks(pieces), false),
+        Reply::Tools(calls) => sse(tool_chunks(calls), false),
+        Reply::Broken => sse(vec![chunk(json!({"role": "assistant"}), None)], true),
+        Reply::Delay(..) => unreachable!(),
+    }
+}
+
+fn error(code: u16, message: &str) -> Response {
+    let body =
+        json!({"error": {"message": message, "type": "scripted", "param": null, "code": null}});
+    (StatusCode::from_u16(code).unwrap(), Json(body)).into_response()
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Value {
+    json!({
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "scripted",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    })
+}
+
+fn usage_chunk() -> Value {
+    json!({
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": "scripted",
+        "choices": [],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    })
+}
+
+fn text_chunks(pieces: Vec<String>) -> Vec<Value> {
+    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    out.extend(
+        pieces
+            .into_iter()
+            .map(|p| chunk(json!({"content": p}), None)),
+    );
+    out.push(chunk(json!({}), Some("stop")));
+    out.push(usage_chunk());
+    out
+}
+
+fn tool_chunks(calls: Vec<(String, Value)>) -> Vec<Value> {
+    let mut out = vec![chunk(json!({"role": "assistant"}), None)];
+    for (i, (name, args)) in calls.into_iter().enumerate() {
+        let args = args.to_string();
+        out.push(chunk(
+            json!({"tool_calls": [{"index": i, "id": format!("call_{i}_{}", rand::random::<u16>()), "type": "function",
+                    "function": {"name": name, "arguments": ""}}]}),
+            None,
+        ));
+        // The arguments arrive in pieces, as real models send them.
+        let chars: Vec<char> = args.chars().collect();
+        for piece in chars.chunks(7) {
+            let piece: String = piece.iter().collect();
+            out.push(chunk(
+                json!({"tool_calls": [{"index": i, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    out.push(chunk(json!({}), Some("tool_calls")));
+    out.push(usage_chunk());
+    out
+}
+
+fn sse(chunks: Vec<Value>, broken: bool) -> Response {
+    let stream = async_stream(chunks, broken);
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn async_stream(
+    chunks: Vec<Value>,
+    broken: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let mut frames: Vec<Result<Bytes, std::io::Error>> = chunks
+        .into_iter()
+        .map(|c| Ok(Bytes::from(format!("data: {c}\n\n"))))
+        .collect();
+    if broken {
+        frames.push(Err(std::io::Error::other("scripted broken stream")));
+    } else {
+        frames.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+    }
+    futures_util::stream::iter(frames).then(|f| async move {
+        // A little time between chunks, like a real stream.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        f
+    })
+}

@@ -1,0 +1,548 @@
+//! The agent loop and the WebSocket stream, with a scripted OpenAI-compatible
+//! model over real HTTP, real plugins and a real container.
+
+use std::time::Duration;
+
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::{TestServer, WsRead, server_with_model};
+use serde_json::{Value, json};
+
+fn types(events: &[Value]) -> Vec<&str> {
+    events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+fn assert_contiguous(events: &[Value], first: u64) {
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["seq"], json!(first + i as u64), "event {i}: {e}");
+    }
+}
+
+async fn post_task(server: &TestServer, id: &str, task: &str) -> Value {
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tasks"), json!({"task": task}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn a_task_drives_real_plugins_and_streams_every_step() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "app.py", "content": "print('hello from app')\n"}),
+        )]),
+        Reply::Tools(vec![("shell".into(), json!({"command": "python3 app.py"}))]),
+        Reply::Text("Created app.py and ran it.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "Write app.py and run it").await;
+    let events = ws.until_completed(1).await;
+
+    assert_eq!(
+        types(&events)[..5],
+        [
+            "task_started",
+            "tool_call",
+            "tool_complete",
+            "tool_call",
+            "tool_complete"
+        ]
+    );
+    assert!(
+        types(&events)[5..events.len() - 1]
+            .iter()
+            .all(|t| *t == "text_delta")
+    );
+    assert_eq!(*types(&events).last().unwrap(), "task_completed");
+    assert_contiguous(&events, events[0]["seq"].as_u64().unwrap());
+
+    let started = &events[0];
+    assert_eq!(
+        (&started["session_id"], &started["task"]),
+        (&json!(id), &json!("Write app.py and run it"))
+    );
+    let call = &events[1];
+    assert_eq!(call["tool_name"], "write_file");
+    assert_eq!(
+        call["arguments"],
+        json!({"path": "app.py", "content": "print('hello from app')\n"})
+    );
+    let done = &events[2];
+    assert_eq!(
+        (&done["tool_name"], &done["is_error"], &done["tool_call_id"]),
+        (&json!("write_file"), &json!(false), &call["tool_call_id"])
+    );
+    assert!(done["duration_ms"].is_u64());
+    assert!(
+        events[4]["result"]
+            .as_str()
+            .unwrap()
+            .contains("hello from app"),
+        "{}",
+        events[4]
+    );
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "text_delta")
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "Created app.py and ran it.");
+    let completed = events.last().unwrap();
+    assert_eq!(
+        (
+            &completed["status"],
+            &completed["session_id"],
+            &completed["task"]
+        ),
+        (
+            &json!("completed"),
+            &json!(id),
+            &json!("Write app.py and run it")
+        )
+    );
+    assert_eq!(
+        completed["usage"],
+        json!({"prompt_tokens": 30, "completion_tokens": 15, "total_tokens": 45})
+    );
+    for e in &events {
+        assert!(e["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    // The file is really in the workspace.
+    let (_, file) = server
+        .get(&format!("/api/sessions/{id}/files/content?path=app.py"))
+        .await;
+    assert_eq!(file["content"], "print('hello from app')\n");
+    // The model got the tools with their schemas, and the tool results.
+    let requests = model.requests();
+    let tools: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        tools.contains(&"write_file") && tools.contains(&"shell"),
+        "{tools:?}"
+    );
+    let last = requests[2]["messages"].as_array().unwrap();
+    assert_eq!(last.last().unwrap()["role"], "tool");
+    assert!(
+        last.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .contains("hello from app")
+    );
+}
+
+#[tokio::test]
+async fn several_tool_calls_in_one_turn_run_in_order() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![
+            (
+                "write_file".into(),
+                json!({"path": "a.txt", "content": "first"}),
+            ),
+            (
+                "edit_file".into(),
+                json!({"path": "a.txt", "old_text": "first", "new_text": "second"}),
+            ),
+            ("read_file".into(), json!({"path": "missing.txt"})),
+        ]),
+        Reply::Text("ok".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "edit").await;
+    let events = ws.until_completed(1).await;
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "tool_complete")
+        .collect();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| c["tool_name"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["write_file", "edit_file", "read_file"]
+    );
+    assert_eq!(calls[2]["is_error"], true);
+    assert!(
+        calls[2]["result"]
+            .as_str()
+            .unwrap()
+            .contains("missing.txt not found")
+    );
+    assert_eq!(
+        server
+            .get(&format!("/api/sessions/{id}/files/content?path=a.txt"))
+            .await
+            .1["content"],
+        "second"
+    );
+}
+
+#[tokio::test]
+async fn replay_with_since_has_no_gap_and_no_duplicate_while_events_arrive() {
+    let pieces: Vec<String> = (0..300).map(|i| format!("w{i} ")).collect();
+    let model = ScriptedModel::start(vec![Reply::Pieces(pieces)]).await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut early = server.ws(&id, Some(0)).await;
+    post_task(&server, &id, "talk").await;
+    // Read a few, then connect a second client from the middle while the
+    // model keeps streaming.
+    let mut first = Vec::new();
+    for _ in 0..40 {
+        first.push(early.event().await);
+    }
+    let resume_from = first[20]["seq"].as_u64().unwrap();
+    let mut late = server.ws(&id, Some(resume_from)).await;
+    let mut rest = early.until_completed(1).await;
+    first.append(&mut rest);
+    let late_events = late.until_completed(1).await;
+    assert_contiguous(&first, 1);
+    assert_contiguous(&late_events, resume_from + 1);
+    assert_eq!(late_events.last(), first.last());
+    assert_eq!(first.len(), 300 + 2);
+}
+
+#[tokio::test]
+async fn two_live_clients_see_the_same_events() {
+    let model = ScriptedModel::start(vec![Reply::Text("one two three four".into())]).await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut a = server.ws(&id, None).await;
+    let mut b = server.ws(&id, None).await;
+    post_task(&server, &id, "count").await;
+    let ea = a.until_completed(1).await;
+    let eb = b.until_completed(1).await;
+    assert_eq!(ea, eb);
+    assert!(ea.len() >= 4);
+}
+
+#[tokio::test]
+async fn cancel_stops_the_running_task_and_the_session_stays_usable() {
+    let model = ScriptedModel::start(vec![
+        Reply::Delay(
+            Duration::from_secs(20),
+            Box::new(Reply::Text("too late".into())),
+        ),
+        Reply::Text("after cancel".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "slow one").await;
+    assert_eq!(ws.event().await["type"], "task_started");
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tasks/cancel"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            200,
+            json!({"message": format!("Task cancelled in session {id}")})
+        )
+    );
+    let events = ws.until_completed(1).await;
+    assert_eq!(types(&events), ["error", "task_completed"]);
+    assert_eq!(events[0]["message"], "The task was cancelled.");
+    assert_eq!(events[1]["status"], "cancelled");
+    assert_eq!(
+        server
+            .post(&format!("/api/sessions/{id}/tasks/cancel"), json!({}))
+            .await
+            .0,
+        409
+    );
+
+    post_task(&server, &id, "next").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed");
+}
+
+#[tokio::test]
+async fn a_task_posted_while_one_runs_is_queued_and_runs_after_it() {
+    let model = ScriptedModel::start(vec![
+        Reply::Delay(
+            Duration::from_millis(1500),
+            Box::new(Reply::Text("first done".into())),
+        ),
+        Reply::Text("second done".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    let a = post_task(&server, &id, "first").await;
+    assert_eq!((&a["queued"], &a["position"]), (&json!(false), &json!(0)));
+    assert_eq!(a["message"], format!("Task started in session {id}"));
+    let b = post_task(&server, &id, "second").await;
+    assert_eq!((&b["queued"], &b["position"]), (&json!(true), &json!(1)));
+    assert_eq!(
+        b["message"],
+        format!("Task queued in session {id} (position 1)")
+    );
+    let events = ws.until_completed(2).await;
+    let marks: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["type"] == "task_started" || e["type"] == "task_completed")
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_string(),
+                e["task"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expect = |t: &str, k: &str| (t.to_string(), k.to_string());
+    assert_eq!(
+        marks,
+        [
+            expect("task_started", "first"),
+            expect("task_completed", "first"),
+            expect("task_started", "second"),
+            expect("task_completed", "second")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried() {
+    let model = ScriptedModel::start(vec![
+        Reply::Status(429),
+        Reply::Status(500),
+        Reply::Broken,
+        Reply::Text("made it".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "persist").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed");
+    assert!(!types(&events).contains(&"error"));
+    assert_eq!(model.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_failing_ends_the_task_with_an_error_and_the_session_recovers() {
+    let model = ScriptedModel::start(vec![Reply::Status(503), Reply::Status(503)]).await;
+    let server = server_with_model(&model, |c| c.agent.max_retries = 1).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "doomed").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(types(&events), ["task_started", "error", "task_completed"]);
+    let message = events[1]["message"].as_str().unwrap();
+    assert!(
+        message.contains("failed after 2 attempts") && message.contains("503"),
+        "{message}"
+    );
+    assert_eq!(events[2]["status"], "failed");
+    // A client error is not retried.
+    model.push([Reply::Status(400)]);
+    post_task(&server, &id, "bad request").await;
+    let events = ws.until_completed(1).await;
+    assert!(events[1]["message"].as_str().unwrap().contains("400"));
+    assert_eq!(model.requests().len(), 3);
+    // The session still works.
+    model.push([Reply::Text("fine".into())]);
+    post_task(&server, &id, "again").await;
+    assert_eq!(
+        ws.until_completed(1).await.last().unwrap()["status"],
+        "completed"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_model_request_times_out_and_is_retried() {
+    let model = ScriptedModel::start(vec![
+        Reply::Delay(Duration::from_secs(5), Box::new(Reply::Text("late".into()))),
+        Reply::Text("on time".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| c.agent.request_timeout_secs = 1).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "hurry").await;
+    let events = ws.until_completed(1).await;
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "text_delta")
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, "on time");
+}
+
+#[tokio::test]
+async fn without_a_model_a_task_fails_at_once_saying_how_to_configure_one() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "anything").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(types(&events), ["task_started", "error", "task_completed"]);
+    let message = events[1]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("No model is configured") && message.contains("base_url"),
+        "{message}"
+    );
+    assert_eq!(events[2]["status"], "failed");
+    assert_eq!(server.get("/api/health").await.0, 200);
+    assert_eq!(
+        server
+            .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": "true"}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_later_task_continues_the_conversation() {
+    let model = ScriptedModel::start(vec![
+        Reply::Text("The answer is 42.".into()),
+        Reply::Text("You asked about 42.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "What is the answer?").await;
+    ws.until_completed(1).await;
+    post_task(&server, &id, "What did I ask?").await;
+    ws.until_completed(1).await;
+    let second = &model.requests()[1]["messages"];
+    let roles: Vec<&str> = second
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(second[1]["content"], "What is the answer?");
+    assert_eq!(second[2]["content"], "The answer is 42.");
+    assert_eq!(second[3]["content"], "What did I ask?");
+    assert!(
+        second[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("/workspace")
+    );
+}
+
+#[tokio::test]
+async fn a_session_created_with_a_task_starts_working_on_it() {
+    let model = ScriptedModel::start(vec![Reply::Text("on it".into())]).await;
+    let server = server_with_model(&model, |_| {}).await;
+    let (_, created) = server
+        .post("/api/sessions", json!({"task": "from the start"}))
+        .await;
+    let id = created["session_id"].as_str().unwrap();
+    let mut ws = server.ws(id, Some(0)).await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events[0]["type"], "task_started");
+    assert_eq!(events[0]["task"], "from the start");
+}
+
+#[tokio::test]
+async fn unknown_session_websocket_is_closed_with_4004() {
+    let server = TestServer::start().await;
+    let mut ws = server.ws("00000000", None).await;
+    match ws.read(Duration::from_secs(10)).await {
+        WsRead::Closed(code, reason) => {
+            assert_eq!(code, Some(4004));
+            assert_eq!(reason, "Session not found");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_client_too_far_behind_is_told_and_closed_while_others_get_everything() {
+    // Large deltas fill the slow client's socket quickly; it never reads.
+    let pieces: Vec<String> = (0..120)
+        .map(|i| format!("{i}:{}", "x".repeat(64 * 1024)))
+        .collect();
+    let model = ScriptedModel::start(vec![Reply::Pieces(pieces)]).await;
+    let server = server_with_model(&model, |c| c.server.ws_buffer_events = 16).await;
+    let id = server.session().await;
+    let mut slow = server.ws(&id, None).await;
+    let mut fast = server.ws(&id, None).await;
+    post_task(&server, &id, "flood").await;
+    let all = fast.until_completed(1).await;
+    assert_eq!(all.len(), 120 + 2);
+    // Now read the slow one: some events, then an error frame and a close.
+    let mut last_seq = 0;
+    let error = loop {
+        match slow.read(Duration::from_secs(30)).await {
+            WsRead::Event(e) if e["type"] == "error" => break e,
+            WsRead::Event(e) => last_seq = e["seq"].as_u64().unwrap(),
+            other => panic!("expected events then an error frame, got {other:?}"),
+        }
+    };
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Client too slow"),
+        "{error}"
+    );
+    assert_eq!(error["resume_since"], json!(last_seq));
+    match slow.read(Duration::from_secs(10)).await {
+        WsRead::Closed(code, _) => assert_eq!(code, Some(4008)),
+        other => panic!("{other:?}"),
+    }
+    // It can resume where it stopped and get the rest.
+    let mut resumed = server.ws(&id, Some(last_seq)).await;
+    let rest = resumed.until_completed(1).await;
+    assert_eq!(rest.first().unwrap()["seq"], json!(last_seq + 1));
+    assert_eq!(rest.last(), all.last());
+}
+
+#[tokio::test]
+async fn deleting_a_session_closes_its_websockets() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    server.delete(&format!("/api/sessions/{id}")).await;
+    match ws.read(Duration::from_secs(10)).await {
+        WsRead::Closed(code, reason) => {
+            assert_eq!((code, reason.as_str()), (Some(4004), "Session deleted"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stopping_the_server_marks_the_running_task_interrupted() {
+    let model = ScriptedModel::start(vec![Reply::Delay(
+        Duration::from_secs(30),
+        Box::new(Reply::Text("never".into())),
+    )])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "long job").await;
+    assert_eq!(ws.event().await["type"], "task_started");
+    let fixture = server.stop().await;
+    // The WebSocket saw the end, then the close.
+    let events = ws.until_completed(1).await;
+    assert_eq!(types(&events), ["error", "task_completed"]);
+    assert_eq!(events[1]["status"], "interrupted");
+    // And it is in the log after a restart.
+    let server = TestServer::start_with(fixture).await;
+    let mut replay = server.ws(&id, Some(0)).await;
+    let all = replay.until_completed(1).await;
+    assert_eq!(types(&all), ["task_started", "error", "task_completed"]);
+}
