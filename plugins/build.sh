@@ -10,8 +10,10 @@
 #      with -Zbuild-std, linked by rustup's rust-lld (see ../shared/TOOLCHAIN.md).
 # Prints which one it used. A second run with no change takes seconds.
 #
-# Usage: plugins/build.sh [--toolchain-only]
-#        CROGIA_PLUGIN_TOOLCHAIN=debian|rustup forces a toolchain.
+# Usage: plugins/build.sh [--toolchain-only | --package CRATE]
+#        --package builds one crate only (and installs nothing into dist/).
+#        CROGIA_PLUGIN_TOOLCHAIN=debian|rustup forces a toolchain;
+#        CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -72,13 +74,23 @@ case "$TOOLCHAIN" in
           echo "plugins: toolchain = offline Debian rustc-web ($(/usr/bin/rustc --version)) with -Zbuild-std" ;;
 esac
 [ "${1:-}" = "--toolchain-only" ] && exit 0
+SELECT=()
+if [ "${1:-}" = "--package" ]; then
+  [ -n "${2:-}" ] || { echo "plugins: --package needs a crate name" >&2; exit 1; }
+  SELECT=(--package "$2")
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$HERE/target}"
 
 start=$(date +%s)
 if [ "$TOOLCHAIN" = rustup ]; then
-  cargo build --release --target "$TARGET"
+  cargo build --release --target "$TARGET" "${SELECT[@]}"
 else
   PATH="$TOOLS:$PATH" RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTFLAGS="-L /usr/lib/wasm32-wasi" \
-    /usr/bin/cargo build --release --target "$TARGET" -Zbuild-std=std,panic_abort
+    /usr/bin/cargo build --release --target "$TARGET" -Zbuild-std=std,panic_abort "${SELECT[@]}"
+fi
+if [ ${#SELECT[@]} -gt 0 ]; then
+  echo "plugins: built $TARGET_DIR/$TARGET/release/${2//-/_}.wasm in $(( $(date +%s) - start )) s"
+  exit 0
 fi
 
 # The standard tools are the crates directly under plugins/ (not under testing/).
@@ -86,7 +98,7 @@ mkdir -p dist
 for manifest in */Cargo.toml; do
   crate=$(dirname "$manifest")
   [ "$crate" = testing ] && continue
-  wasm="target/$TARGET/release/${crate//-/_}.wasm"
+  wasm="$TARGET_DIR/$TARGET/release/${crate//-/_}.wasm"
   [ -f "$wasm" ] || { echo "plugins: expected $wasm after the build" >&2; exit 1; }
   cmp -s "$wasm" "dist/${crate}.wasm" 2>/dev/null || cp "$wasm" "dist/${crate}.wasm"
 done

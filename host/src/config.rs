@@ -27,6 +27,7 @@ const ENV_SECTIONS: &[&str] = &[
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub auth: AuthConfig,
     pub sandbox: SandboxConfig,
     pub workspace: WorkspaceConfig,
     pub model: ModelConfig,
@@ -66,6 +67,53 @@ impl Default for ServerConfig {
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API tokens: requests must carry one (`Authorization: Bearer <token>`,
+    /// or `?token=` on the WebSocket). Empty: no authentication, which the
+    /// server allows only on a loopback address (or with `--insecure`).
+    /// A list, or one comma-separated string (handy for CROGIA_AUTH_TOKENS).
+    #[serde(deserialize_with = "tokens")]
+    pub tokens: Vec<String>,
+    /// Whether `GET /api/health` answers without a token.
+    pub public_health: bool,
+    /// Origins allowed to call the API from a browser (CORS), e.g.
+    /// `["https://console.example.com"]`; `["*"]` for any. Empty: CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            public_health: true,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+fn tokens<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match Raw::deserialize(d)? {
+        Raw::One(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+        Raw::Many(v) => v,
+    };
+    let list: Vec<String> = list.into_iter().filter(|t| !t.is_empty()).collect();
+    if let Some(short) = list.iter().find(|t| t.len() < 16) {
+        return Err(serde::de::Error::custom(format!(
+            "auth.tokens: a token of {} characters is too short to be safe; use at least 16",
+            short.len()
+        )));
+    }
+    Ok(list)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Docker engine address (`unix:///var/run/docker.sock`, `tcp://...`).
     /// Empty: `$DOCKER_HOST`, else the local socket.
@@ -82,6 +130,16 @@ pub struct SandboxConfig {
     pub network: String,
     /// Run a tiny init as PID 1 that reaps orphaned processes.
     pub init: bool,
+    /// Linux capabilities kept (all others are dropped).
+    pub cap_add: Vec<String>,
+    /// Size of the tmpfs mounted at /tmp (Docker syntax, e.g. "256m").
+    pub tmp_size: String,
+    /// Mount the image's root filesystem read-only (/workspace and /tmp stay
+    /// writable).
+    pub read_only_root: bool,
+    /// Run as this user ("uid:gid"); empty: the image's user (root). The
+    /// workspace is handed to that user when a session is created.
+    pub user: String,
     /// Default timeout of one command run with exec, in seconds.
     pub exec_timeout_secs: u64,
     /// Longest timeout a caller may ask for, in seconds.
@@ -106,6 +164,21 @@ impl Default for SandboxConfig {
             pids_limit: 512,
             network: "none".into(),
             init: true,
+            cap_add: [
+                "CHOWN",
+                "DAC_OVERRIDE",
+                "FOWNER",
+                "FSETID",
+                "KILL",
+                "SETGID",
+                "SETUID",
+                "NET_BIND_SERVICE",
+            ]
+            .map(String::from)
+            .to_vec(),
+            tmp_size: "256m".into(),
+            read_only_root: false,
+            user: String::new(),
             exec_timeout_secs: 120,
             max_exec_timeout_secs: 3600,
             output_limit_bytes: 256 * 1024,
@@ -116,6 +189,12 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// `sandbox.user` as (uid, gid), when set.
+    pub fn user_ids(&self) -> Option<(u32, u32)> {
+        let (u, g) = self.user.split_once(':')?;
+        Some((u.parse().ok()?, g.parse().ok()?))
+    }
+
     pub fn exec_timeout(&self) -> Duration {
         Duration::from_secs(self.exec_timeout_secs)
     }
@@ -425,6 +504,12 @@ impl Config {
         }
         if s.image.trim().is_empty() {
             bail!("sandbox.image must not be empty");
+        }
+        if !s.user.is_empty() && s.user_ids().is_none() {
+            bail!(
+                "sandbox.user must be numeric \"uid:gid\" (e.g. \"1000:1000\"), got {:?}",
+                s.user
+            );
         }
         let w = &self.workspace;
         if w.search_max_results == 0 || w.search_max_line_chars == 0 || w.max_read_bytes == 0 {

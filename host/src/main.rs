@@ -30,6 +30,9 @@ enum Command {
         /// Address to listen on; overrides `server.bind`.
         #[arg(long)]
         bind: Option<SocketAddr>,
+        /// Allow listening on a non-loopback address without auth tokens.
+        #[arg(long)]
+        insecure: bool,
     },
     /// Remove containers this server labelled but that belong to no session
     /// (left by a crash between creating a container and recording it, or by
@@ -82,7 +85,11 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Serve { config, bind } => runtime.block_on(serve(config, bind)),
+        Command::Serve {
+            config,
+            bind,
+            insecure,
+        } => runtime.block_on(serve(config, bind, insecure)),
         Command::Gc { config, dry_run } => runtime.block_on(gc(config, dry_run)),
         Command::Tools {
             command: ToolsCommand::List { config, json },
@@ -144,11 +151,16 @@ async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<
     Ok(())
 }
 
-async fn serve(config_path: Option<PathBuf>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn serve(
+    config_path: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    insecure: bool,
+) -> anyhow::Result<()> {
     let mut config = Config::load(config_path.as_deref())?;
     if let Some(bind) = bind {
         config.server.bind = bind;
     }
+    crogia_host::server::check_exposure(&config, insecure)?;
     let listener = tokio::net::TcpListener::bind(config.server.bind)
         .await
         .with_context(|| format!("binding {}", config.server.bind))?;

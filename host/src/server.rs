@@ -31,6 +31,23 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+/// Refuses to serve a non-loopback address without authentication, unless
+/// the operator insists (`--insecure`).
+pub fn check_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
+    if config.server.bind.ip().is_loopback() || !config.auth.tokens.is_empty() {
+        return Ok(());
+    }
+    if !insecure {
+        anyhow::bail!(
+            "refusing to listen on {} without authentication: set auth.tokens (or CROGIA_AUTH_TOKENS), \
+             bind to a loopback address, or pass --insecure",
+            config.server.bind
+        );
+    }
+    tracing::warn!(bind = %config.server.bind, "listening on a non-loopback address WITHOUT authentication (--insecure)");
+    Ok(())
+}
+
 /// A built application, ready to serve.
 pub struct App {
     pub state: Arc<AppState>,
@@ -122,5 +139,22 @@ impl App {
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_public_address_needs_tokens_or_insecure() {
+        let mut config = Config::default();
+        assert!(check_exposure(&config, false).is_ok());
+        config.server.bind = "0.0.0.0:8000".parse().unwrap();
+        let err = check_exposure(&config, false).unwrap_err().to_string();
+        assert!(err.contains("refusing to listen on 0.0.0.0:8000"), "{err}");
+        assert!(check_exposure(&config, true).is_ok());
+        config.auth.tokens = vec!["0123456789abcdef".into()];
+        assert!(check_exposure(&config, false).is_ok());
     }
 }

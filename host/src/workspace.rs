@@ -91,6 +91,9 @@ pub struct Metadata {
 pub struct Workspace {
     root: PathBuf,
     dir: Dir,
+    /// Who files and directories created here should belong to (the
+    /// container's user, when it is not root).
+    owner: Option<(u32, u32)>,
 }
 
 impl Workspace {
@@ -105,7 +108,28 @@ impl Workspace {
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = std::fs::canonicalize(root.into())?;
         let dir = Dir::open_ambient_dir(&root, ambient_authority())?;
-        Ok(Self { root, dir })
+        Ok(Self {
+            root,
+            dir,
+            owner: None,
+        })
+    }
+
+    /// Makes what this workspace creates belong to `uid:gid`.
+    pub fn with_owner(mut self, owner: Option<(u32, u32)>) -> Self {
+        self.owner = owner;
+        self
+    }
+
+    fn hand_over(&self, fd: impl std::os::fd::AsFd) -> io::Result<()> {
+        if let Some((uid, gid)) = self.owner {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+        Ok(())
     }
 
     /// The absolute host path of the workspace (what is bind-mounted).
@@ -250,6 +274,14 @@ impl Workspace {
                 Ok(d) => d,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     self.dir.create_dir_all(parent).map_err(err)?;
+                    if self.owner.is_some() {
+                        let mut prefix = PathBuf::new();
+                        for c in parent.components() {
+                            prefix.push(c);
+                            let d = self.dir.open_dir(&prefix).map_err(err)?;
+                            self.hand_over(&d).map_err(err)?;
+                        }
+                    }
                     self.dir.open_dir(parent).map_err(err)?
                 }
                 Err(e) => return Err(err(e)),
@@ -283,6 +315,7 @@ impl Workspace {
             if let Ok(existing) = parent_dir.metadata(name) {
                 tmp.set_permissions(existing.permissions())?;
             }
+            self.hand_over(&tmp)?;
             tmp.sync_data()?;
             parent_dir.rename(&tmp_name, &parent_dir, name)
         })();

@@ -340,6 +340,14 @@ impl TestServer {
 }
 
 impl WsClient {
+    /// Connects to a full `ws://` URL.
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket connect");
+        Self { stream }
+    }
+
     /// The next frame that matters: an event, or the close.
     pub async fn read(&mut self, within: std::time::Duration) -> WsRead {
         use futures_util::StreamExt;

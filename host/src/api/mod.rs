@@ -4,6 +4,7 @@
 //! (`/openapi.json`), Swagger UI (`/docs`) and ReDoc (`/redoc`), from assets
 //! embedded in the binary.
 
+mod auth;
 mod error;
 mod extract;
 mod files;
@@ -112,7 +113,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     let routes = api_routes().finish_api(&mut api);
     let api = Arc::new(api);
-    routes
+    let auth = Arc::new(auth::Auth::new(
+        &state.config.auth.tokens,
+        state.config.auth.public_health,
+    ));
+    let cors = cors_layer(&state.config.auth.cors_origins);
+    let router = routes
         .merge(ws::routes())
         .route("/openapi.json", get(serve_openapi))
         .route(
@@ -133,7 +139,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(api))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_token,
+        ))
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+/// CORS for the configured origins; `None` (no CORS headers at all) when
+/// none are configured.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any),
+    )
 }
 
 async fn serve_openapi(Extension(api): Extension<Arc<OpenApi>>) -> impl IntoResponse {

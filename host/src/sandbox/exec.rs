@@ -191,7 +191,13 @@ impl Sandbox {
                             let script = scripts::kill_tree();
                             let kill = Box::pin(self.run_internal(container, &script, env));
                             if let Err(e) = kill.await {
-                                tracing::warn!(container, pid, error = %e, "killing timed-out command failed");
+                                // No process can even be started to do the
+                                // killing (a fork bomb holds every pid):
+                                // restart the container, the only way out.
+                                tracing::warn!(container, pid, error = %e, "killing a timed-out command failed; restarting the container");
+                                if let Err(e) = self.restart(container).await {
+                                    tracing::error!(container, error = %e, "restarting the container failed");
+                                }
                             }
                         }
                         None => {

@@ -105,6 +105,12 @@ impl Sandbox {
         }
         let docker = self.engine.client().await?;
         let c = &self.config;
+        if let Some((uid, gid)) = c.user_ids() {
+            // The container's user must own its workspace to write in it.
+            std::os::unix::fs::chown(workspace, Some(uid), Some(gid)).map_err(|e| {
+                SandboxError::InvalidInput(format!("cannot hand the workspace to {uid}:{gid}: {e}"))
+            })?;
+        }
         let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_SESSION.into(), session_id.into());
@@ -125,8 +131,16 @@ impl Sandbox {
                 network_mode: Some(c.network.clone()),
                 init: Some(c.init),
                 security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(c.cap_add.clone()),
+                tmpfs: Some(HashMap::from([(
+                    "/tmp".to_string(),
+                    format!("rw,nosuid,nodev,size={}", c.tmp_size),
+                )])),
+                readonly_rootfs: Some(c.read_only_root),
                 ..Default::default()
             }),
+            user: (!c.user.is_empty()).then(|| c.user.clone()),
             ..Default::default()
         };
         let options = CreateContainerOptions {
@@ -213,6 +227,19 @@ impl Sandbox {
             }) => Ok(()),
             Err(e) => Err(self.engine.classify(e)),
         }
+    }
+
+    /// Restarts a container: every process in it ends.
+    pub async fn restart(&self, container: &str) -> Result<(), SandboxError> {
+        let docker = self.engine.client().await?;
+        let options = bollard::query_parameters::RestartContainerOptions {
+            t: Some(1),
+            signal: None,
+        };
+        docker
+            .restart_container(container, Some(options))
+            .await
+            .map_err(|e| self.engine.classify(e))
     }
 
     /// Removes a container (running or not) and its anonymous volumes.

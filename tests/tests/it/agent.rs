@@ -546,3 +546,54 @@ async fn stopping_the_server_marks_the_running_task_interrupted() {
     let all = replay.until_completed(1).await;
     assert_eq!(types(&all), ["task_started", "error", "task_completed"]);
 }
+
+#[tokio::test]
+async fn a_task_stops_at_max_steps() {
+    let call = || Reply::Tools(vec![("list_files".into(), json!({}))]);
+    let model = ScriptedModel::start(vec![call(), call(), call()]).await;
+    let server = server_with_model(&model, |c| c.agent.max_steps = 2).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "loop forever").await;
+    let events = ws.until_completed(1).await;
+    let error = events.iter().find(|e| e["type"] == "error").unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("agent.max_steps"),
+        "{error}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(
+        (&done["status"], &done["steps"]),
+        (&json!("max_steps"), &json!(2))
+    );
+    assert_eq!(model.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn old_turns_are_dropped_when_the_conversation_outgrows_the_context() {
+    let long = "x".repeat(3000);
+    let model = ScriptedModel::start(vec![
+        Reply::Text(long.clone()),
+        Reply::Text(long.clone()),
+        Reply::Text("third".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| c.agent.context_chars = 5000).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    for task in ["one", "two", "three"] {
+        post_task(&server, &id, task).await;
+        ws.until_completed(1).await;
+    }
+    let third = model.requests()[2]["messages"].as_array().unwrap().clone();
+    let users: Vec<&str> = third
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    // "one" (and its long answer) no longer fit; "two" does; "three" is current.
+    assert_eq!(users, ["two", "three"]);
+}

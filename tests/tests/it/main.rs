@@ -7,4 +7,5 @@ mod contract_examples;
 mod health;
 mod plugins;
 mod sandbox;
+mod security;
 mod tools;

@@ -307,3 +307,89 @@ async fn the_standard_tool_set_loads_with_schemas_and_descriptions() {
     assert_eq!(read.plugin, "read-file.wasm");
     assert_eq!(read.parameters["required"], json!(["path"]));
 }
+
+#[tokio::test]
+async fn new_plugin_scaffolds_a_crate_that_builds_into_a_working_tool() {
+    // Scaffold into a copy of the plugins workspace (and the SDK it points
+    // at), so the repository is untouched.
+    let t = TestSandbox::new();
+    let root = crogia_tests::repo_root();
+    let copy = t.tmp.path().join("plugins");
+    copy_tree(&root.join("plugins"), &copy);
+    copy_tree(&root.join("plugin-sdk"), &t.tmp.path().join("plugin-sdk"));
+    let out = std::process::Command::new("bash")
+        .arg(copy.join("new-plugin.sh"))
+        .arg("count_lines")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let source = std::fs::read_to_string(copy.join("count-lines/src/lib.rs")).unwrap();
+    assert!(
+        source.lines().count() <= 25,
+        "the scaffold is {} lines",
+        source.lines().count()
+    );
+    let manifest = std::fs::read_to_string(copy.join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("\"count-lines\""));
+    // Build it with the same toolchain script (its own target directory, kept
+    // between runs so only the first is slow), load it, call it.
+    let target_dir = root.join("plugins/target/scaffold-check");
+    let out = std::process::Command::new("bash")
+        .arg(copy.join("build.sh"))
+        .args(["--package", "count-lines"])
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut t = t;
+    t.plugin_dir(&[target_dir.join("wasm32-wasip2/release/count_lines.wasm")]);
+    let runtime = t.plugins().await;
+    let caps = t.capabilities().await;
+    caps.write_file("poem.txt", b"a\nb\nc\n".to_vec())
+        .await
+        .unwrap();
+    let out = runtime
+        .invoke(caps, "count_lines", r#"{"path": "poem.txt"}"#)
+        .await
+        .unwrap();
+    assert_eq!(out, "poem.txt has 3 lines");
+    // Refuses bad names and existing crates.
+    let bad = std::process::Command::new("bash")
+        .arg(copy.join("new-plugin.sh"))
+        .arg("Bad-Name")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let again = std::process::Command::new("bash")
+        .arg(copy.join("new-plugin.sh"))
+        .arg("count_lines")
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+}
+
+/// Copies a source tree, leaving out build output.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "target" || name == "dist" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
