@@ -44,7 +44,14 @@ test: setup build-plugins test-clients
     set -euo pipefail
     # Containers the tests made are removed even when a test process dies.
     trap 'docker ps -aq --filter label=crogia.test | xargs -r docker rm -f >/dev/null' EXIT
+    # The lifecycle tests run the real binary.
+    cargo build --locked -p crogia-host --bin crogia
     cargo test --workspace --locked
+
+# Fuzz the API from its own OpenAPI document (schemathesis): no 5xx, no crash.
+fuzz examples="40": setup build-plugins
+    cargo build --locked -p crogia-host --bin crogia
+    bash tests/fuzz/api.sh {{examples}}
 
 # Format check and clippy with warnings as errors (host workspace and plugins).
 lint:

@@ -588,6 +588,77 @@ mod tests {
         assert!(ws.remove(".").is_err());
     }
 
+    mod generated {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Path pieces an attacker (or a confused model) might combine.
+        fn piece() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("..".to_string()),
+                Just(".".to_string()),
+                Just("".to_string()),
+                Just("/".to_string()),
+                Just("/workspace".to_string()),
+                Just("inside".to_string()),
+                Just("out_abs".to_string()),
+                Just("out_rel".to_string()),
+                Just("in_link".to_string()),
+                Just("secret.txt".to_string()),
+                Just("f.txt".to_string()),
+                Just("\0".to_string()),
+                "[a-z]{1,3}",
+            ]
+        }
+
+        fn path() -> impl Strategy<Value = String> {
+            prop::collection::vec(piece(), 1..7).prop_map(|p| p.join("/"))
+        }
+
+        fn outside_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+            let mut all = Vec::new();
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                if e.file_name() != "w" && e.path().is_file() {
+                    all.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+            all.sort();
+            all
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Whatever the path, reads never return data from outside the
+            /// workspace and writes never change anything outside it.
+            #[test]
+            fn no_path_reaches_outside_the_workspace(p in path(), data in "[a-z]{0,8}") {
+                let tmp = tempfile::tempdir().unwrap();
+                std::fs::write(tmp.path().join("secret.txt"), b"SECRET").unwrap();
+                let ws = Workspace::create(tmp.path().join("w")).unwrap();
+                ws.write("inside/f.txt", b"inside").unwrap();
+                symlink(tmp.path(), ws.root().join("out_abs")).unwrap();
+                symlink("..", ws.root().join("out_rel")).unwrap();
+                symlink("inside", ws.root().join("in_link")).unwrap();
+                let before = outside_snapshot(tmp.path());
+
+                if let Ok(bytes) = ws.read(&p, 1 << 20) {
+                    prop_assert_ne!(bytes, b"SECRET".to_vec());
+                }
+                if let Ok(items) = ws.list(&p) {
+                    prop_assert!(!items.iter().any(|i| i.name == "secret.txt"), "listed outside via {p:?}");
+                }
+                if let Ok(text) = ws.tail_lines(&p, 5) {
+                    prop_assert_ne!(text, "SECRET");
+                }
+                let _ = ws.write(&p, data.as_bytes());
+                let _ = ws.remove(&p);
+                prop_assert_eq!(outside_snapshot(tmp.path()), before);
+                prop_assert!(tmp.path().join("secret.txt").exists());
+            }
+        }
+    }
+
     #[test]
     fn tail_returns_the_last_lines() {
         let (_t, ws) = ws();

@@ -3,6 +3,8 @@
 //! server on an ephemeral loopback port, and a scripted model.
 
 pub mod model;
+pub mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,6 +203,8 @@ pub struct TestServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub client: reqwest::Client,
+    /// The server's state, to look inside (subscribers, running tasks).
+    pub state: std::sync::Arc<crogia_host::server::AppState>,
 }
 
 impl TestServer {
@@ -236,6 +240,7 @@ impl TestServer {
         let app = App::build(fixture.config.clone())
             .await
             .expect("building the app");
+        let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app.serve(listener, async move {
             let _ = rx.await;
@@ -246,6 +251,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             client: reqwest::Client::new(),
+            state,
         }
     }
 

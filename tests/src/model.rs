@@ -33,6 +33,8 @@ pub enum Reply {
     Broken,
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
+    /// Streams these pieces, then hangs without ever finishing.
+    Stall(Vec<String>),
 }
 
 #[derive(Default)]
@@ -117,6 +119,27 @@ async fn completions(
         Reply::Pieces(pieces) => sse(text_chunks(pieces), false),
         Reply::Tools(calls) => sse(tool_chunks(calls), false),
         Reply::Broken => sse(vec![chunk(json!({"role": "assistant"}), None)], true),
+        Reply::Stall(pieces) => {
+            let frames: Vec<Result<Bytes, std::io::Error>> = text_chunks(pieces)
+                .into_iter()
+                .take_while(|c| {
+                    c["choices"][0]["finish_reason"].is_null()
+                        && !c["choices"].as_array().unwrap().is_empty()
+                })
+                .map(|c| Ok(Bytes::from(format!("data: {c}\n\n"))))
+                .collect();
+            let stream = futures_util::stream::iter(frames)
+                .then(|f| async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    f
+                })
+                .chain(futures_util::stream::pending());
+            Response::builder()
+                .status(200)
+                .header(header::CONTENT_TYPE, "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
         Reply::Delay(..) => unreachable!(),
     }
 }

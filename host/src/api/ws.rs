@@ -23,9 +23,9 @@ use axum::routing::get;
 use futures_util::SinkExt;
 use futures_util::stream::{SplitSink, StreamExt};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::extract::ApiQuery;
+use crate::events::{FollowError, Follower};
 use crate::server::AppState;
 
 /// Close code: no such session.
@@ -34,8 +34,6 @@ pub const CLOSE_NOT_FOUND: u16 = 4004;
 pub const CLOSE_TOO_SLOW: u16 = 4008;
 /// How long one frame may take to send before the client counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Events read from the store per query while replaying.
-const REPLAY_BATCH: u32 = 500;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -80,48 +78,23 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, sinc
         let _ = tx.send(close(CLOSE_NOT_FOUND, "Session not found")).await;
         return;
     };
-    let mut live = session.events.subscribe();
-
-    // Replay what the client missed, then continue live from there.
-    let mut last = 0u64;
-    if let Some(since) = since {
-        last = since;
-        loop {
-            let batch = match session.events.stored_after(last, REPLAY_BATCH).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(session = %session_id, error = %e, "replay failed");
-                    let _ = tx.send(close(1011, "could not read the event log")).await;
-                    return;
-                }
-            };
-            let done = batch.len() < REPLAY_BATCH as usize;
-            for event in batch {
-                if !send(&mut tx, Message::Text(Utf8Bytes::from(event.json.as_ref()))).await {
-                    return;
-                }
-                last = event.seq;
-            }
-            if done {
-                break;
-            }
-        }
-    }
-
+    let mut events = Follower::new(session.events.clone(), since);
     let mut ping =
         tokio::time::interval(Duration::from_secs(state.config.server.ws_ping_secs.max(1)));
     ping.tick().await;
     loop {
         tokio::select! {
-            event = live.recv() => match event {
-                Ok(event) if event.seq <= last => {}
-                Ok(event) => {
+            // Events first: a stopping server or a deleted session closes the
+            // connection only after what was already published is delivered.
+            biased;
+            event = events.next() => match event {
+                Ok(Some(event)) => {
                     if !send(&mut tx, Message::Text(Utf8Bytes::from(event.json.as_ref()))).await {
                         return;
                     }
-                    last = event.seq;
                 }
-                Err(RecvError::Lagged(missed)) => {
+                Ok(None) => return,
+                Err(FollowError::Lagged { missed, last }) => {
                     tracing::info!(session = %session_id, missed, "WebSocket client too slow; disconnecting it");
                     let frame = serde_json::json!({
                         "type": "error",
@@ -133,7 +106,11 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, sinc
                     let _ = send(&mut tx, close(CLOSE_TOO_SLOW, "client too slow; reconnect with since")).await;
                     return;
                 }
-                Err(RecvError::Closed) => return,
+                Err(e @ FollowError::Store(_)) => {
+                    tracing::warn!(session = %session_id, error = %e, "replay failed");
+                    let _ = tx.send(close(1011, "could not read the event log")).await;
+                    return;
+                }
             },
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,

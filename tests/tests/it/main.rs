@@ -4,7 +4,9 @@
 mod agent;
 mod api;
 mod contract_examples;
+mod faults;
 mod health;
+mod lifecycle;
 mod plugins;
 mod sandbox;
 mod security;

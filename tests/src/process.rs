@@ -1,0 +1,95 @@
+//! The real `crogia` binary as a child process, for what only a process can
+//! show: signals, a crash, a restart from the same data directory.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crogia_host::config::Config;
+use tokio::process::{Child, Command};
+
+use crate::repo_root;
+
+/// `target/debug/crogia`, built by `just test` before the tests run.
+pub fn binary() -> PathBuf {
+    let path = repo_root().join("target/debug/crogia");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p crogia-host --bin crogia` (just test does)",
+        path.display()
+    );
+    path
+}
+
+pub struct ServerProcess {
+    pub child: Child,
+    pub base: String,
+    pub config_path: PathBuf,
+}
+
+/// A free loopback port (taken, then given back).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ServerProcess {
+    /// Writes `config` next to its data directory and starts `crogia serve`
+    /// on a free port, waiting until health answers.
+    pub async fn spawn(config: &Config) -> Self {
+        let port = free_port();
+        let config_path = config.server.data_dir.with_extension("toml");
+        std::fs::create_dir_all(&config.server.data_dir).unwrap();
+        std::fs::write(&config_path, toml::to_string(config).unwrap()).unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting crogia");
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            config_path,
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(resp) = client
+                .get(format!("{}/api/health", server.base))
+                .send()
+                .await
+                && resp.status() == 200
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("crogia did not answer on {} within 30 s", server.base);
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end; panics after `limit`.
+    pub async fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("crogia did not exit in time")
+            .unwrap()
+    }
+}

@@ -1,0 +1,132 @@
+//! Faults: the Docker engine going away and coming back, a container killed
+//! from outside.
+
+use std::time::Duration;
+
+use crogia_tests::TestServer;
+use crogia_tests::proxy::EngineProxy;
+use serde_json::{Value, json};
+
+async fn wait_for(
+    server: &TestServer,
+    what: &str,
+    mut check: impl FnMut(&Value) -> bool,
+    path: &str,
+) -> Value {
+    for _ in 0..100 {
+        let (_, body) = server.get(path).await;
+        if check(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn an_engine_outage_gives_503s_and_everything_recovers_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = EngineProxy::start(dir.path()).await;
+    let host = proxy.docker_host();
+    let server = TestServer::with_config(move |c| c.sandbox.docker_host = host).await;
+    let id = server.session().await;
+    assert_eq!(server.get("/api/health").await.1["docker_available"], true);
+
+    proxy.cut();
+    wait_for(
+        &server,
+        "health to report the outage",
+        |h| h["docker_available"] == false,
+        "/api/health",
+    )
+    .await;
+    let (status, body) = server.post("/api/sessions", json!({})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker engine is not available"),
+        "{body}"
+    );
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": "true"}))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    // What does not need the engine still works.
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}/files")).await.0,
+        200
+    );
+    assert_eq!(server.get("/api/sessions").await.0, 200);
+
+    proxy.restore();
+    wait_for(
+        &server,
+        "health to recover",
+        |h| h["docker_available"] == true,
+        "/api/health",
+    )
+    .await;
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "echo back"}),
+        )
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("back\n")),
+        "{out}"
+    );
+    assert_eq!(server.post("/api/sessions", json!({})).await.0, 200);
+    // Its session never went to error: the container was there all along.
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}")).await.1["status"],
+        "active"
+    );
+}
+
+#[tokio::test]
+async fn a_container_killed_from_outside_is_reported_and_restarted_on_next_use() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let container = server.get(&format!("/api/sessions/{id}")).await.1["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let docker = server.fixture.sandbox.engine().client().await.unwrap();
+    docker
+        .kill_container(
+            &container,
+            None::<bollard::query_parameters::KillContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let info = wait_for(
+        &server,
+        "the session to show it stopped",
+        |s| s["status"] == "stopped",
+        &format!("/api/sessions/{id}"),
+    )
+    .await;
+    assert_eq!(info["container_status"], "exited");
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "echo restarted"}),
+        )
+        .await;
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("restarted\n")),
+        "{out}"
+    );
+    wait_for(
+        &server,
+        "the session to be active again",
+        |s| s["status"] == "active",
+        &format!("/api/sessions/{id}"),
+    )
+    .await;
+}

@@ -1,0 +1,222 @@
+//! The real binary: graceful shutdown on SIGTERM, nothing acknowledged lost
+//! on SIGKILL, and refusing to listen publicly without auth.
+
+use std::time::Duration;
+
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::process::{ServerProcess, binary, free_port};
+use crogia_tests::{TestSandbox, WsClient, WsRead};
+use serde_json::{Value, json};
+
+fn fixture(model: &ScriptedModel) -> TestSandbox {
+    let base_url = model.base_url.clone();
+    let mut t = TestSandbox::with_config(move |c| {
+        c.model.base_url = base_url;
+        c.model.model = "scripted".into();
+    });
+    t.config.server.data_dir = t.tmp.path().join("data");
+    t
+}
+
+async fn post(base: &str, path: &str, body: Value) -> Value {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn get(base: &str, path: &str) -> Value {
+    reqwest::get(format!("{base}{path}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn ws_url(base: &str, id: &str, since: Option<u64>) -> String {
+    let mut url = format!("{}/ws/{id}", base.replacen("http", "ws", 1));
+    if let Some(s) = since {
+        url.push_str(&format!("?since={s}"));
+    }
+    url
+}
+
+#[tokio::test]
+async fn sigterm_interrupts_running_tasks_records_it_and_exits_cleanly() {
+    let model = ScriptedModel::start(vec![Reply::Delay(
+        Duration::from_secs(60),
+        Box::new(Reply::Text("never".into())),
+    )])
+    .await;
+    let t = fixture(&model);
+    let mut server = ServerProcess::spawn(&t.config).await;
+    let id = post(&server.base, "/api/sessions", json!({})).await["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut ws = WsClient::connect(&ws_url(&server.base, &id, None)).await;
+    post(
+        &server.base,
+        &format!("/api/sessions/{id}/tasks"),
+        json!({"task": "long"}),
+    )
+    .await;
+    assert_eq!(ws.event().await["type"], "task_started");
+
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit status {status}");
+    let tail = ws.until_completed(1).await;
+    assert_eq!(tail[0]["type"], "error");
+    assert_eq!(tail[1]["status"], "interrupted");
+    assert!(matches!(
+        ws.read(Duration::from_secs(5)).await,
+        WsRead::Closed(Some(1001), _) | WsRead::Closed(None, _)
+    ));
+
+    let server = ServerProcess::spawn(&t.config).await;
+    let mut replay = WsClient::connect(&ws_url(&server.base, &id, Some(0))).await;
+    let all = replay.until_completed(1).await;
+    let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["task_started", "error", "task_completed"]);
+}
+
+#[tokio::test]
+async fn after_sigkill_nothing_acknowledged_is_lost() {
+    let pieces: Vec<String> = (0..10).map(|i| format!("part {i} ")).collect();
+    let model = ScriptedModel::start(vec![Reply::Stall(pieces)]).await;
+    let t = fixture(&model);
+    let mut server = ServerProcess::spawn(&t.config).await;
+    let base = server.base.clone();
+    let created = post(&base, "/api/sessions", json!({})).await;
+    let id = created["session_id"].as_str().unwrap().to_string();
+    post(
+        &base,
+        &format!("/api/sessions/{id}/files/content"),
+        json!({"path": "kept.txt", "content": "acknowledged"}),
+    )
+    .await;
+    let process = post(
+        &base,
+        &format!("/api/sessions/{id}/processes"),
+        json!({"cmd": "sleep 600"}),
+    )
+    .await;
+    let mut ws = WsClient::connect(&ws_url(&base, &id, Some(0))).await;
+    post(
+        &base,
+        &format!("/api/sessions/{id}/tasks"),
+        json!({"task": "stream then hang"}),
+    )
+    .await;
+    // Acknowledged: what the client has received.
+    let mut received = Vec::new();
+    while received
+        .iter()
+        .filter(|e: &&Value| e["type"] == "text_delta")
+        .count()
+        < 10
+    {
+        received.push(ws.event().await);
+    }
+
+    server.signal("KILL");
+    server.wait(Duration::from_secs(10)).await;
+
+    let server = ServerProcess::spawn(&t.config).await;
+    let base = server.base.clone();
+    let session = get(&base, &format!("/api/sessions/{id}")).await;
+    assert_eq!(session["container_id"], created["container_id"]);
+    assert_eq!(session["status"], "active");
+    assert_eq!(
+        get(
+            &base,
+            &format!("/api/sessions/{id}/files/content?path=kept.txt")
+        )
+        .await["content"],
+        "acknowledged"
+    );
+    let processes = get(&base, &format!("/api/sessions/{id}/processes")).await;
+    assert_eq!(processes[0]["pid"], process["pid"]);
+    assert_eq!(processes[0]["status"], "running");
+    let mut replay = WsClient::connect(&ws_url(&base, &id, Some(0))).await;
+    let stored = replay.until_completed(1).await;
+    assert_eq!(
+        stored[..received.len()],
+        received[..],
+        "acknowledged events changed or went missing"
+    );
+    // The task the crash cut short is recorded as interrupted.
+    let ending: Vec<&str> = stored[received.len()..]
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(ending, ["error", "task_completed"]);
+    assert_eq!(stored.last().unwrap()["status"], "interrupted");
+}
+
+#[tokio::test]
+async fn a_public_address_without_tokens_is_refused_unless_insecure() {
+    let t = TestSandbox::new();
+    let config_path = t.tmp.path().join("crogia.toml");
+    let mut config = t.config.clone();
+    config.server.data_dir = t.tmp.path().join("data");
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let port = free_port();
+    let out = tokio::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .args(["--bind", &format!("0.0.0.0:{port}")])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing to listen on 0.0.0.0"), "{stderr}");
+
+    let mut child = tokio::process::Command::new(binary())
+        .args(["serve", "--insecure", "--config"])
+        .arg(&config_path)
+        .args(["--bind", &format!("0.0.0.0:{port}")])
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..300 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/api/health"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+    assert!(up, "--insecure did not start the server");
+}
+
+#[tokio::test]
+async fn a_config_with_an_unknown_key_stops_the_binary_with_its_name() {
+    let t = TestSandbox::new();
+    let config_path = t.tmp.path().join("crogia.toml");
+    std::fs::write(&config_path, "[sandbox]\nmemroy = \"1g\"\n").unwrap();
+    let out = tokio::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("memroy") && stderr.contains("crogia.toml"),
+        "{stderr}"
+    );
+}
