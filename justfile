@@ -44,9 +44,13 @@ test: setup build-plugins test-clients
     set -euo pipefail
     # Containers the tests made are removed even when a test process dies.
     trap 'docker ps -aq --filter label=crogia.test | xargs -r docker rm -f >/dev/null' EXIT
-    # The lifecycle tests run the real binary.
-    cargo build --locked -p crogia-host --bin crogia
     cargo test --workspace --locked
+
+# The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
+bench: setup build-plugins
+    @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
+    cargo build --release --locked -p crogia-host --bin crogia
+    cargo bench --locked -p crogia-tests --bench suite
 
 # Fuzz the API from its own OpenAPI document (schemathesis): no 5xx, no crash.
 fuzz examples="40": setup build-plugins

@@ -152,6 +152,10 @@ pub struct SandboxConfig {
     /// Extra labels put on every container (besides `crogia.managed` and
     /// `crogia.session`).
     pub labels: BTreeMap<String, String>,
+    /// Containers kept started ahead of time, so creating a session only
+    /// takes one (the pool refills in the background; a container is never
+    /// handed out twice). 0: create each on demand.
+    pub pool_size: usize,
 }
 
 impl Default for SandboxConfig {
@@ -184,6 +188,7 @@ impl Default for SandboxConfig {
             output_limit_bytes: 256 * 1024,
             stop_grace_secs: 5,
             labels: BTreeMap::new(),
+            pool_size: 0,
         }
     }
 }

@@ -110,6 +110,19 @@ impl Session {
     }
 }
 
+/// A container started ahead of time, with its session id and workspace
+/// already chosen (a container's mounts and labels are fixed when it is
+/// created), waiting in the warm pool to become a session.
+#[derive(Debug)]
+struct Prepared {
+    id: String,
+    workspace: Workspace,
+    container_id: String,
+}
+
+/// Label on containers created for the warm pool.
+const LABEL_POOL: &str = "crogia.pool";
+
 /// Creates, finds and deletes sessions.
 #[derive(Debug)]
 pub struct SessionManager {
@@ -119,6 +132,11 @@ pub struct SessionManager {
     config: Arc<Config>,
     workspaces_dir: PathBuf,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
+    /// Ready containers (`sandbox.pool_size` of them) for fast creation.
+    pool: Mutex<std::collections::VecDeque<Prepared>>,
+    /// Ids promised to pool entries being prepared.
+    reserved: Mutex<std::collections::HashSet<String>>,
+    refilling: AtomicBool,
 }
 
 impl SessionManager {
@@ -145,6 +163,9 @@ impl SessionManager {
             config,
             workspaces_dir,
             sessions: RwLock::new(HashMap::new()),
+            pool: Mutex::new(Default::default()),
+            reserved: Mutex::new(Default::default()),
+            refilling: AtomicBool::new(false),
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
@@ -164,7 +185,122 @@ impl SessionManager {
             "sessions restored"
         );
         manager.clone().spawn_reconciler();
+        manager.discard_stale_pool().await;
+        manager.clone().refill_pool();
         Ok(manager)
+    }
+
+    /// Removes pool containers a previous run left unused (they belong to no
+    /// session) and their workspaces.
+    async fn discard_stale_pool(&self) {
+        let Ok(instance) = self.store.instance_id().await else {
+            return;
+        };
+        let filter = [
+            format!("{LABEL_INSTANCE}={instance}"),
+            format!("{LABEL_POOL}=true"),
+        ];
+        let Ok(stale) = self.sandbox.find_by_labels(&[&filter[0], &filter[1]]).await else {
+            return;
+        };
+        for c in stale {
+            let id = c
+                .labels
+                .get(crate::sandbox::LABEL_SESSION)
+                .cloned()
+                .unwrap_or_default();
+            if self.sessions.read().unwrap().contains_key(&id) {
+                continue;
+            }
+            let _ = self.sandbox.remove(&c.id).await;
+            if !id.is_empty() {
+                let _ = std::fs::remove_dir_all(self.workspaces_dir.join(format!("session_{id}")));
+            }
+        }
+    }
+
+    /// Tops the warm pool up to `sandbox.pool_size` in the background.
+    fn refill_pool(self: Arc<Self>) {
+        let size = self.config.sandbox.pool_size;
+        if size == 0 || self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(async move {
+            while self.pool.lock().unwrap().len() < size {
+                match self.prepare().await {
+                    Ok(p) => self.pool.lock().unwrap().push_back(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not refill the warm pool");
+                        break;
+                    }
+                }
+            }
+            self.refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// A fresh id, workspace and running container.
+    async fn prepare(&self) -> Result<Prepared, SessionError> {
+        let id = self.fresh_id();
+        let pool_label = self.config.sandbox.pool_size > 0;
+        let result = async {
+            let workdir = self.workspaces_dir.join(format!("session_{id}"));
+            let workspace =
+                Workspace::create(&workdir).map_err(|e| SessionError::Workspace(e.to_string()))?;
+            let sandbox = if pool_label {
+                self.sandbox.clone().with_label(LABEL_POOL, "true")
+            } else {
+                self.sandbox.clone()
+            };
+            match sandbox.create(&id, workspace.root()).await {
+                Ok(container_id) => {
+                    self.watch.record(&container_id, "running");
+                    Ok(Prepared {
+                        id: id.clone(),
+                        workspace,
+                        container_id,
+                    })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&workdir);
+                    Err(e.into())
+                }
+            }
+        }
+        .await;
+        self.reserved.lock().unwrap().remove(&id);
+        result
+    }
+
+    /// An id no session, pool entry or preparation uses; reserved until
+    /// [`Self::prepare`] is done with it.
+    fn fresh_id(&self) -> String {
+        loop {
+            let id = format!("{:08x}", rand::random::<u32>());
+            let taken = self.sessions.read().unwrap().contains_key(&id)
+                || self.pool.lock().unwrap().iter().any(|p| p.id == id);
+            if !taken && self.reserved.lock().unwrap().insert(id.clone()) {
+                return id;
+            }
+        }
+    }
+
+    /// A ready container from the pool, if one is still running.
+    fn take_prepared(&self) -> Option<Prepared> {
+        let mut pool = self.pool.lock().unwrap();
+        while let Some(p) = pool.pop_front() {
+            if self.watch.status(&p.container_id).as_deref() == Some("running") {
+                return Some(p);
+            }
+            tracing::info!(container = %p.container_id, "discarding a pool container that stopped");
+            let sandbox = self.sandbox.clone();
+            let root = p.workspace.root().to_path_buf();
+            tokio::spawn(async move {
+                let _ = sandbox.remove(&p.container_id).await;
+                let _ = std::fs::remove_dir_all(root);
+            });
+        }
+        None
     }
 
     async fn session_from(
@@ -362,24 +498,22 @@ impl SessionManager {
     /// Creates a session: workspace, container, record. On failure nothing
     /// is left behind.
     #[tracing::instrument(skip(self, task))]
-    pub async fn create(&self, task: Option<String>) -> Result<Arc<Session>, SessionError> {
-        let id = loop {
-            let id = format!("{:08x}", rand::random::<u32>());
-            if !self.sessions.read().unwrap().contains_key(&id) {
-                break id;
+    pub async fn create(
+        self: &Arc<Self>,
+        task: Option<String>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let prepared = match self.take_prepared() {
+            Some(p) => {
+                self.clone().refill_pool();
+                p
             }
+            None => self.prepare().await?,
         };
-        let workdir = self.workspaces_dir.join(format!("session_{id}"));
-        let workspace =
-            Workspace::create(&workdir).map_err(|e| SessionError::Workspace(e.to_string()))?;
-        let container_id = match self.sandbox.create(&id, workspace.root()).await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&workdir);
-                return Err(e.into());
-            }
-        };
-        self.watch.record(&container_id, "running");
+        let Prepared {
+            id,
+            workspace,
+            container_id,
+        } = prepared;
         let record = SessionRecord {
             id: id.clone(),
             container_id: container_id.clone(),
@@ -390,7 +524,7 @@ impl SessionManager {
         };
         if let Err(e) = self.store.insert_session(&record).await {
             let _ = self.sandbox.remove(&container_id).await;
-            let _ = std::fs::remove_dir_all(&workdir);
+            let _ = std::fs::remove_dir_all(workspace.root());
             return Err(e.into());
         }
         let session = self.session_from(record, Vec::new()).await?;

@@ -338,9 +338,21 @@ impl TestServer {
         if let Some(since) = since {
             url.push_str(&format!("?since={since}"));
         }
+        let session = self.state.sessions.get(session_id).ok();
+        let before = session.as_ref().map_or(0, |s| s.events.subscribers());
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("WebSocket connect");
+        // The server subscribes just after the handshake; wait for it, so a
+        // test never races its first events.
+        if let Some(session) = session {
+            for _ in 0..500 {
+                if session.events.subscribers() > before {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
         WsClient { stream }
     }
 }

@@ -35,6 +35,10 @@ pub enum Reply {
     Delay(Duration, Box<Reply>),
     /// Streams these pieces, then hangs without ever finishing.
     Stall(Vec<String>),
+    /// `count` text pieces at `per_second`, each the wall-clock time it was
+    /// sent (nanoseconds since the Unix epoch, then a space) — for measuring
+    /// delivery latency end to end.
+    Clocked { count: usize, per_second: usize },
 }
 
 #[derive(Default)]
@@ -140,6 +144,7 @@ async fn completions(
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
+        Reply::Clocked { count, per_second } => clocked(count, per_second),
         Reply::Delay(..) => unreachable!(),
     }
 }
@@ -205,6 +210,55 @@ fn tool_chunks(calls: Vec<(String, Value)>) -> Vec<Value> {
     out.push(chunk(json!({}), Some("tool_calls")));
     out.push(usage_chunk());
     out
+}
+
+fn clocked(count: usize, per_second: usize) -> Response {
+    // Each millisecond, the pieces due in it, written together.
+    let per_tick = (per_second / 1000).max(1);
+    let ticks = count.div_ceil(per_tick);
+    let head = futures_util::stream::once(async {
+        Ok::<_, std::io::Error>(Bytes::from(format!(
+            "data: {}\n\n",
+            chunk(json!({"role": "assistant", "content": ""}), None)
+        )))
+    });
+    let body = futures_util::stream::unfold(
+        (0usize, tokio::time::interval(Duration::from_millis(1))),
+        move |(tick, mut interval)| async move {
+            if tick >= ticks {
+                return None;
+            }
+            interval.tick().await;
+            let mut frame = String::new();
+            for _ in 0..per_tick.min(count - tick * per_tick) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                frame.push_str(&format!(
+                    "data: {}\n\n",
+                    chunk(json!({"content": format!("{now} ")}), None)
+                ));
+            }
+            Some((
+                Ok::<_, std::io::Error>(Bytes::from(frame)),
+                (tick + 1, interval),
+            ))
+        },
+    );
+    let tail = futures_util::stream::iter([
+        Ok(Bytes::from(format!(
+            "data: {}\n\n",
+            chunk(json!({}), Some("stop"))
+        ))),
+        Ok(Bytes::from(format!("data: {}\n\n", usage_chunk()))),
+        Ok(Bytes::from_static(b"data: [DONE]\n\n")),
+    ]);
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .body(Body::from_stream(head.chain(body).chain(tail)))
+        .unwrap()
 }
 
 fn sse(chunks: Vec<Value>, broken: bool) -> Response {

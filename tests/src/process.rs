@@ -10,15 +10,20 @@ use tokio::process::{Child, Command};
 
 use crate::repo_root;
 
-/// `target/debug/crogia`, built by `just test` before the tests run.
+/// `target/debug/crogia`, brought up to date (once per test run) so the
+/// tests never drive a binary older than the code under test.
 pub fn binary() -> PathBuf {
-    let path = repo_root().join("target/debug/crogia");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p crogia-host --bin crogia` (just test does)",
-        path.display()
-    );
-    path
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "crogia-host", "--bin", "crogia"])
+            .current_dir(repo_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the crogia binary failed");
+    });
+    repo_root().join("target/debug/crogia")
 }
 
 pub struct ServerProcess {
@@ -40,11 +45,17 @@ impl ServerProcess {
     /// Writes `config` next to its data directory and starts `crogia serve`
     /// on a free port, waiting until health answers.
     pub async fn spawn(config: &Config) -> Self {
+        Self::spawn_binary(&binary(), config).await
+    }
+
+    /// [`ServerProcess::spawn`] with another build of the binary (the
+    /// benchmarks use the release one).
+    pub async fn spawn_binary(binary: &std::path::Path, config: &Config) -> Self {
         let port = free_port();
         let config_path = config.server.data_dir.with_extension("toml");
         std::fs::create_dir_all(&config.server.data_dir).unwrap();
         std::fs::write(&config_path, toml::to_string(config).unwrap()).unwrap();
-        let child = Command::new(binary())
+        let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config_path)
             .args(["--bind", &format!("127.0.0.1:{port}")])

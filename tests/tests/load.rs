@@ -60,7 +60,12 @@ async fn workload(server: &TestServer, model: &ScriptedModel) {
         clients.push(server.ws(&first, None).await);
     }
     let events = server.state.sessions.get(&first).unwrap().events.clone();
-    assert_eq!(events.subscribers(), 100);
+    // The server subscribes each connection just after its handshake.
+    assert!(
+        settles(|| events.subscribers() == 100).await,
+        "only {} subscribed",
+        events.subscribers()
+    );
     server
         .post(
             &format!("/api/sessions/{first}/tasks"),

@@ -819,3 +819,75 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
     assert!(fixture.sandbox.inspect(&orphan).await.is_err());
     assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
 }
+
+#[tokio::test]
+async fn the_warm_pool_hands_out_ready_containers_once_and_refills() {
+    let server = TestServer::with_config(|c| c.sandbox.pool_size = 2).await;
+    let label = format!("crogia.test={}", server.fixture.label);
+    let pooled = |server: &TestServer| {
+        let sandbox = server.fixture.sandbox.clone();
+        let label = label.clone();
+        async move {
+            sandbox
+                .find_by_labels(&[&label, "crogia.pool=true"])
+                .await
+                .unwrap()
+        }
+    };
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        ready = pooled(&server).await;
+        if ready.len() == 2 && ready.iter().all(|c| c.running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready.len(), 2, "the pool did not fill");
+    let ready_ids: BTreeSet<String> = ready.iter().map(|c| c.id.clone()).collect();
+
+    let mut handed_out = BTreeSet::new();
+    for _ in 0..3 {
+        let (status, s) = server.post("/api/sessions", json!({})).await;
+        assert_eq!(status, 200, "{s}");
+        assert_eq!(s["container_status"], "running");
+        assert!(
+            handed_out.insert(s["container_id"].as_str().unwrap().to_string()),
+            "a container was handed out twice"
+        );
+    }
+    assert!(
+        handed_out.iter().filter(|c| ready_ids.contains(*c)).count() >= 1,
+        "no session came from the pool"
+    );
+
+    // It refills to its size with fresh containers.
+    let mut refilled = Vec::new();
+    for _ in 0..100 {
+        refilled = pooled(&server)
+            .await
+            .into_iter()
+            .filter(|c| !handed_out.contains(&c.id))
+            .collect::<Vec<_>>();
+        if refilled.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refilled.len(), 2);
+
+    // A restart discards unused pool containers and fills a new pool; the
+    // sessions keep theirs.
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+    let sessions = server.get("/api/sessions").await.1;
+    assert_eq!(sessions.as_array().unwrap().len(), 3);
+    for _ in 0..100 {
+        let now: BTreeSet<String> = pooled(&server).await.into_iter().map(|c| c.id).collect();
+        let unused: Vec<_> = now.iter().filter(|c| !handed_out.contains(*c)).collect();
+        if unused.len() == 2 && refilled.iter().all(|old| !now.contains(&old.id)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the restarted server did not replace the stale pool");
+}

@@ -262,8 +262,9 @@ async fn a_fork_bomb_or_memory_bomb_in_one_session_leaves_the_others_working() {
             json!({"cmd": "bomb() { bomb | bomb & }; bomb; sleep 30", "timeout": 3}),
         )
         .await;
-    assert_eq!(status, 200);
-    assert_eq!(fork["timed_out"], true);
+    // It either ran into the pids limit and collapsed, or timed out and was
+    // killed; either way the request itself was answered.
+    assert_eq!(status, 200, "{fork}");
     // The other session and the server are fine.
     let (status, out) = server
         .post(
@@ -273,17 +274,22 @@ async fn a_fork_bomb_or_memory_bomb_in_one_session_leaves_the_others_working() {
         .await;
     assert_eq!((status, out["stdout"].as_str()), (200, Some("alive\n")));
     assert_eq!(server.get("/api/health").await.1["docker_available"], true);
-    // The bomber's session works again: the timed-out bomb was killed (with
-    // the container restarted when no pid was left to kill it with).
-    let (status, out) = server
-        .post(
-            &format!("/api/sessions/{bomber}/shell"),
-            json!({"cmd": "echo back"}),
-        )
-        .await;
-    assert_eq!(
-        (status, out["stdout"].as_str()),
-        (200, Some("back\n")),
-        "{out}"
-    );
+    // The bomber's session works again once the bomb is gone (it collapses
+    // at the pids limit, or the container is restarted when nothing is left
+    // to kill it with).
+    let mut recovered = false;
+    for _ in 0..30 {
+        let (status, out) = server
+            .post(
+                &format!("/api/sessions/{bomber}/shell"),
+                json!({"cmd": "echo back", "timeout": 5}),
+            )
+            .await;
+        if status == 200 && out["stdout"] == "back\n" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(recovered, "the bomber's session did not recover");
 }

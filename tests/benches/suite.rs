@@ -1,0 +1,551 @@
+//! `just bench`: the performance suite. Each row is measured side by side
+//! with its baseline in the same run (alternating A, B, A, B…; medians) and
+//! reported as a ratio, or as a figure against its target where there is no
+//! baseline. End-to-end rows drive the real release binary over HTTP and
+//! WebSocket; the plugin row drives the runtime in-process. The table is
+//! printed and written to `bench/RESULTS.md` with the machine's description.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crogia_host::config::Config;
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::process::ServerProcess;
+use crogia_tests::{TestSandbox, WsClient, dist_plugin, fixture_plugin, repo_root};
+use serde_json::{Value, json};
+
+const IMAGE: &str = "crogia-sandbox:latest";
+
+struct Row {
+    what: String,
+    baseline: String,
+    ours: String,
+    result: String,
+    target: String,
+    met: bool,
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn ratio_row(what: &str, baseline_name: &str, a: Duration, b: Duration, target: f64) -> Row {
+    let r = b.as_secs_f64() / a.as_secs_f64();
+    Row {
+        what: what.into(),
+        baseline: format!("{baseline_name}: {}", ms(a)),
+        ours: ms(b),
+        result: format!("{r:.2}×"),
+        target: format!("≤ {target}×"),
+        met: r <= target,
+    }
+}
+
+fn sh(cmd: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker run -d` with the flags Crogia uses for a session container.
+fn docker_run_args<'a>(config: &'a Config, label: &'a str, workspace: &'a str) -> Vec<String> {
+    let s = &config.sandbox;
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--network",
+        &s.network,
+        "--memory",
+        &s.memory.to_string(),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    args.extend([
+        "--memory-swap".into(),
+        s.memory.to_string(),
+        "--cpus".into(),
+        s.cpus.to_string(),
+        "--pids-limit".into(),
+        s.pids_limit.to_string(),
+        "--init".into(),
+        "--security-opt".into(),
+        "no-new-privileges".into(),
+        "--cap-drop".into(),
+        "ALL".into(),
+        "--tmpfs".into(),
+        format!("/tmp:rw,nosuid,nodev,size={}", s.tmp_size),
+        "--label".into(),
+        format!("crogia.test={label}"),
+        "-v".into(),
+        format!("{workspace}:/workspace"),
+        "-w".into(),
+        "/workspace".into(),
+    ]);
+    for cap in &s.cap_add {
+        args.push("--cap-add".into());
+        args.push(cap.clone());
+    }
+    args.extend([IMAGE.to_string(), "sleep".into(), "infinity".into()]);
+    args
+}
+
+async fn post(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
+    let resp = client
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    resp.json().await.unwrap()
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// `wrk` requests per second.
+fn wrk(url: &str) -> f64 {
+    let out = std::process::Command::new("wrk")
+        .args(["-t2", "-c64", "-d8s", url])
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("Requests/sec:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn release_binary_config(t: &TestSandbox, model: &ScriptedModel, pool: usize) -> Config {
+    let mut c = t.config.clone();
+    c.server.data_dir = t.tmp.path().join(format!("data-{}", rand::random::<u32>()));
+    c.model.base_url = model.base_url.clone();
+    c.model.model = "scripted".into();
+    c.sandbox.pool_size = pool;
+    c.sandbox.pids_limit = 512;
+    c
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // The release binary, not the debug one the tests use.
+    let binary = repo_root().join("target/release/crogia");
+    assert!(
+        binary.exists(),
+        "build it first: cargo build --release -p crogia-host (just bench does)"
+    );
+    let mut rows = Vec::new();
+    let t = TestSandbox::new();
+    let model = ScriptedModel::start(Vec::new()).await;
+    let client = reqwest::Client::new();
+
+    // Server start: cold (no compile cache), then with the cache.
+    let config = release_binary_config(&t, &model, 0);
+    let mut cold = Vec::new();
+    let mut warm = Vec::new();
+    for round in 0..3 {
+        let mut c = config.clone();
+        c.server.data_dir = t.tmp.path().join(format!("start-{round}"));
+        let started = Instant::now();
+        let mut s = ServerProcess::spawn_binary(&binary, &c).await;
+        cold.push(started.elapsed());
+        s.signal("TERM");
+        s.wait(Duration::from_secs(30)).await;
+        let started = Instant::now();
+        let mut s = ServerProcess::spawn_binary(&binary, &c).await;
+        warm.push(started.elapsed());
+        s.signal("TERM");
+        s.wait(Duration::from_secs(30)).await;
+    }
+    let (cold, warm) = (median(cold), median(warm));
+    rows.push(Row {
+        what: "server start with all plugins, cold (compiling them)".into(),
+        baseline: "—".into(),
+        ours: ms(cold),
+        result: ms(cold),
+        target: "≤ 3 s".into(),
+        met: cold <= Duration::from_secs(3),
+    });
+    rows.push(Row {
+        what: "server start with all plugins, compile cache warm".into(),
+        baseline: "—".into(),
+        ours: ms(warm),
+        result: ms(warm),
+        target: "≤ 300 ms".into(),
+        met: warm <= Duration::from_millis(300),
+    });
+
+    let server = ServerProcess::spawn_binary(&binary, &config).await;
+    let base = server.base.clone();
+    let pid = server.child.id().unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_mb(pid);
+
+    // Session create, until the container runs, against `docker run -d`.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let scratch = t.tmp.path().join("scratch-ws");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let run_args = docker_run_args(&config, &t.label, scratch.to_str().unwrap());
+    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+    for _ in 0..8 {
+        let s = Instant::now();
+        let id = docker(&run_args);
+        a.push(s.elapsed());
+        docker(&["rm", "-f", &id]);
+        let s = Instant::now();
+        let session = post(&client, &base, "/api/sessions", json!({})).await;
+        b.push(s.elapsed());
+        let id = session["session_id"].as_str().unwrap();
+        client
+            .delete(format!("{base}/api/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    rows.push(ratio_row(
+        "session create via API, until the container runs",
+        "`docker run -d`",
+        median(a),
+        median(b),
+        1.0,
+    ));
+
+    // Shell round trip against `docker exec`.
+    let session = post(&client, &base, "/api/sessions", json!({})).await;
+    let sid = session["session_id"].as_str().unwrap().to_string();
+    let container = session["container_id"].as_str().unwrap().to_string();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        let s = Instant::now();
+        assert_eq!(docker(&["exec", &container, "sh", "-c", "echo hi"]), "hi");
+        a.push(s.elapsed());
+        let s = Instant::now();
+        let out = post(
+            &client,
+            &base,
+            &format!("/api/sessions/{sid}/shell"),
+            json!({"cmd": "echo hi"}),
+        )
+        .await;
+        b.push(s.elapsed());
+        assert_eq!(out["stdout"], "hi\n");
+    }
+    rows.push(ratio_row(
+        "shell `echo hi` round trip via REST",
+        "`docker exec … sh -c 'echo hi'`",
+        median(a),
+        median(b),
+        0.9,
+    ));
+
+    // Grep over a generated 10,000-file, 100 MB workspace.
+    let generate = "python3 - <<'PY'\nimport os, random\nrandom.seed(7)\nwords = [''.join(random.choice('abcdefghij') for _ in range(7)) for _ in range(5000)]\nfor d in range(100):\n    os.makedirs(f'src/d{d}', exist_ok=True)\n    for f in range(100):\n        lines = [' '.join(random.choices(words, k=12)) for _ in range(120)]\n        if (d * 100 + f) % 997 == 0:\n            lines[60] = 'the needle_in_haystack is here'\n        open(f'src/d{d}/f{f}.txt', 'w').write('\\n'.join(lines) + '\\n')\nPY\ndu -sm src | cut -f1";
+    let out = post(
+        &client,
+        &base,
+        &format!("/api/sessions/{sid}/shell"),
+        json!({"cmd": generate, "timeout": 600}),
+    )
+    .await;
+    let size_mb = out["stdout"].as_str().unwrap().trim().to_string();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let s = Instant::now();
+        let hits = docker(&[
+            "exec",
+            &container,
+            "rg",
+            "-n",
+            "needle_in_haystack",
+            "/workspace",
+        ]);
+        a.push(s.elapsed());
+        let s = Instant::now();
+        let found = post(
+            &client,
+            &base,
+            &format!("/api/sessions/{sid}/search/grep"),
+            json!({"pattern": "needle_in_haystack"}),
+        )
+        .await;
+        b.push(s.elapsed());
+        assert_eq!(
+            found["matches"].as_array().unwrap().len(),
+            hits.lines().count()
+        );
+    }
+    rows.push(ratio_row(
+        &format!("grep over a generated 10,000-file, {size_mb} MB workspace via API"),
+        "`rg` run in the container",
+        median(a),
+        median(b),
+        1.2,
+    ));
+
+    // WebSocket fan-out: 1 session, 10,000 events/s, 100 clients.
+    let fan = post(&client, &base, "/api/sessions", json!({})).await;
+    let fid = fan["session_id"].as_str().unwrap().to_string();
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        clients
+            .push(WsClient::connect(&format!("{}/ws/{fid}", base.replacen("http", "ws", 1))).await);
+    }
+    let events = 20_000;
+    model.push([Reply::Clocked {
+        count: events,
+        per_second: 10_000,
+    }]);
+    post(
+        &client,
+        &base,
+        &format!("/api/sessions/{fid}/tasks"),
+        json!({"task": "fan out"}),
+    )
+    .await;
+    let readers = clients.into_iter().map(|mut c| {
+        tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(events);
+            let mut last_seq = 0u64;
+            let mut gaps = 0usize;
+            loop {
+                let e = c.event().await;
+                let seq = e["seq"].as_u64().unwrap();
+                if last_seq != 0 && seq != last_seq + 1 {
+                    gaps += 1;
+                }
+                last_seq = seq;
+                match e["type"].as_str().unwrap() {
+                    "text_delta" => {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_nanos();
+                        if let Ok(sent) = e["content"].as_str().unwrap().trim().parse::<u128>() {
+                            latencies.push(Duration::from_nanos((now.saturating_sub(sent)) as u64));
+                        }
+                    }
+                    "task_completed" => return (latencies, gaps),
+                    _ => {}
+                }
+            }
+        })
+    });
+    let mut all = Vec::new();
+    let mut lost = 0usize;
+    for r in readers {
+        let (lat, gaps) = r.await.unwrap();
+        lost += events - lat.len() + gaps;
+        all.extend(lat);
+    }
+    let p99 = pct(all.clone(), 0.99);
+    rows.push(Row {
+        what: "WebSocket fan-out: 1 session, 10,000 events/s, 100 clients".into(),
+        baseline: "—".into(),
+        ours: format!("p50 {}, p99 {}, lost {lost}", ms(pct(all, 0.5)), ms(p99)),
+        result: format!("p99 {}", ms(p99)),
+        target: "p99 ≤ 20 ms, no loss".into(),
+        met: p99 <= Duration::from_millis(20) && lost == 0,
+    });
+
+    // Throughput of health and of listing 100 sessions, with wrk.
+    let health = wrk(&format!("{base}/api/health"));
+    rows.push(Row {
+        what: "GET /api/health, wrk on loopback (2 threads, 64 connections)".into(),
+        baseline: "—".into(),
+        ours: format!("{health:.0} req/s"),
+        result: format!("{health:.0} req/s"),
+        target: "≥ 30,000 req/s".into(),
+        met: health >= 30_000.0,
+    });
+    let existing = 2; // the shell and fan-out sessions
+    let creates = (existing..100).map(|_| post(&client, &base, "/api/sessions", json!({})));
+    futures_util::future::join_all(creates).await;
+    let listed: Value = client
+        .get(format!("{base}/api/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 100);
+    let list = wrk(&format!("{base}/api/sessions"));
+    rows.push(Row {
+        what: "GET /api/sessions with 100 sessions, wrk on loopback".into(),
+        baseline: "—".into(),
+        ours: format!("{list:.0} req/s"),
+        result: format!("{list:.0} req/s"),
+        target: "≥ 10,000 req/s".into(),
+        met: list >= 10_000.0,
+    });
+    let busy_rss = rss_mb(pid);
+    rows.push(Row {
+        what: "server RSS, idle".into(),
+        baseline: "—".into(),
+        ours: format!("{idle_rss:.0} MB"),
+        result: format!("{idle_rss:.0} MB"),
+        target: "≤ 60 MB".into(),
+        met: idle_rss <= 60.0,
+    });
+    rows.push(Row {
+        what: "server RSS with 100 sessions".into(),
+        baseline: "—".into(),
+        ours: format!("{busy_rss:.0} MB"),
+        result: format!("{busy_rss:.0} MB"),
+        target: "≤ 150 MB".into(),
+        met: busy_rss <= 150.0,
+    });
+    drop(server);
+
+    // Session create from the warm pool.
+    let pooled = ServerProcess::spawn_binary(&binary, &release_binary_config(&t, &model, 2)).await;
+    let pbase = pooled.base.clone();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let s = Instant::now();
+        let id = docker(&run_args);
+        a.push(s.elapsed());
+        docker(&["rm", "-f", &id]);
+        let s = Instant::now();
+        let session = post(&client, &pbase, "/api/sessions", json!({})).await;
+        b.push(s.elapsed());
+        let id = session["session_id"].as_str().unwrap();
+        client
+            .delete(format!("{pbase}/api/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        // Let the pool refill, as it would between real requests.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    rows.push(ratio_row(
+        "session create with a warm pool (pool_size = 2)",
+        "`docker run -d`",
+        median(a),
+        median(b),
+        0.2,
+    ));
+    drop(pooled);
+
+    // Plugin invocation overhead, in-process.
+    rows.push(plugin_overhead_row(&t).await);
+
+    report(&rows);
+}
+
+async fn plugin_overhead_row(t: &TestSandbox) -> Row {
+    let mut t2 = TestSandbox::with_config(|c| c.sandbox.labels = t.config.sandbox.labels.clone());
+    t2.plugin_dir(&[fixture_plugin("fixture-tools"), dist_plugin("read-file")]);
+    let caps = t2.capabilities().await;
+    caps.write_file("f.txt", b"hello".to_vec()).await.unwrap();
+    let rt = t2.plugins().await;
+    let args = r#"{"path":"f.txt"}"#;
+    for _ in 0..300 {
+        caps.stat("f.txt").await.unwrap();
+        rt.invoke(caps.clone(), "stat_size", args).await.unwrap();
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..3000 {
+        let s = Instant::now();
+        caps.stat("f.txt").await.unwrap();
+        a.push(s.elapsed());
+        let s = Instant::now();
+        rt.invoke(caps.clone(), "stat_size", args).await.unwrap();
+        b.push(s.elapsed());
+    }
+    let (a50, b50, b99) = (median(a.clone()), median(b.clone()), pct(b, 0.99));
+    let overhead = b50.saturating_sub(a50);
+    Row {
+        what: "trivial plugin tool invocation overhead (one host call)".into(),
+        baseline: format!(
+            "host function called directly: {:.1} µs",
+            a50.as_secs_f64() * 1e6
+        ),
+        ours: format!(
+            "p50 {:.1} µs, p99 {:.1} µs",
+            b50.as_secs_f64() * 1e6,
+            b99.as_secs_f64() * 1e6
+        ),
+        result: format!(
+            "+{:.1} µs ({:.2}×)",
+            overhead.as_secs_f64() * 1e6,
+            b50.as_secs_f64() / a50.as_secs_f64()
+        ),
+        target: "overhead p50 ≤ 50 µs".into(),
+        met: overhead <= Duration::from_micros(50),
+    }
+}
+
+fn report(rows: &[Row]) {
+    let mut table = String::from(
+        "| what | baseline | ours | result | target | met |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            table,
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what,
+            r.baseline,
+            r.ours,
+            r.result,
+            r.target,
+            if r.met { "yes" } else { "**no**" }
+        );
+    }
+    println!("\n{table}");
+    let machine = format!(
+        "- CPU: {} ({} cores)\n- memory: {}\n- kernel: {}\n- Docker engine: {}\n- date: {}\n",
+        sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'"),
+        sh("nproc"),
+        sh("free -h | awk '/Mem:/{print $2}'"),
+        sh("uname -r"),
+        sh("docker version --format '{{.Server.Version}}'"),
+        sh("date -u +%Y-%m-%dT%H:%MZ"),
+    );
+    let doc = format!(
+        "# Benchmark results\n\nProduced by `just bench` (tests/benches/suite.rs). Each ratio is ours ÷ the \
+         baseline, both measured in the same run, alternating, medians. End-to-end rows drive the release \
+         binary over loopback HTTP and WebSocket; Docker CLI baselines include the CLI's own start-up, \
+         as a user running it would see.\n\n## Machine\n\n{machine}\n## Results\n\n{table}"
+    );
+    let path = repo_root().join("bench/RESULTS.md");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, doc).unwrap();
+    println!("written to {}", path.display());
+}
