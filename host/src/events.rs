@@ -255,20 +255,24 @@ mod tests {
     use super::*;
     use crate::store::SessionRecord;
 
+    /// A store holding one session, `s1`.
+    async fn store_with_session(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).await.unwrap();
+        let record = SessionRecord {
+            id: "s1".into(),
+            container_id: "c".into(),
+            workdir: "/w".into(),
+            created: Utc::now(),
+            last_task: None,
+            error: None,
+        };
+        store.insert_session(&record).await.unwrap();
+        store
+    }
+
     async fn log() -> (tempfile::TempDir, Store, EventLog) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
-        store
-            .insert_session(&SessionRecord {
-                id: "s1".into(),
-                container_id: "c".into(),
-                workdir: "/w".into(),
-                created: Utc::now(),
-                last_task: None,
-                error: None,
-            })
-            .await
-            .unwrap();
+        let store = store_with_session(dir.path()).await;
         let log = EventLog::open(store.clone(), "s1", 64).await.unwrap();
         (dir, store, log)
     }
@@ -304,19 +308,8 @@ mod tests {
             buffer: usize,
         ) -> (Vec<u64>, Option<FollowError>) {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path()).await.unwrap();
-            store
-                .insert_session(&SessionRecord {
-                    id: "s".into(),
-                    container_id: "c".into(),
-                    workdir: "/w".into(),
-                    created: Utc::now(),
-                    last_task: None,
-                    error: None,
-                })
-                .await
-                .unwrap();
-            let log = Arc::new(EventLog::open(store, "s", buffer).await.unwrap());
+            let store = super::store_with_session(dir.path()).await;
+            let log = Arc::new(EventLog::open(store, "s1", buffer).await.unwrap());
             for _ in 0..before {
                 log.publish(EventKind::TextDelta {
                     content: "b".into(),

@@ -217,31 +217,16 @@ async fn main() {
     let idle_rss = rss_mb(pid);
 
     // Session create, until the container runs, against `docker run -d`.
-    let (mut a, mut b) = (Vec::new(), Vec::new());
     let scratch = t.tmp.path().join("scratch-ws");
     std::fs::create_dir_all(&scratch).unwrap();
     let run_args = docker_run_args(&config, &t.label, scratch.to_str().unwrap());
     let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
-    for _ in 0..8 {
-        let s = Instant::now();
-        let id = docker(&run_args);
-        a.push(s.elapsed());
-        docker(&["rm", "-f", &id]);
-        let s = Instant::now();
-        let session = post(&client, &base, "/api/sessions", json!({})).await;
-        b.push(s.elapsed());
-        let id = session["session_id"].as_str().unwrap();
-        client
-            .delete(format!("{base}/api/sessions/{id}"))
-            .send()
-            .await
-            .unwrap();
-    }
+    let (a, b) = create_vs_docker_run(&client, &base, &run_args, Duration::ZERO).await;
     rows.push(ratio_row(
         "session create via API, until the container runs",
         "`docker run -d`",
-        median(a),
-        median(b),
+        a,
+        b,
         1.0,
     ));
 
@@ -436,29 +421,14 @@ async fn main() {
     let pooled = ServerProcess::spawn_binary(&binary, &release_binary_config(&t, &model, 2)).await;
     let pbase = pooled.base.clone();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..8 {
-        let s = Instant::now();
-        let id = docker(&run_args);
-        a.push(s.elapsed());
-        docker(&["rm", "-f", &id]);
-        let s = Instant::now();
-        let session = post(&client, &pbase, "/api/sessions", json!({})).await;
-        b.push(s.elapsed());
-        let id = session["session_id"].as_str().unwrap();
-        client
-            .delete(format!("{pbase}/api/sessions/{id}"))
-            .send()
-            .await
-            .unwrap();
-        // Let the pool refill, as it would between real requests.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    }
+    // Let the pool refill between creations, as it would between requests.
+    let (a, b) =
+        create_vs_docker_run(&client, &pbase, &run_args, Duration::from_millis(1500)).await;
     rows.push(ratio_row(
         "session create with a warm pool (pool_size = 2)",
         "`docker run -d`",
-        median(a),
-        median(b),
+        a,
+        b,
         0.2,
     ));
     drop(pooled);
@@ -467,6 +437,34 @@ async fn main() {
     rows.push(plugin_overhead_row(&t).await);
 
     report(&rows);
+}
+
+/// Medians of `docker run -d` (A) and `POST /api/sessions` (B), alternating;
+/// what each made is removed untimed, then `pause` passes.
+async fn create_vs_docker_run(
+    client: &reqwest::Client,
+    base: &str,
+    run_args: &[&str],
+    pause: Duration,
+) -> (Duration, Duration) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let s = Instant::now();
+        let id = docker(run_args);
+        a.push(s.elapsed());
+        docker(&["rm", "-f", &id]);
+        let s = Instant::now();
+        let session = post(client, base, "/api/sessions", json!({})).await;
+        b.push(s.elapsed());
+        let id = session["session_id"].as_str().unwrap();
+        client
+            .delete(format!("{base}/api/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(pause).await;
+    }
+    (median(a), median(b))
 }
 
 async fn plugin_overhead_row(t: &TestSandbox) -> Row {
