@@ -33,10 +33,13 @@ sandbox-image: docker
 run *ARGS: rust docker build-plugins sandbox-image
     cargo run --release -p crogia-host --bin crogia -- serve {{ARGS}}
 
-# What the contract's client examples need (they run in the test suite).
+# What the client tests need: the contract examples' Python packages, Node, headless Chromium.
 test-clients:
     @python3 -c "import aiohttp, websockets" 2>/dev/null || { echo "test-clients: pip install aiohttp websockets"; python3 -m pip install --quiet --disable-pip-version-check aiohttp websockets; }
     @command -v node >/dev/null || echo "test-clients: node not found; the JavaScript example test will fail"
+    @command -v chromedriver >/dev/null || { echo "test-clients: installing Debian's chromium and chromium-driver"; \
+        { [ "$(id -u)" = 0 ] && SUDO= || SUDO=sudo; }; \
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 # Run every test against the real Docker engine, real plugins and a real server.
 test: setup build-plugins test-clients

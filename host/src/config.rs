@@ -51,6 +51,17 @@ pub struct ServerConfig {
     pub ws_buffer_events: usize,
     /// Seconds between pings on idle WebSocket connections.
     pub ws_ping_secs: u64,
+    /// Log lines as `text` (for people) or `json` (one object per line, for
+    /// log collectors).
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +72,7 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             ws_buffer_events: 4096,
             ws_ping_secs: 20,
+            log_format: LogFormat::Text,
         }
     }
 }

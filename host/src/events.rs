@@ -98,6 +98,8 @@ pub struct EventLog {
     store: Store,
     /// The last sequence number used; held while an event is written and sent.
     last_seq: Mutex<u64>,
+    /// The same, readable without waiting.
+    published: std::sync::atomic::AtomicU64,
     sender: broadcast::Sender<Published>,
 }
 
@@ -111,6 +113,7 @@ impl EventLog {
             session_id: session_id.to_string(),
             store,
             last_seq: Mutex::new(last),
+            published: last.into(),
             sender,
         })
     }
@@ -125,6 +128,8 @@ impl EventLog {
             .append_events(&self.session_id, &[(seq, json.clone())])
             .await?;
         *last = seq;
+        self.published
+            .store(seq, std::sync::atomic::Ordering::Release);
         // No subscribers is fine.
         let _ = self.sender.send(Published {
             seq,
@@ -150,6 +155,11 @@ impl EventLog {
                 json: json.into(),
             })
             .collect())
+    }
+
+    /// The sequence number of the latest event (0 when none).
+    pub fn last_seq(&self) -> u64 {
+        self.published.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Live subscribers right now.

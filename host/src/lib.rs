@@ -7,8 +7,10 @@
 pub mod agent;
 pub mod api;
 pub mod capabilities;
+pub mod cli;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod plugins;
 pub mod sandbox;
 pub mod search;

@@ -1,11 +1,14 @@
-//! The `crogia` binary: the server and its command-line tools.
+//! The `crogia` binary: the server, its operator tools, and a client of its
+//! API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use crogia_host::config::Config;
+use clap::{Args, Parser, Subcommand};
+use crogia_host::cli::{self, ApiClient};
+use crogia_host::config::{Config, LogFormat};
 use crogia_host::server::App;
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +21,29 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// How the client commands reach the server.
+#[derive(Debug, Clone, Args)]
+struct Remote {
+    /// Server URL.
+    #[arg(long, env = "CROGIA_URL", global = true)]
+    url: Option<String>,
+    /// API token (when the server requires one).
+    #[arg(long, env = "CROGIA_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON instead of a human view.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl Remote {
+    fn client(&self) -> anyhow::Result<ApiClient> {
+        ApiClient::new(
+            self.url.as_deref().unwrap_or("http://127.0.0.1:8000"),
+            self.token.clone(),
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,54 +76,155 @@ enum Command {
         #[command(subcommand)]
         command: ToolsCommand,
     },
+    /// Create, list, show and delete sessions on a server.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Give a session a task and watch it work, until it ends (exit code 1
+    /// unless it completed).
+    Task {
+        session: String,
+        task: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Run a command in a session's container (exits with its exit code).
+    Shell {
+        session: String,
+        command: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List a directory of a session's workspace, or print a file.
+    Files {
+        session: String,
+        path: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionCommand {
+    /// Create a session (prints its id).
+    Create {
+        /// A first task for the agent.
+        #[arg(long)]
+        task: Option<String>,
+    },
+    /// List sessions.
+    List,
+    /// Show one session.
+    Show { session: String },
+    /// Delete a session, its container and its workspace.
+    Delete { session: String },
 }
 
 #[derive(Debug, Subcommand)]
 enum ToolsCommand {
-    /// Load the plugins folder as the server would and list every tool:
-    /// name, whether it is enabled, its plugin file, and its description.
-    /// Files that would be skipped are listed with the reason.
+    /// List every tool: name, whether it is enabled, its plugin file, and its
+    /// description. With --url (or CROGIA_URL), asks that server; otherwise
+    /// loads the plugins folder as the server would, and also lists files
+    /// that would be skipped, with the reason.
     List {
         /// Config file (default: ./crogia.toml when it exists).
         #[arg(long, env = "CROGIA_CONFIG")]
         config: Option<PathBuf>,
-        /// Print JSON (tools with their argument schemas) instead of a table.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        remote: Remote,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The server logs at info; the command-line tools only say what went wrong.
-    let default_level = if matches!(cli.command, Command::Serve { .. }) {
-        "info"
-    } else {
-        "warn"
-    };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
-        .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?;
-    match cli.command {
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
         Command::Serve {
             config,
             bind,
             insecure,
-        } => runtime.block_on(serve(config, bind, insecure)),
-        Command::Gc { config, dry_run } => runtime.block_on(gc(config, dry_run)),
-        Command::Tools {
-            command: ToolsCommand::List { config, json },
-        } => runtime.block_on(tools_list(config, json)),
+        } => runtime.block_on(serve(config, bind, insecure)).map(|_| 0),
+        command => {
+            // The command-line tools only say what went wrong.
+            init_logging(LogFormat::Text, "warn");
+            runtime.block_on(client(command))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn gc(config_path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn client(command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Gc { config, dry_run } => gc(config, dry_run).await,
+        Command::Tools {
+            command: ToolsCommand::List { config, remote },
+        } => match remote.url {
+            Some(_) => cli::tools(&remote.client()?, remote.json).await,
+            None => tools_list(config, remote.json).await,
+        },
+        Command::Session { command, remote } => {
+            let c = remote.client()?;
+            match command {
+                SessionCommand::Create { task } => cli::session_create(&c, task, remote.json).await,
+                SessionCommand::List => cli::session_list(&c, remote.json).await,
+                SessionCommand::Show { session } => {
+                    cli::session_show(&c, &session, remote.json).await
+                }
+                SessionCommand::Delete { session } => {
+                    cli::session_delete(&c, &session, remote.json).await
+                }
+            }
+        }
+        Command::Task {
+            session,
+            task,
+            remote,
+        } => cli::task(&remote.client()?, &session, &task, remote.json).await,
+        Command::Shell {
+            session,
+            command,
+            remote,
+        } => cli::shell(&remote.client()?, &session, &command, remote.json).await,
+        Command::Files {
+            session,
+            path,
+            remote,
+        } => cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await,
+        Command::Serve { .. } => unreachable!("handled by main"),
+    }
+}
+
+async fn gc(config_path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<i32> {
     let config = Config::load(config_path.as_deref())?;
     let orphans = crogia_host::session::collect_garbage(&config, dry_run).await?;
     if orphans.is_empty() {
@@ -112,10 +239,10 @@ async fn gc(config_path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<()> {
         let verb = if dry_run { "would remove" } else { "removed" };
         println!("{verb} {} (session {session}, {})", c.id, c.status);
     }
-    Ok(())
+    Ok(0)
 }
 
-async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<i32> {
     let config = Config::load(config_path.as_deref())?;
     let plugins = crogia_host::plugins::PluginRuntime::new(&config)?;
     let report = plugins.reload().await;
@@ -123,7 +250,7 @@ async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<
     if json {
         let out = serde_json::json!({ "tools": tools, "skipped": report.skipped });
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+        return Ok(0);
     }
     println!("plugins folder: {}", plugins.dir().display());
     let width = tools.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
@@ -138,17 +265,18 @@ async fn tools_list(config_path: Option<PathBuf>, json: bool) -> anyhow::Result<
         "NAME", "ENABLED", "PLUGIN"
     );
     for t in &tools {
-        let summary = first_sentence(&t.description);
         let enabled = if t.enabled { "yes" } else { "no" };
         println!(
-            "{:width$}  {enabled:8}  {:pwidth$}  {summary}",
-            t.name, t.plugin
+            "{:width$}  {enabled:8}  {:pwidth$}  {}",
+            t.name,
+            t.plugin,
+            cli::first_sentence(&t.description)
         );
     }
     for s in &report.skipped {
         println!("skipped {}: {}", s.file, s.reason);
     }
-    Ok(())
+    Ok(0)
 }
 
 async fn serve(
@@ -157,6 +285,7 @@ async fn serve(
     insecure: bool,
 ) -> anyhow::Result<()> {
     let mut config = Config::load(config_path.as_deref())?;
+    init_logging(config.server.log_format, "info");
     if let Some(bind) = bind {
         config.server.bind = bind;
     }
@@ -177,13 +306,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
-}
-
-/// The first sentence of a description, for one-line listings.
-fn first_sentence(text: &str) -> &str {
-    let line = text.lines().next().unwrap_or_default();
-    match line.find(". ") {
-        Some(i) => &line[..=i],
-        None => line,
-    }
 }

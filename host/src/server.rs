@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
 use crate::session::SessionManager;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub plugins: Arc<PluginRuntime>,
     pub sessions: Arc<SessionManager>,
     pub agent: Arc<Agent>,
+    pub metrics: Arc<Metrics>,
     /// Cancelled when the server begins to stop (WebSocket clients close).
     pub shutdown: CancellationToken,
 }
@@ -69,7 +71,8 @@ impl App {
             );
         }
         let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
-        let sandbox = Sandbox::new(engine, config.sandbox.clone());
+        let metrics = Arc::new(Metrics::new());
+        let sandbox = Sandbox::new(engine, config.sandbox.clone()).with_metrics(metrics.clone());
         let store = Store::open(&config.server.data_dir)
             .await
             .with_context(|| {
@@ -94,11 +97,17 @@ impl App {
         if let Err(e) = plugins.watch() {
             tracing::warn!(error = %format!("{e:#}"), "plugins folder not watched; changes need a restart");
         }
-        let agent = Agent::new(config.clone(), store.clone(), plugins.clone());
+        let agent = Agent::new(
+            config.clone(),
+            store.clone(),
+            plugins.clone(),
+            metrics.clone(),
+        );
         agent
             .recover(&sessions)
             .await
             .context("recording interrupted tasks")?;
+        let shutdown = CancellationToken::new();
         let state = AppState {
             config,
             store,
@@ -106,7 +115,8 @@ impl App {
             plugins,
             sessions,
             agent,
-            shutdown: CancellationToken::new(),
+            metrics,
+            shutdown,
         };
         Ok(Self {
             state: Arc::new(state),

@@ -70,6 +70,9 @@ pub struct SessionInfo {
     /// Why the session is in error (additive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Sequence number of its latest event: connect with `?since=` this to
+    /// get only what comes next (additive).
+    pub last_event_seq: u64,
 }
 
 /// One live session.
@@ -454,6 +457,20 @@ impl SessionManager {
         all
     }
 
+    /// How many sessions have each status.
+    pub fn status_counts(&self) -> Vec<(&'static str, i64)> {
+        let mut counts = [("active", 0), ("stopped", 0), ("error", 0)];
+        for s in self.list() {
+            let i = match self.status(&s).0 {
+                SessionStatus::Active => 0,
+                SessionStatus::Stopped => 1,
+                SessionStatus::Error => 2,
+            };
+            counts[i].1 += 1;
+        }
+        counts.to_vec()
+    }
+
     /// Sessions whose status is `active`.
     pub fn active_count(&self) -> usize {
         self.list()
@@ -489,6 +506,7 @@ impl SessionManager {
             last_task: s.last_task(),
             status,
             container_status,
+            last_event_seq: s.events.last_seq(),
             error: s.error().or_else(|| {
                 (status == SessionStatus::Error).then(|| "its container no longer exists".into())
             }),

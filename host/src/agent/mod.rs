@@ -84,6 +84,7 @@ pub struct Agent {
     config: Arc<Config>,
     store: Store,
     plugins: Arc<PluginRuntime>,
+    metrics: Arc<crate::metrics::Metrics>,
     model: Result<ModelClient, String>,
     tasks: Mutex<HashMap<String, SessionTasks>>,
     shutting_down: CancellationToken,
@@ -98,7 +99,12 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
-    pub fn new(config: Arc<Config>, store: Store, plugins: Arc<PluginRuntime>) -> Arc<Self> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        plugins: Arc<PluginRuntime>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         let model = ModelClient::from_config(&config.model, &config.agent);
         if let Err(why) = &model {
             tracing::warn!("{why}");
@@ -107,6 +113,7 @@ impl Agent {
             config,
             store,
             plugins,
+            metrics,
             model,
             tasks: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
@@ -370,6 +377,7 @@ impl Agent {
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
+        self.metrics.task_finished(&word);
         if let Err(e) = self
             .store
             .set_task_status(&session.id, task_id, &word)
@@ -461,6 +469,8 @@ impl Agent {
                 Err(ModelError::Events(e)) => return (TaskOutcome::Failed, usage, step, Some(e)),
                 Err(e) => return (TaskOutcome::Failed, usage, step, Some(e.to_string())),
             };
+            self.metrics
+                .tokens(turn.usage.prompt_tokens, turn.usage.completion_tokens);
             usage.prompt_tokens += turn.usage.prompt_tokens;
             usage.completion_tokens += turn.usage.completion_tokens;
             usage.total_tokens += turn.usage.total_tokens;
@@ -568,12 +578,18 @@ impl Agent {
             .map_err(|e| e.to_string())?;
         let started = Instant::now();
         let outcome = tokio::select! {
-            _ = token.cancelled() => Err("the task was stopped while this tool ran".to_string()),
-            r = self.plugins.invoke(session.caps.clone(), &call.name, &call.arguments) => r.map_err(|e| e.to_string()),
+            _ = token.cancelled() => Err(("cancelled", "the task was stopped while this tool ran".to_string())),
+            r = self.plugins.invoke(session.caps.clone(), &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.to_string())),
         };
+        let outcome_word = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err((code, _)) => code.to_string(),
+        };
+        self.metrics
+            .tool_called(&call.name, &outcome_word, started.elapsed());
         let (content, is_error) = match outcome {
             Ok(text) => (text, false),
-            Err(e) => (format!("Error: {e}"), true),
+            Err((_, e)) => (format!("Error: {e}"), true),
         };
         session
             .events

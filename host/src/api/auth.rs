@@ -1,7 +1,7 @@
 //! Authentication: API tokens from `auth.tokens`.
 //!
 //! Every request except `GET /api/health` (when `auth.public_health`) and the
-//! documentation pages must carry a token: `Authorization: Bearer <token>`, or
+//! documentation pages and the web console's static files must carry a token: `Authorization: Bearer <token>`, or
 //! `?token=<token>` (for browsers' WebSockets, which cannot set headers). The
 //! check runs before routing, so a 401 never reveals whether a session exists.
 //! Tokens are compared in constant time, after hashing so that their lengths
@@ -51,7 +51,9 @@ impl Auth {
     }
 
     fn is_public(&self, path: &str) -> bool {
-        matches!(path, "/docs" | "/redoc" | "/openapi.json")
+        // The console's static files hold no data; it asks for a token itself.
+        matches!(path, "/" | "/docs" | "/redoc" | "/openapi.json")
+            || path.starts_with("/console/")
             || (self.public_health && path == "/api/health")
     }
 }

@@ -5,10 +5,12 @@
 //! embedded in the binary.
 
 mod auth;
+mod console;
 mod error;
 mod extract;
 mod files;
 mod health;
+mod metrics;
 mod processes;
 mod search;
 mod sessions;
@@ -120,6 +122,8 @@ pub fn router(state: Arc<AppState>) -> Router {
     let cors = cors_layer(&state.config.auth.cors_origins);
     let router = routes
         .merge(ws::routes())
+        .merge(metrics::routes())
+        .merge(console::routes())
         .route("/openapi.json", get(serve_openapi))
         .route(
             "/docs",

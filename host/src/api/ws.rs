@@ -78,6 +78,7 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, sinc
         let _ = tx.send(close(CLOSE_NOT_FOUND, "Session not found")).await;
         return;
     };
+    let _counted = crate::metrics::ClientGuard::new(&state.metrics);
     let mut events = Follower::new(session.events.clone(), since);
     let mut ping =
         tokio::time::interval(Duration::from_secs(state.config.server.ws_ping_secs.max(1)));

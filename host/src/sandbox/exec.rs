@@ -120,6 +120,7 @@ impl Sandbox {
         wrapped: bool,
     ) -> Result<ExecOutput, SandboxError> {
         let started = Instant::now();
+        let _timing = self.timing(if wrapped { "exec" } else { "exec_helper" });
         let docker = self.engine.client().await?;
         let options = CreateExecOptions {
             attach_stdout: Some(true),

@@ -69,11 +69,38 @@ pub struct ContainerInfo {
 pub struct Sandbox {
     engine: std::sync::Arc<DockerEngine>,
     config: SandboxConfig,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Sandbox {
     pub fn new(engine: std::sync::Arc<DockerEngine>, config: SandboxConfig) -> Self {
-        Self { engine, config }
+        Self {
+            engine,
+            config,
+            metrics: None,
+        }
+    }
+
+    /// The same sandbox, timing its engine calls into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records how long an engine operation took.
+    pub(crate) fn observe(&self, operation: &str, started: std::time::Instant) {
+        if let Some(m) = &self.metrics {
+            m.docker_call(operation, started.elapsed());
+        }
+    }
+
+    /// Times an operation until the returned guard drops.
+    pub(crate) fn timing(&self, operation: &'static str) -> Timing<'_> {
+        Timing {
+            sandbox: self,
+            operation,
+            started: std::time::Instant::now(),
+        }
     }
 
     pub fn engine(&self) -> &std::sync::Arc<DockerEngine> {
@@ -103,6 +130,7 @@ impl Sandbox {
                 workspace.display()
             )));
         }
+        let started = std::time::Instant::now();
         let docker = self.engine.client().await?;
         let c = &self.config;
         if let Some((uid, gid)) = c.user_ids() {
@@ -163,6 +191,7 @@ impl Sandbox {
             return Err(e);
         }
         tracing::debug!(container = %created.id, "container started");
+        self.observe("create", started);
         Ok(created.id)
     }
 
@@ -184,6 +213,7 @@ impl Sandbox {
 
     /// Inspects a container; `NotFound` when it no longer exists.
     pub async fn inspect(&self, container: &str) -> Result<ContainerInfo, SandboxError> {
+        let _timing = self.timing("inspect");
         let docker = self.engine.client().await?;
         let info = docker
             .inspect_container(container, None::<InspectContainerOptions>)
@@ -245,6 +275,7 @@ impl Sandbox {
     /// Removes a container (running or not) and its anonymous volumes.
     /// Removing one that is already gone succeeds.
     pub async fn remove(&self, container: &str) -> Result<(), SandboxError> {
+        let _timing = self.timing("remove");
         let docker = self.engine.client().await?;
         let options = RemoveContainerOptions {
             force: true,
@@ -300,5 +331,18 @@ impl Sandbox {
     pub async fn managed_containers(&self) -> Result<Vec<ContainerInfo>, SandboxError> {
         self.find_by_labels(&[&format!("{LABEL_MANAGED}=true")])
             .await
+    }
+}
+
+/// Records the time until it drops, whichever way the operation returns.
+pub(crate) struct Timing<'a> {
+    sandbox: &'a Sandbox,
+    operation: &'static str,
+    started: std::time::Instant,
+}
+
+impl Drop for Timing<'_> {
+    fn drop(&mut self) {
+        self.sandbox.observe(self.operation, self.started);
     }
 }

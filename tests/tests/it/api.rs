@@ -40,7 +40,11 @@ async fn session_create_get_list_delete_follow_the_contract() {
         )
         .await;
     assert_eq!(status, 200, "{created}");
-    assert_eq!(keys(&created), set(SESSION_FIELDS));
+    // The contract's fields, plus the additive `last_event_seq`.
+    let mut expected = set(SESSION_FIELDS);
+    expected.insert("last_event_seq".into());
+    assert_eq!(keys(&created), expected);
+    assert_eq!(created["last_event_seq"], 0);
     let id = created["session_id"].as_str().unwrap();
     assert!(
         id.len() == 8

@@ -3,6 +3,8 @@
 
 mod agent;
 mod api;
+mod cli;
+mod console;
 mod contract_examples;
 mod faults;
 mod health;

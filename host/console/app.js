@@ -1,0 +1,422 @@
+// Crogia web console: plain ES module, no build step, served by the server.
+// Talks to the same REST and WebSocket API as any client; sends the API token
+// (kept in localStorage) when the server asks for one.
+
+const $ = (sel) => document.querySelector(sel);
+const el = (tag, props = {}, ...children) => {
+  const node = Object.assign(document.createElement(tag), props);
+  for (const c of children) node.append(c);
+  return node;
+};
+
+let token = localStorage.getItem("crogia.token") || "";
+let current = null; // selected session id
+let socket = null;
+let lastSeq = 0;
+let reconnectDelay = 500;
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (resp.status === 401) {
+    if (!(await askToken())) throw new Error("This server needs an API token (Token, top right).");
+    return api(method, path, body);
+  }
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(data.detail || `HTTP ${resp.status}`);
+  return data;
+}
+
+// One prompt at a time, however many requests were refused; resolves to
+// whether the user gave a token.
+let tokenPrompt = null;
+function askToken() {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
+    const dialog = $("#token-dialog");
+    $("#token-input").value = token;
+    dialog.onclose = () => {
+      const ok = dialog.returnValue === "ok" && $("#token-input").value.trim() !== "";
+      if (ok) {
+        token = $("#token-input").value.trim();
+        localStorage.setItem("crogia.token", token);
+        if (current) connect();
+      }
+      tokenPrompt = null;
+      resolve(ok);
+    };
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+  return tokenPrompt;
+}
+
+function toast(message) {
+  const note = el("div", { className: "event error", textContent: message });
+  (current ? $("#events") : $("#view")).append(note);
+  setTimeout(() => note.remove(), 6000);
+}
+
+// ---- health and sessions -------------------------------------------------
+
+async function refreshHealth() {
+  try {
+    const h = await fetch("/api/health", { headers: token ? { Authorization: `Bearer ${token}` } : {} }).then((r) => r.json());
+    const pill = $("#health");
+    pill.textContent = h.docker_available ? `Docker ok · ${h.active_sessions} active` : "Docker unavailable";
+    pill.className = `pill ${h.docker_available ? "ok" : "bad"}`;
+  } catch {
+    $("#health").textContent = "server unreachable";
+  }
+}
+
+async function refreshSessions() {
+  refreshHealth();
+  const list = await api("GET", "/api/sessions");
+  const ul = $("#sessions");
+  ul.replaceChildren();
+  for (const s of list.slice().reverse()) {
+    const li = el("li", { className: s.session_id === current ? "selected" : "" },
+      el("div", {}, el("span", { className: "id", textContent: s.session_id }), " ",
+        el("span", { className: `pill ${s.status}`, textContent: s.status })),
+      el("div", { className: "task", textContent: s.last_task || "no task yet" }));
+    li.dataset.session = s.session_id;
+    li.onclick = () => openSession(s.session_id);
+    ul.append(li);
+    if (s.session_id === current) showStatus(s);
+  }
+}
+
+function showStatus(s) {
+  const pill = $("#session-status");
+  pill.textContent = `${s.status} · ${s.container_status}`;
+  pill.className = `pill ${s.status}`;
+}
+
+$("#new-session").onsubmit = async (e) => {
+  e.preventDefault();
+  const task = $("#new-task").value.trim();
+  try {
+    const s = await api("POST", "/api/sessions", task ? { task } : {});
+    $("#new-task").value = "";
+    await refreshSessions();
+    openSession(s.session_id);
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+$("#delete-session").onclick = async () => {
+  if (!current || !confirm(`Delete session ${current}, its container and its files?`)) return;
+  try {
+    await api("DELETE", `/api/sessions/${current}`);
+    closeSocket();
+    current = null;
+    $("#session").hidden = true;
+    $("#empty").hidden = false;
+    refreshSessions();
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+// ---- one session ----------------------------------------------------------
+
+async function openSession(id) {
+  current = id;
+  $("#tools").hidden = true;
+  $("#empty").hidden = true;
+  $("#session").hidden = false;
+  $("#session-title").textContent = id;
+  document.querySelectorAll("#sessions li").forEach((li) => li.classList.toggle("selected", li.dataset.session === id));
+  $("#events").replaceChildren();
+  messageBlock = null;
+  toolBlocks.clear();
+  lastSeq = 0;
+  connect();
+  selectTab("activity");
+  refreshSessions();
+}
+
+document.querySelectorAll(".tabs button").forEach((b) => (b.onclick = () => selectTab(b.dataset.tab)));
+
+function selectTab(name) {
+  document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  for (const t of ["activity", "files", "processes", "shell"]) $(`#tab-${t}`).hidden = t !== name;
+  if (name === "files") loadTree();
+  if (name === "processes") loadProcesses();
+}
+
+// ---- live events -----------------------------------------------------------
+
+function closeSocket() {
+  if (socket) {
+    socket.onclose = null;
+    socket.close();
+    socket = null;
+  }
+}
+
+function connect() {
+  closeSocket();
+  const session = current;
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const params = new URLSearchParams({ since: String(lastSeq) });
+  if (token) params.set("token", token);
+  socket = new WebSocket(`${proto}://${location.host}/ws/${session}?${params}`);
+  $("#stream-state").textContent = "connecting…";
+  socket.onopen = () => {
+    reconnectDelay = 500;
+    $("#stream-state").textContent = "live";
+  };
+  socket.onmessage = (msg) => {
+    const event = JSON.parse(msg.data);
+    if (event.seq !== undefined) {
+      if (event.seq <= lastSeq) return; // already shown
+      lastSeq = event.seq;
+    }
+    render(event);
+  };
+  socket.onclose = (e) => {
+    if (session !== current) return;
+    if (e.code === 4004) {
+      $("#stream-state").textContent = "session not found";
+      return;
+    }
+    // Reconnect and resume after the last event shown: nothing is missed.
+    $("#stream-state").textContent = `reconnecting in ${Math.round(reconnectDelay / 100) / 10} s…`;
+    setTimeout(() => session === current && connect(), reconnectDelay);
+    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+  };
+}
+
+let messageBlock = null;
+const toolBlocks = new Map();
+
+function append(node) {
+  const box = $("#events");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  box.append(node);
+  if (atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function render(e) {
+  switch (e.type) {
+    case "task_started":
+      messageBlock = null;
+      append(el("div", { className: "event task" }, el("strong", { textContent: "Task: " }), e.task));
+      break;
+    case "text_delta":
+      if (!messageBlock) {
+        messageBlock = el("div", { className: "event message" });
+        append(messageBlock);
+      }
+      messageBlock.textContent += e.content;
+      break;
+    case "tool_call": {
+      messageBlock = null;
+      const state = el("span", { className: "state run", textContent: "running…" });
+      const result = el("pre", { textContent: "" });
+      const details = el("details", { className: "event tool" },
+        el("summary", {}, el("span", { className: "name", textContent: e.tool_name }), " ", state),
+        el("div", { className: "muted", textContent: "arguments" }),
+        el("pre", { textContent: JSON.stringify(e.arguments, null, 2) }),
+        el("div", { className: "muted", textContent: "result" }), result);
+      toolBlocks.set(e.tool_call_id, { state, result, details });
+      append(details);
+      break;
+    }
+    case "tool_complete": {
+      const block = toolBlocks.get(e.tool_call_id);
+      if (!block) break;
+      block.state.textContent = `${e.is_error ? "failed" : "done"} · ${e.duration_ms} ms`;
+      block.state.className = `state ${e.is_error ? "bad" : "ok"}`;
+      block.result.textContent = e.result ?? "";
+      if (e.is_error) block.details.open = true;
+      break;
+    }
+    case "error":
+      messageBlock = null;
+      append(el("div", { className: "event error", textContent: e.message }));
+      break;
+    case "task_completed": {
+      messageBlock = null;
+      const tokens = e.usage ? ` · ${e.usage.total_tokens} tokens` : "";
+      append(el("div", { className: `event done ${e.status}`, textContent: `Task ${e.status || "completed"}${tokens}` }));
+      refreshSessions();
+      break;
+    }
+  }
+}
+
+$("#task-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const task = $("#task-text").value.trim();
+  if (!task || !current) return;
+  try {
+    const r = await api("POST", `/api/sessions/${current}/tasks`, { task });
+    $("#task-text").value = "";
+    if (r.queued) toast(r.message);
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+$("#cancel-task").onclick = async () => {
+  try {
+    await api("POST", `/api/sessions/${current}/tasks/cancel`);
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+// ---- files -----------------------------------------------------------------
+
+async function listDir(path, ul) {
+  const listing = await api("GET", `/api/sessions/${current}/files?path=${encodeURIComponent(path)}`);
+  ul.replaceChildren();
+  for (const item of listing.items) {
+    const full = path === "." ? item.name : `${path}/${item.name}`;
+    const li = el("li");
+    if (item.type === "directory") {
+      const children = el("ul", { hidden: true });
+      const label = el("span", { className: "dir", textContent: `▸ ${item.name}/` });
+      label.onclick = async () => {
+        children.hidden = !children.hidden;
+        label.textContent = `${children.hidden ? "▸" : "▾"} ${item.name}/`;
+        if (!children.hidden) await listDir(full, children);
+      };
+      li.append(label, children);
+    } else {
+      const label = el("span", { textContent: item.name, title: `${item.size ?? 0} bytes` });
+      label.dataset.path = full;
+      label.onclick = () => openFile(full);
+      li.append(label);
+    }
+    ul.append(li);
+  }
+}
+
+function loadTree() {
+  listDir(".", $("#tree")).catch((err) => toast(err.message));
+}
+
+async function openFile(path) {
+  try {
+    const f = await api("GET", `/api/sessions/${current}/files/content?path=${encodeURIComponent(path)}`);
+    $("#file-path").textContent = path;
+    const binary = f.encoding === "base64";
+    $("#file-content").value = binary ? `(binary file: ${f.content.length} base64 characters)` : f.content;
+    $("#file-content").disabled = binary;
+    $("#save-file").disabled = binary;
+    $("#save-file").dataset.path = path;
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+$("#save-file").onclick = async () => {
+  const path = $("#save-file").dataset.path;
+  try {
+    await api("POST", `/api/sessions/${current}/files/content`, { path, content: $("#file-content").value });
+    $("#file-path").textContent = `${path} — saved`;
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+// ---- processes -------------------------------------------------------------
+
+async function loadProcesses() {
+  try {
+    const list = await api("GET", `/api/sessions/${current}/processes`);
+    const body = $("#processes tbody");
+    body.replaceChildren();
+    for (const p of list) {
+      const logs = el("button", { className: "secondary", textContent: "Logs" });
+      logs.onclick = async () => {
+        const r = await api("GET", `/api/sessions/${current}/processes/${p.pid}/logs?lines=200`);
+        $("#process-logs").hidden = false;
+        $("#process-logs").textContent = r.logs || "(no output yet)";
+      };
+      const stop = el("button", { className: "danger", textContent: "Stop", disabled: p.status !== "running" });
+      stop.dataset.pid = p.pid;
+      stop.onclick = async () => {
+        try {
+          const r = await api("POST", `/api/sessions/${current}/processes/${p.pid}/stop`);
+          toast(r.message);
+        } catch (err) {
+          toast(err.message);
+        }
+        loadProcesses();
+      };
+      const status = p.status === "exited" && p.exit_code !== null ? `exited (${p.exit_code})` : p.status;
+      body.append(el("tr", {},
+        el("td", { textContent: p.pid }), el("td", {}, el("code", { textContent: p.cmd })),
+        el("td", {}, el("span", { className: `pill ${p.status === "running" ? "ok" : ""}`, textContent: status })),
+        el("td", {}, logs, " ", stop)));
+    }
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+$("#refresh-processes").onclick = loadProcesses;
+$("#start-process").onsubmit = async (e) => {
+  e.preventDefault();
+  const cmd = $("#process-cmd").value.trim();
+  if (!cmd) return;
+  try {
+    await api("POST", `/api/sessions/${current}/processes`, { cmd });
+    $("#process-cmd").value = "";
+    loadProcesses();
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+// ---- shell -----------------------------------------------------------------
+
+$("#shell-form").onsubmit = async (e) => {
+  e.preventDefault();
+  const cmd = $("#shell-cmd").value.trim();
+  if (!cmd) return;
+  const out = $("#shell-output");
+  out.textContent = `$ ${cmd}\n…`;
+  try {
+    const r = await api("POST", `/api/sessions/${current}/shell`, { cmd });
+    out.textContent = `$ ${cmd}\n${r.output}${r.timed_out ? "\n(timed out; killed)" : ""}\n[exit ${r.exit_code}]`;
+  } catch (err) {
+    out.textContent = `$ ${cmd}\n${err.message}`;
+  }
+};
+
+// ---- tools -------------------------------------------------------------------
+
+$("#show-tools").onclick = async () => {
+  $("#session").hidden = true;
+  $("#empty").hidden = true;
+  $("#tools").hidden = false;
+  try {
+    const tools = await api("GET", "/api/tools");
+    const body = $("#tools-table tbody");
+    body.replaceChildren();
+    for (const t of tools) {
+      body.append(el("tr", {},
+        el("td", {}, el("code", { textContent: t.name })),
+        el("td", {}, el("span", { className: `pill ${t.enabled ? "ok" : "bad"}`, textContent: t.enabled ? "enabled" : "disabled" })),
+        el("td", { textContent: t.plugin }),
+        el("td", { textContent: t.description })));
+    }
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+$("#set-token").onclick = () => askToken().then(() => refreshSessions().catch((err) => toast(err.message)));
+
+refreshHealth();
+refreshSessions().catch((err) => toast(err.message));
+setInterval(refreshHealth, 5000);
+setInterval(() => refreshSessions().catch(() => {}), 5000);

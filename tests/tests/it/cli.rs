@@ -1,0 +1,234 @@
+//! The `crogia` command-line client against a real server.
+
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::process::binary;
+use crogia_tests::{TestServer, server_with_model};
+use serde_json::{Value, json};
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn crogia(server: &TestServer, args: &[&str]) -> Run {
+    let out = tokio::process::Command::new(binary())
+        .args(args)
+        .env("CROGIA_URL", &server.base)
+        .env_remove("CROGIA_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn session_commands_create_list_show_and_delete() {
+    let server = TestServer::start().await;
+    let created = crogia(&server, &["session", "create"]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let id = created.stdout.trim().to_string();
+    assert_eq!(id.len(), 8);
+
+    let list = crogia(&server, &["session", "list"]).await;
+    assert!(
+        list.stdout.contains(&id) && list.stdout.contains("active"),
+        "{}",
+        list.stdout
+    );
+    let json_list: Value =
+        serde_json::from_str(&crogia(&server, &["session", "list", "--json"]).await.stdout)
+            .unwrap();
+    assert_eq!(json_list[0]["session_id"], json!(id));
+    let show = crogia(&server, &["session", "show", &id]).await;
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.starts_with("container_status:") && l.ends_with(" running")),
+        "{}",
+        show.stdout
+    );
+
+    let gone = crogia(&server, &["session", "delete", &id]).await;
+    assert_eq!(
+        gone.stdout.trim(),
+        format!("Session {id} deleted successfully")
+    );
+    let again = crogia(&server, &["session", "show", &id]).await;
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.contains("Session not found (HTTP 404)"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[tokio::test]
+async fn shell_and_files_commands() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let out = crogia(
+        &server,
+        &[
+            "shell",
+            &id,
+            "mkdir -p src && echo hello > src/a.txt && echo oops >&2; exit 3",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (out.code, out.stdout.as_str(), out.stderr.as_str()),
+        (3, "", "oops\n")
+    );
+    let listing = crogia(&server, &["files", &id]).await;
+    assert!(listing.stdout.contains("src/"), "{}", listing.stdout);
+    let file = crogia(&server, &["files", &id, "src/a.txt"]).await;
+    assert_eq!(file.stdout, "hello\n");
+    let missing = crogia(&server, &["files", &id, "nope.txt"]).await;
+    assert_eq!(missing.code, 1);
+}
+
+#[tokio::test]
+async fn task_streams_the_work_and_exits_by_its_outcome() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "out.txt", "content": "done"}),
+        )]),
+        Reply::Text("All done.".into()),
+        Reply::Status(400),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let run = crogia(&server, &["task", &id, "write out.txt"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("write_file") && run.stdout.contains("All done."),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("completed"), "{}", run.stderr);
+
+    // A failing task: non-zero exit, the error shown.
+    let failed = crogia(&server, &["task", &id, "this will fail"]).await;
+    assert_eq!(failed.code, 1);
+    assert!(
+        failed.stdout.contains("error:") && failed.stdout.contains("400"),
+        "{}",
+        failed.stdout
+    );
+
+    // --json prints the task's events, one per line.
+    model.push([Reply::Text("ok".into())]);
+    let json_run = crogia(&server, &["task", &id, "again", "--json"]).await;
+    let types: Vec<String> = json_run
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(types.first().map(String::as_str), Some("task_started"));
+    assert_eq!(types.last().map(String::as_str), Some("task_completed"));
+}
+
+#[tokio::test]
+async fn tools_list_asks_the_server_with_a_url() {
+    let server = TestServer::start().await;
+    let out = crogia(&server, &["tools", "list", "--url", &server.base.clone()]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("shell")),
+        "{}",
+        out.stdout
+    );
+    let json: Value = serde_json::from_str(
+        &crogia(
+            &server,
+            &["tools", "list", "--url", &server.base.clone(), "--json"],
+        )
+        .await
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 11);
+}
+
+#[tokio::test]
+async fn the_client_sends_the_token() {
+    let token = "cli-token-0123456789abcdef";
+    let server = TestServer::with_config(|c| c.auth.tokens = vec![token.into()]).await;
+    let refused = crogia(&server, &["session", "list"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("Not authenticated"),
+        "{}",
+        refused.stderr
+    );
+    let out = tokio::process::Command::new(binary())
+        .args(["session", "list", "--json"])
+        .env("CROGIA_URL", &server.base)
+        .env("CROGIA_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_tasks_tools_and_clients() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("list_files".into(), json!({}))]),
+        Reply::Text("ok".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "look"}),
+        )
+        .await;
+    ws.until_completed(1).await;
+    let resp = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "crogia_sessions{status=\"active\"} 1",
+        "crogia_tasks_total{outcome=\"completed\"} 1",
+        "crogia_tool_calls_total{tool=\"list_files\",outcome=\"ok\"} 1",
+        "crogia_tool_call_seconds_count{tool=\"list_files\"} 1",
+        "crogia_model_tokens_total{kind=\"prompt\"} 20",
+        "crogia_websocket_clients 1",
+    ] {
+        assert!(text.contains(line), "missing {line}:\n{text}");
+    }
+    assert!(
+        text.contains("crogia_docker_call_seconds_count{operation=\"create\"}"),
+        "{text}"
+    );
+}

@@ -1,0 +1,283 @@
+//! The web console in real headless Chromium (Debian's chromium and
+//! chromium-driver), driven over WebDriver: create a session with a task,
+//! watch it stream to completion (scripted model), open the file it wrote,
+//! stop a process it started. Screenshots of the main views go to
+//! target/screenshots/ (or docs/ with CROGIA_UPDATE_SCREENSHOTS=1).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::process::free_port;
+use crogia_tests::{repo_root, server_with_model};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+
+struct Driver {
+    /// Killed when the driver drops.
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl Driver {
+    async fn start() -> Self {
+        let port = free_port();
+        let child = tokio::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver; just test installs it)");
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..100 {
+            if reqwest::get(format!("{url}/status")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { _child: child, url }
+    }
+}
+
+async fn browser(driver: &Driver) -> fantoccini::Client {
+    // Two rustls providers are compiled in (ring, aws-lc-rs); pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]}),
+    );
+    ClientBuilder::rustls()
+        .unwrap()
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a WebDriver session")
+}
+
+async fn screenshot(client: &fantoccini::Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    let dir = if std::env::var_os("CROGIA_UPDATE_SCREENSHOTS").is_some() {
+        repo_root().join("docs")
+    } else {
+        repo_root().join("target/screenshots")
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+#[tokio::test]
+async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "app.py", "content": "from flask import Flask\n\napp = Flask(__name__)\n\n@app.route('/')\ndef hello():\n    return 'Hello from Crogia'\n"}),
+        )]),
+        Reply::Tools(vec![("start_process".into(), json!({"command": "python3 -c 'import time; print(\"serving\"); time.sleep(600)'"}))]),
+        Reply::Text("I wrote app.py with a Flask app and started it in the background.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let driver = Driver::start().await;
+    let c = browser(&driver).await;
+    let wait = Duration::from_secs(30);
+
+    c.goto(&server.base).await.unwrap();
+    c.find(Locator::Css("#new-task"))
+        .await
+        .unwrap()
+        .send_keys("Create a Flask app and run it")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-session button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The task streams to completion: its tool calls, then its answer.
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.done.completed"))
+        .await
+        .unwrap();
+    let tools = c.find_all(Locator::Css(".event.tool .name")).await.unwrap();
+    let mut names = Vec::new();
+    for t in tools {
+        names.push(t.text().await.unwrap());
+    }
+    assert_eq!(names, ["write_file", "start_process"]);
+    let message = c
+        .find(Locator::Css(".event.message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        message,
+        "I wrote app.py with a Flask app and started it in the background."
+    );
+    screenshot(&c, "console-activity").await;
+
+    // The file it wrote, in the file tree and the editor.
+    c.find(Locator::Css("[data-tab=files]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("[data-path='app.py']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let mut content = String::new();
+    for _ in 0..50 {
+        content = c
+            .find(Locator::Css("#file-content"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if content.contains("Flask") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(content.contains("return 'Hello from Crogia'"), "{content}");
+    screenshot(&c, "console-files").await;
+
+    // The process it started, stopped from the console.
+    c.find(Locator::Css("[data-tab=processes]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#processes button.danger:not([disabled])"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let mut stopped = false;
+    for _ in 0..100 {
+        let (_, list) = server
+            .get(&format!(
+                "/api/sessions/{}/processes",
+                first_session(&server).await
+            ))
+            .await;
+        if list[0]["status"] == "exited" {
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(stopped, "the process was not stopped");
+    c.find(Locator::Css("#refresh-processes"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    screenshot(&c, "console-processes").await;
+
+    c.find(Locator::Css("#show-tools"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#tools-table tbody tr"))
+        .await
+        .unwrap();
+    screenshot(&c, "console-tools").await;
+    c.close().await.unwrap();
+    drop(driver);
+}
+
+async fn first_session(server: &crogia_tests::TestServer) -> String {
+    server.get("/api/sessions").await.1[0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_console_asks_for_the_token_and_then_works_with_auth_on() {
+    const TOKEN: &str = "console-test-token-0123456789abcdef";
+    let model = ScriptedModel::start(vec![Reply::Text("Done: nothing to change.".into())]).await;
+    let server = server_with_model(&model, |c| c.auth.tokens = vec![TOKEN.into()]).await;
+    let driver = Driver::start().await;
+    let c = browser(&driver).await;
+    let wait = Duration::from_secs(30);
+
+    // The session list is refused without a token, so the console asks for one.
+    c.goto(&server.base).await.unwrap();
+    let input = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#token-dialog[open] #token-input"))
+        .await
+        .unwrap();
+    input.send_keys(TOKEN).await.unwrap();
+    c.find(Locator::Css("#token-dialog button[value=ok]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // With it, REST and the WebSocket (?token=) both work: a task streams to completion.
+    c.find(Locator::Css("#new-task"))
+        .await
+        .unwrap()
+        .send_keys("Check the workspace")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-session button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.done.completed"))
+        .await
+        .unwrap();
+    let message = c
+        .find(Locator::Css(".event.message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(message, "Done: nothing to change.");
+    let sessions: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/sessions", server.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions[0]["last_task"], "Check the workspace");
+    c.close().await.unwrap();
+    drop(driver);
+}
