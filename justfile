@@ -50,10 +50,12 @@ test: setup build-plugins test-clients
     cargo test --workspace --locked
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
-bench: setup build-plugins
+# Name groups to run only those (start create shell grep fanout throughput pool plugin); the table is then only printed.
+bench *GROUPS: setup build-plugins
     @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
     cargo build --release --locked -p crogia-host --bin crogia
-    cargo bench --locked -p crogia-tests --bench suite
+    {{ if GROUPS == "" { "cargo bench --locked -p crogia-tests --bench micro" } else { "true" } }}
+    cargo bench --locked -p crogia-tests --bench suite -- {{GROUPS}}
 
 # Fuzz the API from its own OpenAPI document (schemathesis): no 5xx, no crash.
 fuzz examples="40": setup build-plugins

@@ -2,8 +2,9 @@
 //! WebSocket sends it.
 //!
 //! An event gets the next sequence number of its session, is written to the
-//! store, and only then broadcast to live subscribers — under one lock, so the
-//! store and the broadcast see events in the same order. A subscriber that
+//! store, and only then broadcast to live subscribers, by one writer task that
+//! takes events in sequence order, so the store and the broadcast see events
+//! in the same order. A subscriber that
 //! subscribes first and then reads the store from its `since` point sees every
 //! event exactly once (dropping broadcast events it already read).
 //!
@@ -11,10 +12,12 @@
 //! and the additive fields below.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use serde::Serialize;
-use tokio::sync::{Mutex, broadcast};
+
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::store::{Store, StoreError};
 
@@ -91,16 +94,41 @@ pub struct Published {
     pub json: Arc<str>,
 }
 
+/// Most events written to the store in one statement.
+const WRITE_BATCH: usize = 512;
+
 /// One session's event log.
+///
+/// Events are numbered and queued under one lock, so the queue holds them in
+/// sequence order. A writer task takes whatever is queued, writes it to the
+/// store in one statement (group commit), and only then broadcasts it. A
+/// burst of events — a model streaming text — costs one write per batch, not
+/// one per event, and no subscriber ever sees an event the store lacks.
 #[derive(Debug)]
 pub struct EventLog {
-    session_id: String,
     store: Store,
-    /// The last sequence number used; held while an event is written and sent.
-    last_seq: Mutex<u64>,
-    /// The same, readable without waiting.
-    published: std::sync::atomic::AtomicU64,
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    session_id: String,
+    /// The last sequence number given out. Held while an event is queued.
+    assigned: std::sync::Mutex<u64>,
+    /// The last sequence number stored and broadcast.
+    published: AtomicU64,
+    /// Why the last write failed, for the next [`EventLog::enqueue`].
+    failure: std::sync::Mutex<Option<StoreError>>,
     sender: broadcast::Sender<Published>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    json: Arc<str>,
+    /// Told when the event is stored and sent (or could not be stored).
+    done: Option<oneshot::Sender<Result<u64, StoreError>>>,
 }
 
 impl EventLog {
@@ -109,45 +137,75 @@ impl EventLog {
     pub async fn open(store: Store, session_id: &str, buffer: usize) -> Result<Self, StoreError> {
         let last = store.last_event_seq(session_id).await?;
         let (sender, _) = broadcast::channel(buffer.max(16));
-        Ok(Self {
+        let shared = Arc::new(Shared {
             session_id: session_id.to_string(),
-            store,
-            last_seq: Mutex::new(last),
+            assigned: std::sync::Mutex::new(last),
             published: last.into(),
+            failure: Default::default(),
             sender,
+        });
+        let (queue, pending) = mpsc::channel(WRITE_BATCH * 4);
+        tokio::spawn(write_events(store.clone(), shared.clone(), pending));
+        Ok(Self {
+            store,
+            shared,
+            queue,
         })
     }
 
-    /// Writes an event to the store, then sends it to subscribers. Returns
-    /// its sequence number.
+    /// Writes an event to the store, then sends it to subscribers; returns
+    /// its sequence number once both are done.
     pub async fn publish(&self, kind: EventKind) -> Result<u64, StoreError> {
-        let mut last = self.last_seq.lock().await;
-        let seq = *last + 1;
-        let json = render(seq, &kind);
-        self.store
-            .append_events(&self.session_id, &[(seq, json.clone())])
-            .await?;
-        *last = seq;
-        self.published
-            .store(seq, std::sync::atomic::Ordering::Release);
-        // No subscribers is fine.
-        let _ = self.sender.send(Published {
+        let (done, stored) = oneshot::channel();
+        self.queue_event(&kind, Some(done)).await?;
+        let result = stored.await.map_err(|_| closed())?;
+        if result.is_err() {
+            // Reported here; not again by the next `enqueue`.
+            self.shared.failure.lock().unwrap().take();
+        }
+        result
+    }
+
+    /// Queues an event to be stored and sent, in order with every other, and
+    /// returns its sequence number without waiting for the write: for bursts
+    /// such as streamed text. If a write failed since the last error
+    /// reported, that error is returned here instead and nothing is queued.
+    pub async fn enqueue(&self, kind: EventKind) -> Result<u64, StoreError> {
+        if let Some(e) = self.shared.failure.lock().unwrap().take() {
+            return Err(e);
+        }
+        self.queue_event(&kind, None).await
+    }
+
+    async fn queue_event(
+        &self,
+        kind: &EventKind,
+        done: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    ) -> Result<u64, StoreError> {
+        // Room first, then the number: the number is given out and the event
+        // queued under one lock, so the queue is in sequence order.
+        let permit = self.queue.reserve().await.map_err(|_| closed())?;
+        let mut assigned = self.shared.assigned.lock().unwrap();
+        let seq = *assigned + 1;
+        *assigned = seq;
+        permit.send(Pending {
             seq,
-            json: json.into(),
+            json: render(seq, kind).into(),
+            done,
         });
         Ok(seq)
     }
 
     /// Live events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
-        self.sender.subscribe()
+        self.shared.sender.subscribe()
     }
 
     /// Stored events with `seq > after`, at most `limit`, in order.
     pub async fn stored_after(&self, after: u64, limit: u32) -> Result<Vec<Published>, StoreError> {
         Ok(self
             .store
-            .events_after(&self.session_id, after, limit)
+            .events_after(&self.shared.session_id, after, limit)
             .await?
             .into_iter()
             .map(|(seq, json)| Published {
@@ -157,14 +215,61 @@ impl EventLog {
             .collect())
     }
 
-    /// The sequence number of the latest event (0 when none).
+    /// The sequence number of the latest event stored and sent (0 when none).
     pub fn last_seq(&self) -> u64 {
-        self.published.load(std::sync::atomic::Ordering::Acquire)
+        self.shared.published.load(Ordering::Acquire)
     }
 
     /// Live subscribers right now.
     pub fn subscribers(&self) -> usize {
-        self.sender.receiver_count()
+        self.shared.sender.receiver_count()
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::new("the event log is closed")
+}
+
+/// The writer: stores what is queued in batches, then broadcasts it. Ends
+/// when the log is dropped and its queue drained.
+async fn write_events(store: Store, shared: Arc<Shared>, mut pending: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        let rows: Vec<(u64, &str)> = batch.iter().map(|p| (p.seq, &*p.json)).collect();
+        match store.append_events(&shared.session_id, &rows).await {
+            Ok(()) => {
+                for p in batch.drain(..) {
+                    shared.published.store(p.seq, Ordering::Release);
+                    // No subscribers is fine.
+                    let _ = shared.sender.send(Published {
+                        seq: p.seq,
+                        json: p.json,
+                    });
+                    if let Some(done) = p.done {
+                        let _ = done.send(Ok(p.seq));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(session = %shared.session_id, error = %e, events = batch.len(), "could not store events");
+                // Everything queued after the failed batch fails with it and
+                // numbering resumes after the last stored event: the log
+                // stays without gaps.
+                {
+                    let mut assigned = shared.assigned.lock().unwrap();
+                    while let Ok(p) = pending.try_recv() {
+                        batch.push(p);
+                    }
+                    *assigned = shared.published.load(Ordering::Acquire);
+                }
+                for p in batch.drain(..) {
+                    if let Some(done) = p.done {
+                        let _ = done.send(Err(e.clone()));
+                    }
+                }
+                *shared.failure.lock().unwrap() = Some(e);
+            }
+        }
     }
 }
 
@@ -211,6 +316,35 @@ impl Follower {
     /// The last sequence number delivered.
     pub fn last(&self) -> u64 {
         self.last
+    }
+
+    /// The next event if one is ready now, without waiting: for sending
+    /// what is already there in one write. `None` when nothing is ready
+    /// (then [`Self::next`] waits, and reports a closed log).
+    pub fn next_ready(&mut self) -> Option<Result<Published, FollowError>> {
+        if let Some(event) = self.replay.pop_front() {
+            self.last = event.seq;
+            return Some(Ok(event));
+        }
+        if self.replaying {
+            return None;
+        }
+        loop {
+            match self.live.try_recv() {
+                Ok(event) if event.seq <= self.last => {}
+                Ok(event) => {
+                    self.last = event.seq;
+                    return Some(Ok(event));
+                }
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    return Some(Err(FollowError::Lagged {
+                        missed,
+                        last: self.last,
+                    }));
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     /// The next event; `Ok(None)` when the log is gone.
@@ -262,12 +396,19 @@ fn render(seq: u64, kind: &EventKind) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::store::SessionRecord;
 
     /// A store holding one session, `s1`.
     async fn store_with_session(dir: &std::path::Path) -> Store {
         let store = Store::open(dir).await.unwrap();
+        store_session(&store).await;
+        store
+    }
+
+    async fn store_session(store: &Store) {
         let record = SessionRecord {
             id: "s1".into(),
             container_id: "c".into(),
@@ -277,7 +418,6 @@ mod tests {
             error: None,
         };
         store.insert_session(&record).await.unwrap();
-        store
     }
 
     async fn log() -> (tempfile::TempDir, Store, EventLog) {
@@ -331,12 +471,16 @@ mod tests {
             let writer = {
                 let log = log.clone();
                 tokio::spawn(async move {
-                    for _ in 0..during {
-                        log.publish(EventKind::TextDelta {
+                    for i in 0..during {
+                        let event = EventKind::TextDelta {
                             content: "d".into(),
-                        })
-                        .await
-                        .unwrap();
+                        };
+                        // Streamed (queued) and awaited events interleave.
+                        if i % 3 == 0 {
+                            log.publish(event).await.unwrap();
+                        } else {
+                            log.enqueue(event).await.unwrap();
+                        }
                         tokio::task::yield_now().await;
                     }
                 })
@@ -345,7 +489,13 @@ mod tests {
             let mut seqs = Vec::new();
             let mut ended = None;
             while seqs.last().copied().unwrap_or(since) < total {
-                match follower.next().await {
+                // What is ready is taken without waiting, as the WebSocket
+                // does; then it waits.
+                let next = match follower.next_ready() {
+                    Some(ready) => ready.map(Some),
+                    None => follower.next().await,
+                };
+                match next {
                     Ok(Some(p)) => seqs.push(p.seq),
                     Ok(None) => break,
                     Err(e) => {
@@ -407,5 +557,81 @@ mod tests {
         );
         let stored = reopened.stored_after(2, 100).await.unwrap();
         assert_eq!(stored.iter().map(|p| p.seq).collect::<Vec<_>>(), vec![3, 4]);
+    }
+
+    #[tokio::test]
+    async fn queued_events_are_stored_in_order_before_a_later_publish_returns() {
+        let (_d, store, _) = log().await;
+        let log = EventLog::open(store.clone(), "s1", 1024).await.unwrap();
+        let mut rx = log.subscribe();
+        for i in 1..=300u64 {
+            let seq = log
+                .enqueue(EventKind::TextDelta {
+                    content: i.to_string(),
+                })
+                .await
+                .unwrap();
+            assert_eq!(seq, i);
+        }
+        let last = log
+            .publish(EventKind::TextDelta {
+                content: "end".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(last, 301);
+        assert_eq!(log.last_seq(), 301);
+        // All stored, in order, when the publish behind them returned.
+        let stored = store.events_after("s1", 0, 1000).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=301).collect::<Vec<_>>()
+        );
+        for (seq, json) in &stored[..300] {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(v["content"], seq.to_string());
+        }
+        // And broadcast in the same order.
+        for i in 1..=301u64 {
+            assert_eq!(rx.recv().await.unwrap().seq, i);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_and_numbering_stays_gapless() {
+        let (_d, store, log) = log().await;
+        let text = |s: &str| EventKind::TextDelta { content: s.into() };
+        log.publish(text("kept")).await.unwrap();
+        // The store refuses writes for a while (a full disk, say).
+        store
+            .execute_raw(
+                "CREATE TRIGGER refuse BEFORE INSERT ON events \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )
+            .await;
+        let err = log.publish(text("lost")).await.unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(log.last_seq(), 1);
+        // A queued event's failure comes back from a later enqueue.
+        log.enqueue(text("lost too")).await.unwrap();
+        let mut reported = false;
+        for _ in 0..500 {
+            if log.enqueue(text("probe")).await.is_err() {
+                reported = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(reported, "a failed queued write was never reported");
+        // Once the store takes writes again, numbering resumes after the
+        // last stored event: no gap.
+        store.execute_raw("DROP TRIGGER refuse").await;
+        let seq = log.publish(text("again")).await.unwrap();
+        assert_eq!(seq, 2);
+        let stored = store.events_after("s1", 0, 100).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (1..=seq).collect::<Vec<_>>()
+        );
     }
 }

@@ -142,6 +142,12 @@ impl App {
             state.agent.shutdown().await;
             state.shutdown.cancel();
         };
+        // Events are small frames that must go out at once: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(stopping)
             .await?;

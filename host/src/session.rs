@@ -71,7 +71,8 @@ pub struct SessionInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Sequence number of its latest event: connect with `?since=` this to
-    /// get only what comes next (additive).
+    /// get only what comes next (additive). In a create response it is taken
+    /// before the session's first task starts.
     pub last_event_seq: u64,
 }
 

@@ -20,9 +20,15 @@ use crate::sandbox::BackgroundProcess;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("database error: {0}")]
 pub struct StoreError(String);
+
+impl StoreError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -81,6 +87,15 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Runs raw SQL: for tests that need the database to misbehave.
+    #[cfg(test)]
+    pub(crate) async fn execute_raw(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&self.pool)
+            .await
+            .unwrap();
     }
 
     /// A random id naming this server's data directory, created once. It
@@ -194,20 +209,31 @@ impl Store {
             .collect())
     }
 
-    /// Appends events to a session's log in one transaction.
-    pub async fn append_events(
+    /// Appends events to a session's log, all or none.
+    pub async fn append_events<S: AsRef<str>>(
         &self,
         session_id: &str,
-        events: &[(u64, String)],
+        events: &[(u64, S)],
     ) -> StoreResult<()> {
+        // SQLite allows 32,766 bound values per statement, three per row;
+        // a batch that fits is one statement (its own transaction).
+        const ROWS: usize = 4096;
+        let insert = |chunk: &[(u64, S)]| {
+            let mut q = sqlx::QueryBuilder::new("INSERT INTO events (session_id, seq, event) ");
+            q.push_values(chunk, |mut row, (seq, event)| {
+                row.push_bind(session_id.to_string())
+                    .push_bind(*seq as i64)
+                    .push_bind(event.as_ref().to_string());
+            });
+            q
+        };
+        if events.len() <= ROWS {
+            insert(events).build().execute(&self.pool).await?;
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
-        for (seq, event) in events {
-            sqlx::query("INSERT INTO events (session_id, seq, event) VALUES (?, ?, ?)")
-                .bind(session_id)
-                .bind(*seq as i64)
-                .bind(event)
-                .execute(&mut *tx)
-                .await?;
+        for chunk in events.chunks(ROWS) {
+            insert(chunk).build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -366,10 +392,7 @@ mod tests {
         store
             .append_events(
                 "a1b2c3d4",
-                &[
-                    (1, "{\"type\":\"a\"}".into()),
-                    (2, "{\"type\":\"b\"}".into()),
-                ],
+                &[(1, "{\"type\":\"a\"}"), (2, "{\"type\":\"b\"}")],
             )
             .await
             .unwrap();
@@ -394,10 +417,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).await.unwrap();
         store.insert_session(&record("00000001")).await.unwrap();
-        store
-            .append_events("00000001", &[(1, "{}".into())])
-            .await
-            .unwrap();
+        store.append_events("00000001", &[(1, "{}")]).await.unwrap();
         store
             .append_messages("00000001", 1, &["{}".into()])
             .await

@@ -360,7 +360,11 @@ impl TestServer {
 impl WsClient {
     /// Connects to a full `ws://` URL.
     pub async fn connect(url: &str) -> Self {
-        let (stream, _) = tokio_tungstenite::connect_async(url)
+        // tungstenite zero-fills its whole read buffer before each read; the
+        // default 128 KiB makes a reader that keeps up with a flood slow.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(16 * 1024);
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
             .await
             .expect("WebSocket connect");
         Self { stream }
@@ -386,6 +390,23 @@ impl WsClient {
                         None => WsRead::Closed(None, String::new()),
                     };
                 }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// The next text frame, unparsed (for readers that must keep up with a
+    /// flood); panics on close or after 30 s.
+    pub async fn text(&mut self) -> tokio_tungstenite::tungstenite::Utf8Bytes {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), self.stream.next()).await
+            {
+                Ok(Some(Ok(Message::Text(text)))) => return text,
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) => panic!("closed"),
+                Ok(Some(Err(e))) => panic!("WebSocket error: {e}"),
+                Err(_) => panic!("no frame in 30 s"),
                 Ok(Some(Ok(_))) => continue,
             }
         }

@@ -12,12 +12,37 @@ use crate::repo_root;
 
 /// `target/debug/crogia`, brought up to date (once per test run) so the
 /// tests never drive a binary older than the code under test.
+///
+/// Built the way `cargo test --workspace` builds it (the host's own
+/// integration tests need it), so under `just test` this finds it fresh; a
+/// narrower `cargo build -p crogia-host` would resolve other features and
+/// rebuild most dependencies while the tests wait.
 pub fn binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "crogia-host", "--bin", "crogia"])
+        let mut build = std::process::Command::new(cargo);
+        // What cargo set for this test process is not the caller's
+        // environment: some build scripts (ring's) rerun when, say,
+        // CARGO_MANIFEST_DIR changes, which would rebuild half the tree.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                )
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build
+            .args(["build", "--quiet", "--workspace", "--tests"])
             .current_dir(repo_root())
             .status()
             .expect("running cargo build");
@@ -59,7 +84,11 @@ impl ServerProcess {
             .args(["serve", "--config"])
             .arg(&config_path)
             .args(["--bind", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
+            // CROGIA_TEST_SERVER_LOG=debug shows what a server under test did.
+            .env(
+                "RUST_LOG",
+                std::env::var("CROGIA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

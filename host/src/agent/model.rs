@@ -174,7 +174,7 @@ impl ModelClient {
             };
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
                 events
-                    .publish(EventKind::TextDelta {
+                    .enqueue(EventKind::TextDelta {
                         content: text.clone(),
                     })
                     .await

@@ -59,10 +59,13 @@ async fn create(
 ) -> Result<Json<SessionInfo>, ApiError> {
     let task = req.task.filter(|t| !t.trim().is_empty());
     let session = state.sessions.create(task.clone()).await?;
+    // Taken before the task starts, so `?since=last_event_seq` follows the
+    // whole task from its `task_started`.
+    let info = state.sessions.info(&session);
     if let Some(task) = task {
         super::tasks::start(&state, &session, task).await?;
     }
-    Ok(Json(state.sessions.info(&session)))
+    Ok(Json(info))
 }
 
 async fn get(

@@ -25,13 +25,15 @@ use futures_util::stream::{SplitSink, StreamExt};
 use serde::Deserialize;
 
 use super::extract::ApiQuery;
-use crate::events::{FollowError, Follower};
+use crate::events::{FollowError, Follower, Published};
 use crate::server::AppState;
 
 /// Close code: no such session.
 pub const CLOSE_NOT_FOUND: u16 = 4004;
 /// Close code: the client fell too far behind.
 pub const CLOSE_TOO_SLOW: u16 = 4008;
+/// Bytes read from a client at a time.
+const READ_BUFFER: usize = 4096;
 /// How long one frame may take to send before the client counts as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,7 +56,10 @@ async fn upgrade(
     Path(session_id): Path<String>,
     ApiQuery(query): ApiQuery<WsQuery>,
 ) -> Response {
-    ws.on_upgrade(move |socket| serve(socket, state, session_id, query.since))
+    // Clients send next to nothing (pongs, a close); a small read buffer
+    // matters because the protocol layer zero-fills it before every read.
+    ws.read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| serve(socket, state, session_id, query.since))
 }
 
 /// Sends one frame; false when the client is gone or stalled.
@@ -63,6 +68,55 @@ async fn send(tx: &mut SplitSink<WebSocket, Message>, msg: Message) -> bool {
         tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await,
         Ok(Ok(()))
     )
+}
+
+/// Most event frames written before one flush.
+const FRAMES_PER_FLUSH: usize = 256;
+
+/// What ended a run of events other than running out of ready ones: the log
+/// closing (`Ok(None)`) or a follower error.
+type End = Result<Option<Published>, FollowError>;
+
+/// Sends `first` (if it is an event) and the events ready behind it, up to
+/// [`FRAMES_PER_FLUSH`], then flushes once: a burst costs one write, not one
+/// per event. Returns whether the client took them in time, and what ended
+/// the run if it was not a lack of ready events.
+async fn send_ready(
+    tx: &mut SplitSink<WebSocket, Message>,
+    events: &mut Follower,
+    first: End,
+) -> (bool, Option<End>) {
+    let mut next = first;
+    let mut end = None;
+    let write = async {
+        let mut frames = 0;
+        loop {
+            match next {
+                Ok(Some(event)) => {
+                    tx.feed(Message::Text(Utf8Bytes::from(event.json.as_ref())))
+                        .await?;
+                    frames += 1;
+                }
+                other => {
+                    end = Some(other);
+                    break;
+                }
+            }
+            if frames == FRAMES_PER_FLUSH {
+                break;
+            }
+            match events.next_ready() {
+                Some(ready) => next = ready.map(Some),
+                None => break,
+            }
+        }
+        if frames > 0 {
+            tx.flush().await?;
+        }
+        Ok::<_, axum::Error>(())
+    };
+    let sent = matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())));
+    (sent, end)
 }
 
 fn close(code: u16, reason: &str) -> Message {
@@ -88,31 +142,34 @@ async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, sinc
             // Events first: a stopping server or a deleted session closes the
             // connection only after what was already published is delivered.
             biased;
-            event = events.next() => match event {
-                Ok(Some(event)) => {
-                    if !send(&mut tx, Message::Text(Utf8Bytes::from(event.json.as_ref()))).await {
+            event = events.next() => {
+                // This event and every one ready behind it, in one write.
+                let (sent, end) = send_ready(&mut tx, &mut events, event).await;
+                if !sent {
+                    return;
+                }
+                match end {
+                    None => {}
+                    Some(Ok(_)) => return,
+                    Some(Err(FollowError::Lagged { missed, last })) => {
+                        tracing::info!(session = %session_id, missed, "WebSocket client too slow; disconnecting it");
+                        let frame = serde_json::json!({
+                            "type": "error",
+                            "message": format!("Client too slow: {missed} events were not delivered. Reconnect with ?since={last} to resume."),
+                            "timestamp": crate::time::timestamp(chrono::Utc::now()),
+                            "resume_since": last,
+                        });
+                        let _ = send(&mut tx, Message::Text(Utf8Bytes::from(frame.to_string()))).await;
+                        let _ = send(&mut tx, close(CLOSE_TOO_SLOW, "client too slow; reconnect with since")).await;
+                        return;
+                    }
+                    Some(Err(e @ FollowError::Store(_))) => {
+                        tracing::warn!(session = %session_id, error = %e, "replay failed");
+                        let _ = tx.send(close(1011, "could not read the event log")).await;
                         return;
                     }
                 }
-                Ok(None) => return,
-                Err(FollowError::Lagged { missed, last }) => {
-                    tracing::info!(session = %session_id, missed, "WebSocket client too slow; disconnecting it");
-                    let frame = serde_json::json!({
-                        "type": "error",
-                        "message": format!("Client too slow: {missed} events were not delivered. Reconnect with ?since={last} to resume."),
-                        "timestamp": crate::time::timestamp(chrono::Utc::now()),
-                        "resume_since": last,
-                    });
-                    let _ = send(&mut tx, Message::Text(Utf8Bytes::from(frame.to_string()))).await;
-                    let _ = send(&mut tx, close(CLOSE_TOO_SLOW, "client too slow; reconnect with since")).await;
-                    return;
-                }
-                Err(e @ FollowError::Store(_)) => {
-                    tracing::warn!(session = %session_id, error = %e, "replay failed");
-                    let _ = tx.send(close(1011, "could not read the event log")).await;
-                    return;
-                }
-            },
+            }
             incoming = rx.next() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 // Pongs and anything a client says are ignored; pings are

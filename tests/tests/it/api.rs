@@ -60,13 +60,34 @@ async fn session_create_get_list_delete_follow_the_contract() {
     let workdir = created["workdir"].as_str().unwrap();
     assert!(workdir.ends_with(&format!("session_{id}")) && std::path::Path::new(workdir).is_dir());
 
+    // The task runs (and, with no model configured, fails) on its own
+    // schedule: only the event count may have moved since the create.
+    let same_but_seq = |mut v: Value| {
+        let seq = v["last_event_seq"].as_u64().unwrap();
+        v["last_event_seq"] = created["last_event_seq"].clone();
+        assert_eq!(v, created);
+        seq
+    };
     let (status, one) = server.get(&format!("/api/sessions/{id}")).await;
     assert_eq!(status, 200);
-    assert_eq!(one, created);
+    let seq = same_but_seq(one);
     let (_, list) = server.get("/api/sessions").await;
-    assert_eq!(list, json!([created]));
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert!(same_but_seq(list[0].clone()) >= seq);
     let (_, health) = server.get("/api/health").await;
     assert_eq!(health["active_sessions"], 1);
+
+    // `last_event_seq` of the create response is from before the task: a
+    // client following from it sees the task from its start (here, with no
+    // model configured, to its failure).
+    let mut ws = server.ws(id, created["last_event_seq"].as_u64()).await;
+    let types: Vec<Value> = ws
+        .until_completed(1)
+        .await
+        .iter()
+        .map(|e| e["type"].clone())
+        .collect();
+    assert_eq!(types, ["task_started", "error", "task_completed"]);
 
     let (status, body) = server.delete(&format!("/api/sessions/{id}")).await;
     assert_eq!(
@@ -347,6 +368,47 @@ async fn file_errors_are_clear_and_change_nothing() {
             .join("workspaces/escape.txt")
             .exists()
     );
+}
+
+/// Small files are read on the request's task and larger ones on the
+/// blocking pool (`INLINE_READ_BYTES`); either way a file comes back whole,
+/// and one over `workspace.max_read_bytes` is refused.
+#[tokio::test]
+async fn files_of_every_size_read_back_whole_and_over_the_limit_are_refused() {
+    let inline = crogia_host::capabilities::INLINE_READ_BYTES as usize;
+    let server = TestServer::with_config(|c| c.workspace.max_read_bytes = 4 * 65536).await;
+    let id = server.session().await;
+    let base = format!("/api/sessions/{id}/files");
+    for size in [0, 1, 4095, inline - 1, inline, inline + 1, 3 * inline] {
+        // Distinct lines, so a cut or a repeated block would show.
+        let mut content = String::new();
+        let mut i = 0;
+        while content.len() < size {
+            content.push_str(&format!("{i:07}\n"));
+            i += 1;
+        }
+        content.truncate(size);
+        let path = format!("size-{size}.txt");
+        let (status, _) = server
+            .post(
+                &format!("{base}/content"),
+                json!({"path": path, "content": content}),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let (status, body) = server.get(&format!("{base}/content?path={path}")).await;
+        assert_eq!(status, 200, "{size}: {body}");
+        assert_eq!(body["content"].as_str().unwrap(), content, "size {size}");
+    }
+    let over = "y".repeat(4 * 65536 + 1);
+    server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "over.txt", "content": over}),
+        )
+        .await;
+    let (status, body) = server.get(&format!("{base}/content?path=over.txt")).await;
+    assert_eq!(status, 413, "{body}");
 }
 
 #[tokio::test]

@@ -48,8 +48,9 @@ fn ws_url(base: &str, id: &str, since: Option<u64>) -> String {
 
 #[tokio::test]
 async fn sigterm_interrupts_running_tasks_records_it_and_exits_cleanly() {
+    // Longer than any test could take: the model never answers in time.
     let model = ScriptedModel::start(vec![Reply::Delay(
-        Duration::from_secs(60),
+        Duration::from_secs(3600),
         Box::new(Reply::Text("never".into())),
     )])
     .await;
@@ -200,23 +201,4 @@ async fn a_public_address_without_tokens_is_refused_unless_insecure() {
     }
     child.kill().await.unwrap();
     assert!(up, "--insecure did not start the server");
-}
-
-#[tokio::test]
-async fn a_config_with_an_unknown_key_stops_the_binary_with_its_name() {
-    let t = TestSandbox::new();
-    let config_path = t.tmp.path().join("crogia.toml");
-    std::fs::write(&config_path, "[sandbox]\nmemroy = \"1g\"\n").unwrap();
-    let out = tokio::process::Command::new(binary())
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .output()
-        .await
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("memroy") && stderr.contains("crogia.toml"),
-        "{stderr}"
-    );
 }
