@@ -128,11 +128,14 @@ impl Capabilities {
 
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, CapabilityError> {
         let limit = self.limits.max_read_bytes;
+        let inline = INLINE_READ_BYTES.min(limit);
+        // Only a regular file is opened here: opening a FIFO blocks until a
+        // writer comes, which must not happen on the calling task.
         if let Ok(meta) = self.workspace.stat(path)
             && meta.kind == EntryKind::File
-            && meta.size <= INLINE_READ_BYTES
+            && meta.size <= inline
         {
-            match self.workspace.read(path, INLINE_READ_BYTES.min(limit)) {
+            match self.workspace.read(path, inline) {
                 // It grew in the meantime: read it on the blocking pool.
                 Err(WorkspaceError::TooLarge { .. }) => {}
                 other => return Ok(other?),

@@ -4,9 +4,9 @@
 //! An event gets the next sequence number of its session, is written to the
 //! store, and only then broadcast to live subscribers, by one writer task that
 //! takes events in sequence order, so the store and the broadcast see events
-//! in the same order. A subscriber that
-//! subscribes first and then reads the store from its `since` point sees every
-//! event exactly once (dropping broadcast events it already read).
+//! in the same order. A subscriber that subscribes first and then reads the
+//! store from its `since` point sees every event exactly once (dropping
+//! broadcast events it already read).
 //!
 //! Event JSON is the contract's (`type`, its fields, `timestamp`) plus `seq`
 //! and the additive fields below.
@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use serde::Serialize;
-
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::store::{Store, StoreError};

@@ -221,9 +221,9 @@ impl Store {
         let insert = |chunk: &[(u64, S)]| {
             let mut q = sqlx::QueryBuilder::new("INSERT INTO events (session_id, seq, event) ");
             q.push_values(chunk, |mut row, (seq, event)| {
-                row.push_bind(session_id.to_string())
+                row.push_bind(session_id)
                     .push_bind(*seq as i64)
-                    .push_bind(event.as_ref().to_string());
+                    .push_bind(event.as_ref());
             });
             q
         };

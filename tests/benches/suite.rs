@@ -35,6 +35,14 @@ fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Awaits `f`, adding how long it took to `times`.
+async fn timed<T>(times: &mut Vec<Duration>, f: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let out = f.await;
+    times.push(started.elapsed());
+    out
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
@@ -192,14 +200,10 @@ async fn main() {
         for round in 0..3 {
             let mut c = config.clone();
             c.server.data_dir = t.tmp.path().join(format!("start-{round}"));
-            let started = Instant::now();
-            let mut s = ServerProcess::spawn_binary(&binary, &c).await;
-            cold.push(started.elapsed());
+            let mut s = timed(&mut cold, ServerProcess::spawn_binary(&binary, &c)).await;
             s.signal("TERM");
             s.wait(Duration::from_secs(30)).await;
-            let started = Instant::now();
-            let mut s = ServerProcess::spawn_binary(&binary, &c).await;
-            warm.push(started.elapsed());
+            let mut s = timed(&mut warm, ServerProcess::spawn_binary(&binary, &c)).await;
             s.signal("TERM");
             s.wait(Duration::from_secs(30)).await;
         }
@@ -251,18 +255,21 @@ async fn main() {
     if wanted("shell") {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..30 {
-            let s = Instant::now();
-            assert_eq!(docker(&["exec", &container, "sh", "-c", "echo hi"]), "hi");
-            a.push(s.elapsed());
-            let s = Instant::now();
-            let out = post(
-                &client,
-                &base,
-                &format!("/api/sessions/{sid}/shell"),
-                json!({"cmd": "echo hi"}),
+            let hi = timed(&mut a, async {
+                docker(&["exec", &container, "sh", "-c", "echo hi"])
+            })
+            .await;
+            assert_eq!(hi, "hi");
+            let out = timed(
+                &mut b,
+                post(
+                    &client,
+                    &base,
+                    &format!("/api/sessions/{sid}/shell"),
+                    json!({"cmd": "echo hi"}),
+                ),
             )
             .await;
-            b.push(s.elapsed());
             assert_eq!(out["stdout"], "hi\n");
         }
         rows.push(ratio_row(
@@ -287,25 +294,27 @@ async fn main() {
         let size_mb = out["stdout"].as_str().unwrap().trim().to_string();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..5 {
-            let s = Instant::now();
-            let hits = docker(&[
-                "exec",
-                &container,
-                "rg",
-                "-n",
-                "needle_in_haystack",
-                "/workspace",
-            ]);
-            a.push(s.elapsed());
-            let s = Instant::now();
-            let found = post(
-                &client,
-                &base,
-                &format!("/api/sessions/{sid}/search/grep"),
-                json!({"pattern": "needle_in_haystack"}),
+            let hits = timed(&mut a, async {
+                docker(&[
+                    "exec",
+                    &container,
+                    "rg",
+                    "-n",
+                    "needle_in_haystack",
+                    "/workspace",
+                ])
+            })
+            .await;
+            let found = timed(
+                &mut b,
+                post(
+                    &client,
+                    &base,
+                    &format!("/api/sessions/{sid}/search/grep"),
+                    json!({"pattern": "needle_in_haystack"}),
+                ),
             )
             .await;
-            b.push(s.elapsed());
             assert_eq!(
                 found["matches"].as_array().unwrap().len(),
                 hits.lines().count()
@@ -512,13 +521,9 @@ async fn create_vs_docker_run(
 ) -> (Duration, Duration) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..8 {
-        let s = Instant::now();
-        let id = docker(run_args);
-        a.push(s.elapsed());
+        let id = timed(&mut a, async { docker(run_args) }).await;
         docker(&["rm", "-f", &id]);
-        let s = Instant::now();
-        let session = post(client, base, "/api/sessions", json!({})).await;
-        b.push(s.elapsed());
+        let session = timed(&mut b, post(client, base, "/api/sessions", json!({}))).await;
         let id = session["session_id"].as_str().unwrap();
         client
             .delete(format!("{base}/api/sessions/{id}"))
@@ -543,12 +548,10 @@ async fn plugin_overhead_row(t: &TestSandbox) -> Row {
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..3000 {
-        let s = Instant::now();
-        caps.stat("f.txt").await.unwrap();
-        a.push(s.elapsed());
-        let s = Instant::now();
-        rt.invoke(caps.clone(), "stat_size", args).await.unwrap();
-        b.push(s.elapsed());
+        timed(&mut a, caps.stat("f.txt")).await.unwrap();
+        timed(&mut b, rt.invoke(caps.clone(), "stat_size", args))
+            .await
+            .unwrap();
     }
     let (a50, b50, b99) = (median(a.clone()), median(b.clone()), pct(b, 0.99));
     let overhead = b50.saturating_sub(a50);
