@@ -41,13 +41,15 @@ test-clients:
         { [ "$(id -u)" = 0 ] && SUDO= || SUDO=sudo; }; \
         $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-# Run every test against the real Docker engine, real plugins and a real server.
+# Run every test against the real Docker engine, real plugins and a real server,
+# then a short fuzz pass of the API against its own document (all checks).
 test: setup build-plugins test-clients
     #!/usr/bin/env bash
     set -euo pipefail
     # Containers the tests made are removed even when a test process dies.
     trap 'docker ps -aq --filter label=crogia.test | xargs -r docker rm -f >/dev/null' EXIT
     cargo test --workspace --locked
+    bash tests/fuzz/api.sh 5
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
 # Name groups to run only those (start create shell grep fanout throughput pool plugin); the table is then only printed.
@@ -57,10 +59,11 @@ bench *GROUPS: setup build-plugins
     {{ if GROUPS == "" { "cargo bench --locked -p crogia-tests --bench micro" } else { "true" } }}
     cargo bench --locked -p crogia-tests --bench suite -- {{GROUPS}}
 
-# Fuzz the API from its own OpenAPI document (schemathesis): no 5xx, no crash.
-fuzz examples="40": setup build-plugins
+# Fuzz the API from its own OpenAPI document (schemathesis, all checks): the
+# server does exactly what the document says. A random seed unless one is given.
+fuzz examples="40" seed="": setup build-plugins
     cargo build --locked -p crogia-host --bin crogia
-    bash tests/fuzz/api.sh {{examples}}
+    bash tests/fuzz/api.sh {{examples}} {{seed}}
 
 # Format check and clippy with warnings as errors (host workspace and plugins).
 lint:

@@ -226,7 +226,7 @@ pub async fn files(
         // Not a directory: show the file.
         Err(e)
             if e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.status == 400 && r.detail.contains("not a directory")) =>
+                .is_some_and(|r| r.status == 409 && r.detail.contains("not a directory")) =>
         {
             let file = c
                 .get(&format!("/api/sessions/{id}/files/content?path={q}"))

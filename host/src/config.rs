@@ -13,15 +13,32 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// The sections that environment variables may override.
-const ENV_SECTIONS: &[&str] = &[
+/// The sections that environment variables may override, as
+/// `CROGIA_<SECTION>_<KEY>`.
+pub const ENV_SECTIONS: &[&str] = &[
     "server",
+    "auth",
     "sandbox",
     "workspace",
     "model",
     "agent",
     "plugins",
 ];
+
+/// `CROGIA_` variables that are not configuration keys: the command-line
+/// client's (`CROGIA_URL`, `CROGIA_TOKEN`), the config file's path, the
+/// plugin build script's choice of toolchain, and anything starting with
+/// `CROGIA_TEST_` (the test suite's own switches). Every other `CROGIA_`
+/// variable must name a key, so a typo is an error rather than a silently
+/// ignored setting.
+pub const NON_CONFIG_VARS: &[&str] = &[
+    "CROGIA_URL",
+    "CROGIA_TOKEN",
+    "CROGIA_CONFIG",
+    "CROGIA_PLUGIN_TOOLCHAIN",
+];
+/// Prefix of the test suite's own variables (never configuration).
+const TEST_VAR_PREFIX: &str = "CROGIA_TEST_";
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -49,8 +66,21 @@ pub struct ServerConfig {
     /// Events a WebSocket client may fall behind before it is disconnected
     /// (it can resume with `?since=`).
     pub ws_buffer_events: usize,
-    /// Seconds between pings on idle WebSocket connections.
+    /// Seconds between pings on WebSocket connections.
     pub ws_ping_secs: u64,
+    /// Seconds a WebSocket client may stay silent after a ping (a pong
+    /// answers it) before it counts as gone and is disconnected.
+    pub ws_pong_timeout_secs: u64,
+    /// Most WebSocket clients connected at once, over all sessions; one more
+    /// is refused with 429.
+    pub ws_max_clients: usize,
+    /// Most WebSocket clients following one session at once.
+    pub ws_max_clients_per_session: usize,
+    /// Host names (as in the `Host` header, without the port) accepted
+    /// besides loopback names and the bind address while no `auth.tokens`
+    /// are set. Refusing other names stops DNS rebinding: a web page whose
+    /// name resolves to 127.0.0.1 cannot drive the server.
+    pub allowed_hosts: Vec<String>,
     /// Log lines as `text` (for people) or `json` (one object per line, for
     /// log collectors).
     pub log_format: LogFormat,
@@ -72,6 +102,10 @@ impl Default for ServerConfig {
             max_body_bytes: 10 * 1024 * 1024,
             ws_buffer_events: 4096,
             ws_ping_secs: 20,
+            ws_pong_timeout_secs: 30,
+            ws_max_clients: 1024,
+            ws_max_clients_per_session: 128,
+            allowed_hosts: Vec::new(),
             log_format: LogFormat::Text,
         }
     }
@@ -474,10 +508,10 @@ impl Config {
         let mut names = Vec::new();
         for (var, section, key, value) in overrides {
             let section_table = merged
-                .entry(section)
+                .entry(section.clone())
                 .or_insert_with(|| toml::Value::Table(toml::Table::new()));
             let Some(section_table) = section_table.as_table_mut() else {
-                bail!("{origin_name}: [{key}] must be a table");
+                bail!("{origin_name}: [{section}] must be a table");
             };
             section_table.insert(key, value);
             names.push(var);
@@ -496,6 +530,24 @@ impl Config {
     }
 
     fn validated(self) -> anyhow::Result<Self> {
+        let server = &self.server;
+        if server.ws_ping_secs == 0
+            || server.ws_pong_timeout_secs == 0
+            || server.ws_max_clients == 0
+            || server.ws_max_clients_per_session == 0
+            || server.ws_buffer_events == 0
+        {
+            bail!(
+                "server.ws_ping_secs, ws_pong_timeout_secs, ws_max_clients, ws_max_clients_per_session \
+                 and ws_buffer_events must be positive"
+            );
+        }
+        if server.max_body_bytes < 1024 {
+            bail!(
+                "server.max_body_bytes must be at least 1024, got {}",
+                server.max_body_bytes
+            );
+        }
         let s = &self.sandbox;
         if !(s.cpus > 0.0 && s.cpus.is_finite()) {
             bail!("sandbox.cpus must be a positive number, got {}", s.cpus);
@@ -563,9 +615,11 @@ fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
         .map_err(|e| anyhow::anyhow!("config file {}: {}", path.display(), e))
 }
 
-/// `CROGIA_<SECTION>_<KEY>=value` pairs for the known sections. Values are
-/// read as TOML when they parse as a TOML value (numbers, booleans, arrays)
-/// and as plain strings otherwise.
+/// `CROGIA_<SECTION>_<KEY>=value` pairs. Values are read as TOML when they
+/// parse as a TOML value (numbers, booleans, arrays) and as plain strings
+/// otherwise. A `CROGIA_` variable that is neither a known section's key nor
+/// one of [`NON_CONFIG_VARS`] is an error naming it; an unknown key inside a
+/// known section is refused later, by the same check as the file's keys.
 fn env_overrides(
     env: &[(String, String)],
 ) -> anyhow::Result<Vec<(String, String, String, toml::Value)>> {
@@ -574,13 +628,27 @@ fn env_overrides(
         let Some(rest) = var.strip_prefix("CROGIA_") else {
             continue;
         };
+        if NON_CONFIG_VARS.contains(&var.as_str()) || var.starts_with(TEST_VAR_PREFIX) {
+            continue;
+        }
         let rest = rest.to_ascii_lowercase();
         let Some((section, key)) = ENV_SECTIONS.iter().find_map(|s| {
             rest.strip_prefix(s)
                 .and_then(|k| k.strip_prefix('_'))
                 .map(|k| (*s, k))
         }) else {
-            continue;
+            let section = rest.split('_').next().unwrap_or_default();
+            let why = if section == "tools" {
+                "per-tool settings ([tools.<name>]) can only be set in the config file".to_string()
+            } else {
+                format!(
+                    "there is no configuration section [{section}]; the environment can set \
+                     CROGIA_<SECTION>_<KEY> for the sections {}, and also reads {}",
+                    ENV_SECTIONS.join(", "),
+                    NON_CONFIG_VARS.join(", ")
+                )
+            };
+            bail!("environment variable {var}: {why}");
         };
         if key.is_empty() {
             bail!("environment variable {var} names no key");
@@ -663,6 +731,68 @@ mod tests {
             .to_string();
         assert!(err.contains("CROGIA_SANDBOX_MEMROY"), "{err}");
         assert!(err.contains("memroy"), "{err}");
+    }
+
+    #[test]
+    fn every_documented_section_can_be_set_from_the_environment() {
+        let env = vec![
+            (
+                "CROGIA_AUTH_TOKENS".to_string(),
+                "first-token-0123456789, second-token-0123456789".to_string(),
+            ),
+            ("CROGIA_AUTH_PUBLIC_HEALTH".to_string(), "false".to_string()),
+            ("CROGIA_AGENT_MAX_STEPS".to_string(), "7".to_string()),
+            (
+                "CROGIA_WORKSPACE_MAX_READ_BYTES".to_string(),
+                "4096".to_string(),
+            ),
+            ("CROGIA_PLUGINS_TIMEOUT_MS".to_string(), "1234".to_string()),
+            ("CROGIA_MODEL_MODEL".to_string(), "m".to_string()),
+        ];
+        let c = Config::load_with_env(Some(Path::new("/dev/null")), &env).unwrap();
+        assert_eq!(
+            c.auth.tokens,
+            ["first-token-0123456789", "second-token-0123456789"]
+        );
+        assert!(!c.auth.public_health);
+        assert_eq!(c.agent.max_steps, 7);
+        assert_eq!(c.workspace.max_read_bytes, 4096);
+        assert_eq!(c.plugins.timeout_ms, 1234);
+        assert_eq!(c.model.model, "m");
+    }
+
+    #[test]
+    fn an_unknown_crogia_variable_is_an_error_naming_it() {
+        for (var, expect) in [
+            ("CROGIA_SEVER_BIND", "no configuration section [sever]"),
+            ("CROGIA_AUHT_TOKENS", "no configuration section [auht]"),
+            (
+                "CROGIA_TOOLS_SHELL_ENABLED",
+                "only be set in the config file",
+            ),
+        ] {
+            let env = vec![(var.to_string(), "x".to_string())];
+            let err = Config::load_with_env(Some(Path::new("/dev/null")), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var) && err.contains(expect), "{err}");
+        }
+        // The client's, the build script's and the test suite's variables
+        // are not configuration.
+        let env: Vec<(String, String)> = [
+            "CROGIA_URL",
+            "CROGIA_TOKEN",
+            "CROGIA_CONFIG",
+            "CROGIA_PLUGIN_TOOLCHAIN",
+            "CROGIA_TEST_SERVER_LOG",
+        ]
+        .iter()
+        .map(|v| (v.to_string(), "x".to_string()))
+        .collect();
+        assert_eq!(
+            Config::load_with_env(Some(Path::new("/dev/null")), &env).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -21,10 +21,16 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where the client commands find the server; global, so they go before
+    /// or after the subcommand (`crogia --url U session list` or
+    /// `crogia session list --url U`), as with docker, kubectl and gh.
+    #[command(flatten)]
+    remote: Remote,
 }
 
 /// How the client commands reach the server.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Client options")]
 struct Remote {
     /// Server URL.
     #[arg(long, env = "CROGIA_URL", global = true)]
@@ -80,30 +86,16 @@ enum Command {
     Session {
         #[command(subcommand)]
         command: SessionCommand,
-        #[command(flatten)]
-        remote: Remote,
     },
     /// Give a session a task and watch it work, until it ends (exit code 1
     /// unless it completed).
-    Task {
-        session: String,
-        task: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Task { session: String, task: String },
     /// Run a command in a session's container (exits with its exit code).
-    Shell {
-        session: String,
-        command: String,
-        #[command(flatten)]
-        remote: Remote,
-    },
+    Shell { session: String, command: String },
     /// List a directory of a session's workspace, or print a file.
     Files {
         session: String,
         path: Option<String>,
-        #[command(flatten)]
-        remote: Remote,
     },
 }
 
@@ -133,8 +125,6 @@ enum ToolsCommand {
         /// Config file (default: ./crogia.toml when it exists).
         #[arg(long, env = "CROGIA_CONFIG")]
         config: Option<PathBuf>,
-        #[command(flatten)]
-        remote: Remote,
     },
 }
 
@@ -159,7 +149,7 @@ fn main() -> ExitCode {
         command => {
             // The command-line tools only say what went wrong.
             init_logging(LogFormat::Text, "warn");
-            runtime.block_on(client(command))
+            runtime.block_on(client(command, cli.remote))
         }
     };
     match result {
@@ -183,16 +173,16 @@ fn init_logging(format: LogFormat, default_level: &str) {
     }
 }
 
-async fn client(command: Command) -> anyhow::Result<i32> {
+async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
     match command {
         Command::Gc { config, dry_run } => gc(config, dry_run).await,
         Command::Tools {
-            command: ToolsCommand::List { config, remote },
+            command: ToolsCommand::List { config },
         } => match remote.url {
             Some(_) => cli::tools(&remote.client()?, remote.json).await,
             None => tools_list(config, remote.json).await,
         },
-        Command::Session { command, remote } => {
+        Command::Session { command } => {
             let c = remote.client()?;
             match command {
                 SessionCommand::Create { task } => cli::session_create(&c, task, remote.json).await,
@@ -205,21 +195,15 @@ async fn client(command: Command) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Task {
-            session,
-            task,
-            remote,
-        } => cli::task(&remote.client()?, &session, &task, remote.json).await,
-        Command::Shell {
-            session,
-            command,
-            remote,
-        } => cli::shell(&remote.client()?, &session, &command, remote.json).await,
-        Command::Files {
-            session,
-            path,
-            remote,
-        } => cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await,
+        Command::Task { session, task } => {
+            cli::task(&remote.client()?, &session, &task, remote.json).await
+        }
+        Command::Shell { session, command } => {
+            cli::shell(&remote.client()?, &session, &command, remote.json).await
+        }
+        Command::Files { session, path } => {
+            cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await
+        }
         Command::Serve { .. } => unreachable!("handled by main"),
     }
 }

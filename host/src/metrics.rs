@@ -45,6 +45,10 @@ pub struct OperationLabel {
     pub operation: String,
 }
 
+/// The `tool` label of calls to tools no plugin provides (names a model
+/// made up): one series for all of them.
+pub const UNKNOWN_TOOL: &str = "unknown";
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 1 ms to about 2 minutes.

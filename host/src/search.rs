@@ -92,6 +92,23 @@ pub fn glob(
     Ok(out)
 }
 
+/// The matcher [`grep`] uses: lines are searched one at a time, so a
+/// pattern that can only match a line feed is refused.
+fn regex_matcher(pattern: &str) -> Result<grep_regex::RegexMatcher, SearchError> {
+    RegexMatcherBuilder::new()
+        .line_terminator(Some(b'\n'))
+        .build(pattern)
+        .map_err(|e| SearchError::InvalidRegex {
+            pattern: pattern.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Whether `pattern` is a regular expression [`grep`] takes.
+pub fn check_regex(pattern: &str) -> Result<(), SearchError> {
+    regex_matcher(pattern).map(|_| ())
+}
+
 /// Lines of files under `options.path` matching the regular expression
 /// `pattern`. Binary files and files over `search_max_file_bytes` are skipped;
 /// long lines are cut to `search_max_line_chars`.
@@ -101,13 +118,7 @@ pub fn grep(
     options: &SearchOptions,
     limits: &WorkspaceConfig,
 ) -> Result<Vec<GrepMatch>, SearchError> {
-    let matcher = RegexMatcherBuilder::new()
-        .line_terminator(Some(b'\n'))
-        .build(pattern)
-        .map_err(|e| SearchError::InvalidRegex {
-            pattern: pattern.to_string(),
-            reason: e.to_string(),
-        })?;
+    let matcher = regex_matcher(pattern)?;
     let types = file_type_set(&options.file_types)?;
     let max = cap(options.max_results, limits);
     let mut searcher = SearcherBuilder::new()
@@ -167,13 +178,19 @@ fn clip(text: &str, max_chars: usize) -> String {
     }
 }
 
-fn compile_glob(pattern: &str) -> Result<GlobMatcher, SearchError> {
+/// A glob; one that does not parse (`[abc`, `{a,b`) means its text
+/// literally, as an unmatched `[` does in a shell.
+fn glob_or_literal(pattern: &str) -> Result<Glob, SearchError> {
     Glob::new(pattern)
-        .map(|g| g.compile_matcher())
+        .or_else(|_| Glob::new(&globset::escape(pattern)))
         .map_err(|e| SearchError::InvalidGlob {
             pattern: pattern.to_string(),
             reason: e.kind().to_string(),
         })
+}
+
+fn compile_glob(pattern: &str) -> Result<GlobMatcher, SearchError> {
+    glob_or_literal(pattern).map(|g| g.compile_matcher())
 }
 
 fn file_type_set(types: &[String]) -> Result<Option<GlobSet>, SearchError> {
@@ -188,10 +205,7 @@ fn file_type_set(types: &[String]) -> Result<Option<GlobSet>, SearchError> {
         } else {
             format!("*.{}", t.trim_start_matches('.'))
         };
-        b.add(Glob::new(&g).map_err(|e| SearchError::InvalidGlob {
-            pattern: t.clone(),
-            reason: e.kind().to_string(),
-        })?);
+        b.add(glob_or_literal(&g)?);
     }
     b.build().map(Some).map_err(|e| SearchError::InvalidGlob {
         pattern: types.join(","),
@@ -350,17 +364,26 @@ mod tests {
     }
 
     #[test]
-    fn bad_patterns_are_reported() {
-        let (_t, ws) = ws_with(&[("a", "")]);
+    fn bad_regexes_are_reported_and_bad_globs_mean_their_text() {
+        let (_t, ws) = ws_with(&[("a", ""), ("[b", ""), ("{c,d", "")]);
         let limits = WorkspaceConfig::default();
         assert!(matches!(
             grep(&ws, "(", &opts(".", &[]), &limits),
             Err(SearchError::InvalidRegex { .. })
         ));
         assert!(matches!(
-            glob(&ws, "[", &opts(".", &[]), &limits),
-            Err(SearchError::InvalidGlob { .. })
+            check_regex("a\nb"),
+            Err(SearchError::InvalidRegex { .. })
         ));
+        assert_eq!(glob(&ws, "[b", &opts(".", &[]), &limits).unwrap(), ["[b"]);
+        assert_eq!(
+            glob(&ws, "{c,d", &opts(".", &[]), &limits).unwrap(),
+            ["{c,d"]
+        );
+        assert_eq!(
+            glob(&ws, "[", &opts(".", &[]), &limits).unwrap(),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

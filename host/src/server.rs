@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::datadir::{self, DataDirLock};
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
@@ -46,7 +47,12 @@ pub fn check_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
             config.server.bind
         );
     }
-    tracing::warn!(bind = %config.server.bind, "listening on a non-loopback address WITHOUT authentication (--insecure)");
+    tracing::warn!(
+        bind = %config.server.bind,
+        allowed_hosts = ?config.server.allowed_hosts,
+        "listening on a non-loopback address WITHOUT authentication (--insecure); requests must \
+         still name the server by a loopback name, its bind address or one of server.allowed_hosts"
+    );
     Ok(())
 }
 
@@ -54,6 +60,8 @@ pub fn check_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 pub struct App {
     pub state: Arc<AppState>,
     monitor: tokio::task::JoinHandle<()>,
+    /// This server's claim on its data directory, held until it is dropped.
+    _lock: DataDirLock,
 }
 
 impl App {
@@ -61,8 +69,8 @@ impl App {
     /// right), opens the store, restores sessions, loads the plugins and
     /// records tasks a previous run left unfinished.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&config.server.data_dir)
-            .with_context(|| format!("creating data dir {}", config.server.data_dir.display()))?;
+        datadir::prepare(&config.server.data_dir)?;
+        let lock = DataDirLock::acquire(&config.server.data_dir, "another server")?;
         let config = Arc::new(config);
         let engine = DockerEngine::new(&config.sandbox.docker_host);
         if !engine.probe().await {
@@ -121,6 +129,7 @@ impl App {
         Ok(Self {
             state: Arc::new(state),
             monitor,
+            _lock: lock,
         })
     }
 

@@ -615,11 +615,15 @@ impl SessionManager {
 
 /// Finds the containers labelled with this data directory's instance id that
 /// belong to no stored session, and (unless `dry_run`) removes them. What
-/// `crogia gc` does; run it while the server is stopped or idle.
+/// `crogia gc` does. Refused while a server runs on the same data directory:
+/// its warm pool and the containers of sessions being created belong to no
+/// stored session yet, and would be taken for orphans.
 pub async fn collect_garbage(
     config: &Config,
     dry_run: bool,
 ) -> anyhow::Result<Vec<crate::sandbox::ContainerInfo>> {
+    crate::datadir::prepare(&config.server.data_dir)?;
+    let _lock = crate::datadir::DataDirLock::acquire(&config.server.data_dir, "`crogia gc`")?;
     let store = Store::open(&config.server.data_dir).await?;
     let instance = store.instance_id().await?;
     let known: Vec<String> = store

@@ -74,8 +74,10 @@ impl Store {
     /// Opens (creating if needed) the database in `data_dir` and brings its
     /// schema up to date.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        let file = data_dir.join("crogia.db");
+        Self::make_private(&file)?;
         let options = SqliteConnectOptions::from_str("sqlite:")?
-            .filename(data_dir.join("crogia.db"))
+            .filename(&file)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
@@ -87,6 +89,30 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Creates the database file readable by the server's user only, or
+    /// makes an existing one (and its journal files, which SQLite creates
+    /// with the database's mode) so.
+    fn make_private(file: &Path) -> StoreResult<()> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let private = |e: anyhow::Error| StoreError::new(format!("{e:#}"));
+        if !file.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::datadir::FILE_MODE)
+                .open(file)
+                .map_err(|e| StoreError::new(format!("creating {}: {e}", file.display())))?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
+            if path.exists() {
+                crate::datadir::make_private(&path, crate::datadir::FILE_MODE).map_err(private)?;
+            }
+        }
+        Ok(())
     }
 
     /// Runs raw SQL: for tests that need the database to misbehave.

@@ -20,6 +20,10 @@ use cap_std::fs::{Dir, OpenOptions};
 
 /// Where the workspace is mounted inside the container.
 pub const CONTAINER_ROOT: &str = "/workspace";
+/// Longest file or directory name, in bytes (Linux's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest path, in bytes (Linux's `PATH_MAX`, less its NUL).
+pub const MAX_PATH_BYTES: usize = 4095;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -51,6 +55,10 @@ impl WorkspaceError {
             io::ErrorKind::NotADirectory => Self::NotADirectory(path.to_string()),
             // What an O_NOFOLLOW walk reports on a symlink it refuses.
             _ if e.raw_os_error() == Some(libc::ELOOP) => Self::OutsideWorkspace(path.to_string()),
+            _ if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Self::InvalidPath {
+                path: path.to_string(),
+                reason: "it is longer than the file system allows",
+            },
             _ => Self::Io {
                 path: path.to_string(),
                 source: e,
@@ -121,12 +129,17 @@ impl Workspace {
         self
     }
 
+    /// Gives what `fd` refers to to the container's user. `fchownat` with
+    /// an empty path, because directories come as `O_PATH` handles, on
+    /// which `fchown` fails.
     fn hand_over(&self, fd: impl std::os::fd::AsFd) -> io::Result<()> {
         if let Some((uid, gid)) = self.owner {
-            rustix::fs::fchown(
+            rustix::fs::chownat(
                 fd,
+                "",
                 Some(rustix::fs::Uid::from_raw(uid)),
                 Some(rustix::fs::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::EMPTY_PATH,
             )?;
         }
         Ok(())
@@ -148,14 +161,25 @@ impl Workspace {
         if path.contains('\0') {
             return Err(invalid("contains a NUL byte"));
         }
+        if path.len() > MAX_PATH_BYTES {
+            return Err(invalid(
+                "it is longer than 4095 bytes (the file system's limit)",
+            ));
+        }
+        if path.split('/').any(|name| name.len() > MAX_NAME_BYTES) {
+            return Err(invalid(
+                "a name in it is longer than 255 bytes (the file system's limit)",
+            ));
+        }
         let trimmed = path.trim();
         let rel = if let Some(rest) = trimmed.strip_prefix(CONTAINER_ROOT) {
             if !(rest.is_empty() || rest.starts_with('/')) {
-                return Err(invalid("absolute paths must be under /workspace"));
+                // `/workspacefoo`: an absolute path elsewhere.
+                return Err(WorkspaceError::OutsideWorkspace(path.to_string()));
             }
             rest.trim_start_matches('/')
         } else if trimmed.starts_with('/') {
-            return Err(invalid("absolute paths must be under /workspace"));
+            return Err(WorkspaceError::OutsideWorkspace(path.to_string()));
         } else {
             trimmed
         };
@@ -301,11 +325,9 @@ impl Workspace {
                 return file.sync_data().map_err(err);
             }
         }
-        let tmp_name = format!(
-            ".{}.crogia-tmp-{:08x}",
-            name.to_string_lossy(),
-            rand::random::<u32>()
-        );
+        // Not derived from the target's name: a name of the longest length
+        // the file system takes must still have room for its temporary file.
+        let tmp_name = format!(".crogia-tmp-{:016x}", rand::random::<u64>());
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         let result = (|| {
@@ -441,6 +463,21 @@ mod tests {
     }
 
     #[test]
+    fn what_a_workspace_creates_belongs_to_its_owner() {
+        use std::os::unix::fs::MetadataExt;
+        let (_t, ws) = ws();
+        // Tests run as root, who may give files away; the owner is nobody.
+        let ws = Workspace::open(ws.root())
+            .unwrap()
+            .with_owner(Some((65534, 65534)));
+        ws.write("new/deep/file.txt", b"x").unwrap();
+        for p in ["new", "new/deep", "new/deep/file.txt"] {
+            let meta = std::fs::metadata(ws.root().join(p)).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "{p}");
+        }
+    }
+
+    #[test]
     fn overwrite_keeps_no_temporary_files() {
         let (_t, ws) = ws();
         ws.write("a.txt", b"one").unwrap();
@@ -496,12 +533,32 @@ mod tests {
         for p in ["/etc/passwd", "/workspacefoo/x"] {
             let e = ws.read(p, 100).unwrap_err();
             assert!(
-                matches!(e, WorkspaceError::InvalidPath { .. }),
+                matches!(e, WorkspaceError::OutsideWorkspace(_)),
                 "{p}: {e:?}"
             );
         }
         let e = ws.write("a\0b", b"x").unwrap_err();
         assert!(e.to_string().contains("NUL"), "{e}");
+    }
+
+    #[test]
+    fn the_longest_names_work_and_longer_ones_are_refused_naming_the_limit() {
+        let (_t, ws) = ws();
+        // 255 bytes: the file system's limit, which the temporary file made
+        // while writing must not push it over.
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        ws.write(&format!("d/{longest}"), b"ok").unwrap();
+        assert_eq!(ws.read(&format!("d/{longest}"), 10).unwrap(), b"ok");
+        let e = ws.write(&"n".repeat(MAX_NAME_BYTES + 1), b"x").unwrap_err();
+        assert!(
+            matches!(e, WorkspaceError::InvalidPath { .. }) && e.to_string().contains("255 bytes"),
+            "{e}"
+        );
+        // 128 characters, but 256 bytes.
+        let e = ws.read(&"é".repeat(128), 10).unwrap_err();
+        assert!(e.to_string().contains("255 bytes"), "{e}");
+        let e = ws.read(&"a/".repeat(2048), 10).unwrap_err();
+        assert!(e.to_string().contains("4095 bytes"), "{e}");
     }
 
     #[test]
@@ -615,13 +672,32 @@ mod tests {
             prop::collection::vec(piece(), 1..7).prop_map(|p| p.join("/"))
         }
 
-        fn outside_snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-            let mut all = Vec::new();
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                if e.file_name() != "w" && e.path().is_file() {
-                    all.push((e.path(), std::fs::read(e.path()).unwrap()));
+        /// Every entry under `dir` except the workspace `w`, recursively:
+        /// files with their contents, directories and symlinks (not
+        /// followed) with what they are, so that a file or directory made
+        /// anywhere outside shows up.
+        fn outside_snapshot(dir: &Path) -> Vec<(PathBuf, String)> {
+            fn walk(dir: &Path, top: bool, out: &mut Vec<(PathBuf, String)>) {
+                for e in std::fs::read_dir(dir).unwrap().flatten() {
+                    if top && e.file_name() == "w" {
+                        continue;
+                    }
+                    let path = e.path();
+                    let kind = e.file_type().unwrap();
+                    if kind.is_symlink() {
+                        let target = std::fs::read_link(&path).unwrap();
+                        out.push((path, format!("link -> {}", target.display())));
+                    } else if kind.is_dir() {
+                        out.push((path.clone(), "dir".into()));
+                        walk(&path, false, out);
+                    } else {
+                        let bytes = std::fs::read(&path).unwrap();
+                        out.push((path, format!("file {:?}", bytes)));
+                    }
                 }
             }
+            let mut all = Vec::new();
+            walk(dir, true, &mut all);
             all.sort();
             all
         }
@@ -635,6 +711,8 @@ mod tests {
             fn no_path_reaches_outside_the_workspace(p in path(), data in "[a-z]{0,8}") {
                 let tmp = tempfile::tempdir().unwrap();
                 std::fs::write(tmp.path().join("secret.txt"), b"SECRET").unwrap();
+                std::fs::create_dir(tmp.path().join("inside")).unwrap();
+                std::fs::write(tmp.path().join("inside/f.txt"), b"OUTSIDE").unwrap();
                 let ws = Workspace::create(tmp.path().join("w")).unwrap();
                 ws.write("inside/f.txt", b"inside").unwrap();
                 symlink(tmp.path(), ws.root().join("out_abs")).unwrap();
@@ -643,7 +721,8 @@ mod tests {
                 let before = outside_snapshot(tmp.path());
 
                 if let Ok(bytes) = ws.read(&p, 1 << 20) {
-                    prop_assert_ne!(bytes, b"SECRET".to_vec());
+                    prop_assert_ne!(&bytes, b"SECRET");
+                    prop_assert_ne!(&bytes, b"OUTSIDE");
                 }
                 if let Ok(items) = ws.list(&p) {
                     prop_assert!(!items.iter().any(|i| i.name == "secret.txt"), "listed outside via {p:?}");

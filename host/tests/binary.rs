@@ -65,3 +65,21 @@ fn an_unknown_subcommand_fails_with_usage() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_misspelt_crogia_variable_stops_the_binary_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("crogia.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_crogia"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("CROGIA_AUHT_TOKENS", "0123456789abcdef0123")
+        .output()
+        .expect("running crogia");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CROGIA_AUHT_TOKENS") && stderr.contains("no configuration section [auht]"),
+        "{stderr}"
+    );
+}

@@ -31,6 +31,8 @@ pub enum Reply {
     Status(u16),
     /// Starts streaming, then the connection breaks before any content.
     Broken,
+    /// Streams these text pieces, then the connection breaks.
+    BrokenAfter(Vec<String>),
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
     /// Streams these pieces, then hangs without ever finishing.
@@ -127,6 +129,15 @@ async fn completions(
         Reply::Pieces(pieces) => sse(text_chunks(pieces), false),
         Reply::Tools(calls) => sse(tool_chunks(calls), false),
         Reply::Broken => sse(vec![chunk(json!({"role": "assistant"}), None)], true),
+        Reply::BrokenAfter(pieces) => {
+            let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+            chunks.extend(
+                pieces
+                    .into_iter()
+                    .map(|p| chunk(json!({"content": p}), None)),
+            );
+            sse(chunks, true)
+        }
         Reply::Stall(pieces) => {
             let frames: Vec<Result<Bytes, std::io::Error>> = text_chunks(pieces)
                 .into_iter()

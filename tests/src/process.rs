@@ -73,9 +73,18 @@ impl ServerProcess {
         Self::spawn_binary(&binary(), config).await
     }
 
+    /// [`ServerProcess::spawn`] with more environment variables.
+    pub async fn spawn_with_env(config: &Config, env: &[(&str, &str)]) -> Self {
+        Self::start(&binary(), config, env).await
+    }
+
     /// [`ServerProcess::spawn`] with another build of the binary (the
     /// benchmarks use the release one).
     pub async fn spawn_binary(binary: &std::path::Path, config: &Config) -> Self {
+        Self::start(binary, config, &[]).await
+    }
+
+    async fn start(binary: &std::path::Path, config: &Config, env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let config_path = config.server.data_dir.with_extension("toml");
         std::fs::create_dir_all(&config.server.data_dir).unwrap();
@@ -89,6 +98,7 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("CROGIA_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -1,6 +1,8 @@
-//! Load: 100 WebSocket clients on one session during a task, and 50 sessions
-//! running shell commands at once — no errors, and afterwards nothing leaked:
-//! containers, processes in them, tasks, subscribers, file descriptors.
+//! Load: 100 WebSocket clients on one session during a task (with two
+//! hostile ones among them: one sending huge frames, one never reading), and
+//! 50 sessions running shell commands at once — no errors, and afterwards
+//! nothing leaked: containers, processes in them, tasks, subscribers, file
+//! descriptors.
 //!
 //! The workload runs twice. Pools (HTTP keep-alive, the database, the engine
 //! connection) grow to their working size in the first round; a leak is what
@@ -66,6 +68,18 @@ async fn workload(server: &TestServer, model: &ScriptedModel) {
         "only {} subscribed",
         events.subscribers()
     );
+    // Two hostile clients: one sends a huge frame, one never reads again.
+    let url = format!("{}/ws/{first}", server.base.replacen("http", "ws", 1));
+    let (mut flooder, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    {
+        use futures_util::SinkExt;
+        let _ = flooder
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                vec![b'x'; 16 << 20].into(),
+            ))
+            .await;
+    }
+    let silent = server.ws(&first, None).await;
     server
         .post(
             &format!("/api/sessions/{first}/tasks"),
@@ -74,6 +88,21 @@ async fn workload(server: &TestServer, model: &ScriptedModel) {
         .await;
     let streams =
         futures_util::future::join_all(clients.iter_mut().map(|c| c.until_completed(1))).await;
+    // The flooder was cut off.
+    {
+        use futures_util::StreamExt;
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match flooder.next().await {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => return,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(end.is_ok(), "a client sending a 16 MiB frame was kept");
+    }
     for stream in &streams {
         assert_eq!(stream.len(), 302);
         assert_eq!(stream, &streams[0]);
@@ -83,10 +112,14 @@ async fn workload(server: &TestServer, model: &ScriptedModel) {
         }
     }
     drop(clients);
+    // The silent client is still held open here: the server dropped it for
+    // never answering its pings.
     assert!(
         settles(|| events.subscribers() == 0).await,
-        "WebSocket subscribers leaked"
+        "WebSocket subscribers leaked ({} left)",
+        events.subscribers()
     );
+    drop(silent);
     drop(events);
     assert!(!server.state.agent.is_busy(&first));
 
@@ -166,7 +199,13 @@ async fn workload(server: &TestServer, model: &ScriptedModel) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_and_sessions_at_once_work_and_leak_nothing() {
     let model = ScriptedModel::start(Vec::new()).await;
-    let server = server_with_model(&model, |c| c.sandbox.pids_limit = 128).await;
+    let server = server_with_model(&model, |c| {
+        c.sandbox.pids_limit = 128;
+        // A client that never answers a ping is dropped within seconds.
+        c.server.ws_ping_secs = 1;
+        c.server.ws_pong_timeout_secs = 10;
+    })
+    .await;
 
     workload(&server, &model).await;
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -73,6 +73,10 @@ struct Running {
 #[derive(Default)]
 struct SessionTasks {
     queue: VecDeque<QueuedTask>,
+    /// Places taken by submissions still being stored: counted against
+    /// `agent.max_queued_tasks` with the queue, so concurrent submits never
+    /// exceed it.
+    reserved: usize,
     running: Option<Running>,
     /// The task draining the queue; `None` once it has decided to stop
     /// (under the lock, so a submit never misses a worker that is exiting).
@@ -132,18 +136,24 @@ impl Agent {
         }
         let max = self.config.agent.max_queued_tasks;
         let task_id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        // Check and take a place in one step; the task is stored before it
+        // joins the queue, and gives the place back if that fails.
         {
-            let tasks = self.tasks.lock().unwrap();
-            if tasks.get(&session.id).is_some_and(|t| t.queue.len() >= max) {
+            let mut tasks = self.tasks.lock().unwrap();
+            let state = tasks.entry(session.id.clone()).or_default();
+            if state.queue.len() + state.reserved >= max {
                 return Err(AgentError::QueueFull {
                     session: session.id.clone(),
                     max,
                 });
             }
+            state.reserved += 1;
         }
-        self.store.insert_task(&session.id, &task_id, &text).await?;
+        let stored = self.store.insert_task(&session.id, &task_id, &text).await;
         let mut tasks = self.tasks.lock().unwrap();
         let state = tasks.entry(session.id.clone()).or_default();
+        state.reserved = state.reserved.saturating_sub(1);
+        stored?;
         let position = state.queue.len() + usize::from(state.running.is_some());
         state.queue.push_back(QueuedTask {
             id: task_id.clone(),
@@ -585,8 +595,15 @@ impl Agent {
             Ok(_) => "ok".to_string(),
             Err((code, _)) => code.to_string(),
         };
+        // Tool names come from the model: one it made up is counted as
+        // `unknown`, so metric labels stay bounded by the loaded tools.
+        let label = if self.plugins.has_tool(&call.name) {
+            call.name.as_str()
+        } else {
+            crate::metrics::UNKNOWN_TOOL
+        };
         self.metrics
-            .tool_called(&call.name, &outcome_word, started.elapsed());
+            .tool_called(label, &outcome_word, started.elapsed());
         let (content, is_error) = match outcome {
             Ok(text) => (text, false),
             Err((_, e)) => (format!("Error: {e}"), true),

@@ -1,9 +1,11 @@
 //! Authentication: API tokens from `auth.tokens`.
 //!
 //! Every request except `GET /api/health` (when `auth.public_health`) and the
-//! documentation pages and the web console's static files must carry a token: `Authorization: Bearer <token>`, or
-//! `?token=<token>` (for browsers' WebSockets, which cannot set headers). The
-//! check runs before routing, so a 401 never reveals whether a session exists.
+//! documentation pages and the web console's static files must carry a token:
+//! `Authorization: Bearer <token>`, or `?token=<token>` on a WebSocket upgrade
+//! only (browsers' WebSockets cannot set headers; anywhere else a token in a
+//! URL would only end up in logs and browser history). The check runs before
+//! routing, so a 401 never reveals whether a session exists.
 //! Tokens are compared in constant time, after hashing so that their lengths
 //! do not show either.
 
@@ -58,6 +60,11 @@ impl Auth {
     }
 }
 
+/// The paths where a token may come as `?token=`: the WebSocket.
+fn takes_query_token(path: &str) -> bool {
+    path.starts_with("/ws/")
+}
+
 /// The token a request carries, if any.
 fn presented(req: &Request) -> Option<String> {
     if let Some(value) = req
@@ -69,6 +76,9 @@ fn presented(req: &Request) -> Option<String> {
             .or_else(|| value.strip_prefix("bearer "))
     {
         return Some(token.trim().to_string());
+    }
+    if !takes_query_token(req.uri().path()) {
+        return None;
     }
     let query = req.uri().query()?;
     form_urlencoded::parse(query.as_bytes())
@@ -120,5 +130,27 @@ mod tests {
         assert!(!auth.accepts(""));
         assert!(auth.is_public("/api/health"));
         assert!(!Auth::new(&["x".repeat(16)], false).is_public("/api/health"));
+    }
+
+    #[test]
+    fn a_query_token_counts_only_on_the_websocket() {
+        let token = "a-long-enough-token-1";
+        let request = |uri: &str| {
+            Request::builder()
+                .uri(uri)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            presented(&request(&format!("/ws/abcd0123?since=3&token={token}"))).as_deref(),
+            Some(token)
+        );
+        for uri in [
+            format!("/api/sessions?token={token}"),
+            format!("/metrics?token={token}"),
+            format!("/wsx?token={token}"),
+        ] {
+            assert_eq!(presented(&request(&uri)), None, "{uri}");
+        }
     }
 }

@@ -101,9 +101,11 @@ impl From<SandboxError> for ApiError {
 impl From<WorkspaceError> for ApiError {
     fn from(e: WorkspaceError) -> Self {
         let status = match &e {
-            WorkspaceError::InvalidPath { .. }
-            | WorkspaceError::IsADirectory(_)
-            | WorkspaceError::NotADirectory(_) => StatusCode::BAD_REQUEST,
+            WorkspaceError::InvalidPath { .. } => StatusCode::BAD_REQUEST,
+            // Well-formed, but the workspace holds something else there.
+            WorkspaceError::IsADirectory(_) | WorkspaceError::NotADirectory(_) => {
+                StatusCode::CONFLICT
+            }
             WorkspaceError::OutsideWorkspace(_) => StatusCode::FORBIDDEN,
             WorkspaceError::NotFound(_) => StatusCode::NOT_FOUND,
             WorkspaceError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,6 +1,7 @@
 //! Request extractors that answer bad input the way the contract does:
 //! `{"detail": "..."}` naming what was wrong, with 422 for a body or query
-//! that does not fit, and 413 for a body over the limit.
+//! that does not fit, 413 for a body over the limit, and 415 for a body that
+//! is not declared as JSON.
 
 use aide::OperationInput;
 use aide::generate::GenContext;
@@ -14,15 +15,46 @@ use serde::de::DeserializeOwned;
 
 use super::ApiError;
 
-/// A JSON request body. Any content type is accepted (so `curl -d` works);
-/// the body must be a JSON document that fits `T`.
+/// A JSON request body: declared `Content-Type: application/json` (or
+/// `application/<something>+json`), and a JSON object that fits `T`.
+///
+/// The content type is required because it is what a web page cannot send
+/// to another site without the browser asking the server first (a CORS
+/// preflight): with any content type accepted, a page could post `text/plain`
+/// that parses as JSON to a server on the operator's machine (see
+/// `guard.rs`). FastAPI, which the contract comes from, refuses them too.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+/// Whether a `Content-Type` value declares JSON.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        if !content_type.as_deref().is_some_and(is_json) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                match content_type {
+                    Some(t) => format!("Content-Type must be application/json, not {t:?}"),
+                    None => "Content-Type must be application/json (none was given)".into(),
+                },
+            ));
+        }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -36,10 +68,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 )
             }
         })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Err(unprocessable(
                 "Request body is empty; expected a JSON object".into(),
             ));
+        };
+        // serde reads a struct from an array too (`[]` would pass as `{}`);
+        // every body of this API is an object, as the document says.
+        if first != b'{' {
+            let what = match first {
+                b'[' => "an array",
+                b'"' => "a string",
+                b't' | b'f' => "a boolean",
+                b'n' => "null",
+                b'-' | b'0'..=b'9' => "a number",
+                _ => "not valid JSON",
+            };
+            return Err(unprocessable(format!(
+                "Request body must be a JSON object, got {what}"
+            )));
         }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -82,6 +129,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 impl<T: JsonSchema> OperationInput for ApiQuery<T> {
     fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
         axum::extract::Query::<T>::operation_input(ctx, operation);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "application/jsonp",
+            "",
+        ] {
+            assert!(!is_json(t), "{t}");
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::types::WorkspacePath;
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::server::AppState;
 use crate::workspace::EntryKind;
@@ -29,7 +30,7 @@ use crate::workspace::EntryKind;
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListQuery {
     /// Directory to list, relative to the workspace (default ".").
-    pub path: Option<String>,
+    pub path: Option<WorkspacePath>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -52,7 +53,7 @@ pub struct ListResponse {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PathQuery {
     /// File path, relative to the workspace.
-    pub path: String,
+    pub path: WorkspacePath,
 }
 
 /// How `content` is encoded.
@@ -75,14 +76,60 @@ pub struct ContentResponse {
     pub encoding: Encoding,
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
+#[derive(Debug, Deserialize)]
 pub struct WriteRequest {
     /// File path, relative to the workspace; parent directories are created.
-    pub path: String,
+    pub path: WorkspacePath,
     pub content: String,
     /// How `content` is encoded (default `utf-8`; additive).
     #[serde(default)]
     pub encoding: Encoding,
+}
+
+/// Padded base64 as the standard alphabet writes it, with nothing after
+/// the last byte's bits: what [`BASE64`] decodes.
+const BASE64_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Written by hand to say what the server checks: with `"encoding":
+/// "base64"`, `content` must be base64.
+impl JsonSchema for WriteRequest {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WriteRequest".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let path = generator.subschema_for::<WorkspacePath>();
+        schemars::json_schema!({
+            "description": "A file to write: text as is, or binary content as base64 with \
+                            `\"encoding\": \"base64\"`.",
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["path", "content"],
+                    "properties": {
+                        "path": path,
+                        "content": { "type": "string", "description": "The file's text." },
+                        "encoding": { "type": "string", "enum": ["utf-8", "utf8"] },
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["path", "content", "encoding"],
+                    "properties": {
+                        "path": path,
+                        "content": {
+                            "type": "string",
+                            "pattern": BASE64_PATTERN,
+                            "description": "The file's bytes, base64 (standard alphabet, padded).",
+                        },
+                        "encoding": { "type": "string", "const": "base64" },
+                    },
+                },
+            ],
+        })
+    }
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -107,7 +154,7 @@ async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    let dir = query.path.unwrap_or_else(|| ".".into());
+    let dir = query.path.unwrap_or_else(WorkspacePath::root).into_inner();
     let items = session
         .caps
         .list_dir(&dir)
@@ -129,16 +176,13 @@ async fn read(
     ApiQuery(query): ApiQuery<PathQuery>,
 ) -> Result<Json<ContentResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    let bytes = session.caps.read_file(&query.path).await?;
+    let bytes = session.caps.read_file(query.path.as_str()).await?;
     let (content, encoding) = match String::from_utf8(bytes) {
         Ok(text) => (text, Encoding::Utf8),
-        Err(e) => (
-            base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
-            Encoding::Base64,
-        ),
+        Err(e) => (BASE64.encode(e.into_bytes()), Encoding::Base64),
     };
     Ok(Json(ContentResponse {
-        path: query.path,
+        path: query.path.into_inner(),
         content,
         encoding,
     }))
@@ -152,13 +196,11 @@ async fn write(
     let session = state.sessions.get(&path.session_id)?;
     let data = match req.encoding {
         Encoding::Utf8 => req.content.into_bytes(),
-        Encoding::Base64 => base64::engine::general_purpose::STANDARD
-            .decode(req.content.as_bytes())
-            .map_err(|e| {
-                ApiError::unprocessable(format!("Invalid field `content`: not base64: {e}"))
-            })?,
+        Encoding::Base64 => BASE64.decode(req.content.as_bytes()).map_err(|e| {
+            ApiError::unprocessable(format!("Invalid field `content`: not base64: {e}"))
+        })?,
     };
-    session.caps.write_file(&req.path, data).await?;
+    session.caps.write_file(req.path.as_str(), data).await?;
     Ok(Json(MessageResponse::new(format!(
         "File {} written successfully",
         req.path
@@ -171,9 +213,34 @@ async fn remove(
     ApiQuery(query): ApiQuery<PathQuery>,
 ) -> Result<Json<MessageResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    session.caps.remove(&query.path).await?;
+    session.caps.remove(query.path.as_str()).await?;
     Ok(Json(MessageResponse::new(format!(
         "File {} deleted successfully",
         query.path
     ))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base64_pattern_accepts_exactly_what_decodes() {
+        let pattern = regex::Regex::new(BASE64_PATTERN).unwrap();
+        let mut samples: Vec<String> = (0..40u8)
+            .map(|n| BASE64.encode((0..n).map(|i| i.wrapping_mul(37)).collect::<Vec<_>>()))
+            .collect();
+        for bad in [
+            "QQ", "QR==", "QUI", "QUJ=", "A===", "====", "QUJD\n", " QUJD", "QU=D", "Q*==", "é",
+        ] {
+            samples.push(bad.into());
+        }
+        for s in &samples {
+            assert_eq!(
+                pattern.is_match(s),
+                BASE64.decode(s.as_bytes()).is_ok(),
+                "{s:?}"
+            );
+        }
+    }
 }

@@ -9,6 +9,7 @@ mod console;
 mod error;
 mod extract;
 mod files;
+mod guard;
 mod health;
 mod metrics;
 mod processes;
@@ -17,6 +18,7 @@ mod sessions;
 mod shell;
 mod tasks;
 mod tools;
+mod types;
 mod ws;
 
 use std::sync::Arc;
@@ -120,8 +122,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         state.config.auth.public_health,
     ));
     let cors = cors_layer(&state.config.auth.cors_origins);
+    let guard = Arc::new(guard::BrowserGuard::new(&state.config));
     let router = routes
-        .merge(ws::routes())
+        .merge(ws::routes(&state.config.server))
         .merge(metrics::routes())
         .merge(console::routes())
         .route("/openapi.json", get(serve_openapi))
@@ -147,6 +150,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth,
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
         .with_state(state);
     match cors {
         Some(cors) => router.layer(cors),

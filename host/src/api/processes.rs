@@ -18,12 +18,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::types::{Bounded, CommandText};
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::sandbox::{BackgroundProcess, ProcessState};
 use crate::server::AppState;
 
 /// Most log lines one request may ask for.
-const MAX_LOG_LINES: usize = 10_000;
+const MAX_LOG_LINES: u64 = 10_000;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ProcessInfo {
@@ -61,19 +62,27 @@ impl ProcessInfo {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct StartProcessRequest {
     /// Command, run with `sh -c` in /workspace.
-    pub cmd: String,
+    pub cmd: CommandText,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ProcessPath {
     pub session_id: String,
-    pub pid: u32,
+    /// The process's pid in the container.
+    pub pid: Bounded<0, { u32::MAX as u64 }>,
+}
+
+impl ProcessPath {
+    fn pid(&self) -> u32 {
+        // In range: the type's bounds are u32's.
+        self.pid.get() as u32
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct LogsQuery {
-    /// How many of the last lines to return (default 50).
-    pub lines: Option<usize>,
+    /// How many of the last lines to return (default 50, at most 10,000).
+    pub lines: Option<Bounded<0, MAX_LOG_LINES>>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -138,7 +147,7 @@ async fn start(
 ) -> Result<Json<ProcessInfo>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
     session.check_usable()?;
-    let p = session.caps.start_process(&req.cmd).await?;
+    let p = session.caps.start_process(req.cmd.as_str()).await?;
     Ok(Json(ProcessInfo::new(&p, ProcessState::Running)))
 }
 
@@ -148,9 +157,10 @@ async fn stop(
 ) -> Result<Json<MessageResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
     session.check_usable()?;
-    let outcome = session.caps.stop_process(path.pid).await?;
+    let outcome = session.caps.stop_process(path.pid()).await?;
     Ok(Json(MessageResponse::new(crate::plugins::stop_message(
-        path.pid, outcome,
+        path.pid(),
+        outcome,
     ))))
 }
 
@@ -160,10 +170,10 @@ async fn logs(
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Json<LogsResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    let lines = query.lines.unwrap_or(50).min(MAX_LOG_LINES);
-    let logs = session.caps.process_logs(path.pid, lines).await?;
+    let lines = query.lines.map_or(50, |n| n.get() as usize);
+    let logs = session.caps.process_logs(path.pid(), lines).await?;
     Ok(Json(LogsResponse {
         logs,
-        pid: path.pid,
+        pid: path.pid(),
     }))
 }

@@ -18,15 +18,16 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::extract::{ApiJson, ApiPath};
+use super::types::FirstTaskText;
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::server::AppState;
 use crate::session::SessionInfo;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateSessionRequest {
-    /// A first task for the agent. Optional; empty means none.
+    /// A first task for the agent. Optional; blank means none.
     #[serde(default)]
-    pub task: Option<String>,
+    pub task: Option<FirstTaskText>,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -57,7 +58,10 @@ async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let task = req.task.filter(|t| !t.trim().is_empty());
+    let task = req
+        .task
+        .map(FirstTaskText::into_inner)
+        .filter(|t| !t.trim().is_empty());
     let session = state.sessions.create(task.clone()).await?;
     // Taken before the task starts, so `?since=last_event_seq` follows the
     // whole task from its `task_started`.

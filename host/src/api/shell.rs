@@ -17,19 +17,20 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
+use super::types::{CommandText, PositiveSeconds};
 use super::{ApiError, SessionPath};
 use crate::server::AppState;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ShellRequest {
     /// The command, run with `sh -c` in /workspace.
-    pub cmd: String,
+    pub cmd: CommandText,
     /// Accepted for compatibility; commands never get a terminal.
     #[serde(default)]
     pub tty: bool,
     /// Seconds before the command and its children are killed (additive;
     /// default `sandbox.exec_timeout_secs`, capped at `sandbox.max_exec_timeout_secs`).
-    pub timeout: Option<f64>,
+    pub timeout: Option<PositiveSeconds>,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -64,20 +65,15 @@ async fn shell(
     if req.tty {
         tracing::debug!("tty requested; commands never get a terminal");
     }
-    let timeout = match req.timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => {
-            return Err(ApiError::unprocessable(
-                "Invalid field `timeout`: must be a positive number of seconds",
-            ));
-        }
-        Some(t) => Some(Duration::from_secs_f64(t.min(1e6))),
-        None => None,
-    };
-    let out = session.caps.exec(&req.cmd, timeout).await?;
+    let timeout = req
+        .timeout
+        .map(|t| Duration::from_secs_f64(t.get().min(1e6)));
+    let command = req.cmd.into_inner();
+    let out = session.caps.exec(&command, timeout).await?;
     let mut output = out.stdout.clone();
     output.push_str(&out.stderr);
     Ok(Json(ShellResponse {
-        command: req.cmd,
+        command,
         output,
         timestamp: crate::time::timestamp(chrono::Utc::now()),
         exit_code: out.exit_code,

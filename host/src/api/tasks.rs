@@ -19,13 +19,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
+use super::types::TaskText;
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::server::AppState;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskRequest {
     /// What the agent should do.
-    pub task: String,
+    pub task: TaskText,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -62,12 +63,8 @@ async fn submit(
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<Json<TaskResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    if req.task.trim().is_empty() {
-        return Err(ApiError::unprocessable(
-            "Invalid field `task`: must not be empty",
-        ));
-    }
-    let submitted = start(&state, &session, req.task.clone()).await?;
+    let task = req.task.into_inner();
+    let submitted = start(&state, &session, task.clone()).await?;
     let message = if submitted.position == 0 {
         format!("Task started in session {}", session.id)
     } else {
@@ -78,7 +75,7 @@ async fn submit(
     };
     Ok(Json(TaskResponse {
         message,
-        task: req.task,
+        task,
         task_id: submitted.task_id,
         queued: submitted.position > 0,
         position: submitted.position,

@@ -427,6 +427,11 @@ impl PluginRuntime {
             .collect()
     }
 
+    /// Whether a loaded plugin provides `tool` (enabled or not).
+    pub fn has_tool(&self, tool: &str) -> bool {
+        self.registry.read().unwrap().tools.contains_key(tool)
+    }
+
     /// The tools the model may be offered.
     pub fn enabled_tools(&self) -> Vec<ToolInfo> {
         self.tools().into_iter().filter(|t| t.enabled).collect()

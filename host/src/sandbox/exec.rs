@@ -18,6 +18,34 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 /// Bound on the internal helper scripts (status, start, kill).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longest command accepted, in characters. A command reaches `sh -c` as
+/// one argument (and one environment variable), each of which Linux caps at
+/// 128 KiB (`MAX_ARG_STRLEN`); past it the exec fails with E2BIG, which
+/// looks like a command that printed nothing. 32,000 characters are at most
+/// 128,000 bytes of UTF-8.
+pub const MAX_COMMAND_CHARS: usize = 32_000;
+
+/// Refuses a command that cannot be run: empty, with a NUL byte, or longer
+/// than [`MAX_COMMAND_CHARS`].
+pub(super) fn check_command(command: &str) -> Result<(), SandboxError> {
+    if command.contains('\0') {
+        return Err(SandboxError::InvalidInput(
+            "command contains a NUL byte".into(),
+        ));
+    }
+    if command.trim().is_empty() {
+        return Err(SandboxError::InvalidInput("command is empty".into()));
+    }
+    let chars = command.chars().count();
+    if chars > MAX_COMMAND_CHARS {
+        return Err(SandboxError::InvalidInput(format!(
+            "command is {chars} characters long; at most {MAX_COMMAND_CHARS} are accepted \
+             (write long scripts to a file and run that)"
+        )));
+    }
+    Ok(())
+}
+
 /// A command to run with `sh -c` in the session's workspace.
 #[derive(Debug, Clone)]
 pub struct ExecRequest {
@@ -70,14 +98,7 @@ impl Sandbox {
         container: &str,
         request: ExecRequest,
     ) -> Result<ExecOutput, SandboxError> {
-        if request.command.contains('\0') {
-            return Err(SandboxError::InvalidInput(
-                "command contains a NUL byte".into(),
-            ));
-        }
-        if request.command.trim().is_empty() {
-            return Err(SandboxError::InvalidInput("command is empty".into()));
-        }
+        check_command(&request.command)?;
         let timeout = request
             .timeout
             .unwrap_or(self.config.exec_timeout())

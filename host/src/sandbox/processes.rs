@@ -68,14 +68,7 @@ impl Sandbox {
         container: &str,
         cmd: &str,
     ) -> Result<BackgroundProcess, SandboxError> {
-        if cmd.contains('\0') {
-            return Err(SandboxError::InvalidInput(
-                "command contains a NUL byte".into(),
-            ));
-        }
-        if cmd.trim().is_empty() {
-            return Err(SandboxError::InvalidInput("command is empty".into()));
-        }
+        super::exec::check_command(cmd)?;
         let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let env = vec![format!("CROGIA_CMD={cmd}"), format!("CROGIA_PROC_ID={id}")];
         let started = Utc::now();

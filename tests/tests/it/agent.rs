@@ -408,7 +408,7 @@ async fn without_a_model_a_task_fails_at_once_saying_how_to_configure_one() {
 }
 
 #[tokio::test]
-async fn a_later_task_continues_the_conversation() {
+async fn a_later_task_continues_the_conversation_even_after_a_restart() {
     let model = ScriptedModel::start(vec![
         Reply::Text("The answer is 42.".into()),
         Reply::Text("You asked about 42.".into()),
@@ -419,6 +419,11 @@ async fn a_later_task_continues_the_conversation() {
     let mut ws = server.ws(&id, None).await;
     post_task(&server, &id, "What is the answer?").await;
     ws.until_completed(1).await;
+    drop(ws);
+    // The conversation is in the store, not only in memory.
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+    let mut ws = server.ws(&id, None).await;
     post_task(&server, &id, "What did I ask?").await;
     ws.until_completed(1).await;
     let second = &model.requests()[1]["messages"];
@@ -596,4 +601,161 @@ async fn old_turns_are_dropped_when_the_conversation_outgrows_the_context() {
         .collect();
     // "one" (and its long answer) no longer fit; "two" does; "three" is current.
     assert_eq!(users, ["two", "three"]);
+}
+
+#[tokio::test]
+async fn a_stream_that_breaks_after_text_fails_the_task_without_retrying_or_repeating() {
+    let model = ScriptedModel::start(vec![
+        Reply::BrokenAfter(vec!["Half ".into(), "an answer".into()]),
+        // What a retry would get: it must never be asked for.
+        Reply::Text("a second try".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "talk").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(
+        types(&events),
+        [
+            "task_started",
+            "text_delta",
+            "text_delta",
+            "error",
+            "task_completed"
+        ]
+    );
+    let text: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "text_delta")
+        .map(|e| e["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(text, ["Half ", "an answer"]);
+    assert_eq!(events[4]["status"], "failed");
+    assert_eq!(model.requests().len(), 1, "the broken stream was retried");
+    // The session goes on: the next task gets the reply the retry would have.
+    post_task(&server, &id, "again").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed");
+}
+
+#[tokio::test]
+async fn tool_results_are_cut_to_event_result_chars_in_events_but_not_for_the_model() {
+    let content = "0123456789".repeat(30);
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "big.txt", "content": content}),
+        )]),
+        Reply::Tools(vec![("read_file".into(), json!({"path": "big.txt"}))]),
+        Reply::Text("read it".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| c.agent.event_result_chars = 50).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "write and read").await;
+    let events = ws.until_completed(1).await;
+    let read = events
+        .iter()
+        .filter(|e| e["type"] == "tool_complete")
+        .nth(1)
+        .unwrap();
+    assert_eq!(read["tool_name"], "read_file");
+    let result = read["result"].as_str().unwrap();
+    let (kept, note) = result.split_once('\n').unwrap();
+    assert_eq!(kept.chars().count(), 50, "{result}");
+    assert!(
+        content.contains(kept) || kept.ends_with(&content[..10]),
+        "{result}"
+    );
+    let cut = note
+        .strip_prefix("[... ")
+        .and_then(|n| n.strip_suffix(" more characters cut]"))
+        .unwrap_or_else(|| panic!("no cut note in {result:?}"));
+    // The model got the whole file.
+    let to_model = model.requests()[2]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|m| m["role"] == "tool")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(to_model.contains(&content), "{to_model}");
+    assert_eq!(cut.parse::<usize>().unwrap() + 50, to_model.chars().count());
+}
+
+#[tokio::test]
+async fn concurrent_submissions_never_queue_more_than_max_queued_tasks() {
+    let model = ScriptedModel::start(vec![Reply::Stall(vec!["busy".into()])]).await;
+    let server = server_with_model(&model, |c| c.agent.max_queued_tasks = 2).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "the running one").await;
+    assert_eq!(ws.event().await["type"], "task_started");
+    let path = format!("/api/sessions/{id}/tasks");
+    let answers = futures_util::future::join_all(
+        (0..20).map(|i| server.post(&path, json!({"task": format!("waiting {i}")}))),
+    )
+    .await;
+    let accepted: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    let refused = answers.iter().filter(|(status, _)| *status == 429).count();
+    assert_eq!((accepted.len(), refused), (2, 18), "{answers:?}");
+    let mut positions: Vec<u64> = accepted
+        .iter()
+        .map(|b| b["position"].as_u64().unwrap())
+        .collect();
+    positions.sort();
+    assert_eq!(positions, [1, 2]);
+    let (_, refusal) = answers.iter().find(|(s, _)| *s == 429).unwrap();
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already has 2 tasks waiting"),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn tool_names_a_model_makes_up_share_one_metrics_label() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![
+            ("made_up_tool_1".into(), json!({})),
+            ("made_up_tool_2".into(), json!({})),
+            ("list_files".into(), json!({})),
+        ]),
+        Reply::Text("done".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "call things").await;
+    ws.until_completed(1).await;
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"crogia_tool_calls_total{tool="unknown",outcome="unknown_tool"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"crogia_tool_calls_total{tool="list_files",outcome="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("made_up"), "{metrics}");
 }

@@ -165,6 +165,7 @@ async fn tasks_are_recorded_and_bad_task_bodies_are_422() {
     let resp = server
         .client
         .post(server.url(&path))
+        .header("Content-Type", "application/json")
         .body("{not json")
         .send()
         .await
@@ -303,18 +304,45 @@ async fn file_errors_are_clear_and_change_nothing() {
             .get(&format!("{base}/content?path=/etc/passwd"))
             .await
             .0,
-        400
+        403
     );
-    assert_eq!(
-        server
+    // What the document forbids is a 422 naming the field.
+    for (path, why) in [("a\u{0}b", "NUL"), ("", "must not be empty")] {
+        let (status, body) = server
             .post(
                 &format!("{base}/content"),
-                json!({"path": "a\u{0}b", "content": "x"})
+                json!({"path": path, "content": "x"}),
             )
-            .await
-            .0,
-        400
+            .await;
+        assert_eq!(status, 422, "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("`path`") && detail.contains(why),
+            "{detail}"
+        );
+    }
+    // A directory where a file is wanted, and the other way round: the
+    // workspace holds something else there.
+    server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "d/f.txt", "content": "x"}),
+        )
+        .await;
+    assert_eq!(server.get(&format!("{base}/content?path=d")).await.0, 409);
+    assert_eq!(server.get(&format!("{base}?path=d/f.txt")).await.0, 409);
+    assert_eq!(
+        server.delete(&format!("{base}/content?path=d")).await.0,
+        200
     );
+    // Base64 that does not decode is refused, as the document says.
+    let (status, body) = server
+        .post(
+            &format!("{base}/content"),
+            json!({"path": "b.bin", "content": "not base64!", "encoding": "base64"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
     server
         .post(
             &format!("/api/sessions/{id}/shell"),
@@ -460,13 +488,30 @@ async fn search_files_and_grep_follow_the_contract() {
             json!({"pattern": "("}),
         )
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 422);
     assert!(
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("invalid regular expression")
+            .contains("invalid regular expression"),
+        "{body}"
     );
+    // A directory the workspace does not have: the session is there, so not a 404.
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/search/grep"),
+            json!({"pattern": "x", "path": "no/such/dir"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    // A glob that does not parse means its own text, as in a shell.
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/search/files"),
+            json!({"pattern": "[unclosed"}),
+        )
+        .await;
+    assert_eq!((status, &body["matches"]), (200, &json!([])), "{body}");
     assert_eq!(
         server
             .post(
@@ -531,6 +576,30 @@ async fn shell_runs_commands_with_contract_and_additive_fields() {
             .await
             .0,
         422
+    );
+    // Blank commands and timeouts that are not positive are refused by the
+    // document's rules, naming the field.
+    for (body, field) in [
+        (json!({"cmd": ""}), "`cmd`"),
+        (json!({"cmd": " \t\n"}), "`cmd`"),
+        (json!({"cmd": "ls", "timeout": 0}), "`timeout`"),
+        (json!({"cmd": "ls", "timeout": -1}), "`timeout`"),
+    ] {
+        let (status, out) = server
+            .post(&format!("/api/sessions/{id}/shell"), body.clone())
+            .await;
+        assert_eq!(status, 422, "{body}: {out}");
+        assert!(out["detail"].as_str().unwrap().contains(field), "{out}");
+    }
+    // A request body must be an object, even where every field is optional.
+    let (status, out) = server.post("/api/sessions", json!([])).await;
+    assert_eq!(status, 422, "{out}");
+    assert!(
+        out["detail"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object"),
+        "{out}"
     );
 }
 
@@ -599,6 +668,22 @@ async fn processes_start_list_logs_and_stop_over_rest() {
         server.get(&format!("{base}/{pid}/logs?lines=many")).await.0,
         422
     );
+    // The document's bounds hold: at most 10,000 lines, pids within u32.
+    assert_eq!(
+        server
+            .get(&format!("{base}/{pid}/logs?lines=10001"))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        server
+            .get(&format!("{base}/{pid}/logs?lines=10000"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(server.get(&format!("{base}/4294967296/logs")).await.0, 422);
 }
 
 #[tokio::test]
@@ -865,6 +950,19 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
     let ws = server.fixture.tmp.path().join("orphan-ws");
     std::fs::create_dir_all(&ws).unwrap();
     let orphan = sandbox.create("deadbeef", &ws).await.unwrap();
+
+    // While the server runs, gc is refused: containers the server is still
+    // setting up (its warm pool, sessions being created) belong to no stored
+    // session yet, and would be taken for orphans.
+    let err = crogia_host::session::collect_garbage(&server.fixture.config, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is in use by") && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(server.fixture.sandbox.inspect(&orphan).await.is_ok());
 
     let fixture = server.stop().await;
     let dry = crogia_host::session::collect_garbage(&fixture.config, true)

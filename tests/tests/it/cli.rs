@@ -68,6 +68,33 @@ async fn session_commands_create_list_show_and_delete() {
 }
 
 #[tokio::test]
+async fn client_options_go_before_or_after_the_subcommand() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    for args in [
+        vec!["--url", server.base.as_str(), "--json", "session", "list"],
+        vec!["session", "list", "--url", server.base.as_str(), "--json"],
+        vec!["session", "--json", "list", "--url", server.base.as_str()],
+    ] {
+        let out = tokio::process::Command::new(binary())
+            .args(&args)
+            .env_remove("CROGIA_URL")
+            .env_remove("CROGIA_TOKEN")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(list[0]["session_id"], json!(id), "{args:?}");
+    }
+}
+
+#[tokio::test]
 async fn shell_and_files_commands() {
     let server = TestServer::start().await;
     let id = server.session().await;

@@ -2,7 +2,7 @@
 //! chromium-driver), driven over WebDriver: create a session with a task,
 //! watch it stream to completion (scripted model), open the file it wrote,
 //! stop a process it started. Screenshots of the main views go to
-//! target/screenshots/ (or docs/ with CROGIA_UPDATE_SCREENSHOTS=1).
+//! target/screenshots/ (or docs/ with CROGIA_TEST_UPDATE_SCREENSHOTS=1).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -58,7 +58,7 @@ async fn browser(driver: &Driver) -> fantoccini::Client {
 
 async fn screenshot(client: &fantoccini::Client, name: &str) {
     let png = client.screenshot().await.unwrap();
-    let dir = if std::env::var_os("CROGIA_UPDATE_SCREENSHOTS").is_some() {
+    let dir = if std::env::var_os("CROGIA_TEST_UPDATE_SCREENSHOTS").is_some() {
         repo_root().join("docs")
     } else {
         repo_root().join("target/screenshots")

@@ -66,6 +66,28 @@ async fn the_python_client_example_runs_unchanged() {
     assert!(output.contains("Event: task_completed"), "{output}");
     let sessions = server.get("/api/sessions").await.1;
     assert_eq!(sessions.as_array().unwrap().len(), 1);
+    // The example prints "Task started" whatever the answer, and stops at
+    // the first `task_completed`, which may be the first task's: the second
+    // task must have been accepted and have completed on its own.
+    let id = sessions[0]["session_id"].as_str().unwrap();
+    assert_eq!(
+        sessions[0]["last_task"],
+        "Add a simple route to the Flask app"
+    );
+    let mut ws = server.ws(id, Some(0)).await;
+    let events = ws.until_completed(2).await;
+    let done: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "task_completed")
+        .map(|e| (e["task"].as_str().unwrap(), e["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        done,
+        [
+            ("Create a simple Flask app", "completed"),
+            ("Add a simple route to the Flask app", "completed")
+        ]
+    );
     // Free the port before the next example takes it.
     server.stop().await;
 }
@@ -88,7 +110,13 @@ async fn the_javascript_client_example_runs_unchanged() {
     let (ok, output) = run(cmd).await;
     assert!(ok, "the JavaScript example failed:\n{output}");
     assert!(output.contains("Event: task_completed"), "{output}");
-    assert!(output.contains("OUTPUT: "), "{output}");
+    // The prelude prints what `appendToOutput` collected when the posted
+    // task completes: the second task's streamed text must be in it.
+    let collected = output
+        .lines()
+        .find_map(|l| l.strip_prefix("OUTPUT: "))
+        .unwrap_or_else(|| panic!("no OUTPUT line in:\n{output}"));
+    assert!(collected.contains("Added a route."), "{output}");
     let sessions = server.get("/api/sessions").await.1;
     assert_eq!(sessions[0]["last_task"], "Add props to the React component");
     server.stop().await;
