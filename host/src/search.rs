@@ -182,7 +182,13 @@ fn clip(text: &str, max_chars: usize) -> String {
 /// literally, as an unmatched `[` does in a shell.
 fn glob_or_literal(pattern: &str) -> Result<Glob, SearchError> {
     Glob::new(pattern)
-        .or_else(|_| Glob::new(&globset::escape(pattern)))
+        .or_else(|_| {
+            // `escape` brackets the metacharacters; a backslash must then
+            // stand for itself too (`a\` would otherwise be a dangling escape).
+            globset::GlobBuilder::new(&globset::escape(pattern))
+                .backslash_escape(false)
+                .build()
+        })
         .map_err(|e| SearchError::InvalidGlob {
             pattern: pattern.to_string(),
             reason: e.kind().to_string(),
@@ -365,7 +371,7 @@ mod tests {
 
     #[test]
     fn bad_regexes_are_reported_and_bad_globs_mean_their_text() {
-        let (_t, ws) = ws_with(&[("a", ""), ("[b", ""), ("{c,d", "")]);
+        let (_t, ws) = ws_with(&[("a", ""), ("[b", ""), ("{c,d", ""), ("e\\", "")]);
         let limits = WorkspaceConfig::default();
         assert!(matches!(
             grep(&ws, "(", &opts(".", &[]), &limits),
@@ -379,6 +385,11 @@ mod tests {
         assert_eq!(
             glob(&ws, "{c,d", &opts(".", &[]), &limits).unwrap(),
             ["{c,d"]
+        );
+        // A dangling escape: the backslash is a character of the name.
+        assert_eq!(
+            glob(&ws, "e\\", &opts(".", &[]), &limits).unwrap(),
+            ["e\\"]
         );
         assert_eq!(
             glob(&ws, "[", &opts(".", &[]), &limits).unwrap(),

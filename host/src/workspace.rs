@@ -42,6 +42,9 @@ pub enum WorkspaceError {
     NotADirectory(String),
     #[error("{path} is {size} bytes, over the {limit}-byte limit")]
     TooLarge { path: String, size: u64, limit: u64 },
+    /// Well-formed, but never done (removing the workspace itself).
+    #[error("{path:?}: {reason}")]
+    Refused { path: String, reason: &'static str },
     #[error("{path}: {source}")]
     Io { path: String, source: io::Error },
 }
@@ -365,9 +368,9 @@ impl Workspace {
     pub fn remove(&self, path: &str) -> Result<(), WorkspaceError> {
         let rel = Self::relative(path)?;
         if rel == Path::new(".") {
-            return Err(WorkspaceError::InvalidPath {
+            return Err(WorkspaceError::Refused {
                 path: path.to_string(),
-                reason: "cannot remove the workspace root",
+                reason: "the workspace itself cannot be removed",
             });
         }
         let err = |e| WorkspaceError::from_io(path, e);

@@ -106,7 +106,9 @@ impl From<WorkspaceError> for ApiError {
             WorkspaceError::IsADirectory(_) | WorkspaceError::NotADirectory(_) => {
                 StatusCode::CONFLICT
             }
-            WorkspaceError::OutsideWorkspace(_) => StatusCode::FORBIDDEN,
+            WorkspaceError::OutsideWorkspace(_) | WorkspaceError::Refused { .. } => {
+                StatusCode::FORBIDDEN
+            }
             WorkspaceError::NotFound(_) => StatusCode::NOT_FOUND,
             WorkspaceError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             WorkspaceError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,

@@ -152,7 +152,9 @@ fn host_error(e: CapabilityError) -> HostError {
                 WorkspaceError::InvalidPath { .. }
                 | WorkspaceError::IsADirectory(_)
                 | WorkspaceError::NotADirectory(_) => ErrorCode::InvalidInput,
-                WorkspaceError::OutsideWorkspace(_) => ErrorCode::PermissionDenied,
+                WorkspaceError::OutsideWorkspace(_) | WorkspaceError::Refused { .. } => {
+                    ErrorCode::PermissionDenied
+                }
                 WorkspaceError::NotFound(_) => ErrorCode::NotFound,
                 WorkspaceError::TooLarge { .. } => ErrorCode::TooLarge,
                 WorkspaceError::Io { .. } => ErrorCode::Internal,
