@@ -387,10 +387,7 @@ mod tests {
             ["{c,d"]
         );
         // A dangling escape: the backslash is a character of the name.
-        assert_eq!(
-            glob(&ws, "e\\", &opts(".", &[]), &limits).unwrap(),
-            ["e\\"]
-        );
+        assert_eq!(glob(&ws, "e\\", &opts(".", &[]), &limits).unwrap(), ["e\\"]);
         assert_eq!(
             glob(&ws, "[", &opts(".", &[]), &limits).unwrap(),
             Vec::<String>::new()
