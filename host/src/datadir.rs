@@ -63,6 +63,21 @@ pub fn make_private(path: &Path, mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `path` as an empty file with [`FILE_MODE`] when it is missing, or
+/// makes an existing one private.
+pub fn private_file(path: &Path) -> anyhow::Result<()> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => make_private(path, FILE_MODE),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 /// The exclusive claim of one process on a data directory, released when
 /// dropped (or when the process dies: the kernel drops the lock with it).
 #[derive(Debug)]
@@ -72,9 +87,11 @@ pub struct DataDirLock {
 }
 
 impl DataDirLock {
-    /// Claims `dir` for `what` (e.g. "the server"); refused, naming the
-    /// holder's pid, while another process holds it.
+    /// Claims `dir` for `what` (e.g. "another server"), creating it or
+    /// making it private first ([`prepare`]); refused, naming the holder's
+    /// pid, while another process holds it.
     pub fn acquire(dir: &Path, what: &str) -> anyhow::Result<Self> {
+        prepare(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
             .read(true)
@@ -129,17 +146,19 @@ mod tests {
     fn a_new_data_dir_is_private_and_an_open_one_is_closed() {
         let tmp = tempfile::tempdir().unwrap();
         let fresh = tmp.path().join("a/b/data");
-        prepare(&fresh).unwrap();
+        let claim = DataDirLock::acquire(&fresh, "the test").unwrap();
         assert_eq!(mode(&fresh), 0o700);
+        drop(claim);
         let old = tmp.path().join("old");
         std::fs::create_dir(&old).unwrap();
         std::fs::set_permissions(&old, Permissions::from_mode(0o755)).unwrap();
         prepare(&old).unwrap();
         assert_eq!(mode(&old), 0o700);
         let file = old.join("crogia.db");
-        std::fs::write(&file, b"").unwrap();
+        private_file(&file).unwrap();
+        assert_eq!(mode(&file), 0o600);
         std::fs::set_permissions(&file, Permissions::from_mode(0o644)).unwrap();
-        make_private(&file, FILE_MODE).unwrap();
+        private_file(&file).unwrap();
         assert_eq!(mode(&file), 0o600);
     }
 

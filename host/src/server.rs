@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
 use crate::config::Config;
-use crate::datadir::{self, DataDirLock};
+use crate::datadir::DataDirLock;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
@@ -69,7 +69,6 @@ impl App {
     /// right), opens the store, restores sessions, loads the plugins and
     /// records tasks a previous run left unfinished.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        datadir::prepare(&config.server.data_dir)?;
         let lock = DataDirLock::acquire(&config.server.data_dir, "another server")?;
         let config = Arc::new(config);
         let engine = DockerEngine::new(&config.sandbox.docker_host);

@@ -622,7 +622,6 @@ pub async fn collect_garbage(
     config: &Config,
     dry_run: bool,
 ) -> anyhow::Result<Vec<crate::sandbox::ContainerInfo>> {
-    crate::datadir::prepare(&config.server.data_dir)?;
     let _lock = crate::datadir::DataDirLock::acquire(&config.server.data_dir, "`crogia gc`")?;
     let store = Store::open(&config.server.data_dir).await?;
     let instance = store.instance_id().await?;

@@ -95,21 +95,15 @@ impl Store {
     /// makes an existing one (and its journal files, which SQLite creates
     /// with the database's mode) so.
     fn make_private(file: &Path) -> StoreResult<()> {
-        use std::os::unix::fs::OpenOptionsExt;
         let private = |e: anyhow::Error| StoreError::new(format!("{e:#}"));
-        if !file.exists() {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(crate::datadir::FILE_MODE)
-                .open(file)
-                .map_err(|e| StoreError::new(format!("creating {}: {e}", file.display())))?;
-        }
-        for suffix in ["", "-wal", "-shm"] {
-            let path = std::path::PathBuf::from(format!("{}{suffix}", file.display()));
-            if path.exists() {
-                crate::datadir::make_private(&path, crate::datadir::FILE_MODE).map_err(private)?;
+        crate::datadir::private_file(file).map_err(private)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut journal = file.as_os_str().to_owned();
+            journal.push(suffix);
+            let journal = std::path::PathBuf::from(journal);
+            if journal.exists() {
+                crate::datadir::make_private(&journal, crate::datadir::FILE_MODE)
+                    .map_err(private)?;
             }
         }
         Ok(())

@@ -76,17 +76,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         // serde reads a struct from an array too (`[]` would pass as `{}`);
         // every body of this API is an object, as the document says.
         if first != b'{' {
-            let what = match first {
-                b'[' => "an array",
-                b'"' => "a string",
-                b't' | b'f' => "a boolean",
-                b'n' => "null",
-                b'-' | b'0'..=b'9' => "a number",
-                _ => "not valid JSON",
-            };
-            return Err(unprocessable(format!(
-                "Request body must be a JSON object, got {what}"
-            )));
+            return Err(unprocessable("Request body must be a JSON object".into()));
         }
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(de).map_err(|e| {

@@ -52,7 +52,7 @@ impl BrowserGuard {
                 .server
                 .allowed_hosts
                 .iter()
-                .map(|h| h.trim().to_ascii_lowercase())
+                .map(|h| h.trim().to_string())
                 .collect(),
             cors_origins: config
                 .auth
@@ -67,14 +67,19 @@ impl BrowserGuard {
     /// Whether `host` (a `Host` header value, with or without a port) names
     /// this server.
     fn host_allowed(&self, host: &str) -> bool {
-        let name = host_name(host).to_ascii_lowercase();
-        if name == "localhost" || name.ends_with(".localhost") {
+        let name = host_name(host);
+        let bytes = name.as_bytes();
+        if name.eq_ignore_ascii_case("localhost")
+            || (bytes.len() > 10 && bytes[bytes.len() - 10..].eq_ignore_ascii_case(b".localhost"))
+        {
             return true;
         }
         if let Ok(ip) = name.parse::<IpAddr>() {
             return ip.is_loopback() || (!self.bind.is_unspecified() && ip == self.bind);
         }
-        self.allowed_hosts.contains(&name)
+        self.allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(name))
     }
 
     /// Whether a request carrying `Origin: origin` to `host` may change
@@ -89,7 +94,43 @@ impl BrowserGuard {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             .zip(host)
-            .is_some_and(|(authority, host)| authority == host.to_ascii_lowercase())
+            .is_some_and(|(authority, host)| authority.eq_ignore_ascii_case(host))
+    }
+
+    /// Why `req` is refused, if it is. Reads the request in place: the
+    /// common case (a request that passes) allocates nothing.
+    fn refusal(&self, req: &Request) -> Option<String> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()));
+        if let Some(host) = host
+            && !self.host_allowed(host)
+        {
+            tracing::warn!(%host, "refused a request for a host name this server does not answer to");
+            return Some(format!(
+                "Host {host:?} is not allowed: without auth tokens this server answers only to \
+                 loopback names, its bind address and server.allowed_hosts"
+            ));
+        }
+        let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        let websocket = req
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        if !(changes_state || websocket) {
+            return None;
+        }
+        let origin = String::from_utf8_lossy(req.headers().get(header::ORIGIN)?.as_bytes());
+        if self.origin_allowed(&origin, host) {
+            return None;
+        }
+        tracing::warn!(%origin, method = %req.method(), path = %req.uri().path(), "refused a cross-origin request");
+        Some(format!(
+            "Origin {origin:?} is not allowed: without auth tokens only this server's own \
+             pages and auth.cors_origins may send requests that change state"
+        ))
     }
 }
 
@@ -106,45 +147,11 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-fn refused(detail: String) -> Response {
-    ApiError::new(StatusCode::FORBIDDEN, detail).into_response()
-}
-
 pub async fn check(State(guard): State<Arc<BrowserGuard>>, req: Request, next: Next) -> Response {
-    if !guard.enabled {
-        return next.run(req).await;
-    }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    if let Some(host) = &host
-        && !guard.host_allowed(host)
+    if guard.enabled
+        && let Some(detail) = guard.refusal(&req)
     {
-        tracing::warn!(%host, "refused a request for a host name this server does not answer to");
-        return refused(format!(
-            "Host {host:?} is not allowed: without auth tokens this server answers only to \
-             loopback names, its bind address and server.allowed_hosts"
-        ));
-    }
-    let changes_state = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let websocket = req
-        .headers()
-        .get(header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    if (changes_state || websocket)
-        && let Some(origin) = req.headers().get(header::ORIGIN)
-    {
-        let origin = String::from_utf8_lossy(origin.as_bytes()).into_owned();
-        if !guard.origin_allowed(&origin, host.as_deref()) {
-            tracing::warn!(%origin, method = %req.method(), path = %req.uri().path(), "refused a cross-origin request");
-            return refused(format!(
-                "Origin {origin:?} is not allowed: without auth tokens only this server's own \
-                 pages and auth.cors_origins may send requests that change state"
-            ));
-        }
+        return ApiError::new(StatusCode::FORBIDDEN, detail).into_response();
     }
     next.run(req).await
 }

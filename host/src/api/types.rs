@@ -16,10 +16,6 @@ use serde::{Deserialize, Deserializer};
 
 /// Longest task, in characters.
 pub const MAX_TASK_CHARS: usize = 100_000;
-/// Longest shell command, in characters. It reaches `sh -c` as one
-/// argument, which Linux caps at 128 KiB (`MAX_ARG_STRLEN`); 32,000
-/// characters are at most 128,000 bytes of UTF-8.
-pub const MAX_COMMAND_CHARS: usize = crate::sandbox::MAX_COMMAND_CHARS;
 /// Longest workspace path, in characters: 1023 characters are at most
 /// 4092 bytes of UTF-8, within Linux's 4095-byte `PATH_MAX`.
 pub const MAX_PATH_CHARS: usize = 1023;
@@ -159,7 +155,8 @@ const FIRST_TASK_RULES: TextRules = TextRules {
     no_nul: false,
 };
 const COMMAND_RULES: TextRules = TextRules {
-    max_chars: MAX_COMMAND_CHARS,
+    // The sandbox's own limit (see there); a test keeps both rules alike.
+    max_chars: crate::sandbox::MAX_COMMAND_CHARS,
     non_blank: true,
     no_nul: true,
 };
@@ -397,11 +394,29 @@ mod tests {
         for bad in ["", "   ", "\t\n", "\u{85}\u{a0}", "echo \0"] {
             assert!(parse::<CommandText>(bad.into()).is_err(), "{bad:?}");
         }
-        let long = "x".repeat(MAX_COMMAND_CHARS + 1);
-        let err = parse::<CommandText>(long.into()).unwrap_err();
+        let max = crate::sandbox::MAX_COMMAND_CHARS;
+        let long = "x".repeat(max + 1);
+        let err = parse::<CommandText>(long.clone().into()).unwrap_err();
         assert!(err.contains("at most 32000"), "{err}");
         // The longest command, in the widest characters, fits one argument.
-        assert!(MAX_COMMAND_CHARS * 4 + "CROGIA_CMD=".len() < 128 * 1024);
+        assert!(max * 4 + "CROGIA_CMD=".len() < 128 * 1024);
+        // The document's rule and the sandbox's own (which guards plugins'
+        // commands) accept the same commands.
+        for s in [
+            "ls",
+            "",
+            " \t",
+            "a\0b",
+            "\u{3000}x",
+            &long,
+            &"é".repeat(max),
+        ] {
+            assert_eq!(
+                COMMAND_RULES.check(s).is_ok(),
+                crate::sandbox::check_command(s).is_ok(),
+                "{s:.20?}"
+            );
+        }
     }
 
     #[test]

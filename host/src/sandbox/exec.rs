@@ -27,7 +27,7 @@ pub const MAX_COMMAND_CHARS: usize = 32_000;
 
 /// Refuses a command that cannot be run: empty, with a NUL byte, or longer
 /// than [`MAX_COMMAND_CHARS`].
-pub(super) fn check_command(command: &str) -> Result<(), SandboxError> {
+pub fn check_command(command: &str) -> Result<(), SandboxError> {
     if command.contains('\0') {
         return Err(SandboxError::InvalidInput(
             "command contains a NUL byte".into(),
