@@ -30,6 +30,9 @@ pub enum CapabilityError {
     Search(#[from] SearchError),
     #[error("no process with pid {0} in this session")]
     ProcessNotFound(u32),
+    /// The session's container is gone: nothing can run in it any more.
+    #[error("Session {id} is unusable: {reason}. Delete it and create a new one.")]
+    Unusable { id: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -97,17 +100,88 @@ impl ProcessTable {
 /// times the work itself.
 pub const INLINE_READ_BYTES: u64 = 64 * 1024;
 
+/// Whether a session can still run commands, and why not when it cannot.
+/// Shared by the session (which reports it) and its capabilities (which
+/// refuse work that needs the container).
+#[derive(Debug, Default)]
+pub struct Health {
+    broken: std::sync::Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn new(broken: Option<String>) -> Self {
+        Self {
+            broken: std::sync::Mutex::new(broken),
+        }
+    }
+
+    /// Why the session is broken, when it is.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.lock().unwrap().clone()
+    }
+
+    /// Records that the session is broken. False when it already was.
+    pub fn mark_broken(&self, reason: &str) -> bool {
+        let mut broken = self.broken.lock().unwrap();
+        if broken.is_some() {
+            return false;
+        }
+        *broken = Some(reason.to_string());
+        true
+    }
+}
+
 /// The capabilities of one session.
 #[derive(Debug, Clone)]
 pub struct Capabilities {
-    pub sandbox: Sandbox,
-    pub container_id: Arc<str>,
-    pub workspace: Arc<Workspace>,
-    pub processes: Arc<ProcessTable>,
-    pub limits: Arc<WorkspaceConfig>,
+    session_id: Arc<str>,
+    sandbox: Sandbox,
+    container_id: Arc<str>,
+    workspace: Arc<Workspace>,
+    processes: Arc<ProcessTable>,
+    limits: Arc<WorkspaceConfig>,
+    health: Arc<Health>,
 }
 
 impl Capabilities {
+    pub fn new(
+        session_id: &str,
+        sandbox: Sandbox,
+        container_id: &str,
+        workspace: Arc<Workspace>,
+        processes: ProcessTable,
+        limits: Arc<WorkspaceConfig>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            session_id: session_id.into(),
+            sandbox,
+            container_id: container_id.into(),
+            workspace,
+            processes: Arc::new(processes),
+            limits,
+            health,
+        }
+    }
+
+    /// The workspace's directory on this host.
+    pub fn workspace_root(&self) -> &std::path::Path {
+        self.workspace.root()
+    }
+
+    /// Fails when the session's container is gone. Every capability that
+    /// needs the container checks this first, for REST handlers and plugins
+    /// alike; files stay readable and writable.
+    pub fn check_usable(&self) -> Result<(), CapabilityError> {
+        match self.health.broken() {
+            Some(reason) => Err(CapabilityError::Unusable {
+                id: self.session_id.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a command in the container (starting the container first if it
     /// was stopped).
     pub async fn exec(
@@ -115,6 +189,7 @@ impl Capabilities {
         command: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecOutput, CapabilityError> {
+        self.check_usable()?;
         let mut request = ExecRequest::new(command);
         request.timeout = timeout;
         match self.sandbox.exec(&self.container_id, request.clone()).await {
@@ -186,6 +261,7 @@ impl Capabilities {
     }
 
     pub async fn start_process(&self, command: &str) -> Result<BackgroundProcess, CapabilityError> {
+        self.check_usable()?;
         let p = match self
             .sandbox
             .start_process(&self.container_id, command)
@@ -203,20 +279,25 @@ impl Capabilities {
         Ok(p)
     }
 
-    /// Every process started in this session, with its current state.
+    /// Every process started in this session, with its current state. In a
+    /// session whose container is gone, whatever was started is gone too.
     pub async fn list_processes(&self) -> Result<Vec<ProcessStatus>, CapabilityError> {
         let records = self.processes.snapshot().await;
-        let states = match self
-            .sandbox
-            .process_states(&self.container_id, &records)
-            .await
-        {
-            Ok(states) => states,
-            // A stopped container runs nothing.
-            Err(SandboxError::NotRunning(_)) => {
-                vec![ProcessState::Exited { exit_code: None }; records.len()]
+        let states = if self.check_usable().is_err() {
+            vec![ProcessState::Exited { exit_code: None }; records.len()]
+        } else {
+            match self
+                .sandbox
+                .process_states(&self.container_id, &records)
+                .await
+            {
+                Ok(states) => states,
+                // A stopped container runs nothing.
+                Err(SandboxError::NotRunning(_)) => {
+                    vec![ProcessState::Exited { exit_code: None }; records.len()]
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         };
         Ok(records
             .into_iter()
@@ -226,6 +307,7 @@ impl Capabilities {
     }
 
     pub async fn stop_process(&self, pid: u32) -> Result<StopOutcome, CapabilityError> {
+        self.check_usable()?;
         let p = self
             .processes
             .find(pid)

@@ -14,25 +14,13 @@ use crate::datadir::DataDirLock;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::sandbox::{DockerEngine, Sandbox};
+use crate::service::SessionService;
 use crate::session::SessionManager;
+use crate::state::AppState;
 use crate::store::Store;
 
 /// How often the Docker engine's availability is probed.
 const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Everything the request handlers share.
-#[derive(Debug)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub sandbox: Sandbox,
-    pub plugins: Arc<PluginRuntime>,
-    pub sessions: Arc<SessionManager>,
-    pub agent: Arc<Agent>,
-    pub metrics: Arc<Metrics>,
-    /// Cancelled when the server begins to stop (WebSocket clients close).
-    pub shutdown: CancellationToken,
-}
 
 /// Refuses to serve a non-loopback address without authentication, unless
 /// the operator insists (`--insecure`).
@@ -115,12 +103,14 @@ impl App {
             .await
             .context("recording interrupted tasks")?;
         let shutdown = CancellationToken::new();
+        let service = SessionService::new(sessions.clone(), agent.clone());
         let state = AppState {
             config,
             store,
             sandbox,
             plugins,
             sessions,
+            service,
             agent,
             metrics,
             shutdown,

@@ -16,8 +16,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use crate::sandbox::BackgroundProcess;
-
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -52,6 +50,76 @@ pub struct SessionRecord {
     pub last_task: Option<String>,
     /// Why the session is broken, when it is.
     pub error: Option<String>,
+}
+
+/// A background process as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub id: String,
+    pub pid: u32,
+    /// When it started, in clock ticks after the container's kernel booted.
+    pub start_ticks: u64,
+    pub cmd: String,
+    pub log: String,
+    pub started: DateTime<Utc>,
+}
+
+/// Where a task stands, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Interrupted,
+    MaxSteps,
+}
+
+impl TaskStatus {
+    const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Interrupted,
+        Self::MaxSteps,
+    ];
+
+    /// The word stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+            Self::MaxSteps => "max_steps",
+        }
+    }
+
+    fn parse(word: &str) -> StoreResult<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == word)
+            .ok_or_else(|| StoreError::new(format!("unknown task status {word:?}")))
+    }
+
+    /// Whether the task has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+/// A task a previous run left queued or running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnfinishedTask {
+    pub session_id: String,
+    pub task_id: String,
+    pub task: String,
+    pub status: TaskStatus,
 }
 
 /// The server's database.
@@ -192,7 +260,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_process(&self, session_id: &str, p: &BackgroundProcess) -> StoreResult<()> {
+    pub async fn insert_process(&self, session_id: &str, p: &ProcessRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO processes (session_id, id, pid, start_ticks, cmd, log, started) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
@@ -209,7 +277,7 @@ impl Store {
     }
 
     /// A session's processes, oldest first.
-    pub async fn processes(&self, session_id: &str) -> StoreResult<Vec<BackgroundProcess>> {
+    pub async fn processes(&self, session_id: &str) -> StoreResult<Vec<ProcessRecord>> {
         let rows = sqlx::query(
             "SELECT id, pid, start_ticks, cmd, log, started FROM processes WHERE session_id = ? ORDER BY started, rowid",
         )
@@ -218,7 +286,7 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|r| BackgroundProcess {
+            .map(|r| ProcessRecord {
                 id: r.get(0),
                 pid: r.get::<i64, _>(1) as u32,
                 start_ticks: r.get::<i64, _>(2) as u64,
@@ -348,11 +416,11 @@ impl Store {
         &self,
         session_id: &str,
         id: &str,
-        status: &str,
+        status: TaskStatus,
     ) -> StoreResult<()> {
-        let finished = (!matches!(status, "queued" | "running")).then(|| time(Utc::now()));
+        let finished = status.is_final().then(|| time(Utc::now()));
         sqlx::query("UPDATE tasks SET status = ?, finished = COALESCE(?, finished) WHERE session_id = ? AND id = ?")
-            .bind(status)
+            .bind(status.as_str())
             .bind(finished)
             .bind(session_id)
             .bind(id)
@@ -361,17 +429,23 @@ impl Store {
         Ok(())
     }
 
-    /// Tasks still `queued` or `running`: (session id, task id, task, status).
-    pub async fn unfinished_tasks(&self) -> StoreResult<Vec<(String, String, String, String)>> {
+    /// Tasks still queued or running, oldest first.
+    pub async fn unfinished_tasks(&self) -> StoreResult<Vec<UnfinishedTask>> {
         let rows = sqlx::query(
             "SELECT session_id, id, task, status FROM tasks WHERE status IN ('queued', 'running') ORDER BY created",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect())
+        rows.into_iter()
+            .map(|r| {
+                Ok(UnfinishedTask {
+                    session_id: r.get(0),
+                    task_id: r.get(1),
+                    task: r.get(2),
+                    status: TaskStatus::parse(r.get::<&str, _>(3))?,
+                })
+            })
+            .collect()
     }
 
     pub async fn close(&self) {
@@ -400,7 +474,7 @@ mod tests {
         let store = Store::open(dir.path()).await.unwrap();
         let instance = store.instance_id().await.unwrap();
         store.insert_session(&record("a1b2c3d4")).await.unwrap();
-        let p = BackgroundProcess {
+        let p = ProcessRecord {
             id: "p1".into(),
             pid: 42,
             start_ticks: 7,
@@ -430,6 +504,27 @@ mod tests {
             store.events_after("a1b2c3d4", 1, 10).await.unwrap(),
             vec![(2, "{\"type\":\"b\"}".to_string())]
         );
+    }
+
+    #[tokio::test]
+    async fn task_statuses_are_stored_as_their_words_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).await.unwrap();
+        store.insert_session(&record("0000000a")).await.unwrap();
+        for (i, status) in TaskStatus::ALL.into_iter().enumerate() {
+            let id = format!("t{i}");
+            store.insert_task("0000000a", &id, "x").await.unwrap();
+            store
+                .set_task_status("0000000a", &id, status)
+                .await
+                .unwrap();
+            assert_eq!(TaskStatus::parse(status.as_str()).unwrap(), status);
+        }
+        let unfinished = store.unfinished_tasks().await.unwrap();
+        let statuses: Vec<_> = unfinished.iter().map(|t| t.status).collect();
+        assert_eq!(statuses, vec![TaskStatus::Queued, TaskStatus::Running]);
+        assert_eq!(unfinished[1].task_id, "t1");
+        assert!(TaskStatus::parse("exploded").is_err());
     }
 
     #[tokio::test]

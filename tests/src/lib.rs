@@ -137,13 +137,15 @@ impl TestSandbox {
     /// A container and the capabilities of a session living in it.
     pub async fn capabilities(&self) -> Capabilities {
         let (container, workspace) = self.container().await;
-        Capabilities {
-            sandbox: self.sandbox.clone(),
-            container_id: container.into(),
+        Capabilities::new(
+            &container,
+            self.sandbox.clone(),
+            &container,
             workspace,
-            processes: Arc::new(ProcessTable::new(Vec::new(), None)),
-            limits: Arc::new(self.config.workspace.clone()),
-        }
+            ProcessTable::new(Vec::new(), None),
+            Arc::new(self.config.workspace.clone()),
+            Arc::default(),
+        )
     }
 
     /// A plugin runtime over this fixture's config, with its folder loaded.
@@ -204,7 +206,7 @@ pub struct TestServer {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     pub client: reqwest::Client,
     /// The server's state, to look inside (subscribers, running tasks).
-    pub state: std::sync::Arc<crogia_host::server::AppState>,
+    pub state: std::sync::Arc<crogia_host::state::AppState>,
 }
 
 impl TestServer {

@@ -3,9 +3,10 @@
 //! grows past `agent.context_chars`, whole old turns (a user message and
 //! everything after it up to the next user message) are dropped, oldest
 //! first, which keeps every tool result next to the call that asked for it.
+//! Messages are stored in their versioned form ([`messages::encode`]); one
+//! that cannot be read fails the load instead of vanishing from history.
 
-use async_openai::types::chat::ChatCompletionRequestMessage;
-
+use super::messages::{self, Message};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug)]
@@ -13,7 +14,7 @@ pub struct Conversation {
     session_id: String,
     store: Store,
     /// (sequence number, message, its size in characters)
-    messages: Vec<(u64, ChatCompletionRequestMessage, usize)>,
+    messages: Vec<(u64, Message, usize)>,
     next_seq: u64,
 }
 
@@ -21,12 +22,12 @@ impl Conversation {
     pub async fn load(store: Store, session_id: &str) -> Result<Self, StoreError> {
         let mut messages = Vec::new();
         for (seq, json) in store.messages(session_id).await? {
-            match serde_json::from_str::<ChatCompletionRequestMessage>(&json) {
-                Ok(m) => messages.push((seq, m, json.len())),
-                Err(e) => {
-                    tracing::warn!(session = session_id, seq, error = %e, "skipping an unreadable stored message")
-                }
-            }
+            let m = messages::decode(&json).map_err(|e| {
+                StoreError::new(format!(
+                    "message {seq} of session {session_id}'s conversation cannot be read: {e}"
+                ))
+            })?;
+            messages.push((seq, m, json.len()));
         }
         let next_seq = messages.last().map_or(1, |(seq, _, _)| seq + 1);
         Ok(Self {
@@ -38,8 +39,8 @@ impl Conversation {
     }
 
     /// Appends a message and persists it.
-    pub async fn push(&mut self, message: ChatCompletionRequestMessage) -> Result<(), StoreError> {
-        let json = serde_json::to_string(&message).expect("messages serialise");
+    pub async fn push(&mut self, message: Message) -> Result<(), StoreError> {
+        let json = messages::encode(&message);
         self.store
             .append_messages(&self.session_id, self.next_seq, std::slice::from_ref(&json))
             .await?;
@@ -59,7 +60,7 @@ impl Conversation {
             .messages
             .iter()
             .enumerate()
-            .filter(|(i, (_, m, _))| *i > 0 && matches!(m, ChatCompletionRequestMessage::User(_)))
+            .filter(|(i, (_, m, _))| *i > 0 && m.is_user())
             .map(|(i, _)| i);
         // Cut at the first turn boundary that makes it fit; at worst keep
         // only the last turn (the one being worked on).
@@ -83,7 +84,7 @@ impl Conversation {
         Ok(())
     }
 
-    pub fn messages(&self) -> impl Iterator<Item = &ChatCompletionRequestMessage> {
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
         self.messages.iter().map(|(_, m, _)| m)
     }
 }

@@ -7,35 +7,45 @@
 //! with exactly one `task_completed` whose `status` says how it ended
 //! (`completed`, `failed`, `cancelled`, `interrupted`, `max_steps`); a
 //! failure is described by an `error` event before it.
+//!
+//! - this module: the queues, the workers that drain them, and how a task's
+//!   end is published and recorded;
+//! - `run.rs`: one task's model/tool loop;
+//! - `model.rs`: the [`Model`] seam and the OpenAI-compatible client;
+//! - `tools.rs`: the [`ToolRunner`] seam and one tool call with its events;
+//! - `messages.rs`, `conversation.rs`: the conversation, in the project's
+//!   own versioned types, persisted message by message.
 
 mod conversation;
+mod messages;
 mod model;
+mod run;
+#[cfg(test)]
+mod tests;
+mod tools;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use async_openai::types::chat::{
-    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
-    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
-    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
-    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
-    ChatCompletionRequestUserMessageContent, ChatCompletionTool, ChatCompletionTools, FunctionCall,
-    FunctionObject,
-};
 use tokio_util::sync::CancellationToken;
 
-pub use model::{ModelClient, NOT_CONFIGURED};
+pub use messages::{Message, ToolCall};
+pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnRequest};
+pub use run::{StopReason, TaskEnd};
+pub use tools::ToolRunner;
 
 use crate::config::Config;
 use crate::events::{EventKind, TaskOutcome, Usage};
+use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
-use crate::session::Session;
-use crate::store::Store;
-use conversation::Conversation;
-use model::ModelError;
+use crate::session::{Session, SessionManager};
+use crate::store::{Store, TaskStatus};
+use run::{StopSignal, TaskRun};
+
+/// How long a worker may take to record the end of a task it was told to
+/// stop, before it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -55,10 +65,6 @@ pub struct Submitted {
     pub position: usize,
 }
 
-/// Why a running task was asked to stop.
-const STOP_CANCELLED: u8 = 1;
-const STOP_INTERRUPTED: u8 = 2;
-
 struct QueuedTask {
     id: String,
     text: String,
@@ -66,8 +72,7 @@ struct QueuedTask {
 
 struct Running {
     id: String,
-    token: CancellationToken,
-    reason: Arc<AtomicU8>,
+    stop: StopSignal,
 }
 
 #[derive(Default)]
@@ -81,15 +86,17 @@ struct SessionTasks {
     /// The task draining the queue; `None` once it has decided to stop
     /// (under the lock, so a submit never misses a worker that is exiting).
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// Set by [`Agent::hold`]: no task starts until [`Agent::release`].
+    held: bool,
 }
 
 /// Runs tasks for every session.
 pub struct Agent {
     config: Arc<Config>,
     store: Store,
-    plugins: Arc<PluginRuntime>,
-    metrics: Arc<crate::metrics::Metrics>,
-    model: Result<ModelClient, String>,
+    tools: Arc<dyn ToolRunner>,
+    metrics: Arc<Metrics>,
+    model: Result<Arc<dyn Model>, String>,
     tasks: Mutex<HashMap<String, SessionTasks>>,
     shutting_down: CancellationToken,
 }
@@ -103,20 +110,33 @@ impl std::fmt::Debug for Agent {
 }
 
 impl Agent {
+    /// An agent using the configured model endpoint and the plugins' tools.
     pub fn new(
         config: Arc<Config>,
         store: Store,
         plugins: Arc<PluginRuntime>,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let model = ModelClient::from_config(&config.model, &config.agent);
+        let model = ModelClient::from_config(&config.model, &config.agent)
+            .map(|m| Arc::new(m) as Arc<dyn Model>);
         if let Err(why) = &model {
             tracing::warn!("{why}");
         }
+        Self::with_parts(config, store, model, plugins, metrics)
+    }
+
+    /// An agent with the given model (or why there is none) and tools.
+    pub fn with_parts(
+        config: Arc<Config>,
+        store: Store,
+        model: Result<Arc<dyn Model>, String>,
+        tools: Arc<dyn ToolRunner>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
-            plugins,
+            tools,
             metrics,
             model,
             tasks: Mutex::new(HashMap::new()),
@@ -159,12 +179,17 @@ impl Agent {
             id: task_id.clone(),
             text,
         });
-        if state.worker.is_none() {
+        self.ensure_worker(state, session);
+        Ok(Submitted { task_id, position })
+    }
+
+    /// Starts a worker for a session's queue unless one runs or it is held.
+    fn ensure_worker(self: &Arc<Self>, state: &mut SessionTasks, session: &Arc<Session>) {
+        if state.worker.is_none() && !state.held && !state.queue.is_empty() {
             let agent = self.clone();
             let session = session.clone();
             state.worker = Some(tokio::spawn(async move { agent.work(session).await }));
         }
-        Ok(Submitted { task_id, position })
     }
 
     /// Stops the session's running task. Returns false when none runs.
@@ -173,22 +198,53 @@ impl Agent {
         match tasks.get(session_id).and_then(|t| t.running.as_ref()) {
             Some(running) => {
                 tracing::info!(session = session_id, task = %running.id, "cancelling the running task");
-                running.reason.store(STOP_CANCELLED, Ordering::SeqCst);
-                running.token.cancel();
+                running.stop.stop(StopReason::Cancelled);
                 true
             }
             None => false,
         }
     }
 
-    /// Forgets a session being deleted: its queue is dropped and its running
-    /// task stopped.
+    /// Holds a session's tasks: the running one is cancelled and its end
+    /// recorded (waited for), queued ones wait, and nothing starts until
+    /// [`Self::release`] or [`Self::forget`].
+    pub async fn hold(&self, session_id: &str) {
+        let worker = {
+            let mut tasks = self.tasks.lock().unwrap();
+            let state = tasks.entry(session_id.to_string()).or_default();
+            state.held = true;
+            if let Some(running) = &state.running {
+                running.stop.stop(StopReason::Cancelled);
+            }
+            state.worker.take()
+        };
+        if let Some(mut worker) = worker
+            && tokio::time::timeout(STOP_GRACE, &mut worker).await.is_err()
+        {
+            tracing::warn!(
+                session = session_id,
+                "a stopped task did not finish in time; aborted"
+            );
+            worker.abort();
+        }
+    }
+
+    /// Lets a held session's queued tasks run again.
+    pub fn release(self: &Arc<Self>, session: &Arc<Session>) {
+        let mut tasks = self.tasks.lock().unwrap();
+        if let Some(state) = tasks.get_mut(&session.id) {
+            state.held = false;
+            self.ensure_worker(state, session);
+        }
+    }
+
+    /// Forgets a deleted session: its queue is dropped and whatever still
+    /// runs is stopped.
     pub fn forget(&self, session_id: &str) {
         let state = self.tasks.lock().unwrap().remove(session_id);
         if let Some(state) = state {
             if let Some(running) = state.running {
-                running.reason.store(STOP_CANCELLED, Ordering::SeqCst);
-                running.token.cancel();
+                running.stop.stop(StopReason::Cancelled);
             }
             if let Some(worker) = state.worker {
                 worker.abort();
@@ -213,44 +269,37 @@ impl Agent {
             let mut tasks = self.tasks.lock().unwrap();
             for state in tasks.values_mut() {
                 if let Some(running) = &state.running {
-                    running.reason.store(STOP_INTERRUPTED, Ordering::SeqCst);
-                    running.token.cancel();
+                    running.stop.stop(StopReason::Interrupted);
                 }
             }
             tasks.values_mut().filter_map(|s| s.worker.take()).collect()
         };
         for worker in workers {
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), worker).await;
+            let _ = tokio::time::timeout(STOP_GRACE, worker).await;
         }
     }
 
     /// After a restart: tasks the store says were queued or running were
     /// interrupted by the stop; say so in their sessions' event logs.
-    pub async fn recover(
-        &self,
-        sessions: &crate::session::SessionManager,
-    ) -> Result<(), AgentError> {
-        for (session_id, task_id, task, status) in self.store.unfinished_tasks().await? {
-            if let Ok(session) = sessions.get(&session_id) {
-                let message = match status.as_str() {
-                    "running" => {
+    pub async fn recover(&self, sessions: &SessionManager) -> Result<(), AgentError> {
+        for t in self.store.unfinished_tasks().await? {
+            if let Ok(session) = sessions.get(&t.session_id) {
+                let message = match t.status {
+                    TaskStatus::Running => {
                         "The server stopped while this task was running; it did not finish."
                     }
                     _ => "The server stopped before this queued task could start.",
                 };
-                self.finish(
-                    &session,
-                    &task_id,
-                    &task,
+                let end = TaskEnd::new(
                     TaskOutcome::Interrupted,
                     Usage::default(),
                     0,
-                    Some(message),
-                )
-                .await;
+                    Some(message.into()),
+                );
+                self.finish(&session, &t.task_id, &t.task, &end).await;
             } else {
                 self.store
-                    .set_task_status(&session_id, &task_id, "interrupted")
+                    .set_task_status(&t.session_id, &t.task_id, TaskStatus::Interrupted)
                     .await?;
             }
         }
@@ -260,31 +309,32 @@ impl Agent {
     /// Drains a session's queue, one task at a time.
     async fn work(self: Arc<Self>, session: Arc<Session>) {
         loop {
-            let (task, token, reason) = {
+            let (task, stop) = {
                 let mut tasks = self.tasks.lock().unwrap();
                 let Some(state) = tasks.get_mut(&session.id) else {
                     return;
                 };
-                let Some(task) = state.queue.pop_front() else {
+                let next = if state.held {
+                    None
+                } else {
+                    state.queue.pop_front()
+                };
+                let Some(task) = next else {
                     state.worker = None;
                     return;
                 };
-                let token = self.shutting_down.child_token();
-                let reason = Arc::new(AtomicU8::new(0));
+                let stop = StopSignal::new(self.shutting_down.child_token());
                 state.running = Some(Running {
                     id: task.id.clone(),
-                    token: token.clone(),
-                    reason: reason.clone(),
+                    stop: stop.clone(),
                 });
-                (task, token, reason)
+                (task, stop)
             };
             if self.shutting_down.is_cancelled() {
-                reason.store(STOP_INTERRUPTED, Ordering::SeqCst);
+                stop.stop(StopReason::Interrupted);
             }
             let started = Instant::now();
-            let Some((outcome, usage, steps, error)) =
-                self.run(&session, &task, &token, &reason).await
-            else {
+            let Some(end) = self.run(&session, &task, &stop).await else {
                 continue;
             };
             // Not running any more before anyone hears it ended, so a cancel
@@ -292,19 +342,10 @@ impl Agent {
             if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
                 state.running = None;
             }
-            self.finish(
-                &session,
-                &task.id,
-                &task.text,
-                outcome,
-                usage,
-                steps,
-                error.as_deref(),
-            )
-            .await;
+            self.finish(&session, &task.id, &task.text, &end).await;
             tracing::info!(
-                session = %session.id, task = %task.id, ?outcome, steps, tokens = usage.total_tokens,
-                ms = started.elapsed().as_millis() as u64, "task finished"
+                session = %session.id, task = %task.id, outcome = ?end.outcome, steps = end.steps,
+                tokens = end.usage.total_tokens, ms = started.elapsed().as_millis() as u64, "task finished"
             );
         }
     }
@@ -315,12 +356,11 @@ impl Agent {
         &self,
         session: &Arc<Session>,
         task: &QueuedTask,
-        token: &CancellationToken,
-        reason: &AtomicU8,
-    ) -> Option<(TaskOutcome, Usage, u32, Option<String>)> {
-        if reason.load(Ordering::SeqCst) == STOP_INTERRUPTED {
+        stop: &StopSignal,
+    ) -> Option<TaskEnd> {
+        if stop.reason() == Some(StopReason::Interrupted) {
             let msg = "The server is shutting down; this queued task was not started.";
-            return Some((
+            return Some(TaskEnd::new(
                 TaskOutcome::Interrupted,
                 Usage::default(),
                 0,
@@ -329,7 +369,7 @@ impl Agent {
         }
         if let Err(e) = self
             .store
-            .set_task_status(&session.id, &task.id, "running")
+            .set_task_status(&session.id, &task.id, TaskStatus::Running)
             .await
         {
             tracing::error!(session = %session.id, error = %e, "could not record a task as running");
@@ -345,27 +385,28 @@ impl Agent {
         }
         tracing::info!(session = %session.id, task = %task.id, "task started");
         Some(match &self.model {
-            Err(why) => (TaskOutcome::Failed, Usage::default(), 0, Some(why.clone())),
-            Ok(model) => self.work_on(session, task, model, token, reason).await,
+            Err(why) => TaskEnd::new(TaskOutcome::Failed, Usage::default(), 0, Some(why.clone())),
+            Ok(model) => {
+                let run = TaskRun {
+                    settings: &self.config.agent,
+                    store: &self.store,
+                    model: model.as_ref(),
+                    tools: self.tools.as_ref(),
+                    metrics: &self.metrics,
+                    session,
+                    stop,
+                };
+                run.run(&task.text).await
+            }
         })
     }
 
     /// Publishes a task's `error` (if any) and its `task_completed`, and
     /// records its final status.
-    #[allow(clippy::too_many_arguments)]
-    async fn finish(
-        &self,
-        session: &Session,
-        task_id: &str,
-        task: &str,
-        status: TaskOutcome,
-        usage: Usage,
-        steps: u32,
-        error: Option<&str>,
-    ) {
-        if let Some(message) = error {
+    async fn finish(&self, session: &Session, task_id: &str, task: &str, end: &TaskEnd) {
+        if let Some(message) = &end.error {
             let event = EventKind::Error {
-                message: message.to_string(),
+                message: message.clone(),
                 task_id: Some(task_id.to_string()),
             };
             if let Err(e) = session.events.publish(event).await {
@@ -376,261 +417,32 @@ impl Agent {
             session_id: session.id.clone(),
             task: task.to_string(),
             task_id: task_id.to_string(),
-            status,
-            usage,
-            steps,
+            status: end.outcome,
+            usage: end.usage,
+            steps: end.steps,
         };
         if let Err(e) = session.events.publish(done).await {
             tracing::error!(session = %session.id, error = %e, "could not record task_completed");
         }
-        let word = serde_json::to_value(status)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        self.metrics.task_finished(&word);
+        let status = task_status(end.outcome);
+        self.metrics.task_finished(status.as_str());
         if let Err(e) = self
             .store
-            .set_task_status(&session.id, task_id, &word)
+            .set_task_status(&session.id, task_id, status)
             .await
         {
             tracing::error!(session = %session.id, error = %e, "could not record a task's status");
         }
     }
-
-    /// The loop: ask the model, run the tools it calls, feed back the
-    /// results, until it answers without tool calls or runs out of steps.
-    async fn work_on(
-        &self,
-        session: &Arc<Session>,
-        task: &QueuedTask,
-        model: &ModelClient,
-        token: &CancellationToken,
-        reason: &AtomicU8,
-    ) -> (TaskOutcome, Usage, u32, Option<String>) {
-        let settings = &self.config.agent;
-        let stopped = || match reason.load(Ordering::SeqCst) {
-            STOP_INTERRUPTED => (
-                TaskOutcome::Interrupted,
-                Some("The server is shutting down; the task was stopped."),
-            ),
-            _ => (TaskOutcome::Cancelled, Some("The task was cancelled.")),
-        };
-        let mut usage = Usage::default();
-        let mut conversation = match Conversation::load(self.store.clone(), &session.id).await {
-            Ok(c) => c,
-            Err(e) => {
-                return (
-                    TaskOutcome::Failed,
-                    usage,
-                    0,
-                    Some(format!("could not load the conversation: {e}")),
-                );
-            }
-        };
-        let user = ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
-            content: ChatCompletionRequestUserMessageContent::Text(task.text.clone()),
-            name: None,
-        });
-        if let Err(e) = conversation.push(user).await {
-            return (
-                TaskOutcome::Failed,
-                usage,
-                0,
-                Some(format!("could not record the task: {e}")),
-            );
-        }
-        for step in 1..=settings.max_steps {
-            if let Err(e) = conversation.trim(settings.context_chars).await {
-                tracing::warn!(session = %session.id, error = %e, "could not trim the conversation");
-            }
-            let mut messages = vec![ChatCompletionRequestMessage::System(
-                ChatCompletionRequestSystemMessage {
-                    content: ChatCompletionRequestSystemMessageContent::Text(
-                        settings.system_prompt.clone(),
-                    ),
-                    name: None,
-                },
-            )];
-            messages.extend(conversation.messages().cloned());
-            let tools: Vec<ChatCompletionTools> = self
-                .plugins
-                .enabled_tools()
-                .into_iter()
-                .map(|t| {
-                    ChatCompletionTools::Function(ChatCompletionTool {
-                        function: FunctionObject {
-                            name: t.name,
-                            description: Some(t.description),
-                            parameters: Some(t.parameters),
-                            strict: None,
-                        },
-                    })
-                })
-                .collect();
-            let turn = tokio::select! {
-                _ = token.cancelled() => {
-                    let (outcome, msg) = stopped();
-                    return (outcome, usage, step - 1, msg.map(String::from));
-                }
-                turn = model.turn(messages, tools, &session.events) => turn,
-            };
-            let turn = match turn {
-                Ok(turn) => turn,
-                Err(ModelError::Events(e)) => return (TaskOutcome::Failed, usage, step, Some(e)),
-                Err(e) => return (TaskOutcome::Failed, usage, step, Some(e.to_string())),
-            };
-            self.metrics
-                .tokens(turn.usage.prompt_tokens, turn.usage.completion_tokens);
-            usage.prompt_tokens += turn.usage.prompt_tokens;
-            usage.completion_tokens += turn.usage.completion_tokens;
-            usage.total_tokens += turn.usage.total_tokens;
-            let assistant =
-                ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
-                    content: (!turn.text.is_empty()).then(|| {
-                        ChatCompletionRequestAssistantMessageContent::Text(turn.text.clone())
-                    }),
-                    tool_calls: (!turn.tool_calls.is_empty()).then(|| {
-                        turn.tool_calls
-                            .iter()
-                            .map(|c| {
-                                ChatCompletionMessageToolCalls::Function(
-                                    ChatCompletionMessageToolCall {
-                                        id: c.id.clone(),
-                                        function: FunctionCall {
-                                            name: c.name.clone(),
-                                            arguments: c.arguments.clone(),
-                                        },
-                                    },
-                                )
-                            })
-                            .collect()
-                    }),
-                    ..Default::default()
-                });
-            if let Err(e) = conversation.push(assistant).await {
-                return (
-                    TaskOutcome::Failed,
-                    usage,
-                    step,
-                    Some(format!("could not record the model's answer: {e}")),
-                );
-            }
-            if turn.tool_calls.is_empty() {
-                return (TaskOutcome::Completed, usage, step, None);
-            }
-            for call in &turn.tool_calls {
-                // Every call gets a result, even when stopped, so the stored
-                // conversation stays valid for the next task.
-                let content = if token.is_cancelled() {
-                    "Not run: the task was stopped.".to_string()
-                } else {
-                    match self
-                        .call_tool(session, call, token, settings.event_result_chars)
-                        .await
-                    {
-                        Ok(content) => content,
-                        Err(e) => return (TaskOutcome::Failed, usage, step, Some(e)),
-                    }
-                };
-                let result = ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
-                    content: ChatCompletionRequestToolMessageContent::Text(clip(
-                        &content,
-                        settings.tool_result_chars,
-                    )),
-                    tool_call_id: call.id.clone(),
-                });
-                if let Err(e) = conversation.push(result).await {
-                    return (
-                        TaskOutcome::Failed,
-                        usage,
-                        step,
-                        Some(format!("could not record a tool result: {e}")),
-                    );
-                }
-            }
-            if token.is_cancelled() {
-                let (outcome, msg) = stopped();
-                return (outcome, usage, step, msg.map(String::from));
-            }
-        }
-        let message = format!(
-            "Stopped after {} model turns (agent.max_steps) without the model finishing the task.",
-            settings.max_steps
-        );
-        (
-            TaskOutcome::MaxSteps,
-            usage,
-            settings.max_steps,
-            Some(message),
-        )
-    }
-
-    /// Runs one tool call with `tool_call` / `tool_complete` events around
-    /// it. Returns the text for the model (a failure is text too, so the
-    /// model can react); `Err` only when events cannot be recorded.
-    async fn call_tool(
-        &self,
-        session: &Arc<Session>,
-        call: &model::ToolCallRequest,
-        token: &CancellationToken,
-        event_chars: usize,
-    ) -> Result<String, String> {
-        let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
-            .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
-        session
-            .events
-            .publish(EventKind::ToolCall {
-                tool_name: call.name.clone(),
-                arguments,
-                tool_call_id: call.id.clone(),
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        let started = Instant::now();
-        let outcome = tokio::select! {
-            _ = token.cancelled() => Err(("cancelled", "the task was stopped while this tool ran".to_string())),
-            r = self.plugins.invoke(session.caps.clone(), &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.to_string())),
-        };
-        let outcome_word = match &outcome {
-            Ok(_) => "ok".to_string(),
-            Err((code, _)) => code.to_string(),
-        };
-        // Tool names come from the model: one it made up is counted as
-        // `unknown`, so metric labels stay bounded by the loaded tools.
-        let label = if self.plugins.has_tool(&call.name) {
-            call.name.as_str()
-        } else {
-            crate::metrics::UNKNOWN_TOOL
-        };
-        self.metrics
-            .tool_called(label, &outcome_word, started.elapsed());
-        let (content, is_error) = match outcome {
-            Ok(text) => (text, false),
-            Err((_, e)) => (format!("Error: {e}"), true),
-        };
-        session
-            .events
-            .publish(EventKind::ToolComplete {
-                tool_call_id: call.id.clone(),
-                tool_name: call.name.clone(),
-                result: clip(&content, event_chars),
-                is_error,
-                duration_ms: started.elapsed().as_millis() as u64,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(content)
-    }
 }
 
-/// At most `max` characters of `text`, with a note of what was cut.
-fn clip(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((i, _)) => format!(
-            "{}\n[... {} more characters cut]",
-            &text[..i],
-            text[i..].chars().count()
-        ),
+/// The stored status of a task that ended so.
+fn task_status(outcome: TaskOutcome) -> TaskStatus {
+    match outcome {
+        TaskOutcome::Completed => TaskStatus::Completed,
+        TaskOutcome::Failed => TaskStatus::Failed,
+        TaskOutcome::Cancelled => TaskStatus::Cancelled,
+        TaskOutcome::Interrupted => TaskStatus::Interrupted,
+        TaskOutcome::MaxSteps => TaskStatus::MaxSteps,
     }
 }

@@ -5,6 +5,9 @@
 //! 429s, 5xx answers, timeouts and broken streams are retried with
 //! exponential backoff (and jitter) — but only while nothing of the turn has
 //! been published yet, so a client never sees the same text twice.
+//!
+//! The agent sees a model only through the [`Model`] trait, in its own
+//! message types; async-openai's types stay inside [`ModelClient`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,29 +16,49 @@ use async_openai::Client;
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::types::chat::{
-    ChatCompletionRequestMessage, ChatCompletionStreamOptions, ChatCompletionTools,
-    CreateChatCompletionRequest,
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestSystemMessageContent, ChatCompletionRequestToolMessage,
+    ChatCompletionRequestToolMessageContent, ChatCompletionRequestUserMessage,
+    ChatCompletionRequestUserMessageContent, ChatCompletionStreamOptions, ChatCompletionTool,
+    ChatCompletionTools, CreateChatCompletionRequest, FunctionCall, FunctionObject,
 };
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 
+use super::messages::{Message, ToolCall};
 use crate::config::{AgentConfig, ModelConfig};
 use crate::events::{EventKind, EventLog, Usage};
-
-/// A tool call the model asked for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ToolCallRequest {
-    pub id: String,
-    pub name: String,
-    /// Raw JSON text as the model produced it.
-    pub arguments: String,
-}
+use crate::plugins::ToolInfo;
 
 /// What the model said in one turn.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Turn {
     pub text: String,
-    pub tool_calls: Vec<ToolCallRequest>,
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
+}
+
+/// What one turn asks of the model.
+#[derive(Debug, Clone, Copy)]
+pub struct TurnRequest<'a> {
+    pub system_prompt: &'a str,
+    /// The conversation so far, oldest first.
+    pub messages: &'a [Message],
+    /// The tools the model may call.
+    pub tools: &'a [ToolInfo],
+}
+
+/// A model the agent can ask for a turn: the seam between the agent's loop
+/// and any model API.
+pub trait Model: Send + Sync {
+    /// Runs one turn, publishing its text deltas to `events` as they arrive.
+    fn turn<'a>(
+        &'a self,
+        request: TurnRequest<'a>,
+        events: &'a EventLog,
+    ) -> BoxFuture<'a, Result<Turn, ModelError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +112,13 @@ impl ModelClient {
     }
 
     /// Runs one turn, publishing its text deltas to `events` as they stream.
-    pub async fn turn(
+    async fn run_turn(
         &self,
-        messages: Vec<ChatCompletionRequestMessage>,
-        tools: Vec<ChatCompletionTools>,
+        request: TurnRequest<'_>,
         events: &EventLog,
     ) -> Result<Turn, ModelError> {
+        let messages = openai_messages(request.system_prompt, request.messages);
+        let tools = openai_tools(request.tools);
         let mut attempt = 0;
         loop {
             let mut published = false;
@@ -155,7 +179,7 @@ impl ModelClient {
                 .map_err(|_| timed_out())?
                 .map_err(classify)?;
         let mut turn = Turn::default();
-        let mut calls: BTreeMap<u32, ToolCallRequest> = BTreeMap::new();
+        let mut calls: BTreeMap<u32, ToolCall> = BTreeMap::new();
         loop {
             let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_) => return Err(timed_out()),
@@ -183,7 +207,7 @@ impl ModelClient {
                 turn.text.push_str(&text);
             }
             for piece in choice.delta.tool_calls.unwrap_or_default() {
-                let call = calls.entry(piece.index).or_insert_with(|| ToolCallRequest {
+                let call = calls.entry(piece.index).or_insert_with(|| ToolCall {
                     id: String::new(),
                     name: String::new(),
                     arguments: String::new(),
@@ -213,6 +237,78 @@ impl ModelClient {
             .collect();
         Ok(turn)
     }
+}
+
+impl Model for ModelClient {
+    fn turn<'a>(
+        &'a self,
+        request: TurnRequest<'a>,
+        events: &'a EventLog,
+    ) -> BoxFuture<'a, Result<Turn, ModelError>> {
+        Box::pin(self.run_turn(request, events))
+    }
+}
+
+/// The conversation in the OpenAI chat format, after the system prompt.
+fn openai_messages(system_prompt: &str, messages: &[Message]) -> Vec<ChatCompletionRequestMessage> {
+    let system = ChatCompletionRequestMessage::System(ChatCompletionRequestSystemMessage {
+        content: ChatCompletionRequestSystemMessageContent::Text(system_prompt.to_string()),
+        name: None,
+    });
+    let rest = messages.iter().map(|m| match m {
+        Message::User { content } => {
+            ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+                content: ChatCompletionRequestUserMessageContent::Text(content.clone()),
+                name: None,
+            })
+        }
+        Message::Assistant {
+            content,
+            tool_calls,
+        } => ChatCompletionRequestMessage::Assistant(ChatCompletionRequestAssistantMessage {
+            content: (!content.is_empty())
+                .then(|| ChatCompletionRequestAssistantMessageContent::Text(content.clone())),
+            tool_calls: (!tool_calls.is_empty()).then(|| {
+                tool_calls
+                    .iter()
+                    .map(|c| {
+                        ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                            id: c.id.clone(),
+                            function: FunctionCall {
+                                name: c.name.clone(),
+                                arguments: c.arguments.clone(),
+                            },
+                        })
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+        Message::Tool {
+            tool_call_id,
+            content,
+        } => ChatCompletionRequestMessage::Tool(ChatCompletionRequestToolMessage {
+            content: ChatCompletionRequestToolMessageContent::Text(content.clone()),
+            tool_call_id: tool_call_id.clone(),
+        }),
+    });
+    std::iter::once(system).chain(rest).collect()
+}
+
+fn openai_tools(tools: &[ToolInfo]) -> Vec<ChatCompletionTools> {
+    tools
+        .iter()
+        .map(|t| {
+            ChatCompletionTools::Function(ChatCompletionTool {
+                function: FunctionObject {
+                    name: t.name.clone(),
+                    description: Some(t.description.clone()),
+                    parameters: Some(t.parameters.clone()),
+                    strict: None,
+                },
+            })
+        })
+        .collect()
 }
 
 fn classify(e: OpenAIError) -> ModelError {

@@ -8,7 +8,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../console/index.html");
 const APP: &str = include_str!("../../console/app.js");

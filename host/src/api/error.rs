@@ -14,6 +14,7 @@ use crate::agent::AgentError;
 use crate::capabilities::CapabilityError;
 use crate::sandbox::SandboxError;
 use crate::search::SearchError;
+use crate::service::ServiceError;
 use crate::session::SessionError;
 use crate::workspace::WorkspaceError;
 
@@ -128,6 +129,7 @@ impl From<CapabilityError> for ApiError {
             CapabilityError::ProcessNotFound(pid) => {
                 Self::not_found(format!("Process {pid} not found in this session"))
             }
+            e @ CapabilityError::Unusable { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
             CapabilityError::Internal(m) => Self::internal(m),
         }
     }
@@ -137,10 +139,19 @@ impl From<SessionError> for ApiError {
     fn from(e: SessionError) -> Self {
         match e {
             SessionError::NotFound => Self::not_found("Session not found"),
-            e @ SessionError::Broken { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
             SessionError::Sandbox(e) => e.into(),
             SessionError::Store(e) => Self::internal(e.to_string()),
             SessionError::Workspace(m) => Self::internal(format!("workspace: {m}")),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Session(e) => e.into(),
+            ServiceError::Agent(e) => e.into(),
+            e @ ServiceError::NothingRunning(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
         }
     }
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::WorkspacePath;
 use super::{ApiError, MessageResponse, SessionPath};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::workspace::EntryKind;
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -13,7 +13,7 @@ use axum::extract::State;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::time::timestamp;
 
 #[derive(Debug, Serialize, JsonSchema)]

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ErrorBody};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// `{"message": "..."}`
 #[derive(Debug, Serialize, JsonSchema)]

@@ -21,7 +21,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::types::{Bounded, CommandText};
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::sandbox::{BackgroundProcess, ProcessState};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Most log lines one request may ask for.
 const MAX_LOG_LINES: u64 = 10_000;
@@ -121,23 +121,12 @@ async fn list(
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<Vec<ProcessInfo>>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    let list = if session.error().is_some() {
-        // No container: whatever was started is gone.
-        let records = session.caps.processes.snapshot().await;
-        records
-            .iter()
-            .map(|p| ProcessInfo::new(p, ProcessState::Exited { exit_code: None }))
-            .collect()
-    } else {
-        session
-            .caps
-            .list_processes()
-            .await?
-            .iter()
+    let list = session.caps.list_processes().await?;
+    Ok(Json(
+        list.iter()
             .map(|s| ProcessInfo::new(&s.process, s.state))
-            .collect()
-    };
-    Ok(Json(list))
+            .collect(),
+    ))
 }
 
 async fn start(
@@ -146,7 +135,6 @@ async fn start(
     ApiJson(req): ApiJson<StartProcessRequest>,
 ) -> Result<Json<ProcessInfo>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    session.check_usable()?;
     let p = session.caps.start_process(req.cmd.as_str()).await?;
     Ok(Json(ProcessInfo::new(&p, ProcessState::Running)))
 }
@@ -156,12 +144,8 @@ async fn stop(
     ApiPath(path): ApiPath<ProcessPath>,
 ) -> Result<Json<MessageResponse>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    session.check_usable()?;
     let outcome = session.caps.stop_process(path.pid()).await?;
-    Ok(Json(MessageResponse::new(crate::plugins::stop_message(
-        path.pid(),
-        outcome,
-    ))))
+    Ok(Json(MessageResponse::new(outcome.describe(path.pid()))))
 }
 
 async fn logs(

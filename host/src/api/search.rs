@@ -24,7 +24,7 @@ use super::types::{Bounded, GrepPattern, WorkspacePath};
 use super::{ApiError, SessionPath};
 use crate::capabilities::CapabilityError;
 use crate::search::{GrepMatch, SearchError, SearchOptions};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::workspace::WorkspaceError;
 
 /// `"*.py,*.js"` or `["*.py", "*.js"]`.

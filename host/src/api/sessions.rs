@@ -15,13 +15,53 @@ use aide::axum::routing::get_with;
 use axum::Json;
 use axum::extract::State;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
 use super::types::FirstTaskText;
 use super::{ApiError, MessageResponse, SessionPath};
-use crate::server::AppState;
-use crate::session::SessionInfo;
+use crate::session::{Session, SessionManager, SessionStatus};
+use crate::state::AppState;
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct SessionInfo {
+    /// 8 lowercase hex characters.
+    pub session_id: String,
+    pub container_id: String,
+    /// Absolute host path of the workspace (mounted at /workspace in the container).
+    pub workdir: String,
+    pub created: String,
+    /// The most recent task given to the session.
+    pub last_task: Option<String>,
+    pub status: SessionStatus,
+    /// The engine's word for the container: running, exited, removed, unknown...
+    pub container_status: String,
+    /// Why the session is in error (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Sequence number of its latest event: connect with `?since=` this to
+    /// get only what comes next (additive). In a create response it is taken
+    /// before the session's first task starts.
+    pub last_event_seq: u64,
+}
+
+impl SessionInfo {
+    fn new(sessions: &SessionManager, s: &Session) -> Self {
+        let report = sessions.status(s);
+        Self {
+            session_id: s.id.clone(),
+            container_id: s.container_id.clone(),
+            workdir: s.caps.workspace_root().display().to_string(),
+            created: crate::time::timestamp(s.created),
+            last_task: s.last_task(),
+            status: report.status,
+            container_status: report.container_status,
+            error: report.error,
+            last_event_seq: s.events.last_seq(),
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct CreateSessionRequest {
@@ -51,24 +91,25 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
 
 async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<SessionInfo>> {
     let sessions = &state.sessions;
-    Json(sessions.list().iter().map(|s| sessions.info(s)).collect())
+    Json(
+        sessions
+            .list()
+            .iter()
+            .map(|s| SessionInfo::new(sessions, s))
+            .collect(),
+    )
 }
 
 async fn create(
     State(state): State<Arc<AppState>>,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let task = req
-        .task
-        .map(FirstTaskText::into_inner)
-        .filter(|t| !t.trim().is_empty());
-    let session = state.sessions.create(task.clone()).await?;
-    // Taken before the task starts, so `?since=last_event_seq` follows the
-    // whole task from its `task_started`.
-    let info = state.sessions.info(&session);
-    if let Some(task) = task {
-        super::tasks::start(&state, &session, task).await?;
-    }
+    let created = state
+        .service
+        .create(req.task.map(FirstTaskText::into_inner))
+        .await?;
+    let mut info = SessionInfo::new(&state.sessions, &created.session);
+    info.last_event_seq = created.last_event_seq;
     Ok(Json(info))
 }
 
@@ -77,16 +118,14 @@ async fn get(
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<SessionInfo>, ApiError> {
     let session = state.sessions.get(&path.session_id)?;
-    Ok(Json(state.sessions.info(&session)))
+    Ok(Json(SessionInfo::new(&state.sessions, &session)))
 }
 
 async fn delete(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<MessageResponse>, ApiError> {
-    let session = state.sessions.get(&path.session_id)?;
-    state.agent.forget(&session.id);
-    state.sessions.delete(&session.id).await?;
+    state.service.delete(&path.session_id).await?;
     Ok(Json(MessageResponse::new(format!(
         "Session {} deleted successfully",
         path.session_id

@@ -14,14 +14,13 @@ use aide::axum::ApiRouter;
 use aide::axum::routing::post_with;
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
 use super::types::TaskText;
 use super::{ApiError, MessageResponse, SessionPath};
-use crate::server::AppState;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskRequest {
@@ -62,15 +61,15 @@ async fn submit(
     ApiPath(path): ApiPath<SessionPath>,
     ApiJson(req): ApiJson<TaskRequest>,
 ) -> Result<Json<TaskResponse>, ApiError> {
-    let session = state.sessions.get(&path.session_id)?;
     let task = req.task.into_inner();
-    let submitted = start(&state, &session, task.clone()).await?;
+    let submitted = state.service.submit(&path.session_id, task.clone()).await?;
+    let id = &path.session_id;
     let message = if submitted.position == 0 {
-        format!("Task started in session {}", session.id)
+        format!("Task started in session {id}")
     } else {
         format!(
-            "Task queued in session {} (position {})",
-            session.id, submitted.position
+            "Task queued in session {id} (position {})",
+            submitted.position
         )
     };
     Ok(Json(TaskResponse {
@@ -82,30 +81,13 @@ async fn submit(
     }))
 }
 
-/// Records `task` as the session's latest and hands it to the agent.
-pub(super) async fn start(
-    state: &AppState,
-    session: &Arc<crate::session::Session>,
-    task: String,
-) -> Result<crate::agent::Submitted, ApiError> {
-    state.sessions.set_last_task(session, &task).await?;
-    Ok(state.agent.submit(session, task).await?)
-}
-
 async fn cancel(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<MessageResponse>, ApiError> {
-    let session = state.sessions.get(&path.session_id)?;
-    if state.agent.cancel(&session.id) {
-        Ok(Json(MessageResponse::new(format!(
-            "Task cancelled in session {}",
-            session.id
-        ))))
-    } else {
-        Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("No task is running in session {}", session.id),
-        ))
-    }
+    state.service.cancel(&path.session_id)?;
+    Ok(Json(MessageResponse::new(format!(
+        "Task cancelled in session {}",
+        path.session_id
+    ))))
 }

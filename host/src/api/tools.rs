@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::plugins::{SkippedPlugin, ToolInfo};
-use crate::server::AppState;
+use crate::state::AppState;
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
     ApiRouter::new()

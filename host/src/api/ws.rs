@@ -39,7 +39,7 @@ use super::ApiError;
 use super::extract::ApiQuery;
 use crate::config::ServerConfig;
 use crate::events::{FollowError, Follower, Published};
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Close code: no such session.
 pub const CLOSE_NOT_FOUND: u16 = 4004;

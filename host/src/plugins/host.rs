@@ -10,7 +10,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{Capabilities, CapabilityError};
-use crate::sandbox::{ProcessState, SandboxError, StopOutcome};
+use crate::sandbox::{ProcessState, SandboxError};
 use crate::search::{SearchError, SearchOptions};
 use crate::workspace::{EntryKind, WorkspaceError};
 
@@ -162,6 +162,7 @@ fn host_error(e: CapabilityError) -> HostError {
         }
         CapabilityError::Search(_) => ErrorCode::InvalidInput,
         CapabilityError::ProcessNotFound(_) => ErrorCode::NotFound,
+        CapabilityError::Unusable { .. } => ErrorCode::Unavailable,
         CapabilityError::Internal(_) => ErrorCode::Internal,
     };
     HostError {
@@ -322,7 +323,7 @@ impl processes::Host for PluginState {
 
     async fn stop(&mut self, pid: u32) -> Result<String, HostError> {
         let outcome = self.caps()?.stop_process(pid).await.map_err(host_error)?;
-        Ok(stop_message(pid, outcome))
+        Ok(outcome.describe(pid))
     }
 
     async fn logs(&mut self, pid: u32, lines: u32) -> Result<String, HostError> {
@@ -330,17 +331,6 @@ impl processes::Host for PluginState {
             .process_logs(pid, lines as usize)
             .await
             .map_err(host_error)
-    }
-}
-
-/// What stopping a process did, in words.
-pub fn stop_message(pid: u32, outcome: StopOutcome) -> String {
-    match outcome {
-        StopOutcome::Terminated => format!("Sent SIGTERM to process {pid}"),
-        StopOutcome::Killed => format!(
-            "Sent SIGTERM to process {pid}; it was still running after the grace period and was killed with SIGKILL"
-        ),
-        StopOutcome::NotRunning => format!("Process {pid} was not running"),
     }
 }
 

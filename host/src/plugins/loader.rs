@@ -226,7 +226,7 @@ async fn list_tools(
 ) -> Result<Vec<ToolSpec>, LoadError> {
     let mut store = Store::new(engine, PluginState::new(plugin, None, SPEC_MEMORY));
     store.limiter(|s| &mut s.limiter);
-    super::arm_deadline(&mut store, SPEC_TIMEOUT);
+    super::engine::arm_deadline(&mut store, SPEC_TIMEOUT);
     let call = async {
         let instance = pre.instantiate_async(&mut store).await?;
         instance.crogia_plugin_tool().call_tools(&mut store).await

@@ -59,6 +59,19 @@ pub enum StopOutcome {
     Killed,
 }
 
+impl StopOutcome {
+    /// What stopping process `pid` did, in words.
+    pub fn describe(self, pid: u32) -> String {
+        match self {
+            Self::Terminated => format!("Sent SIGTERM to process {pid}"),
+            Self::Killed => format!(
+                "Sent SIGTERM to process {pid}; it was still running after the grace period and was killed with SIGKILL"
+            ),
+            Self::NotRunning => format!("Process {pid} was not running"),
+        }
+    }
+}
+
 impl Sandbox {
     /// Starts `cmd` with `sh -c` in `/workspace`, detached, stdin from
     /// `/dev/null`, stdout and stderr to its log file.

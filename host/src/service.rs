@@ -1,0 +1,107 @@
+//! The sessions service: what clients ask of sessions and tasks, each as
+//! one sequence that owns its failure paths. REST handlers translate HTTP to
+//! these calls and back; they never orchestrate the layers below.
+
+use std::sync::Arc;
+
+use crate::agent::{Agent, AgentError, Submitted};
+use crate::session::{Session, SessionError, SessionManager};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("No task is running in session {0}")]
+    NothingRunning(String),
+}
+
+/// A session just created, and its first task if it was given one.
+#[derive(Debug)]
+pub struct Created {
+    pub session: Arc<Session>,
+    /// The session's latest event number before its first task started.
+    pub last_event_seq: u64,
+    pub first_task: Option<Submitted>,
+}
+
+/// Creates and deletes sessions, submits and cancels their tasks.
+#[derive(Debug, Clone)]
+pub struct SessionService {
+    sessions: Arc<SessionManager>,
+    agent: Arc<Agent>,
+}
+
+impl SessionService {
+    pub fn new(sessions: Arc<SessionManager>, agent: Arc<Agent>) -> Self {
+        Self { sessions, agent }
+    }
+
+    /// Creates a session and hands it its first task (blank means none). If
+    /// the task cannot be queued, the session is deleted again: the client
+    /// is told of a failure, so nothing of it may remain.
+    pub async fn create(&self, task: Option<String>) -> Result<Created, ServiceError> {
+        let task = task.filter(|t| !t.trim().is_empty());
+        let session = self.sessions.create(task.clone()).await?;
+        // Taken before the task starts, so `?since=` this follows the whole
+        // task from its `task_started`.
+        let last_event_seq = session.events.last_seq();
+        let first_task = match task {
+            None => None,
+            Some(task) => match self.agent.submit(&session, task).await {
+                Ok(submitted) => Some(submitted),
+                Err(e) => {
+                    if let Err(undo) = self.delete(&session.id).await {
+                        tracing::error!(session = %session.id, error = %undo, "could not remove a session whose first task failed to queue");
+                    }
+                    return Err(e.into());
+                }
+            },
+        };
+        Ok(Created {
+            session,
+            last_event_seq,
+            first_task,
+        })
+    }
+
+    /// Queues a task and records it as the session's latest.
+    pub async fn submit(&self, session_id: &str, task: String) -> Result<Submitted, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        let submitted = self.agent.submit(&session, task.clone()).await?;
+        // The task is stored and queued; `last_task` only reports it.
+        if let Err(e) = self.sessions.set_last_task(&session, &task).await {
+            tracing::warn!(session = %session.id, error = %e, "could not record the session's last task");
+        }
+        Ok(submitted)
+    }
+
+    /// Stops the session's running task.
+    pub fn cancel(&self, session_id: &str) -> Result<(), ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        if self.agent.cancel(&session.id) {
+            Ok(())
+        } else {
+            Err(ServiceError::NothingRunning(session.id.clone()))
+        }
+    }
+
+    /// Deletes a session. Its running task is stopped first and its end
+    /// recorded; if the deletion then fails, the session stays as it was,
+    /// with its queued tasks free to run.
+    pub async fn delete(&self, session_id: &str) -> Result<(), ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        self.agent.hold(&session.id).await;
+        match self.sessions.delete(&session.id).await {
+            Ok(()) => {
+                self.agent.forget(&session.id);
+                Ok(())
+            }
+            Err(e) => {
+                self.agent.release(&session);
+                Err(e.into())
+            }
+        }
+    }
+}

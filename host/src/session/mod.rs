@@ -1,0 +1,139 @@
+//! Sessions: a workspace directory, a container, and their record in the
+//! store. The [`SessionManager`] creates, lists, finds and deletes them, and
+//! brings them back after a restart.
+//!
+//! A session's status comes from its container, whose status the engine's
+//! event stream keeps current ([`ContainerWatch`]): `active` while it runs,
+//! `stopped` while it exists but does not run (the next command starts it
+//! again), `error` once it vanished (with the reason in `error`). Nothing a
+//! client was told about is lost: the record is written before the answer.
+//!
+//! - `registry.rs`: creating, finding, listing and deleting sessions;
+//! - `pool.rs`: the warm pool of containers started ahead of time;
+//! - `reconcile.rs`: following containers, marking sessions whose container vanished;
+//! - `gc.rs`: `crogia gc`, removing containers that belong to no session.
+
+mod gc;
+mod pool;
+mod reconcile;
+mod registry;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, RwLock};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use gc::collect_garbage;
+
+use crate::capabilities::{Capabilities, Health};
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::sandbox::{ContainerWatch, Sandbox, SandboxError};
+use crate::store::{Store, StoreError};
+use pool::Prepared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("Session not found")]
+    NotFound,
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("workspace: {0}")]
+    Workspace(String),
+}
+
+/// A session's status as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStatus {
+    /// Its container runs.
+    Active,
+    /// Its container exists but is not running; the next command starts it.
+    Stopped,
+    /// It cannot run commands any more (see `error`).
+    Error,
+}
+
+/// What a session's container says about it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    pub status: SessionStatus,
+    /// The engine's word for the container: running, exited, removed, unknown...
+    pub container_status: String,
+    /// Why the session is in error.
+    pub error: Option<String>,
+}
+
+/// One live session.
+#[derive(Debug)]
+pub struct Session {
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub container_id: String,
+    /// Everything the session can do; shared by REST handlers and plugins.
+    pub caps: Capabilities,
+    /// What the agent did, in order.
+    pub events: Arc<EventLog>,
+    /// Cancelled when the session is deleted (WebSocket clients close).
+    pub deleted: CancellationToken,
+    health: Arc<Health>,
+    last_task: Mutex<Option<String>>,
+    deleting: AtomicBool,
+}
+
+impl Session {
+    /// A session made of its parts. `health` must be the one `caps` checks.
+    pub fn new(
+        id: String,
+        created: DateTime<Utc>,
+        container_id: String,
+        caps: Capabilities,
+        health: Arc<Health>,
+        events: Arc<EventLog>,
+        last_task: Option<String>,
+    ) -> Self {
+        Self {
+            id,
+            created,
+            container_id,
+            caps,
+            events,
+            deleted: CancellationToken::new(),
+            health,
+            last_task: Mutex::new(last_task),
+            deleting: AtomicBool::new(false),
+        }
+    }
+
+    pub fn last_task(&self) -> Option<String> {
+        self.last_task.lock().unwrap().clone()
+    }
+
+    /// Why the session can no longer run commands, when it cannot.
+    pub fn error(&self) -> Option<String> {
+        self.health.broken()
+    }
+}
+
+/// Creates, finds and deletes sessions.
+#[derive(Debug)]
+pub struct SessionManager {
+    store: Store,
+    sandbox: Sandbox,
+    watch: Arc<ContainerWatch>,
+    config: Arc<Config>,
+    workspaces_dir: PathBuf,
+    sessions: RwLock<HashMap<String, Arc<Session>>>,
+    /// Ready containers (`sandbox.pool_size` of them) for fast creation.
+    pool: Mutex<VecDeque<Prepared>>,
+    /// Ids promised to pool entries being prepared.
+    reserved: Mutex<HashSet<String>>,
+    refilling: AtomicBool,
+}

@@ -1,0 +1,134 @@
+//! The warm pool: containers started ahead of time (`sandbox.pool_size`),
+//! each with its session id and workspace already chosen (a container's
+//! mounts and labels are fixed when it is created), so creating a session
+//! takes a ready one instead of waiting for the engine.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{SessionError, SessionManager};
+use crate::sandbox::{LABEL_INSTANCE, LABEL_SESSION};
+use crate::workspace::Workspace;
+
+/// Label on containers created for the warm pool.
+const LABEL_POOL: &str = "crogia.pool";
+
+/// A container started ahead of time, waiting in the warm pool to become a
+/// session.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    pub(super) id: String,
+    pub(super) workspace: Workspace,
+    pub(super) container_id: String,
+}
+
+impl SessionManager {
+    /// Removes pool containers a previous run left unused (they belong to no
+    /// session) and their workspaces.
+    pub(super) async fn discard_stale_pool(&self) {
+        let Ok(instance) = self.store.instance_id().await else {
+            return;
+        };
+        let filter = [
+            format!("{LABEL_INSTANCE}={instance}"),
+            format!("{LABEL_POOL}=true"),
+        ];
+        let Ok(stale) = self.sandbox.find_by_labels(&[&filter[0], &filter[1]]).await else {
+            return;
+        };
+        for c in stale {
+            let id = c.labels.get(LABEL_SESSION).cloned().unwrap_or_default();
+            if self.sessions.read().unwrap().contains_key(&id) {
+                continue;
+            }
+            let _ = self.sandbox.remove(&c.id).await;
+            if !id.is_empty() {
+                let _ = std::fs::remove_dir_all(self.workspaces_dir.join(format!("session_{id}")));
+            }
+        }
+    }
+
+    /// Tops the warm pool up to `sandbox.pool_size` in the background.
+    pub(super) fn refill_pool(self: Arc<Self>) {
+        let size = self.config.sandbox.pool_size;
+        if size == 0 || self.refilling.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        tokio::spawn(async move {
+            while self.pool.lock().unwrap().len() < size {
+                match self.prepare().await {
+                    Ok(p) => self.pool.lock().unwrap().push_back(p),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not refill the warm pool");
+                        break;
+                    }
+                }
+            }
+            self.refilling.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// A fresh id, workspace and running container.
+    pub(super) async fn prepare(&self) -> Result<Prepared, SessionError> {
+        let id = self.fresh_id();
+        let pool_label = self.config.sandbox.pool_size > 0;
+        let result = async {
+            let workdir = self.workspaces_dir.join(format!("session_{id}"));
+            let workspace =
+                Workspace::create(&workdir).map_err(|e| SessionError::Workspace(e.to_string()))?;
+            let sandbox = if pool_label {
+                self.sandbox.clone().with_label(LABEL_POOL, "true")
+            } else {
+                self.sandbox.clone()
+            };
+            match sandbox.create(&id, workspace.root()).await {
+                Ok(container_id) => {
+                    self.watch.record(&container_id, "running");
+                    Ok(Prepared {
+                        id: id.clone(),
+                        workspace,
+                        container_id,
+                    })
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&workdir);
+                    Err(e.into())
+                }
+            }
+        }
+        .await;
+        self.reserved.lock().unwrap().remove(&id);
+        result
+    }
+
+    /// An id no session, pool entry or preparation uses; reserved until
+    /// [`Self::prepare`] is done with it.
+    fn fresh_id(&self) -> String {
+        loop {
+            let id = format!("{:08x}", rand::random::<u32>());
+            let taken = self.sessions.read().unwrap().contains_key(&id)
+                || self.pool.lock().unwrap().iter().any(|p| p.id == id);
+            if !taken && self.reserved.lock().unwrap().insert(id.clone()) {
+                return id;
+            }
+        }
+    }
+
+    /// A ready container from the pool, if one is still running.
+    pub(super) fn take_prepared(&self) -> Option<Prepared> {
+        let mut pool = self.pool.lock().unwrap();
+        while let Some(p) = pool.pop_front() {
+            if self.watch.status(&p.container_id).as_deref() == Some("running") {
+                return Some(p);
+            }
+            tracing::info!(container = %p.container_id, "discarding a pool container that stopped");
+            let sandbox = self.sandbox.clone();
+            let root = p.workspace.root().to_path_buf();
+            tokio::spawn(async move {
+                let _ = sandbox.remove(&p.container_id).await;
+                let _ = std::fs::remove_dir_all(root);
+            });
+        }
+        None
+    }
+}

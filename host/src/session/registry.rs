@@ -1,0 +1,293 @@
+//! Creating, finding, listing and deleting sessions, and restoring them
+//! after a restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::Utc;
+
+use super::{Prepared, Session, SessionError, SessionManager, SessionStatus, StatusReport};
+use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
+use crate::config::Config;
+use crate::events::EventLog;
+use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, REMOVED, Sandbox};
+use crate::store::{ProcessRecord, SessionRecord, Store};
+use crate::workspace::Workspace;
+
+impl SessionManager {
+    /// Loads every stored session and starts following their containers. A
+    /// container that vanished while the server was down turns its session to
+    /// `error` as soon as the engine answers.
+    pub async fn open(
+        config: Arc<Config>,
+        sandbox: Sandbox,
+        store: Store,
+    ) -> Result<Arc<Self>, SessionError> {
+        let instance = store.instance_id().await?;
+        let sandbox = sandbox.with_label(LABEL_INSTANCE, &instance);
+        let watch = sandbox.watch_containers(format!("{LABEL_INSTANCE}={instance}"));
+        let workspaces_dir = config.server.data_dir.join("workspaces");
+        std::fs::create_dir_all(&workspaces_dir)
+            .map_err(|e| SessionError::Workspace(e.to_string()))?;
+        let workspaces_dir = std::fs::canonicalize(&workspaces_dir)
+            .map_err(|e| SessionError::Workspace(e.to_string()))?;
+        let manager = Arc::new(Self {
+            store,
+            sandbox,
+            watch,
+            config,
+            workspaces_dir,
+            sessions: RwLock::new(HashMap::new()),
+            pool: Default::default(),
+            reserved: Default::default(),
+            refilling: AtomicBool::new(false),
+        });
+        for record in manager.store.sessions().await? {
+            let processes = manager.store.processes(&record.id).await?;
+            match manager.session_from(record, processes).await {
+                Ok(session) => {
+                    manager
+                        .sessions
+                        .write()
+                        .unwrap()
+                        .insert(session.id.clone(), session);
+                }
+                Err(e) => tracing::error!(error = %e, "session could not be restored"),
+            }
+        }
+        tracing::info!(
+            sessions = manager.sessions.read().unwrap().len(),
+            "sessions restored"
+        );
+        manager.clone().spawn_reconciler();
+        manager.discard_stale_pool().await;
+        manager.clone().refill_pool();
+        Ok(manager)
+    }
+
+    /// A live session from its stored record and processes.
+    async fn session_from(
+        &self,
+        record: SessionRecord,
+        processes: Vec<ProcessRecord>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let events = EventLog::open(
+            self.store.clone(),
+            &record.id,
+            self.config.server.ws_buffer_events,
+        )
+        .await?;
+        let workspace = Workspace::create(&record.workdir)
+            .map_err(|e| SessionError::Workspace(format!("{}: {e}", record.workdir)))?
+            .with_owner(self.config.sandbox.user_ids());
+        let store = self.store.clone();
+        let session_id = record.id.clone();
+        let persist: ProcessPersister = Arc::new(move |p| {
+            let store = store.clone();
+            let id = session_id.clone();
+            Box::pin(async move {
+                store
+                    .insert_process(&id, &process_record(&p))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let processes = processes.into_iter().map(background_process).collect();
+        let health = Arc::new(Health::new(record.error));
+        let caps = Capabilities::new(
+            &record.id,
+            self.sandbox.clone(),
+            &record.container_id,
+            Arc::new(workspace),
+            ProcessTable::new(processes, Some(persist)),
+            Arc::new(self.config.workspace.clone()),
+            health.clone(),
+        );
+        Ok(Arc::new(Session::new(
+            record.id,
+            record.created,
+            record.container_id,
+            caps,
+            health,
+            Arc::new(events),
+            record.last_task,
+        )))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
+        let session = self
+            .sessions
+            .read()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or(SessionError::NotFound)?;
+        if session.deleting.load(Ordering::SeqCst) {
+            return Err(SessionError::NotFound);
+        }
+        Ok(session)
+    }
+
+    /// Every session, oldest first.
+    pub fn list(&self) -> Vec<Arc<Session>> {
+        let mut all: Vec<_> = self
+            .sessions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|s| !s.deleting.load(Ordering::SeqCst))
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    /// How many sessions have each status.
+    pub fn status_counts(&self) -> Vec<(&'static str, i64)> {
+        let mut counts = [("active", 0), ("stopped", 0), ("error", 0)];
+        for s in self.list() {
+            let i = match self.status(&s).status {
+                SessionStatus::Active => 0,
+                SessionStatus::Stopped => 1,
+                SessionStatus::Error => 2,
+            };
+            counts[i].1 += 1;
+        }
+        counts.to_vec()
+    }
+
+    /// Sessions whose status is `active`.
+    pub fn active_count(&self) -> usize {
+        self.list()
+            .iter()
+            .filter(|s| self.status(s).status == SessionStatus::Active)
+            .count()
+    }
+
+    /// A session's status, from its container's and its own record.
+    pub fn status(&self, s: &Session) -> StatusReport {
+        let container_status = self
+            .watch
+            .status(&s.container_id)
+            .unwrap_or_else(|| "unknown".into());
+        let status = if s.error().is_some() {
+            SessionStatus::Error
+        } else {
+            match container_status.as_str() {
+                "running" | "unknown" => SessionStatus::Active,
+                REMOVED => SessionStatus::Error,
+                _ => SessionStatus::Stopped,
+            }
+        };
+        StatusReport {
+            status,
+            container_status,
+            error: s.error().or_else(|| {
+                (status == SessionStatus::Error).then(|| "its container no longer exists".into())
+            }),
+        }
+    }
+
+    /// Creates a session: workspace, container, record. On failure nothing
+    /// is left behind.
+    #[tracing::instrument(skip(self, task))]
+    pub async fn create(
+        self: &Arc<Self>,
+        task: Option<String>,
+    ) -> Result<Arc<Session>, SessionError> {
+        let prepared = match self.take_prepared() {
+            Some(p) => {
+                self.clone().refill_pool();
+                p
+            }
+            None => self.prepare().await?,
+        };
+        let Prepared {
+            id,
+            workspace,
+            container_id,
+        } = prepared;
+        let record = SessionRecord {
+            id: id.clone(),
+            container_id: container_id.clone(),
+            workdir: workspace.root().display().to_string(),
+            created: Utc::now(),
+            last_task: task.filter(|t| !t.trim().is_empty()),
+            error: None,
+        };
+        if let Err(e) = self.store.insert_session(&record).await {
+            let _ = self.sandbox.remove(&container_id).await;
+            let _ = std::fs::remove_dir_all(workspace.root());
+            return Err(e.into());
+        }
+        let session = self.session_from(record, Vec::new()).await?;
+        self.sessions
+            .write()
+            .unwrap()
+            .insert(id.clone(), session.clone());
+        tracing::info!(session = %id, container = %container_id, "session created");
+        Ok(session)
+    }
+
+    /// Records the task most recently given to a session.
+    pub async fn set_last_task(&self, session: &Session, task: &str) -> Result<(), SessionError> {
+        self.store.set_last_task(&session.id, task).await?;
+        *session.last_task.lock().unwrap() = Some(task.to_string());
+        Ok(())
+    }
+
+    /// Deletes a session: its container, its record (with processes, events
+    /// and conversation) and its workspace. A second delete finds nothing.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
+        let session = self.get(id)?;
+        if session.deleting.swap(true, Ordering::SeqCst) {
+            return Err(SessionError::NotFound);
+        }
+        let result = async {
+            self.sandbox.remove(&session.container_id).await?;
+            self.store.delete_session(id).await?;
+            Ok::<_, SessionError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            session.deleting.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        self.watch.record(&session.container_id, REMOVED);
+        self.sessions.write().unwrap().remove(id);
+        session.deleted.cancel();
+        let root = session.caps.workspace_root().to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&root) {
+                tracing::warn!(path = %root.display(), error = %e, "could not remove a deleted session's workspace");
+            }
+        });
+        tracing::info!(session = %id, "session deleted");
+        Ok(())
+    }
+}
+
+/// The store's record of a process the sandbox started.
+fn process_record(p: &BackgroundProcess) -> ProcessRecord {
+    ProcessRecord {
+        id: p.id.clone(),
+        pid: p.pid,
+        start_ticks: p.start_ticks,
+        cmd: p.cmd.clone(),
+        log: p.log.clone(),
+        started: p.started,
+    }
+}
+
+fn background_process(r: ProcessRecord) -> BackgroundProcess {
+    BackgroundProcess {
+        id: r.id,
+        pid: r.pid,
+        start_ticks: r.start_ticks,
+        cmd: r.cmd,
+        log: r.log,
+        started: r.started,
+    }
+}
