@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use crogia_tests::TestServer;
+use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::proxy::EngineProxy;
+use crogia_tests::{TestServer, server_with_model};
 use serde_json::{Value, json};
 
 async fn wait_for(
@@ -129,4 +130,78 @@ async fn a_container_killed_from_outside_is_reported_and_restarted_on_next_use()
         &format!("/api/sessions/{id}"),
     )
     .await;
+}
+
+/// Issue 15's reproduction: DELETE used to drop the session's queue and
+/// abort its running task before removing the container, so when the
+/// removal failed the session lived on with its running task ended without a
+/// `task_completed` and its queued tasks gone.
+#[tokio::test]
+async fn a_delete_that_fails_keeps_the_session_and_its_queued_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = EngineProxy::start(dir.path()).await;
+    let host = proxy.docker_host();
+    let model = ScriptedModel::start(vec![
+        Reply::Stall(vec!["working".into()]),
+        Reply::Text("second done".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, move |c| c.sandbox.docker_host = host).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    let tasks = format!("/api/sessions/{id}/tasks");
+    assert_eq!(server.post(&tasks, json!({"task": "first"})).await.0, 200);
+    loop {
+        let e = ws.event().await;
+        if e["type"] == "text_delta" {
+            break;
+        }
+    }
+    let (status, queued) = server.post(&tasks, json!({"task": "second"})).await;
+    assert_eq!((status, queued["queued"].as_bool()), (200, Some(true)));
+
+    proxy.cut();
+    let (status, body) = server.delete(&format!("/api/sessions/{id}")).await;
+    let first = events_until_completed(&mut ws).await;
+    // Back before any assertion, so a failure still cleans up through it.
+    proxy.restore();
+    assert_eq!(status, 503, "the engine is away: {body}");
+    // The running task was stopped, and its end recorded.
+    let end = first.last().expect("the running task's end was recorded");
+    assert_eq!(
+        (&end["type"], &end["task"], &end["status"]),
+        (
+            &json!("task_completed"),
+            &json!("first"),
+            &json!("cancelled")
+        )
+    );
+
+    // The session is still there, and its queued task runs.
+    assert_eq!(server.get(&format!("/api/sessions/{id}")).await.0, 200);
+    let second = ws.until_completed(1).await;
+    let started = second.iter().find(|e| e["type"] == "task_started").unwrap();
+    assert_eq!(started["task"], "second");
+    let end = second.last().unwrap();
+    assert_eq!(
+        (&end["task"], &end["status"]),
+        (&json!("second"), &json!("completed"))
+    );
+    // Once the engine answers, the delete goes through.
+    assert_eq!(server.delete(&format!("/api/sessions/{id}")).await.0, 200);
+    assert_eq!(server.get(&format!("/api/sessions/{id}")).await.0, 404);
+}
+
+/// Events up to the next `task_completed`, or what came before the stream
+/// went quiet for 20 s or closed.
+async fn events_until_completed(ws: &mut crogia_tests::WsClient) -> Vec<Value> {
+    let mut events = Vec::new();
+    while let crogia_tests::WsRead::Event(e) = ws.read(Duration::from_secs(20)).await {
+        let done = e["type"] == "task_completed";
+        events.push(e);
+        if done {
+            break;
+        }
+    }
+    events
 }
