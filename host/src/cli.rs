@@ -13,7 +13,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use console::style;
 use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+
+use crate::api::{
+    ContentResponse, Encoding, ErrorBody, ListResponse, MessageResponse, SessionInfo,
+    ShellResponse, TaskResponse,
+};
+use crate::events::{Event, EventKind, TaskOutcome};
+use crate::plugins::ToolInfo;
+use crate::session::SessionStatus;
+use crate::workspace::EntryKind;
 
 /// A client of one server.
 pub struct ApiClient {
@@ -67,21 +77,24 @@ impl ApiClient {
         let value: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         if status >= 400 {
-            let detail = value["detail"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| value.to_string());
+            let detail = serde_json::from_value::<ErrorBody>(value.clone())
+                .map(|e| e.detail)
+                .unwrap_or_else(|_| value.to_string());
             return Err(Refused { status, detail }.into());
         }
         Ok(value)
     }
 
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
+    /// [`Self::call`], with the answer read as `T` (the server's own
+    /// response type) beside its JSON.
+    pub async fn fetch<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(T, Value)> {
+        let value = self.call(method, path, body).await?;
+        Ok((typed(&value)?, value))
     }
 
     fn ws_url(&self, session: &str, since: u64) -> String {
@@ -99,6 +112,19 @@ impl ApiClient {
     }
 }
 
+/// `value` as the response type `T`.
+fn typed<T: DeserializeOwned>(value: &Value) -> anyhow::Result<T> {
+    serde_json::from_value(value.clone()).with_context(|| {
+        format!(
+            "the server's answer is not a {}: {value}",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("response")
+        )
+    })
+}
+
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
@@ -108,50 +134,60 @@ pub async fn session_create(
     task: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<i32> {
-    let s = c.post("/api/sessions", json!({ "task": task })).await?;
+    let (s, json) = c
+        .fetch::<SessionInfo>(
+            reqwest::Method::POST,
+            "/api/sessions",
+            Some(json!({ "task": task })),
+        )
+        .await?;
     if json_out {
-        print_json(&s);
+        print_json(&json);
     } else {
-        println!("{}", s["session_id"].as_str().unwrap_or_default());
+        println!("{}", s.session_id);
     }
     Ok(0)
 }
 
 pub async fn session_list(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
-    let list = c.get("/api/sessions").await?;
+    let (list, json) = c
+        .fetch::<Vec<SessionInfo>>(reqwest::Method::GET, "/api/sessions", None)
+        .await?;
     if json_out {
-        print_json(&list);
+        print_json(&json);
         return Ok(0);
     }
     println!(
         "{:<10}{:<9}{:<11}{:<26}LAST TASK",
         "SESSION", "STATUS", "CONTAINER", "CREATED"
     );
-    for s in list.as_array().into_iter().flatten() {
-        let status = s["status"].as_str().unwrap_or_default();
-        let shown = match status {
-            "active" => style(status).green(),
-            "error" => style(status).red(),
-            _ => style(status).yellow(),
+    for s in &list {
+        let shown = match s.status {
+            SessionStatus::Active => style("active").green(),
+            SessionStatus::Error => style("error").red(),
+            SessionStatus::Stopped => style("stopped").yellow(),
         };
         println!(
             "{:<10}{:<9}{:<11}{:<26}{}",
-            s["session_id"].as_str().unwrap_or_default(),
+            s.session_id,
             shown,
-            s["container_status"].as_str().unwrap_or_default(),
-            s["created"].as_str().unwrap_or_default(),
-            one_line(s["last_task"].as_str().unwrap_or(""), 60)
+            s.container_status,
+            s.created,
+            one_line(s.last_task.as_deref().unwrap_or(""), 60)
         );
     }
     Ok(0)
 }
 
 pub async fn session_show(c: &ApiClient, id: &str, json_out: bool) -> anyhow::Result<i32> {
-    let s = c.get(&format!("/api/sessions/{id}")).await?;
+    let (_, s) = c
+        .fetch::<SessionInfo>(reqwest::Method::GET, &format!("/api/sessions/{id}"), None)
+        .await?;
     if json_out {
         print_json(&s);
         return Ok(0);
     }
+    // Every field the server sent, additive ones included.
     for (k, v) in s.as_object().into_iter().flatten() {
         let v = v
             .as_str()
@@ -163,35 +199,39 @@ pub async fn session_show(c: &ApiClient, id: &str, json_out: bool) -> anyhow::Re
 }
 
 pub async fn session_delete(c: &ApiClient, id: &str, json_out: bool) -> anyhow::Result<i32> {
-    let r = c
-        .call(
+    let (r, json) = c
+        .fetch::<MessageResponse>(
             reqwest::Method::DELETE,
             &format!("/api/sessions/{id}"),
             None,
         )
         .await?;
     if json_out {
-        print_json(&r);
+        print_json(&json);
     } else {
-        println!("{}", r["message"].as_str().unwrap_or_default());
+        println!("{}", r.message);
     }
     Ok(0)
 }
 
 pub async fn shell(c: &ApiClient, id: &str, cmd: &str, json_out: bool) -> anyhow::Result<i32> {
-    let r = c
-        .post(&format!("/api/sessions/{id}/shell"), json!({ "cmd": cmd }))
+    let (r, json) = c
+        .fetch::<ShellResponse>(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{id}/shell"),
+            Some(json!({ "cmd": cmd })),
+        )
         .await?;
     if json_out {
-        print_json(&r);
+        print_json(&json);
         return Ok(0);
     }
-    print!("{}", r["stdout"].as_str().unwrap_or_default());
-    eprint!("{}", r["stderr"].as_str().unwrap_or_default());
-    if r["timed_out"] == true {
+    print!("{}", r.stdout);
+    eprint!("{}", r.stderr);
+    if r.timed_out {
         eprintln!("{}", style("(timed out; killed)").red());
     }
-    Ok(r["exit_code"].as_i64().map_or(1, |c| c as i32))
+    Ok(r.exit_code.map_or(1, |c| c as i32))
 }
 
 pub async fn files(
@@ -202,22 +242,28 @@ pub async fn files(
 ) -> anyhow::Result<i32> {
     let path = path.unwrap_or(".");
     let q: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
-    match c.get(&format!("/api/sessions/{id}/files?path={q}")).await {
-        Ok(listing) => {
+    let listing = c
+        .fetch::<ListResponse>(
+            reqwest::Method::GET,
+            &format!("/api/sessions/{id}/files?path={q}"),
+            None,
+        )
+        .await;
+    match listing {
+        Ok((listing, json)) => {
             if json_out {
-                print_json(&listing);
+                print_json(&json);
                 return Ok(0);
             }
-            for item in listing["items"].as_array().into_iter().flatten() {
-                let name = item["name"].as_str().unwrap_or_default();
-                match item["type"].as_str() {
-                    Some("directory") => println!("{}", style(format!("{name}/")).blue().bold()),
+            for item in &listing.items {
+                let name = &item.name;
+                match item.kind {
+                    EntryKind::Directory => {
+                        println!("{}", style(format!("{name}/")).blue().bold())
+                    }
                     _ => println!(
                         "{name:<40} {:>10}",
-                        item["size"]
-                            .as_u64()
-                            .map(|s| s.to_string())
-                            .unwrap_or_default()
+                        item.size.map(|s| s.to_string()).unwrap_or_default()
                     ),
                 }
             }
@@ -228,18 +274,19 @@ pub async fn files(
             if e.downcast_ref::<Refused>()
                 .is_some_and(|r| r.status == 409 && r.detail.contains("not a directory")) =>
         {
-            let file = c
-                .get(&format!("/api/sessions/{id}/files/content?path={q}"))
+            let (file, json) = c
+                .fetch::<ContentResponse>(
+                    reqwest::Method::GET,
+                    &format!("/api/sessions/{id}/files/content?path={q}"),
+                    None,
+                )
                 .await?;
             if json_out {
-                print_json(&file);
-            } else if file["encoding"] == "base64" {
-                println!(
-                    "(binary file, {} bytes base64)",
-                    file["content"].as_str().unwrap_or_default().len()
-                );
+                print_json(&json);
+            } else if file.encoding == Encoding::Base64 {
+                println!("(binary file, {} bytes base64)", file.content.len());
             } else {
-                print!("{}", file["content"].as_str().unwrap_or_default());
+                print!("{}", file.content);
             }
             Ok(0)
         }
@@ -248,23 +295,25 @@ pub async fn files(
 }
 
 pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
-    let tools = c.get("/api/tools").await?;
+    let (tools, json) = c
+        .fetch::<Vec<ToolInfo>>(reqwest::Method::GET, "/api/tools", None)
+        .await?;
     if json_out {
-        print_json(&tools);
+        print_json(&json);
         return Ok(0);
     }
-    for t in tools.as_array().into_iter().flatten() {
-        let enabled = if t["enabled"] == true {
+    for t in &tools {
+        let enabled = if t.enabled {
             style("yes").green()
         } else {
             style("no").red()
         };
         println!(
             "{:<16}{:<5}{:<20}{}",
-            t["name"].as_str().unwrap_or_default(),
+            t.name,
             enabled,
-            t["plugin"].as_str().unwrap_or_default(),
-            first_sentence(t["description"].as_str().unwrap_or_default())
+            t.plugin,
+            first_sentence(&t.description)
         );
     }
     Ok(0)
@@ -273,23 +322,23 @@ pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
 /// Posts a task and streams its events to the terminal until it ends.
 /// Exit code 0 when the task completed, 1 otherwise.
 pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow::Result<i32> {
-    let session = c.get(&format!("/api/sessions/{id}")).await?;
-    let since = session["last_event_seq"].as_u64().unwrap_or(0);
+    let (session, _) = c
+        .fetch::<SessionInfo>(reqwest::Method::GET, &format!("/api/sessions/{id}"), None)
+        .await?;
+    let since = session.last_event_seq;
     let (mut ws, _) = tokio_tungstenite::connect_async(c.ws_url(id, since))
         .await
         .context("connecting to the session's event stream")?;
-    let posted = c
-        .post(
+    let (posted, _) = c
+        .fetch::<TaskResponse>(
+            reqwest::Method::POST,
             &format!("/api/sessions/{id}/tasks"),
-            json!({ "task": text }),
+            Some(json!({ "task": text })),
         )
         .await?;
-    let task_id = posted["task_id"].as_str().unwrap_or_default().to_string();
-    if !json_out && posted["queued"] == true {
-        eprintln!(
-            "{}",
-            style(posted["message"].as_str().unwrap_or_default()).dim()
-        );
+    let task_id = posted.task_id;
+    if !json_out && posted.queued {
+        eprintln!("{}", style(posted.message).dim());
     }
     let spinner = (!json_out).then(|| {
         let s = indicatif::ProgressBar::new_spinner();
@@ -312,9 +361,13 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
             }
             _ => continue,
         };
-        let e: Value = serde_json::from_str(&text)?;
-        let kind = e["type"].as_str().unwrap_or_default();
-        if kind == "task_started" && e["task_id"] == task_id.as_str() {
+        let event: Event = serde_json::from_str(&text)
+            .with_context(|| format!("the server sent an event this client cannot read: {text}"))?;
+        if let EventKind::TaskStarted {
+            task_id: started, ..
+        } = &event.kind
+            && *started == task_id
+        {
             mine = true;
         }
         if !mine {
@@ -327,14 +380,17 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
                 Some(s) => s.suspend(f),
                 None => f(),
             };
-            match kind {
-                "text_delta" => pause(&mut || {
-                    let content = e["content"].as_str().unwrap_or_default();
+            match &event.kind {
+                EventKind::TextDelta { content } => pause(&mut || {
                     print!("{content}");
                     at_line_start = content.ends_with('\n');
                     let _ = out.flush();
                 }),
-                "tool_call" => pause(&mut || {
+                EventKind::ToolCall {
+                    tool_name,
+                    arguments,
+                    ..
+                } => pause(&mut || {
                     if !at_line_start {
                         println!();
                         at_line_start = true;
@@ -342,66 +398,66 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
                     println!(
                         "{} {} {}",
                         style("▶").cyan(),
-                        style(e["tool_name"].as_str().unwrap_or_default())
-                            .cyan()
-                            .bold(),
-                        one_line(&e["arguments"].to_string(), 100)
+                        style(tool_name).cyan().bold(),
+                        one_line(&arguments.to_string(), 100)
                     );
                 }),
-                "tool_complete" => pause(&mut || {
-                    let (mark, name) = if e["is_error"] == true {
-                        (
-                            style("✗").red(),
-                            style(e["tool_name"].as_str().unwrap_or_default()).red(),
-                        )
+                EventKind::ToolComplete {
+                    tool_name,
+                    result,
+                    is_error,
+                    duration_ms,
+                    ..
+                } => pause(&mut || {
+                    let (mark, name) = if *is_error {
+                        (style("✗").red(), style(tool_name).red())
                     } else {
-                        (
-                            style("✓").green(),
-                            style(e["tool_name"].as_str().unwrap_or_default()).green(),
-                        )
+                        (style("✓").green(), style(tool_name).green())
                     };
                     println!(
                         "{mark} {name} {} {}",
-                        style(format!("({} ms)", e["duration_ms"])).dim(),
-                        style(one_line(e["result"].as_str().unwrap_or_default(), 100)).dim()
+                        style(format!("({duration_ms} ms)")).dim(),
+                        style(one_line(result, 100)).dim()
                     );
                 }),
-                "error" => pause(&mut || {
+                EventKind::Error { message, .. } => pause(&mut || {
                     if !at_line_start {
                         println!();
                         at_line_start = true;
                     }
-                    println!(
-                        "{} {}",
-                        style("error:").red().bold(),
-                        e["message"].as_str().unwrap_or_default()
-                    );
+                    println!("{} {message}", style("error:").red().bold());
                 }),
                 _ => {}
             }
         }
-        if kind == "task_completed" {
+        if let EventKind::TaskCompleted {
+            status,
+            usage,
+            steps,
+            ..
+        } = &event.kind
+        {
             if let Some(s) = &spinner {
                 s.finish_and_clear();
             }
-            let status = e["status"].as_str().unwrap_or_default();
+            let completed = *status == TaskOutcome::Completed;
             if !json_out {
                 if !at_line_start {
                     println!();
                 }
-                let tokens = e["usage"]["total_tokens"].as_u64().unwrap_or(0);
-                let word = if status == "completed" {
-                    style(status).green()
+                let word = status.as_str();
+                let word = if completed {
+                    style(word).green()
                 } else {
-                    style(status).red()
+                    style(word).red()
                 };
                 eprintln!(
-                    "{} {word} ({} steps, {tokens} tokens)",
+                    "{} {word} ({steps} steps, {} tokens)",
                     style("task").dim(),
-                    e["steps"]
+                    usage.total_tokens
                 );
             }
-            return Ok(if status == "completed" { 0 } else { 1 });
+            return Ok(if completed { 0 } else { 1 });
         }
     }
     bail!("the event stream ended before the task did")

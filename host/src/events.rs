@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::store::{Store, StoreError};
 
 /// How a task ended, carried by its `task_completed` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskOutcome {
     /// The model finished.
@@ -36,8 +36,21 @@ pub enum TaskOutcome {
     MaxSteps,
 }
 
+impl TaskOutcome {
+    /// The word the API uses for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Interrupted => "interrupted",
+            Self::MaxSteps => "max_steps",
+        }
+    }
+}
+
 /// Tokens the model reported for a task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -45,7 +58,7 @@ pub struct Usage {
 }
 
 /// What happened. Serialised with its `type` tag.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     TaskStarted {
@@ -84,6 +97,15 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         task_id: Option<String>,
     },
+}
+
+/// An event as a client reads it: its number, its time and what happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub timestamp: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
 }
 
 /// An event as stored and sent: its sequence number and its JSON text.
@@ -382,15 +404,20 @@ impl Follower {
 }
 
 fn render(seq: u64, kind: &EventKind) -> String {
-    let mut value = serde_json::to_value(kind).expect("events serialise");
-    if let Some(obj) = value.as_object_mut() {
-        obj.insert(
-            "timestamp".into(),
-            crate::time::timestamp(Utc::now()).into(),
-        );
-        obj.insert("seq".into(), seq.into());
+    /// [`Event`], borrowing what happened.
+    #[derive(Serialize)]
+    struct Rendered<'a> {
+        seq: u64,
+        timestamp: String,
+        #[serde(flatten)]
+        kind: &'a EventKind,
     }
-    value.to_string()
+    let event = Rendered {
+        seq,
+        timestamp: crate::time::timestamp(Utc::now()),
+        kind,
+    };
+    serde_json::to_string(&event).expect("events serialise")
 }
 
 #[cfg(test)]
@@ -424,6 +451,51 @@ mod tests {
         let store = store_with_session(dir.path()).await;
         let log = EventLog::open(store.clone(), "s1", 64).await.unwrap();
         (dir, store, log)
+    }
+
+    #[test]
+    fn outcome_words_are_their_serialised_form() {
+        for outcome in [
+            TaskOutcome::Completed,
+            TaskOutcome::Failed,
+            TaskOutcome::Cancelled,
+            TaskOutcome::Interrupted,
+            TaskOutcome::MaxSteps,
+        ] {
+            assert_eq!(serde_json::to_value(outcome).unwrap(), outcome.as_str());
+        }
+    }
+
+    #[test]
+    fn a_rendered_event_reads_back_as_the_same_event() {
+        let kinds = [
+            EventKind::ToolCall {
+                tool_name: "shell".into(),
+                arguments: serde_json::json!({"cmd": "ls"}),
+                tool_call_id: "c1".into(),
+            },
+            EventKind::Error {
+                message: "boom".into(),
+                task_id: None,
+            },
+            EventKind::TaskCompleted {
+                session_id: "0000abcd".into(),
+                task: "t".into(),
+                task_id: "1".into(),
+                status: TaskOutcome::MaxSteps,
+                usage: Usage {
+                    prompt_tokens: 1,
+                    completion_tokens: 2,
+                    total_tokens: 3,
+                },
+                steps: 4,
+            },
+        ];
+        for (i, kind) in kinds.into_iter().enumerate() {
+            let json = render(i as u64 + 7, &kind);
+            let event: Event = serde_json::from_str(&json).unwrap();
+            assert_eq!((event.seq, event.kind), (i as u64 + 7, kind), "{json}");
+        }
     }
 
     #[tokio::test]

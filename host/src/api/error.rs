@@ -8,7 +8,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentError;
 use crate::capabilities::CapabilityError;
@@ -25,7 +25,7 @@ pub struct ApiError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// What went wrong, for humans.
     pub detail: String,

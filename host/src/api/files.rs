@@ -33,7 +33,7 @@ pub struct ListQuery {
     pub path: Option<WorkspacePath>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct FileItem {
     pub name: String,
     /// `file`, `directory`, `symlink` or `other`.
@@ -44,7 +44,7 @@ pub struct FileItem {
     pub modified: Option<String>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ListResponse {
     pub path: String,
     pub items: Vec<FileItem>,
@@ -68,7 +68,7 @@ pub enum Encoding {
     Base64,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ContentResponse {
     pub path: String,
     pub content: String,

@@ -34,11 +34,18 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use error::{ApiError, ErrorBody};
+// The response types, shared with the command-line client (which reads
+// them back), so a renamed field breaks the build instead of the client.
+pub use files::{ContentResponse, Encoding, FileItem, ListResponse};
+pub use processes::{LogsResponse, ProcessInfo};
+pub use sessions::SessionInfo;
+pub use shell::ShellResponse;
+pub use tasks::TaskResponse;
 
 use crate::state::AppState;
 
 /// `{"message": "..."}`
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct MessageResponse {
     pub message: String,
 }

@@ -26,12 +26,20 @@ use crate::state::AppState;
 /// Most log lines one request may ask for.
 const MAX_LOG_LINES: u64 = 10_000;
 
-#[derive(Debug, Serialize, JsonSchema)]
+/// Whether a background process still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ProcessInfo {
     pub pid: u32,
     pub cmd: String,
     /// `running` or `exited`.
-    pub status: String,
+    pub status: RunStatus,
     /// Log file, relative to the workspace.
     pub log: String,
     pub started: String,
@@ -44,13 +52,13 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     fn new(p: &BackgroundProcess, state: ProcessState) -> Self {
         let (status, exit_code) = match state {
-            ProcessState::Running => ("running", None),
-            ProcessState::Exited { exit_code } => ("exited", exit_code),
+            ProcessState::Running => (RunStatus::Running, None),
+            ProcessState::Exited { exit_code } => (RunStatus::Exited, exit_code),
         };
         Self {
             pid: p.pid,
             cmd: p.cmd.clone(),
-            status: status.into(),
+            status,
             log: p.log.clone(),
             started: crate::time::timestamp(p.started),
             id: p.id.clone(),
@@ -85,7 +93,7 @@ pub struct LogsQuery {
     pub lines: Option<Bounded<0, MAX_LOG_LINES>>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct LogsResponse {
     pub logs: String,
     pub pid: u32,

@@ -33,7 +33,7 @@ pub struct ShellRequest {
     pub timeout: Option<PositiveSeconds>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ShellResponse {
     pub command: String,
     /// stdout, then stderr.

@@ -28,7 +28,7 @@ pub struct TaskRequest {
     pub task: TaskText,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct TaskResponse {
     pub message: String,
     pub task: String,

@@ -77,7 +77,9 @@ impl ToolError {
 }
 
 /// A tool as operators and the API see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ToolInfo {
     pub name: String,
     pub description: String,

@@ -1,4 +1,4 @@
-//! The `crogia` command-line client against a real server.
+//! The `crogia` command-line client against a real server, and `crogia gc`.
 
 use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::process::binary;
@@ -258,4 +258,61 @@ async fn metrics_count_sessions_tasks_tools_and_clients() {
         text.contains("crogia_docker_call_seconds_count{operation=\"create\"}"),
         "{text}"
     );
+}
+#[tokio::test]
+async fn gc_removes_only_this_servers_orphaned_containers() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let kept = server.get(&format!("/api/sessions/{id}")).await.1["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An orphan: this server's instance label, but no session record (as a
+    // crash between creating a container and recording it would leave).
+    let instance = server.fixture.config.server.data_dir.join("crogia.db");
+    assert!(instance.exists());
+    let store = crogia_host::store::Store::open(&server.fixture.config.server.data_dir)
+        .await
+        .unwrap();
+    let instance_id = store.instance_id().await.unwrap();
+    let sandbox = server
+        .fixture
+        .sandbox
+        .clone()
+        .with_label(crogia_host::sandbox::LABEL_INSTANCE, &instance_id);
+    let ws = server.fixture.tmp.path().join("orphan-ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let orphan = sandbox.create("deadbeef", &ws).await.unwrap();
+
+    // While the server runs, gc is refused: containers the server is still
+    // setting up (its warm pool, sessions being created) belong to no stored
+    // session yet, and would be taken for orphans.
+    let err = crogia_host::session::collect_garbage(&server.fixture.config, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("is in use by") && err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(server.fixture.sandbox.inspect(&orphan).await.is_ok());
+
+    let fixture = server.stop().await;
+    let dry = crogia_host::session::collect_garbage(&fixture.config, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        [orphan.as_str()]
+    );
+    assert!(
+        fixture.sandbox.inspect(&orphan).await.is_ok(),
+        "dry run removed it"
+    );
+    let removed = crogia_host::session::collect_garbage(&fixture.config, false)
+        .await
+        .unwrap();
+    assert_eq!(removed.len(), 1);
+    assert!(fixture.sandbox.inspect(&orphan).await.is_err());
+    assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
 }

@@ -1,5 +1,5 @@
-//! Faults: the Docker engine going away and coming back, a container killed
-//! from outside.
+//! Faults: the Docker engine going away and coming back (or never there), a
+//! container killed or removed from outside, a delete that fails.
 
 use std::time::Duration;
 
@@ -204,4 +204,75 @@ async fn events_until_completed(ws: &mut crogia_tests::WsClient) -> Vec<Value> {
         }
     }
     events
+}
+#[tokio::test]
+async fn without_a_docker_engine_creation_is_503_and_health_says_so() {
+    let server = TestServer::with_config(|c| {
+        c.sandbox.docker_host = "unix:///nonexistent/docker.sock".into()
+    })
+    .await;
+    let (_, health) = server.get("/api/health").await;
+    assert_eq!(health["docker_available"], false);
+    assert_eq!(health["status"], "healthy");
+    let (status, body) = server.post("/api/sessions", json!({"task": "x"})).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Docker engine is not available"),
+        "{body}"
+    );
+    assert_eq!(server.get("/api/sessions").await.1, json!([]));
+    let workspaces = server.fixture.tmp.path().join("workspaces");
+    assert_eq!(
+        std::fs::read_dir(workspaces).unwrap().count(),
+        0,
+        "a failed create left a workspace behind"
+    );
+}
+
+#[tokio::test]
+async fn a_container_removed_outside_shows_the_session_in_error() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let container = server.get(&format!("/api/sessions/{id}")).await.1["container_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.fixture.sandbox.remove(&container).await.unwrap();
+    let mut info = Value::Null;
+    for _ in 0..50 {
+        info = server.get(&format!("/api/sessions/{id}")).await.1;
+        if info["status"] == "error" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(info["status"], "error", "{info}");
+    assert_eq!(info["container_status"], "removed");
+    assert!(
+        info["error"]
+            .as_str()
+            .unwrap()
+            .contains("removed outside Crogia"),
+        "{info}"
+    );
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": "true"}))
+        .await;
+    assert_eq!(status, 409);
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Delete it and create a new one"),
+        "{body}"
+    );
+    // Its files are still readable, and it can be deleted.
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}/files")).await.0,
+        200
+    );
+    assert_eq!(server.delete(&format!("/api/sessions/{id}")).await.0, 200);
 }

@@ -1,11 +1,13 @@
-//! The real binary: graceful shutdown on SIGTERM, nothing acknowledged lost
-//! on SIGKILL, and refusing to listen publicly without auth.
+//! A server's life: graceful shutdown on SIGTERM, nothing acknowledged lost
+//! on SIGKILL, refusing to listen publicly without auth, everything intact
+//! after a restart, the warm pool, and many sessions created at once.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::process::{ServerProcess, binary, free_port};
-use crogia_tests::{TestSandbox, WsClient, WsRead};
+use crogia_tests::{TestSandbox, TestServer, WsClient, WsRead};
 use serde_json::{Value, json};
 
 fn fixture(model: &ScriptedModel) -> TestSandbox {
@@ -201,4 +203,142 @@ async fn a_public_address_without_tokens_is_refused_unless_insecure() {
     }
     child.kill().await.unwrap();
     assert!(up, "--insecure did not start the server");
+}
+#[tokio::test]
+async fn fifty_sessions_created_at_once_all_succeed() {
+    let server = TestServer::start().await;
+    let creates =
+        (0..50).map(|i| server.post("/api/sessions", json!({"task": format!("task {i}")})));
+    let results = futures_util::future::join_all(creates).await;
+    let mut ids = BTreeSet::new();
+    for (status, body) in &results {
+        assert_eq!(*status, 200, "{body}");
+        ids.insert(body["session_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 50);
+    let (_, list) = server.get("/api/sessions").await;
+    assert_eq!(list.as_array().unwrap().len(), 50);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "active")
+    );
+}
+
+#[tokio::test]
+async fn after_a_restart_sessions_files_processes_and_containers_are_intact() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "remember me"}),
+        )
+        .await;
+    server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "notes.txt", "content": "kept"}),
+        )
+        .await;
+    let (_, p) = server
+        .post(
+            &format!("/api/sessions/{id}/processes"),
+            json!({"cmd": "sleep 300"}),
+        )
+        .await;
+    let before = server.get(&format!("/api/sessions/{id}")).await.1;
+    let procs_before = server.get(&format!("/api/sessions/{id}/processes")).await.1;
+
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+
+    let after = server.get(&format!("/api/sessions/{id}")).await.1;
+    assert_eq!(after, before);
+    assert_eq!(after["container_id"], before["container_id"]);
+    assert_eq!(after["last_task"], "remember me");
+    assert_eq!(
+        server
+            .get(&format!("/api/sessions/{id}/files/content?path=notes.txt"))
+            .await
+            .1["content"],
+        "kept"
+    );
+    let procs_after = server.get(&format!("/api/sessions/{id}/processes")).await.1;
+    assert_eq!(procs_after, procs_before);
+    assert_eq!(procs_after[0]["pid"], p["pid"]);
+    assert_eq!(procs_after[0]["status"], "running");
+}
+
+#[tokio::test]
+async fn the_warm_pool_hands_out_ready_containers_once_and_refills() {
+    let server = TestServer::with_config(|c| c.sandbox.pool_size = 2).await;
+    let label = format!("crogia.test={}", server.fixture.label);
+    let pooled = |server: &TestServer| {
+        let sandbox = server.fixture.sandbox.clone();
+        let label = label.clone();
+        async move {
+            sandbox
+                .find_by_labels(&[&label, "crogia.pool=true"])
+                .await
+                .unwrap()
+        }
+    };
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        ready = pooled(&server).await;
+        if ready.len() == 2 && ready.iter().all(|c| c.running) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready.len(), 2, "the pool did not fill");
+    let ready_ids: BTreeSet<String> = ready.iter().map(|c| c.id.clone()).collect();
+
+    let mut handed_out = BTreeSet::new();
+    for _ in 0..3 {
+        let (status, s) = server.post("/api/sessions", json!({})).await;
+        assert_eq!(status, 200, "{s}");
+        assert_eq!(s["container_status"], "running");
+        assert!(
+            handed_out.insert(s["container_id"].as_str().unwrap().to_string()),
+            "a container was handed out twice"
+        );
+    }
+    assert!(
+        handed_out.iter().filter(|c| ready_ids.contains(*c)).count() >= 1,
+        "no session came from the pool"
+    );
+
+    // It refills to its size with fresh containers.
+    let mut refilled = Vec::new();
+    for _ in 0..100 {
+        refilled = pooled(&server)
+            .await
+            .into_iter()
+            .filter(|c| !handed_out.contains(&c.id))
+            .collect::<Vec<_>>();
+        if refilled.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(refilled.len(), 2);
+
+    // A restart discards unused pool containers and fills a new pool; the
+    // sessions keep theirs.
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+    let sessions = server.get("/api/sessions").await.1;
+    assert_eq!(sessions.as_array().unwrap().len(), 3);
+    for _ in 0..100 {
+        let now: BTreeSet<String> = pooled(&server).await.into_iter().map(|c| c.id).collect();
+        let unused: Vec<_> = now.iter().filter(|c| !handed_out.contains(*c)).collect();
+        if unused.len() == 2 && refilled.iter().all(|old| !now.contains(&old.id)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the restarted server did not replace the stale pool");
 }

@@ -1,10 +1,11 @@
-//! The sandbox layer against the real Docker engine.
+//! The sandbox layer against the real Docker engine, and sweeping the
+//! containers tests leave behind.
 
 use std::time::Duration;
 
 use crogia_host::sandbox::{ExecRequest, ProcessState, SandboxError, StopOutcome};
 use crogia_host::workspace::WorkspaceError;
-use crogia_tests::TestSandbox;
+use crogia_tests::{TestSandbox, TestServer, sweep_containers};
 
 #[tokio::test]
 async fn exec_reports_exit_code_and_keeps_stderr_apart() {
@@ -330,4 +331,31 @@ async fn files_written_host_side_are_visible_in_the_container_and_back() {
         .unwrap();
     assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
     assert_eq!(ws.read("out.txt", 100).unwrap(), b"hello\n");
+}
+#[tokio::test]
+async fn sweeping_by_label_removes_leftover_containers() {
+    // The harness's own guarantee: what a test leaves, the sweep removes.
+    let server = TestServer::start().await;
+    server.session().await;
+    let label = format!("crogia.test={}", server.fixture.label);
+    assert_eq!(
+        server
+            .fixture
+            .sandbox
+            .find_by_labels(&[&label])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    sweep_containers(&server.fixture.label);
+    assert!(
+        server
+            .fixture
+            .sandbox
+            .find_by_labels(&[&label])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1,9 +1,10 @@
 //! Every standard tool, invoked through the real wasmtime runtime against a
 //! real container and workspace.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crogia_host::capabilities::Capabilities;
+use crogia_host::capabilities::{Capabilities, Health, ProcessTable};
 use crogia_host::plugins::PluginRuntime;
 use crogia_tests::TestSandbox;
 use serde_json::{Value, json};
@@ -291,4 +292,49 @@ async fn process_tools_start_list_read_logs_and_stop() {
         .await
         .unwrap_err();
     assert!(unknown.contains("no process with pid 999999"), "{unknown}");
+}
+
+/// Issue 15: the usability check lived in three REST handlers and in no
+/// host function, so a plugin could still run commands in a session whose
+/// container was gone. It now lives in `Capabilities`, for both.
+#[tokio::test]
+async fn host_functions_refuse_commands_in_an_unusable_session_like_rest_does() {
+    let t = TestSandbox::new();
+    let rt = t.plugins().await;
+    let (container, workspace) = t.container().await;
+    let health = Arc::new(Health::default());
+    let caps = Capabilities::new(
+        "0000beef",
+        t.sandbox.clone(),
+        &container,
+        workspace,
+        ProcessTable::new(Vec::new(), None),
+        Arc::new(t.config.workspace.clone()),
+        health.clone(),
+    );
+    let ran = call(&rt, &caps, "shell", json!({"command": "echo before"})).await;
+    assert!(ran.unwrap().contains("before"));
+
+    assert!(health.mark_broken("its container was removed outside Crogia"));
+    for (tool, args) in [
+        ("shell", json!({"command": "echo after"})),
+        ("start_process", json!({"command": "sleep 30"})),
+    ] {
+        let refused = call(&rt, &caps, tool, args).await;
+        let text = refused.as_ref().map_or_else(|e| e.as_str(), |o| o.as_str());
+        assert!(
+            text.contains("Session 0000beef is unusable: its container was removed outside Crogia"),
+            "{tool}: {refused:?}"
+        );
+        assert!(!text.contains("after"), "{tool} ran: {refused:?}");
+    }
+    // Files do not need the container: they still work.
+    call(
+        &rt,
+        &caps,
+        "write_file",
+        json!({"path": "still.txt", "content": "yes"}),
+    )
+    .await
+    .unwrap();
 }
