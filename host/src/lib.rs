@@ -1,9 +1,17 @@
 //! Crogia: a server for autonomous coding-agent sessions.
 //!
-//! Layers, each calling only downward:
-//! `api` → `server` (state) → `agent` → `session` / `events` → `plugins` → `capabilities` →
-//! `sandbox` (Docker) / `workspace` and `search` (host files) / `store` (SQLite).
-//! `datadir` keeps the data directory private and held by one process.
+//! Layers, each importing only the ones below it (docs/architecture.md; the
+//! test at the end of this file holds the code to the same table):
+//!
+//! - entry points: `main` (the binary) and [`cli`] (the client);
+//! - [`server`]: builds the application from a [`config::Config`] and serves it;
+//! - [`api`]: REST and WebSocket handlers, translating HTTP only, over [`state`];
+//! - [`service`]: the sessions service, owning every multi-step sequence;
+//! - [`agent`], [`session`], [`events`]: tasks, sessions, event logs;
+//! - [`plugins`]: the wasm tool runtime and its host functions;
+//! - [`capabilities`]: what one session can do, for REST and plugins alike;
+//! - [`sandbox`] (Docker), [`workspace`] and [`search`] (files), [`store`] (SQLite);
+//! - [`config`], [`datadir`], [`metrics`], [`time`].
 
 pub mod agent;
 pub mod api;
@@ -23,3 +31,190 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod workspace;
+
+#[cfg(test)]
+mod layers {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Which of our modules each module may import.
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("cli", &["api", "events", "plugins", "session", "workspace"]),
+        (
+            "server",
+            &[
+                "api", "state", "service", "agent", "session", "plugins", "sandbox", "store",
+                "metrics", "config", "datadir",
+            ],
+        ),
+        (
+            "api",
+            &[
+                "state",
+                "service",
+                "agent",
+                "session",
+                "events",
+                "plugins",
+                "capabilities",
+                "sandbox",
+                "search",
+                "workspace",
+                "metrics",
+                "config",
+                "time",
+            ],
+        ),
+        (
+            "state",
+            &[
+                "service", "agent", "session", "plugins", "sandbox", "store", "metrics", "config",
+            ],
+        ),
+        ("service", &["agent", "session"]),
+        (
+            "agent",
+            &[
+                "session",
+                "events",
+                "plugins",
+                "capabilities",
+                "store",
+                "metrics",
+                "config",
+            ],
+        ),
+        (
+            "session",
+            &[
+                "capabilities",
+                "events",
+                "sandbox",
+                "store",
+                "workspace",
+                "config",
+                "datadir",
+            ],
+        ),
+        ("events", &["store", "time"]),
+        (
+            "plugins",
+            &[
+                "capabilities",
+                "sandbox",
+                "search",
+                "workspace",
+                "config",
+                "time",
+            ],
+        ),
+        (
+            "capabilities",
+            &["sandbox", "search", "workspace", "config"],
+        ),
+        ("sandbox", &["workspace", "metrics", "config"]),
+        ("search", &["workspace", "config"]),
+        ("store", &["datadir", "time"]),
+        ("workspace", &[]),
+        ("config", &[]),
+        ("datadir", &[]),
+        ("metrics", &[]),
+        ("time", &[]),
+    ];
+
+    /// The `crate::<module>` paths a source file names outside comments.
+    fn imports(source: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        for line in source.lines() {
+            let code = line.split("//").next().unwrap_or_default();
+            let mut rest = code;
+            while let Some(i) = rest.find("crate::") {
+                rest = &rest[i + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+        found
+    }
+
+    /// A module's source files, test-only files left out.
+    fn sources(src: &Path, module: &str) -> Vec<std::path::PathBuf> {
+        let file = src.join(format!("{module}.rs"));
+        if file.exists() {
+            return vec![file];
+        }
+        let mut files = Vec::new();
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs")
+                    && path.file_name().is_some_and(|n| n != "tests.rs")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        files
+    }
+
+    /// A source text's code before its `#[cfg(test)]` module, if any.
+    fn non_test(source: &str) -> &str {
+        source
+            .find("#[cfg(test)]\nmod tests")
+            .map_or(source, |i| &source[..i])
+    }
+
+    #[test]
+    fn layers_import_only_downward() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut wrong = Vec::new();
+        for (module, allowed) in ALLOWED {
+            let files = sources(&src, module);
+            assert!(!files.is_empty(), "no sources for {module}");
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap();
+                for used in imports(non_test(&text)) {
+                    if used != *module && !allowed.contains(&used.as_str()) {
+                        wrong.push(format!("{} imports crate::{used}", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "imports against the layers:\n{}",
+            wrong.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_module_is_in_the_table() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+        for line in lib.lines() {
+            if let Some(name) = line.strip_prefix("pub mod ") {
+                let name = name.trim_end_matches(';');
+                assert!(
+                    ALLOWED.iter().any(|(m, _)| *m == name),
+                    "module {name} has no row in the layer table"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_checker_sees_a_wrong_way_import() {
+        let source = "use crate::server::AppState; // crate::api in a comment\n";
+        assert_eq!(imports(source), BTreeSet::from(["server".to_string()]));
+        assert_eq!(
+            non_test("use crate::a;\n#[cfg(test)]\nmod tests {\nuse crate::b;\n}"),
+            "use crate::a;\n"
+        );
+    }
+}
