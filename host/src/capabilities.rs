@@ -164,6 +164,11 @@ impl Capabilities {
         }
     }
 
+    /// Whether the session can still run commands.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// The workspace's directory on this host.
     pub fn workspace_root(&self) -> &std::path::Path {
         self.workspace.root()

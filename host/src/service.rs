@@ -99,7 +99,11 @@ impl SessionService {
                 Ok(())
             }
             Err(e) => {
-                self.agent.release(&session);
+                // Unless a concurrent delete has it now: that one releases
+                // or forgets the tasks.
+                if self.sessions.get(&session.id).is_ok() {
+                    self.agent.release(&session);
+                }
                 Err(e.into())
             }
         }

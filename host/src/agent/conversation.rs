@@ -88,3 +88,82 @@ impl Conversation {
         self.messages.iter().map(|(_, m, _)| m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SessionRecord;
+
+    async fn store_with_session(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir).await.unwrap();
+        store
+            .insert_session(&SessionRecord {
+                id: "s1".into(),
+                container_id: "c".into(),
+                workdir: "/w".into(),
+                created: chrono::Utc::now(),
+                last_task: None,
+                error: None,
+            })
+            .await
+            .unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn a_conversation_stored_before_versions_loads_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_session(dir.path()).await;
+        // Rows exactly as the server wrote them with async-openai's types.
+        let old = [
+            r#"{"role":"user","content":"Create a Flask app"}"#.to_string(),
+            r#"{"content":null,"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":{"name":"write_file","arguments":"{}"}}]}"#.to_string(),
+            r#"{"role":"tool","content":"Wrote app.py","tool_call_id":"call_1"}"#.to_string(),
+        ];
+        store.append_messages("s1", 1, &old).await.unwrap();
+        let mut c = Conversation::load(store.clone(), "s1").await.unwrap();
+        assert_eq!(c.messages().count(), 3);
+        c.push(Message::User {
+            content: "Now add a test".into(),
+        })
+        .await
+        .unwrap();
+        let c = Conversation::load(store, "s1").await.unwrap();
+        let all: Vec<&Message> = c.messages().collect();
+        assert_eq!(
+            all[1],
+            &Message::Assistant {
+                content: String::new(),
+                tool_calls: vec![super::super::messages::ToolCall {
+                    id: "call_1".into(),
+                    name: "write_file".into(),
+                    arguments: "{}".into(),
+                }],
+            }
+        );
+        assert_eq!(
+            all[3],
+            &Message::User {
+                content: "Now add a test".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_row_this_server_cannot_read_fails_the_load_and_says_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_session(dir.path()).await;
+        store
+            .append_messages("s1", 1, &[r#"{"v":9,"role":"user","content":"x"}"#.into()])
+            .await
+            .unwrap();
+        let err = Conversation::load(store, "s1")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("message 1 of session s1") && err.contains("format version 9"),
+            "{err}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
-use crate::capabilities::{Capabilities, Health, ProcessTable};
+use crate::capabilities::{Capabilities, ProcessTable};
 use crate::plugins::{ToolError, ToolInfo};
 use crate::sandbox::{DockerEngine, Sandbox};
 use crate::store::SessionRecord;
@@ -133,7 +133,6 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         DockerEngine::new("unix:///nonexistent/docker.sock"),
         config.sandbox.clone(),
     );
-    let health = Arc::new(Health::default());
     let caps = Capabilities::new(
         &id,
         sandbox,
@@ -141,7 +140,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         Arc::new(Workspace::create(dir.path().join("ws")).unwrap()),
         ProcessTable::new(Vec::new(), None),
         Arc::new(config.workspace.clone()),
-        health.clone(),
+        Arc::default(),
     );
     let events = crate::events::EventLog::open(store.clone(), &id, 1024)
         .await
@@ -151,7 +150,6 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         chrono::Utc::now(),
         "no-container".into(),
         caps,
-        health,
         Arc::new(events),
         None,
     ));

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use gc::collect_garbage;
 
-use crate::capabilities::{Capabilities, Health};
+use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::events::EventLog;
 use crate::sandbox::{ContainerWatch, Sandbox, SandboxError};
@@ -83,19 +83,17 @@ pub struct Session {
     pub events: Arc<EventLog>,
     /// Cancelled when the session is deleted (WebSocket clients close).
     pub deleted: CancellationToken,
-    health: Arc<Health>,
     last_task: Mutex<Option<String>>,
     deleting: AtomicBool,
 }
 
 impl Session {
-    /// A session made of its parts. `health` must be the one `caps` checks.
+    /// A session made of its parts.
     pub fn new(
         id: String,
         created: DateTime<Utc>,
         container_id: String,
         caps: Capabilities,
-        health: Arc<Health>,
         events: Arc<EventLog>,
         last_task: Option<String>,
     ) -> Self {
@@ -106,7 +104,6 @@ impl Session {
             caps,
             events,
             deleted: CancellationToken::new(),
-            health,
             last_task: Mutex::new(last_task),
             deleting: AtomicBool::new(false),
         }
@@ -118,7 +115,7 @@ impl Session {
 
     /// Why the session can no longer run commands, when it cannot.
     pub fn error(&self) -> Option<String> {
-        self.health.broken()
+        self.caps.health().broken()
     }
 }
 

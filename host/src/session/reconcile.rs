@@ -66,7 +66,7 @@ impl SessionManager {
     }
 
     async fn mark_broken(&self, session: &Session, reason: &str) {
-        if !session.health.mark_broken(reason) {
+        if !session.caps.health().mark_broken(reason) {
             return;
         }
         tracing::warn!(session = %session.id, container = %session.container_id, reason, "session is now in error");

@@ -94,7 +94,6 @@ impl SessionManager {
             })
         });
         let processes = processes.into_iter().map(background_process).collect();
-        let health = Arc::new(Health::new(record.error));
         let caps = Capabilities::new(
             &record.id,
             self.sandbox.clone(),
@@ -102,14 +101,13 @@ impl SessionManager {
             Arc::new(workspace),
             ProcessTable::new(processes, Some(persist)),
             Arc::new(self.config.workspace.clone()),
-            health.clone(),
+            Arc::new(Health::new(record.error)),
         );
         Ok(Arc::new(Session::new(
             record.id,
             record.created,
             record.container_id,
             caps,
-            health,
             Arc::new(events),
             record.last_task,
         )))
