@@ -8,7 +8,7 @@ default:
     @just --list
 
 # Install what this machine lacks: Docker engine, plugin toolchain, sandbox image. Idempotent.
-setup: rust docker
+setup: rust docker sandbox-agent
     @bash plugins/build.sh --toolchain-only
     @bash sandbox/build-image.sh
 
@@ -25,12 +25,16 @@ docker:
 build-plugins:
     @bash plugins/build.sh
 
+# Build the sandbox agent: one static binary, target/crogia-agent, mounted into every container.
+sandbox-agent: rust
+    @bash sandbox/agent/build.sh
+
 # Build the sandbox image offline (skipped when present).
 sandbox-image: docker
     @bash sandbox/build-image.sh
 
 # Start the server (release build) on 127.0.0.1:8000; extra args go to `crogia serve`.
-run *ARGS: rust docker build-plugins sandbox-image
+run *ARGS: rust docker build-plugins sandbox-image sandbox-agent
     cargo run --release -p crogia-host --bin crogia -- serve {{ARGS}}
 
 # What the client tests need: the contract examples' Python packages, Node, headless Chromium.

@@ -202,6 +202,11 @@ pub struct SandboxConfig {
     /// takes one (the pool refills in the background; a container is never
     /// handed out twice). 0: create each on demand.
     pub pool_size: usize,
+    /// The sandbox agent's static binary (`just sandbox-agent` builds it into
+    /// `target/crogia-agent`). It is mounted read-only into every container
+    /// and runs there as PID 1; a relative path is taken from the directory
+    /// the server starts in.
+    pub agent_binary: PathBuf,
 }
 
 impl Default for SandboxConfig {
@@ -235,6 +240,7 @@ impl Default for SandboxConfig {
             stop_grace_secs: 5,
             labels: BTreeMap::new(),
             pool_size: 0,
+            agent_binary: PathBuf::from("target/crogia-agent"),
         }
     }
 }

@@ -54,6 +54,7 @@ pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {
         .labels
         .insert(TEST_LABEL.into(), run_label.into());
     config.plugins.dir = repo_root().join("plugins/dist");
+    config.sandbox.agent_binary = repo_root().join("target/crogia-agent");
     config
 }
 

@@ -6,6 +6,7 @@
 //! talks to the engine only through its API socket (bollard), never to a
 //! container's network address.
 
+mod agent;
 mod engine;
 mod exec;
 mod processes;
@@ -70,6 +71,8 @@ pub struct Sandbox {
     engine: std::sync::Arc<DockerEngine>,
     config: SandboxConfig,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Links to the agents in this sandbox's containers (shared by clones).
+    agent_links: std::sync::Arc<agent::AgentLinks>,
 }
 
 impl Sandbox {
@@ -78,6 +81,7 @@ impl Sandbox {
             engine,
             config,
             metrics: None,
+            agent_links: Default::default(),
         }
     }
 
@@ -131,8 +135,15 @@ impl Sandbox {
             )));
         }
         let started = std::time::Instant::now();
-        let docker = self.engine.client().await?;
         let c = &self.config;
+        let agent = std::fs::canonicalize(&c.agent_binary).map_err(|e| {
+            SandboxError::Engine(format!(
+                "the sandbox agent {} cannot be used ({e}); build it with `just sandbox-agent` \
+                 or set sandbox.agent_binary",
+                c.agent_binary.display()
+            ))
+        })?;
+        let docker = self.engine.client().await?;
         if let Some((uid, gid)) = c.user_ids() {
             // The container's user must own its workspace to write in it.
             std::os::unix::fs::chown(workspace, Some(uid), Some(gid)).map_err(|e| {
@@ -145,12 +156,24 @@ impl Sandbox {
         let memory = i64::try_from(c.memory.bytes()).unwrap_or(i64::MAX);
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
-            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            // The agent is PID 1: it serves the server and reaps orphans.
+            entrypoint: Some(vec![
+                crogia_sandbox_agent::CONTAINER_BINARY.into(),
+                "init".into(),
+            ]),
+            cmd: Some(Vec::new()),
             working_dir: Some(CONTAINER_ROOT.into()),
             labels: Some(labels),
             env: Some(vec!["HOME=/root".into(), "LANG=C.UTF-8".into()]),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{}:{CONTAINER_ROOT}", workspace.display())]),
+                binds: Some(vec![
+                    format!("{}:{CONTAINER_ROOT}", workspace.display()),
+                    format!(
+                        "{}:{}:ro",
+                        agent.display(),
+                        crogia_sandbox_agent::CONTAINER_BINARY
+                    ),
+                ]),
                 memory: Some(memory),
                 // No swap beyond the memory limit.
                 memory_swap: Some(memory),

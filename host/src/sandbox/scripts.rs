@@ -60,16 +60,6 @@ signal_tree() {
 
 /// Runs `$CROGIA_CMD` with `sh -c`, first writing the wrapper's pid on a line
 /// of its own to stderr so a timeout can kill the command's whole tree.
-pub const EXEC_WRAPPER: &str = r#"echo "$$" >&2
-_c=$CROGIA_CMD; unset CROGIA_CMD
-sh -c "$_c"
-"#;
-
-/// Kills the process tree rooted at `$CROGIA_PID` with SIGKILL.
-pub fn kill_tree() -> String {
-    format!("{LIB}\nsignal_tree KILL \"$CROGIA_PID\"\n")
-}
-
 /// Starts `$CROGIA_CMD` in the background with stdout and stderr in
 /// `.agent_logs/$CROGIA_PROC_ID.log` and its exit code written to
 /// `.agent_logs/$CROGIA_PROC_ID.exit` when it ends. Prints `PID STARTTIME`.

@@ -11,5 +11,6 @@ mod health;
 mod lifecycle;
 mod plugins;
 mod sandbox;
+mod sandbox_agent;
 mod security;
 mod tools;

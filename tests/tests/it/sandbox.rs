@@ -237,11 +237,21 @@ async fn containers_carry_labels_limits_and_no_network() {
             .iter()
             .any(|o| o == "no-new-privileges")
     );
+    // The workspace, and the sandbox agent read-only.
+    let agent = std::fs::canonicalize(&t.config.sandbox.agent_binary).unwrap();
     assert_eq!(
         hc.binds.unwrap(),
-        vec![format!("{}:/workspace", ws.root().display())]
+        vec![
+            format!("{}:/workspace", ws.root().display()),
+            format!("{}:/.crogia/crogia-agent:ro", agent.display()),
+        ]
     );
-    let labels = info.config.unwrap().labels.unwrap();
+    let config = info.config.unwrap();
+    assert_eq!(
+        config.entrypoint.unwrap_or_default(),
+        ["/.crogia/crogia-agent", "init"]
+    );
+    let labels = config.labels.unwrap();
     assert_eq!(
         labels.get("crogia.managed").map(String::as_str),
         Some("true")

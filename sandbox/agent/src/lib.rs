@@ -1,0 +1,24 @@
+//! The sandbox agent: one resident process in each container that does the
+//! sandbox's work from inside it, and the protocol the server speaks to it.
+//!
+//! The server reaches the agent over one long-lived Docker exec stream: the
+//! exec runs `crogia-agent connect`, which bridges its stdin and stdout to
+//! the agent's unix socket, and the server speaks HTTP/2 (hyper) over that
+//! stream, so many requests share it. The container needs no network.
+//!
+//! This crate is both sides' source of truth: [`protocol`] holds the
+//! request and response types, [`exec`] runs commands, [`server`] serves
+//! them. The binary (`src/main.rs`) is built static and injected into every
+//! container.
+
+pub mod exec;
+pub mod output;
+pub mod protocol;
+pub mod server;
+
+/// Where the agent listens inside the container. `/tmp` is a writable tmpfs
+/// in every sandbox, even with a read-only root.
+pub const SOCKET_PATH: &str = "/tmp/.crogia-agent.sock";
+
+/// Where the agent's binary is mounted in the container.
+pub const CONTAINER_BINARY: &str = "/.crogia/crogia-agent";

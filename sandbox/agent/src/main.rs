@@ -1,0 +1,119 @@
+//! `crogia-agent`: the resident process in every sandbox container.
+//!
+//! - `crogia-agent init`: the container's PID 1. Starts `serve`, restarts it
+//!   if it dies, reaps every orphan, and ends the container on SIGTERM.
+//! - `crogia-agent serve`: HTTP/2 on the agent's unix socket.
+//! - `crogia-agent connect`: bridges stdin and stdout to the socket; the
+//!   server runs this through one long-lived Docker exec and speaks HTTP/2
+//!   over it.
+
+use std::time::Duration;
+
+use crogia_sandbox_agent::SOCKET_PATH;
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_default();
+    let code = match mode.as_str() {
+        "init" => init(),
+        "serve" => runtime().block_on(serve()),
+        "connect" => runtime().block_on(connect()),
+        _ => {
+            eprintln!("usage: crogia-agent init | serve | connect");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("building the runtime")
+}
+
+extern "C" fn exit_now(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(0) }
+}
+
+/// PID 1: keeps `serve` running and reaps whatever ends up parented to it.
+fn init() -> i32 {
+    // PID 1 gets no default signal actions: without a handler `docker stop`
+    // would wait out its grace period.
+    // SAFETY: installing a handler that only calls _exit.
+    unsafe {
+        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, exit_now as *const () as libc::sighandler_t);
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    loop {
+        let server = match std::process::Command::new(&exe).arg("serve").spawn() {
+            Ok(child) => child.id() as libc::pid_t,
+            Err(e) => {
+                eprintln!("crogia-agent: cannot start the server: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on any child, blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
+            if pid == server {
+                eprintln!("crogia-agent: the server ended (status {status}); restarting it");
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                break;
+            }
+        }
+    }
+}
+
+async fn serve() -> i32 {
+    let _ = std::fs::remove_file(SOCKET_PATH);
+    let listener = match tokio::net::UnixListener::bind(SOCKET_PATH) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("crogia-agent: cannot listen on {SOCKET_PATH}: {e}");
+            return 1;
+        }
+    };
+    match crogia_sandbox_agent::server::serve(listener).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("crogia-agent: {e}");
+            1
+        }
+    }
+}
+
+/// Bridges stdin/stdout to the agent's socket until either side closes.
+async fn connect() -> i32 {
+    let mut socket = None;
+    // The server may still be starting (or restarting): wait a little.
+    for _ in 0..50 {
+        match tokio::net::UnixStream::connect(SOCKET_PATH).await {
+            Ok(s) => {
+                socket = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let Some(mut socket) = socket else {
+        eprintln!("crogia-agent: no agent listens on {SOCKET_PATH}");
+        return 1;
+    };
+    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+    match tokio::io::copy_bidirectional(&mut stdio, &mut socket).await {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("crogia-agent: bridge ended: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The sandbox agent (issue 16): commands run through the resident agent in
+//! each container, which kills them when whoever asked goes away. Each test
+//! is one of the issue's reproductions, against a real server, container
+//! and plugin.
+
+use std::time::Duration;
+
+use crogia_host::config::ToolConfig;
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::{TestServer, server_with_model};
+use serde_json::json;
+
+/// Whether a process whose command line contains `needle` runs in the
+/// session's container, once it has had up to 10 s to go away.
+async fn still_running(server: &TestServer, id: &str, needle: &str) -> bool {
+    for _ in 0..50 {
+        let (status, out) = server
+            .post(
+                &format!("/api/sessions/{id}/shell"),
+                json!({"cmd": "ps -eo args"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        if !out["stdout"].as_str().unwrap().contains(needle) {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    true
+}
+
+/// Waits until a process whose command line contains `needle` runs.
+async fn wait_running(server: &TestServer, id: &str, needle: &str) {
+    for _ in 0..100 {
+        let (_, out) = server
+            .post(
+                &format!("/api/sessions/{id}/shell"),
+                json!({"cmd": "ps -eo args"}),
+            )
+            .await;
+        if out["stdout"].as_str().unwrap_or_default().contains(needle) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{needle} never started");
+}
+
+#[tokio::test]
+async fn a_rest_caller_that_disconnects_takes_its_command_with_it() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let gave_up = client
+        .post(server.url(&format!("/api/sessions/{id}/shell")))
+        .json(&json!({"cmd": "sleep 779", "timeout": 600}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client gave up after 1 s");
+    assert!(
+        !still_running(&server, &id, "sleep 779").await,
+        "the command outlived its caller"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_that_times_out_takes_its_command_with_it() {
+    let server = TestServer::with_config(|c| {
+        c.tools.insert(
+            "shell".into(),
+            ToolConfig {
+                timeout_ms: Some(1500),
+                ..ToolConfig::default()
+            },
+        );
+    })
+    .await;
+    let id = server.session().await;
+    let session = server.state.sessions.get(&id).unwrap();
+    let outcome = server
+        .state
+        .plugins
+        .invoke(
+            session.caps.clone(),
+            "shell",
+            &json!({"command": "sleep 778", "timeout": 600}).to_string(),
+        )
+        .await;
+    assert_eq!(outcome.unwrap_err().code(), "timeout");
+    assert!(
+        !still_running(&server, &id, "sleep 778").await,
+        "the command outlived the tool"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_task_takes_its_running_command_with_it() {
+    let model = ScriptedModel::start(vec![Reply::Tools(vec![(
+        "shell".into(),
+        json!({"command": "sleep 777", "timeout": 600}),
+    )])])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "wait a long time"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    wait_running(&server, &id, "sleep 777").await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tasks/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "cancelled");
+    assert!(
+        !still_running(&server, &id, "sleep 777").await,
+        "the command outlived its task"
+    );
+}
+
+#[tokio::test]
+async fn a_command_whose_output_never_pauses_still_times_out() {
+    let server = TestServer::with_config(|c| c.sandbox.output_limit_bytes = 4096).await;
+    let id = server.session().await;
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "sleep 1; yes", "timeout": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["timed_out"], true, "{out}");
+    assert_eq!(out["truncated"], true);
+    assert!(out["stdout"].as_str().unwrap().len() < 8192);
+    assert!(!still_running(&server, &id, "yes").await);
+}
+
+#[tokio::test]
+async fn the_agent_is_the_containers_first_process_and_reaps_orphans() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let (_, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "cat /proc/1/cmdline | tr '\\0' ' '; echo; sh -c 'sleep 0.2 &' ; sleep 1; ps -eo stat,args"}),
+        )
+        .await;
+    let text = out["stdout"].as_str().unwrap();
+    let pid1 = text.lines().next().unwrap();
+    // Docker's own init may sit in front of it (sandbox.init).
+    assert!(
+        pid1.contains("/.crogia/crogia-agent init") || pid1.contains("docker-init"),
+        "{text}"
+    );
+    assert!(
+        text.contains("/.crogia/crogia-agent"),
+        "the agent runs: {text}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with('Z')),
+        "an orphan was left a zombie: {text}"
+    );
+}
