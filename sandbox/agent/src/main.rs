@@ -25,9 +25,10 @@ fn main() {
     std::process::exit(code);
 }
 
+/// One thread: every request is I/O and child processes, and a wake-up on
+/// the same thread costs less than one handed to another.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("building the runtime")
