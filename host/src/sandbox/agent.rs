@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::CreateExecOptions;
 use bytes::Bytes;
 use crogia_sandbox_agent::CONTAINER_BINARY;
 use crogia_sandbox_agent::protocol::ErrorBody;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
+use super::exec::Attached;
 use super::{Sandbox, SandboxError};
 
 /// Most bytes of one answer from an agent the server reads: a container is
@@ -63,11 +64,12 @@ impl Sandbox {
             Err(e) if e.message().is_some() => {
                 tracing::debug!(container, error = %e.error(), "agent link broken; reconnecting");
                 let mut link = self.agent_link(container, true).await?;
-                link.send_request(request())
-                    .await
-                    .map_err(|e| self.link_failed(container, e))?
+                match link.send_request(request()).await {
+                    Ok(answer) => answer,
+                    Err(e) => return Err(self.link_failed(container, e).await),
+                }
             }
-            Err(e) => return Err(self.link_failed(container, e.into_error())),
+            Err(e) => return Err(self.link_failed(container, e.into_error()).await),
         };
         let status = answer.status();
         let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
@@ -89,12 +91,8 @@ impl Sandbox {
     }
 
     /// What a request whose fate is unknown turns into; the link is dropped.
-    fn link_failed(&self, container: &str, e: hyper::Error) -> SandboxError {
-        let links = self.agent_links.clone();
-        let container = container.to_string();
-        tokio::spawn(async move {
-            links.links.lock().await.remove(&container);
-        });
+    async fn link_failed(&self, container: &str, e: hyper::Error) -> SandboxError {
+        self.agent_links.links.lock().await.remove(container);
         if self.engine.is_available() {
             SandboxError::Engine(format!("the link to the sandbox agent broke: {e}"))
         } else {
@@ -120,7 +118,6 @@ impl Sandbox {
     /// Starts `crogia-agent connect` in the container and speaks HTTP/2
     /// over its stdin and stdout.
     async fn connect_agent(&self, container: &str) -> Result<Link, SandboxError> {
-        let docker = self.engine.client().await?;
         let options = CreateExecOptions {
             attach_stdin: Some(true),
             attach_stdout: Some(true),
@@ -129,19 +126,7 @@ impl Sandbox {
             cmd: Some(vec![CONTAINER_BINARY.to_string(), "connect".to_string()]),
             ..Default::default()
         };
-        let exec = docker.create_exec(container, options).await.map_err(|e| {
-            match self.engine.classify(e) {
-                SandboxError::Conflict(m) => SandboxError::NotRunning(m),
-                other => other,
-            }
-        })?;
-        let StartExecResults::Attached { output, input } = docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| self.engine.classify(e))?
-        else {
-            return Err(SandboxError::Engine("agent exec started detached".into()));
-        };
+        let Attached { output, input, .. } = self.start_attached(container, options).await?;
         let container_name = container.to_string();
         let stdout = output.filter_map(move |item| {
             let container = container_name.clone();

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
-use futures_util::StreamExt;
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWrite;
 
 use crogia_sandbox_agent::output::CappedBuffer;
 
@@ -93,7 +96,42 @@ pub struct ExecOutput {
     pub duration: Duration,
 }
 
+/// A Docker exec started with its streams attached.
+pub(super) struct Attached {
+    pub id: String,
+    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+}
+
 impl Sandbox {
+    /// Creates an exec in `container` and starts it attached. A container
+    /// that is not running is [`SandboxError::NotRunning`].
+    pub(super) async fn start_attached(
+        &self,
+        container: &str,
+        options: CreateExecOptions<String>,
+    ) -> Result<Attached, SandboxError> {
+        let docker = self.engine.client().await?;
+        let exec = docker.create_exec(container, options).await.map_err(|e| {
+            match self.engine.classify(e) {
+                SandboxError::Conflict(m) => SandboxError::NotRunning(m),
+                other => other,
+            }
+        })?;
+        match docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| self.engine.classify(e))?
+        {
+            StartExecResults::Attached { output, input } => Ok(Attached {
+                id: exec.id,
+                output,
+                input,
+            }),
+            StartExecResults::Detached => Err(SandboxError::Engine("exec started detached".into())),
+        }
+    }
+
     /// Runs a command with `sh -c` in `/workspace`. On timeout the command and
     /// everything it started are killed (they are gone when this returns) and
     /// `timed_out` is set. If this future is dropped first, the command is
@@ -143,7 +181,6 @@ impl Sandbox {
         let timeout = INTERNAL_TIMEOUT + self.config.stop_grace();
         let started = Instant::now();
         let _timing = self.timing("exec_helper");
-        let docker = self.engine.client().await?;
         let options = CreateExecOptions {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -152,19 +189,7 @@ impl Sandbox {
             working_dir: Some(CONTAINER_ROOT.to_string()),
             ..Default::default()
         };
-        let exec = docker.create_exec(container, options).await.map_err(|e| {
-            match self.engine.classify(e) {
-                SandboxError::Conflict(m) => SandboxError::NotRunning(m),
-                other => other,
-            }
-        })?;
-        let StartExecResults::Attached { mut output, .. } = docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| self.engine.classify(e))?
-        else {
-            return Err(SandboxError::Engine("exec started detached".into()));
-        };
+        let Attached { id, mut output, .. } = self.start_attached(container, options).await?;
         let limit = self.config.output_limit_bytes;
         let mut stdout = CappedBuffer::new(limit);
         let mut stderr = CappedBuffer::new(limit);
@@ -187,7 +212,8 @@ impl Sandbox {
             }
         }
         drop(output);
-        let exit_code = match docker.inspect_exec(&exec.id).await {
+        let docker = self.engine.client().await?;
+        let exit_code = match docker.inspect_exec(&id).await {
             Ok(info) if info.running != Some(true) => info.exit_code,
             Ok(_) => None,
             Err(e) => return Err(self.engine.classify(e)),

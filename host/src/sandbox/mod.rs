@@ -282,19 +282,6 @@ impl Sandbox {
         }
     }
 
-    /// Restarts a container: every process in it ends.
-    pub async fn restart(&self, container: &str) -> Result<(), SandboxError> {
-        let docker = self.engine.client().await?;
-        let options = bollard::query_parameters::RestartContainerOptions {
-            t: Some(1),
-            signal: None,
-        };
-        docker
-            .restart_container(container, Some(options))
-            .await
-            .map_err(|e| self.engine.classify(e))
-    }
-
     /// Removes a container (running or not) and its anonymous volumes.
     /// Removing one that is already gone succeeds.
     pub async fn remove(&self, container: &str) -> Result<(), SandboxError> {
