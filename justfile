@@ -7,10 +7,11 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install what this machine lacks: Docker engine, plugin toolchain, sandbox image. Idempotent.
+# Install what this machine lacks: Docker engine, plugin toolchain, sandbox image (and a minimal one the tests use). Idempotent.
 setup: rust docker sandbox-agent
     @bash plugins/build.sh --toolchain-only
     @bash sandbox/build-image.sh
+    @bash sandbox/build-minimal-image.sh
 
 # Check the Rust toolchain (rustup's stable, 1.95 or newer).
 rust:
@@ -56,9 +57,10 @@ test: setup build-plugins test-clients
     bash tests/fuzz/api.sh 5
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
-# Name groups to run only those (start create shell grep fanout throughput pool plugin); the table is then only printed.
+# Name groups to run only those (start create shell files agent grep fanout throughput pool plugin); the table is then only printed.
 bench *GROUPS: setup build-plugins
     @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
+    @command -v rg >/dev/null || { echo "bench: installing ripgrep (Debian package), the grep baseline"; apt-get install -y -qq ripgrep >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }; }
     cargo build --release --locked -p crogia-host --bin crogia
     {{ if GROUPS == "" { "cargo bench --locked -p crogia-tests --bench micro" } else { "true" } }}
     cargo bench --locked -p crogia-tests --bench suite -- {{GROUPS}}

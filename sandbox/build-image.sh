@@ -10,13 +10,9 @@ set -euo pipefail
 IMAGE="${1:-crogia-sandbox:latest}"
 PACKAGES="python3,python3-pip,python3-venv,git,ca-certificates,procps,ripgrep,curl"
 
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "sandbox-image: $IMAGE already present, skipped"
-  exit 0
-fi
-
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-  echo "sandbox-image: need root (or sudo) to run: $*" >&2; exit 1; fi; }
+# shellcheck source=sandbox/image-common.sh
+. "$(dirname "$0")/image-common.sh"
+skip_if_present "$IMAGE" sandbox-image
 
 if ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
   echo "sandbox-image: installing debootstrap (Debian package)"

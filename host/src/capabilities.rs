@@ -2,8 +2,9 @@
 //! manage background processes — the single implementation behind both the
 //! REST handlers and the plugins' host functions.
 //!
-//! Everything is scoped to one session's container and workspace. Blocking
-//! file-system work runs on tokio's blocking pool. Errors are
+//! Everything is scoped to one session's container and workspace, and all
+//! of it is done inside the container by its agent: the server opens no
+//! file of a workspace. Errors are
 //! [`CapabilityError`], which the REST layer maps to status codes and the
 //! plugin layer to WIT error codes.
 
@@ -12,13 +13,16 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
+use crogia_sandbox_agent::protocol::SearchRequest;
+
 use crate::config::WorkspaceConfig;
 use crate::sandbox::{
-    BackgroundProcess, ExecOutput, ExecRequest, ProcessState, ProcessStatus, Sandbox, SandboxError,
-    StopOutcome,
+    AgentError, BackgroundProcess, ExecOutput, ExecRequest, ProcessState, ProcessStatus, Sandbox,
+    SandboxError, StopOutcome,
 };
-use crate::search::{self, GrepMatch, SearchError, SearchOptions};
-use crate::workspace::{EntryInfo, EntryKind, Metadata, Workspace, WorkspaceError};
+use crate::workspace::{
+    EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CapabilityError {
@@ -35,6 +39,16 @@ pub enum CapabilityError {
     Unusable { id: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<AgentError> for CapabilityError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Sandbox(e) => Self::Sandbox(e),
+            AgentError::Refused(SearchError::Workspace(e)) => Self::Workspace(e),
+            AgentError::Refused(e) => Self::Search(e),
+        }
+    }
 }
 
 /// Saves a newly started process before anyone is told about it.
@@ -90,15 +104,6 @@ impl ProcessTable {
             .cloned()
     }
 }
-
-/// Files up to this size are read on the calling task; larger ones, and
-/// every other file operation whose cost grows with its input (writes,
-/// listings, searches), run on the blocking pool. A confined open plus a
-/// small read or a stat takes microseconds, while a hand-off to the blocking
-/// pool costs two thread switches: about 20 µs from a task and 70 µs from a
-/// plugin's fiber (measured by `just bench`, `plugin_call` group) — several
-/// times the work itself.
-pub const INLINE_READ_BYTES: u64 = 64 * 1024;
 
 /// Whether a session can still run commands, and why not when it cannot.
 /// Shared by the session (which reports it) and its capabilities (which
@@ -176,7 +181,7 @@ impl Capabilities {
 
     /// Fails when the session's container is gone. Every capability that
     /// needs the container checks this first, for REST handlers and plugins
-    /// alike; files stay readable and writable.
+    /// alike.
     pub fn check_usable(&self) -> Result<(), CapabilityError> {
         match self.health.broken() {
             Some(reason) => Err(CapabilityError::Unusable {
@@ -206,39 +211,34 @@ impl Capabilities {
         }
     }
 
+    /// A whole file, refused over `workspace.max_read_bytes`.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, CapabilityError> {
         let limit = self.limits.max_read_bytes;
-        let inline = INLINE_READ_BYTES.min(limit);
-        // Only a regular file is opened here: opening a FIFO blocks until a
-        // writer comes, which must not happen on the calling task.
-        if let Ok(meta) = self.workspace.stat(path)
-            && meta.kind == EntryKind::File
-            && meta.size <= inline
-        {
-            match self.workspace.read(path, inline) {
-                // It grew in the meantime: read it on the blocking pool.
-                Err(WorkspaceError::TooLarge { .. }) => {}
-                other => return Ok(other?),
-            }
-        }
-        self.blocking(move |ws, p| ws.read(&p, limit), path).await
+        self.in_container(|| self.sandbox.read_file(&self.container_id, path, limit))
+            .await
     }
 
     pub async fn write_file(&self, path: &str, data: Vec<u8>) -> Result<(), CapabilityError> {
-        self.blocking(move |ws, p| ws.write(&p, &data), path).await
+        self.in_container(|| {
+            self.sandbox
+                .write_file(&self.container_id, path, data.clone())
+        })
+        .await
     }
 
     pub async fn list_dir(&self, path: &str) -> Result<Vec<EntryInfo>, CapabilityError> {
-        self.blocking(|ws, p| ws.list(&p), path).await
+        self.in_container(|| self.sandbox.list_dir(&self.container_id, path))
+            .await
     }
 
     pub async fn stat(&self, path: &str) -> Result<Metadata, CapabilityError> {
-        // One confined open and fstat: run here (see `INLINE_READ_BYTES`).
-        Ok(self.workspace.stat(path)?)
+        self.in_container(|| self.sandbox.stat(&self.container_id, path))
+            .await
     }
 
     pub async fn remove(&self, path: &str) -> Result<(), CapabilityError> {
-        self.blocking(|ws, p| ws.remove(&p), path).await
+        self.in_container(|| self.sandbox.remove_path(&self.container_id, path))
+            .await
     }
 
     /// Files under `options.path` matching the glob `pattern`.
@@ -247,10 +247,9 @@ impl Capabilities {
         pattern: &str,
         options: SearchOptions,
     ) -> Result<Vec<String>, CapabilityError> {
-        let ws = self.workspace.clone();
-        let limits = self.limits.clone();
-        let pattern = pattern.to_string();
-        spawn_blocking(move || Ok(search::glob(&ws, &pattern, &options, &limits)?)).await
+        let ask = self.search_request(pattern, options);
+        self.in_container(|| self.sandbox.glob(&self.container_id, &ask))
+            .await
     }
 
     /// Lines matching the regular expression `pattern`.
@@ -259,10 +258,33 @@ impl Capabilities {
         pattern: &str,
         options: SearchOptions,
     ) -> Result<Vec<GrepMatch>, CapabilityError> {
-        let ws = self.workspace.clone();
-        let limits = self.limits.clone();
-        let pattern = pattern.to_string();
-        spawn_blocking(move || Ok(search::grep(&ws, &pattern, &options, &limits)?)).await
+        let ask = self.search_request(pattern, options);
+        self.in_container(|| self.sandbox.grep(&self.container_id, &ask))
+            .await
+    }
+
+    fn search_request(&self, pattern: &str, options: SearchOptions) -> SearchRequest {
+        SearchRequest {
+            pattern: pattern.to_string(),
+            options,
+            limits: self.limits.as_ref().into(),
+        }
+    }
+
+    /// Runs `op` in the container through its agent, starting the
+    /// container first if it was stopped (say, by an engine restart).
+    async fn in_container<T, F>(&self, op: impl Fn() -> F) -> Result<T, CapabilityError>
+    where
+        F: Future<Output = Result<T, AgentError>>,
+    {
+        self.check_usable()?;
+        match op().await {
+            Err(AgentError::Sandbox(SandboxError::NotRunning(_))) => {
+                self.sandbox.ensure_running(&self.container_id).await?;
+                Ok(op().await?)
+            }
+            other => Ok(other?),
+        }
     }
 
     pub async fn start_process(&self, command: &str) -> Result<BackgroundProcess, CapabilityError> {
@@ -332,7 +354,7 @@ impl Capabilities {
             .await
             .ok_or(CapabilityError::ProcessNotFound(pid))?;
         match self
-            .blocking(move |ws, log| ws.tail_lines(&log, lines), &p.log)
+            .in_container(|| self.sandbox.tail(&self.container_id, &p.log, lines))
             .await
         {
             // Started but has not written anything yet.
@@ -340,22 +362,4 @@ impl Capabilities {
             other => other,
         }
     }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Workspace, String) -> Result<T, WorkspaceError> + Send + 'static,
-        path: &str,
-    ) -> Result<T, CapabilityError> {
-        let ws = self.workspace.clone();
-        let path = path.to_string();
-        spawn_blocking(move || Ok(f(&ws, path)?)).await
-    }
-}
-
-async fn spawn_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, CapabilityError> + Send + 'static,
-) -> Result<T, CapabilityError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| CapabilityError::Internal(format!("blocking task failed: {e}")))?
 }

@@ -10,7 +10,8 @@
 //! - [`agent`], [`session`], [`events`]: tasks, sessions, event logs;
 //! - [`plugins`]: the wasm tool runtime and its host functions;
 //! - [`capabilities`]: what one session can do, for REST and plugins alike;
-//! - [`sandbox`] (Docker), [`workspace`] and [`search`] (files), [`store`] (SQLite);
+//! - [`sandbox`] (Docker, and the agent in each container), [`workspace`]
+//!   (the host directory, and the types of the agent's file answers), [`store`] (SQLite);
 //! - [`config`], [`datadir`], [`metrics`], [`time`].
 
 pub mod agent;
@@ -23,7 +24,6 @@ pub mod events;
 pub mod metrics;
 pub mod plugins;
 pub mod sandbox;
-pub mod search;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -58,7 +58,6 @@ mod layers {
                 "plugins",
                 "capabilities",
                 "sandbox",
-                "search",
                 "workspace",
                 "metrics",
                 "config",
@@ -99,23 +98,12 @@ mod layers {
         ("events", &["store", "time"]),
         (
             "plugins",
-            &[
-                "capabilities",
-                "sandbox",
-                "search",
-                "workspace",
-                "config",
-                "time",
-            ],
+            &["capabilities", "sandbox", "workspace", "config", "time"],
         ),
-        (
-            "capabilities",
-            &["sandbox", "search", "workspace", "config"],
-        ),
+        ("capabilities", &["sandbox", "workspace", "config"]),
         ("sandbox", &["workspace", "metrics", "config"]),
-        ("search", &["workspace", "config"]),
         ("store", &["datadir", "time"]),
-        ("workspace", &[]),
+        ("workspace", &["config"]),
         ("config", &[]),
         ("datadir", &[]),
         ("metrics", &[]),

@@ -19,7 +19,7 @@ use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crogia_host::events::{EventKind, EventLog};
 use crogia_host::store::{SessionRecord, Store};
-use crogia_host::workspace::Workspace;
+use crogia_sandbox_agent::fs::Workspace;
 use crogia_tests::{TestSandbox, dist_plugin, fixture_plugin};
 
 fn runtime() -> tokio::runtime::Runtime {

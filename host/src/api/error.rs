@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::agent::AgentError;
 use crate::capabilities::CapabilityError;
 use crate::sandbox::SandboxError;
-use crate::search::SearchError;
 use crate::service::ServiceError;
 use crate::session::SessionError;
+use crate::workspace::SearchError;
 use crate::workspace::WorkspaceError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +104,9 @@ impl From<WorkspaceError> for ApiError {
         let status = match &e {
             WorkspaceError::InvalidPath { .. } => StatusCode::BAD_REQUEST,
             // Well-formed, but the workspace holds something else there.
-            WorkspaceError::IsADirectory(_) | WorkspaceError::NotADirectory(_) => {
-                StatusCode::CONFLICT
-            }
+            WorkspaceError::IsADirectory(_)
+            | WorkspaceError::NotADirectory(_)
+            | WorkspaceError::SpecialFile(_) => StatusCode::CONFLICT,
             WorkspaceError::OutsideWorkspace(_) | WorkspaceError::Refused { .. } => {
                 StatusCode::FORBIDDEN
             }

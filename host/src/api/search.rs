@@ -23,9 +23,9 @@ use super::extract::{ApiJson, ApiPath};
 use super::types::{Bounded, GrepPattern, WorkspacePath};
 use super::{ApiError, SessionPath};
 use crate::capabilities::CapabilityError;
-use crate::search::{GrepMatch, SearchError, SearchOptions};
 use crate::state::AppState;
 use crate::workspace::WorkspaceError;
+use crate::workspace::{GrepMatch, SearchError, SearchOptions};
 
 /// `"*.py,*.js"` or `["*.py", "*.js"]`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -120,7 +120,8 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
 /// conflict with what the workspace holds, not a missing session.
 fn search_error(e: CapabilityError) -> ApiError {
     match e {
-        CapabilityError::Search(SearchError::Workspace(WorkspaceError::NotFound(path))) => {
+        CapabilityError::Workspace(WorkspaceError::NotFound(path))
+        | CapabilityError::Search(SearchError::Workspace(WorkspaceError::NotFound(path))) => {
             ApiError::new(
                 StatusCode::CONFLICT,
                 format!("Cannot search {path}: the workspace has no such directory"),

@@ -250,7 +250,7 @@ checked_string!(
         if s.chars().count() > MAX_PATTERN_CHARS {
             return Err(format!("at most {MAX_PATTERN_CHARS} characters are accepted"));
         }
-        crate::search::check_regex(s).map_err(|e| e.to_string())
+        crate::workspace::check_regex(s).map_err(|e| e.to_string())
     },
     || json_schema!({
         "type": "string",

@@ -11,8 +11,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capabilities::{Capabilities, CapabilityError};
 use crate::sandbox::{ProcessState, SandboxError};
-use crate::search::{SearchError, SearchOptions};
 use crate::workspace::{EntryKind, WorkspaceError};
+use crate::workspace::{SearchError, SearchOptions};
 
 wasmtime::component::bindgen!({
     path: "../plugin-sdk/wit",
@@ -151,7 +151,8 @@ fn host_error(e: CapabilityError) -> HostError {
             match w {
                 WorkspaceError::InvalidPath { .. }
                 | WorkspaceError::IsADirectory(_)
-                | WorkspaceError::NotADirectory(_) => ErrorCode::InvalidInput,
+                | WorkspaceError::NotADirectory(_)
+                | WorkspaceError::SpecialFile(_) => ErrorCode::InvalidInput,
                 WorkspaceError::OutsideWorkspace(_) | WorkspaceError::Refused { .. } => {
                     ErrorCode::PermissionDenied
                 }

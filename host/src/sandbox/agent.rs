@@ -17,6 +17,7 @@ use bollard::exec::CreateExecOptions;
 use bytes::Bytes;
 use crogia_sandbox_agent::CONTAINER_BINARY;
 use crogia_sandbox_agent::protocol::ErrorBody;
+use crogia_sandbox_agent::search::SearchError;
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
@@ -41,6 +42,29 @@ pub struct AgentLinks {
     links: Mutex<HashMap<String, Link>>,
 }
 
+/// Why a call to the agent failed: the sandbox could not be reached, or
+/// the agent understood the request and refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Refused(SearchError),
+}
+
+/// For callers whose requests the agent never refuses (commands): a
+/// refusal is then the agent misbehaving.
+impl From<AgentError> for SandboxError {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Sandbox(e) => e,
+            AgentError::Refused(fault) => {
+                SandboxError::Engine(format!("the sandbox agent refused: {fault}"))
+            }
+        }
+    }
+}
+
 impl Sandbox {
     /// Sends `body` to `path` of the agent in `container` and reads its
     /// JSON answer.
@@ -49,12 +73,29 @@ impl Sandbox {
         container: &str,
         path: &str,
         body: &B,
-    ) -> Result<T, SandboxError> {
+    ) -> Result<T, AgentError> {
         let json = serde_json::to_vec(body).expect("requests serialise");
+        let bytes = self
+            .agent_send(container, path, "application/json", Bytes::from(json))
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}")).into()
+        })
+    }
+
+    /// Sends `body` (of `content_type`) to `path_and_query` of the agent in
+    /// `container` and reads its answer's bytes.
+    pub(crate) async fn agent_send(
+        &self,
+        container: &str,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<Bytes, AgentError> {
         let request = || {
-            Request::post(format!("http://agent{path}"))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(json.clone())))
+            Request::post(format!("http://agent{path_and_query}"))
+                .header("content-type", content_type)
+                .body(Full::new(body.clone()))
                 .expect("a valid request")
         };
         let mut link = self.agent_link(container, false).await?;
@@ -66,10 +107,10 @@ impl Sandbox {
                 let mut link = self.agent_link(container, true).await?;
                 match link.send_request(request()).await {
                     Ok(answer) => answer,
-                    Err(e) => return Err(self.link_failed(container, e).await),
+                    Err(e) => return Err(self.link_failed(container, e).await.into()),
                 }
             }
-            Err(e) => return Err(self.link_failed(container, e.into_error()).await),
+            Err(e) => return Err(self.link_failed(container, e.into_error()).await.into()),
         };
         let status = answer.status();
         let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
@@ -77,17 +118,23 @@ impl Sandbox {
             .await
             .map_err(|e| SandboxError::Engine(format!("reading the sandbox agent's answer: {e}")))?
             .to_bytes();
-        if status != StatusCode::OK {
-            let detail = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {detail}"
-            )));
+        if status == StatusCode::OK {
+            return Ok(bytes);
         }
-        serde_json::from_slice(&bytes).map_err(|e| {
-            SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}"))
-        })
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(ErrorBody {
+                fault: Some(fault), ..
+            }) => Err(AgentError::Refused(fault)),
+            Ok(ErrorBody { error, .. }) => Err(SandboxError::Engine(format!(
+                "the sandbox agent answered {status}: {error}"
+            ))
+            .into()),
+            Err(_) => Err(SandboxError::Engine(format!(
+                "the sandbox agent answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ))
+            .into()),
+        }
     }
 
     /// What a request whose fate is unknown turns into; the link is dropped.

@@ -9,6 +9,7 @@
 mod agent;
 mod engine;
 mod exec;
+mod files;
 mod processes;
 mod scripts;
 mod watch;
@@ -22,6 +23,7 @@ use bollard::query_parameters::{
     StartContainerOptions, StopContainerOptions,
 };
 
+pub use agent::AgentError;
 pub use engine::DockerEngine;
 pub use exec::{ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};

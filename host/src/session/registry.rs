@@ -79,8 +79,7 @@ impl SessionManager {
         )
         .await?;
         let workspace = Workspace::create(&record.workdir)
-            .map_err(|e| SessionError::Workspace(format!("{}: {e}", record.workdir)))?
-            .with_owner(self.config.sandbox.user_ids());
+            .map_err(|e| SessionError::Workspace(format!("{}: {e}", record.workdir)))?;
         let store = self.store.clone();
         let session_id = record.id.clone();
         let persist: ProcessPersister = Arc::new(move |p| {

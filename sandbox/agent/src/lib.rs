@@ -7,13 +7,15 @@
 //! stream, so many requests share it. The container needs no network.
 //!
 //! This crate is both sides' source of truth: [`protocol`] holds the
-//! request and response types, [`exec`] runs commands, [`server`] serves
-//! them. The binary (`src/main.rs`) is built static and injected into every
+//! request and response types, [`exec`] runs commands, [`fs`] and
+//! [`search`] work on the workspace, [`server`] serves them all. The binary (`src/main.rs`) is built static and injected into every
 //! container.
 
 pub mod exec;
+pub mod fs;
 pub mod output;
 pub mod protocol;
+pub mod search;
 pub mod server;
 
 /// Where the agent listens inside the container. `/tmp` is a writable tmpfs

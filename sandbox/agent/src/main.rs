@@ -109,12 +109,31 @@ async fn connect() -> i32 {
         eprintln!("crogia-agent: no agent listens on {SOCKET_PATH}");
         return 1;
     };
-    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional(&mut stdio, &mut socket).await {
-        Ok(_) => 0,
-        Err(e) => {
-            eprintln!("crogia-agent: bridge ended: {e}");
-            1
-        }
-    }
+    let (mut from_agent, mut to_agent) = socket.split();
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    // Whichever side ends first ends the bridge: the server going away, or
+    // the agent (killed, restarting), which the server must then see as its
+    // stream ending rather than as silence.
+    let code = tokio::select! {
+        up = tokio::io::copy(&mut stdin, &mut to_agent) => match up {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("crogia-agent: bridge ended: {e}");
+                1
+            }
+        },
+        down = tokio::io::copy(&mut from_agent, &mut stdout) => match down {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("crogia-agent: bridge ended: {e}");
+                1
+            }
+        },
+    };
+    use tokio::io::AsyncWriteExt;
+    let _ = stdout.flush().await;
+    // Not a return: the runtime would wait for its thread blocked reading
+    // stdin, which only the server can end.
+    std::process::exit(code)
 }

@@ -4,13 +4,36 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::search::{SearchError, SearchLimits, SearchOptions};
+
 /// `GET /v1/ping`: the agent answers with who it is.
 pub const PING: &str = "/v1/ping";
 /// `POST /v1/exec`: runs a command to its end ([`ExecRequest`] → [`ExecResponse`]).
 pub const EXEC: &str = "/v1/exec";
 
-/// Most bytes of a request body the agent reads.
+/// `POST /v1/fs/read` ([`ReadRequest`]): the file's bytes, as the body.
+pub const FS_READ: &str = "/v1/fs/read";
+/// `POST /v1/fs/write?path=…` ([`WriteQuery`]): the body becomes the file,
+/// atomically (written beside it, synced, renamed over it).
+pub const FS_WRITE: &str = "/v1/fs/write";
+/// `POST /v1/fs/list` ([`PathRequest`] → `[EntryInfo]`).
+pub const FS_LIST: &str = "/v1/fs/list";
+/// `POST /v1/fs/stat` ([`PathRequest`] → `Metadata`).
+pub const FS_STAT: &str = "/v1/fs/stat";
+/// `POST /v1/fs/remove` ([`PathRequest`]): a file, or a tree.
+pub const FS_REMOVE: &str = "/v1/fs/remove";
+/// `POST /v1/fs/tail` ([`TailRequest`] → a JSON string).
+pub const FS_TAIL: &str = "/v1/fs/tail";
+/// `POST /v1/search/glob` ([`SearchRequest`] → `[String]`).
+pub const GLOB: &str = "/v1/search/glob";
+/// `POST /v1/search/grep` ([`SearchRequest`] → `[GrepMatch]`).
+pub const GREP: &str = "/v1/search/grep";
+
+/// Most bytes of a JSON request body the agent reads.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Most bytes of a file the agent is sent to write (the server's own body
+/// limit is lower).
+pub const MAX_WRITE_BYTES: usize = 1 << 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ping {
@@ -48,8 +71,45 @@ pub struct ExecResponse {
     pub truncated: bool,
 }
 
+/// A path in the workspace (relative, or under `/workspace`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRequest {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadRequest {
+    pub path: String,
+    /// A larger file is refused (`too_large`).
+    pub limit: u64,
+}
+
+/// The query of [`FS_WRITE`] (the body is the content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteQuery {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailRequest {
+    pub path: String,
+    pub lines: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    /// A glob for [`GLOB`], a regular expression for [`GREP`].
+    pub pattern: String,
+    pub options: SearchOptions,
+    pub limits: SearchLimits,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    /// Set when the request was understood and refused for a reason the
+    /// caller may show its own client (a missing file, a bad pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<SearchError>,
 }

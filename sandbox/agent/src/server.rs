@@ -13,7 +13,12 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 
-use crate::protocol::{self, ErrorBody, ExecRequest, Ping};
+use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
+use crate::protocol::{
+    self, ErrorBody, ExecRequest, PathRequest, Ping, ReadRequest, SearchRequest, TailRequest,
+    WriteQuery,
+};
+use crate::search::{self, SearchError};
 
 /// Serves every connection `listener` accepts, until the process ends.
 pub async fn serve(listener: UnixListener) -> std::io::Result<()> {
@@ -53,9 +58,104 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
                 ),
             },
         },
+        (&Method::POST, protocol::FS_READ) => match body::<ReadRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => on_workspace(move |ws| ws.read(&r.path, r.limit).map_err(Into::into))
+                .await
+                .map_or_else(|e| e, bytes),
+        },
+        (&Method::POST, protocol::FS_WRITE) => write(request).await,
+        (&Method::POST, protocol::FS_LIST) => match body::<PathRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(on_workspace(move |ws| Ok(ws.list(&r.path)?)).await),
+        },
+        (&Method::POST, protocol::FS_STAT) => match body::<PathRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(on_workspace(move |ws| Ok(ws.stat(&r.path)?)).await),
+        },
+        (&Method::POST, protocol::FS_REMOVE) => match body::<PathRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(on_workspace(move |ws| Ok(ws.remove(&r.path)?)).await),
+        },
+        (&Method::POST, protocol::FS_TAIL) => match body::<TailRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(on_workspace(move |ws| Ok(ws.tail_lines(&r.path, r.lines)?)).await),
+        },
+        (&Method::POST, protocol::GLOB) => match body::<SearchRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(
+                on_workspace(move |ws| search::glob(ws, &r.pattern, &r.options, &r.limits)).await,
+            ),
+        },
+        (&Method::POST, protocol::GREP) => match body::<SearchRequest>(request).await {
+            Err(response) => response,
+            Ok(r) => answer(
+                on_workspace(move |ws| search::grep(ws, &r.pattern, &r.options, &r.limits)).await,
+            ),
+        },
         (_, path) => error(StatusCode::NOT_FOUND, format!("no route {path}")),
     };
     Ok(response)
+}
+
+/// `FS_WRITE`: the path in the query, the content as the body.
+async fn write(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let query = request.uri().query().unwrap_or_default();
+    let target: WriteQuery = match serde_urlencoded::from_str(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("query: {e}")),
+    };
+    let data = match Limited::new(request.into_body(), protocol::MAX_WRITE_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body: {e}")),
+    };
+    answer(on_workspace(move |ws| Ok(ws.write(&target.path, &data)?)).await)
+}
+
+/// Runs `f` on the blocking pool with the workspace opened; a refusal
+/// becomes the answer that carries it.
+async fn on_workspace<T: Send + 'static>(
+    f: impl FnOnce(&Workspace) -> Result<T, SearchError> + Send + 'static,
+) -> Result<T, Response<Full<Bytes>>> {
+    let done = tokio::task::spawn_blocking(move || {
+        let ws = Workspace::open(CONTAINER_ROOT).map_err(|e| {
+            SearchError::Workspace(WorkspaceError::Io {
+                path: CONTAINER_ROOT.into(),
+                message: e.to_string(),
+            })
+        })?;
+        f(&ws)
+    })
+    .await;
+    match done {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(fault)) => Err(json(
+            StatusCode::BAD_REQUEST,
+            &ErrorBody {
+                error: fault.to_string(),
+                fault: Some(fault),
+            },
+        )),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the operation failed: {e}"),
+        )),
+    }
+}
+
+fn answer<T: Serialize>(done: Result<T, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {
+    done.map_or_else(|e| e, |value| json(StatusCode::OK, &value))
+}
+
+fn bytes(data: Vec<u8>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/octet-stream")
+        .body(Full::new(Bytes::from(data)))
+        .expect("a valid response")
 }
 
 /// The request's JSON body as `T`, or the answer that refuses it.
@@ -81,5 +181,5 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 }
 
 fn error(status: StatusCode, error: String) -> Response<Full<Bytes>> {
-    json(status, &ErrorBody { error })
+    json(status, &ErrorBody { error, fault: None })
 }

@@ -398,12 +398,13 @@ async fn file_errors_are_clear_and_change_nothing() {
     );
 }
 
-/// Small files are read on the request's task and larger ones on the
-/// blocking pool (`INLINE_READ_BYTES`); either way a file comes back whole,
-/// and one over `workspace.max_read_bytes` is refused.
+/// Files come from the sandbox agent over HTTP/2, in 16 KiB frames under a
+/// 64 KiB flow-control window: a file of any size around those comes back
+/// whole, and one over `workspace.max_read_bytes` is refused.
 #[tokio::test]
 async fn files_of_every_size_read_back_whole_and_over_the_limit_are_refused() {
-    let inline = crogia_host::capabilities::INLINE_READ_BYTES as usize;
+    // HTTP/2's initial flow-control window.
+    let inline = 65_535;
     let server = TestServer::with_config(|c| c.workspace.max_read_bytes = 4 * 65536).await;
     let id = server.session().await;
     let base = format!("/api/sessions/{id}/files");

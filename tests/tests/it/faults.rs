@@ -54,11 +54,10 @@ async fn an_engine_outage_gives_503s_and_everything_recovers_without_a_restart()
         .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": "true"}))
         .await;
     assert_eq!(status, 503, "{body}");
-    // What does not need the engine still works.
-    assert_eq!(
-        server.get(&format!("/api/sessions/{id}/files")).await.0,
-        200
-    );
+    // Files are read inside the container, through the engine, so they
+    // wait for it the same way; what does not need the engine still works.
+    let (status, body) = server.get(&format!("/api/sessions/{id}/files")).await;
+    assert_eq!(status, 503, "{body}");
     assert_eq!(server.get("/api/sessions").await.0, 200);
 
     proxy.restore();
@@ -79,6 +78,10 @@ async fn an_engine_outage_gives_503s_and_everything_recovers_without_a_restart()
         (status, out["stdout"].as_str()),
         (200, Some("back\n")),
         "{out}"
+    );
+    assert_eq!(
+        server.get(&format!("/api/sessions/{id}/files")).await.0,
+        200
     );
     assert_eq!(server.post("/api/sessions", json!({})).await.0, 200);
     // Its session never went to error: the container was there all along.
@@ -269,10 +272,16 @@ async fn a_container_removed_outside_shows_the_session_in_error() {
             .contains("Delete it and create a new one"),
         "{body}"
     );
-    // Its files are still readable, and it can be deleted.
-    assert_eq!(
-        server.get(&format!("/api/sessions/{id}/files")).await.0,
-        200
+    // Its files went with the container (the server opens none itself):
+    // they are refused the same way, and the session can be deleted.
+    let (status, body) = server.get(&format!("/api/sessions/{id}/files")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Delete it and create a new one"),
+        "{body}"
     );
     assert_eq!(server.delete(&format!("/api/sessions/{id}")).await.0, 200);
 }

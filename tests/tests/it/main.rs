@@ -12,5 +12,6 @@ mod lifecycle;
 mod plugins;
 mod sandbox;
 mod sandbox_agent;
+mod sandbox_files;
 mod security;
 mod tools;

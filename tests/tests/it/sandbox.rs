@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use crogia_host::sandbox::{ExecRequest, ProcessState, SandboxError, StopOutcome};
-use crogia_host::workspace::WorkspaceError;
+use crogia_host::sandbox::{AgentError, ExecRequest, ProcessState, SandboxError, StopOutcome};
+use crogia_host::workspace::{SearchError, WorkspaceError};
 use crogia_tests::{TestSandbox, TestServer, sweep_containers};
 
 #[tokio::test]
@@ -101,7 +101,7 @@ async fn exec_in_a_missing_container_is_not_found() {
 #[tokio::test]
 async fn background_process_runs_logs_and_stops_with_sigterm() {
     let t = TestSandbox::new();
-    let (c, ws) = t.container().await;
+    let (c, _ws) = t.container().await;
     let p = t
         .sandbox
         .start_process(&c, "echo started; exec sleep 300")
@@ -118,10 +118,10 @@ async fn background_process_runs_logs_and_stops_with_sigterm() {
         .unwrap();
     assert_eq!(states, vec![ProcessState::Running]);
 
-    // The log is in the workspace, readable host-side.
+    // The log is in the workspace, read through the agent.
     let mut logs = String::new();
     for _ in 0..50 {
-        logs = ws.tail_lines(&p.log, 50).unwrap();
+        logs = t.sandbox.tail(&c, &p.log, 50).await.unwrap();
         if logs.contains("started") {
             break;
         }
@@ -299,49 +299,71 @@ async fn find_by_label_and_remove_clean_up() {
 #[tokio::test]
 async fn symlinks_made_inside_the_container_cannot_escape_the_workspace() {
     let t = TestSandbox::new();
-    let (c, ws) = t.container().await;
+    let (c, _ws) = t.container().await;
     let out = t
         .sandbox
         .exec(&c, ExecRequest::new("ln -s /etc/passwd leak && ln -s / rootdir && ln -s ../.. up && echo ok > real.txt && ln -s real.txt alias"))
         .await
         .unwrap();
     assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
+    let outside = |e: AgentError| {
+        matches!(
+            e,
+            AgentError::Refused(SearchError::Workspace(WorkspaceError::OutsideWorkspace(_)))
+        )
+    };
     for path in ["leak", "rootdir/etc/passwd", "up/etc/passwd"] {
-        let err = ws.read(path, 1 << 20).unwrap_err();
-        assert!(
-            matches!(err, WorkspaceError::OutsideWorkspace(_)),
-            "{path}: {err:?}"
-        );
+        let err = t.sandbox.read_file(&c, path, 1 << 20).await.unwrap_err();
+        assert!(outside(err), "{path}");
     }
-    assert!(matches!(
-        ws.list("rootdir").unwrap_err(),
-        WorkspaceError::OutsideWorkspace(_)
+    assert!(outside(
+        t.sandbox.list_dir(&c, "rootdir").await.unwrap_err()
     ));
-    assert!(matches!(
-        ws.write("rootdir/tmp/pwned", b"x").unwrap_err(),
-        WorkspaceError::OutsideWorkspace(_)
+    assert!(outside(
+        t.sandbox
+            .write_file(&c, "rootdir/tmp/pwned", b"x".to_vec())
+            .await
+            .unwrap_err()
     ));
-    assert!(matches!(
-        ws.write("leak", b"x").unwrap_err(),
-        WorkspaceError::OutsideWorkspace(_)
+    assert!(outside(
+        t.sandbox
+            .write_file(&c, "leak", b"x".to_vec())
+            .await
+            .unwrap_err()
     ));
     // A link that stays inside works.
-    assert_eq!(ws.read("alias", 100).unwrap(), b"ok\n");
+    assert_eq!(
+        t.sandbox.read_file(&c, "alias", 100).await.unwrap(),
+        b"ok\n"
+    );
 }
 
 #[tokio::test]
-async fn files_written_host_side_are_visible_in_the_container_and_back() {
+async fn files_written_through_the_agent_are_the_container_s_and_back() {
     let t = TestSandbox::new();
     let (c, ws) = t.container().await;
-    ws.write("src/hello.py", b"print('hello')\n").unwrap();
+    t.sandbox
+        .write_file(&c, "src/hello.py", b"print('hello')\n".to_vec())
+        .await
+        .unwrap();
     let out = t
         .sandbox
         .exec(&c, ExecRequest::new("python3 src/hello.py > out.txt"))
         .await
         .unwrap();
     assert_eq!(out.exit_code, Some(0), "{}", out.stderr);
-    assert_eq!(ws.read("out.txt", 100).unwrap(), b"hello\n");
+    assert_eq!(
+        t.sandbox.read_file(&c, "out.txt", 100).await.unwrap(),
+        b"hello\n"
+    );
+    // The same bytes are in the bind-mounted directory (the test reads it;
+    // the server never does).
+    assert_eq!(
+        std::fs::read(ws.root().join("out.txt")).unwrap(),
+        b"hello\n"
+    );
 }
+
 #[tokio::test]
 async fn sweeping_by_label_removes_leftover_containers() {
     // The harness's own guarantee: what a test leaves, the sweep removes.

@@ -169,3 +169,113 @@ async fn the_agent_is_the_containers_first_process_and_reaps_orphans() {
         "an orphan was left a zombie: {text}"
     );
 }
+
+#[tokio::test]
+async fn an_agent_killed_inside_the_container_is_back_for_the_next_request() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "kept.txt", "content": "still here"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The command kills the agent that runs it, so its own answer is lost.
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "kill -9 $(pgrep -f 'crogia-agen[t] serve')"}),
+        )
+        .await;
+    assert_ne!(status, 200, "the command's own agent died before answering");
+    // Init starts a new agent; the server makes a new link to it by itself.
+    let mut answered = None;
+    for _ in 0..50 {
+        let (status, out) = server
+            .post(
+                &format!("/api/sessions/{id}/shell"),
+                json!({"cmd": "pgrep -f 'crogia-agen[t] serve' | wc -l"}),
+            )
+            .await;
+        if status == 200 {
+            answered = Some(out);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = answered.expect("the session never recovered");
+    assert_eq!(out["stdout"].as_str().unwrap().trim(), "1", "{out}");
+    let (status, body) = server
+        .get(&format!("/api/sessions/{id}/files/content?path=kept.txt"))
+        .await;
+    assert_eq!(
+        (status, body["content"].as_str()),
+        (200, Some("still here"))
+    );
+    let (_, info) = server.get(&format!("/api/sessions/{id}")).await;
+    assert_ne!(info["status"], "error", "{info}");
+}
+
+/// A session on an image with nothing but a static busybox (no python, no
+/// bash; `sandbox/build-minimal-image.sh`): the agent is mounted in, so
+/// commands, files, search and processes all work.
+#[tokio::test]
+async fn a_session_works_on_an_image_without_python() {
+    let server =
+        TestServer::with_config(|c| c.sandbox.image = "crogia-minimal:latest".into()).await;
+    let id = server.session().await;
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "command -v python3 || echo no python; echo needle > found.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["stdout"], "no python\n", "{out}");
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "src/app.txt", "content": "another needle\n"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .get(&format!("/api/sessions/{id}/files/content?path=found.txt"))
+        .await;
+    assert_eq!((status, body["content"].as_str()), (200, Some("needle\n")));
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/search/grep"),
+            json!({"pattern": "needle"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let files: Vec<&str> = body["matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["file"].as_str().unwrap())
+        .collect();
+    assert_eq!(files, ["found.txt", "src/app.txt"]);
+    let (status, started) = server
+        .post(
+            &format!("/api/sessions/{id}/processes"),
+            json!({"cmd": "echo from the background; sleep 300"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{started}");
+    let pid = started["pid"].as_u64().unwrap();
+    let mut logs = String::new();
+    for _ in 0..50 {
+        let (_, body) = server
+            .get(&format!("/api/sessions/{id}/processes/{pid}/logs"))
+            .await;
+        logs = body["logs"].as_str().unwrap_or_default().to_string();
+        if !logs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs, "from the background\n");
+}
