@@ -247,8 +247,13 @@ function render(e) {
       refreshSessions();
       break;
     }
+    case "file_changed":
+      // The workspace changed: the file tree follows, at most twice a second.
+      if (!treeRefresh) treeRefresh = setTimeout(() => { treeRefresh = null; loadTree(); }, 500);
+      break;
   }
 }
+let treeRefresh = null;
 
 $("#task-form").onsubmit = async (e) => {
   e.preventDefault();

@@ -23,7 +23,7 @@ use crate::api::{
 use crate::events::{Event, EventKind, TaskOutcome};
 use crate::plugins::ToolInfo;
 use crate::session::SessionStatus;
-use crate::workspace::EntryKind;
+use crate::workspace::{ChangeKind, EntryKind};
 
 /// A client of one server.
 pub struct ApiClient {
@@ -426,6 +426,18 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
                         at_line_start = true;
                     }
                     println!("{} {message}", style("error:").red().bold());
+                }),
+                EventKind::FileChanged { path, kind } => pause(&mut || {
+                    if !at_line_start {
+                        println!();
+                        at_line_start = true;
+                    }
+                    let word = match kind {
+                        ChangeKind::Created => "created",
+                        ChangeKind::Modified => "modified",
+                        ChangeKind::Deleted => "deleted",
+                    };
+                    println!("{}", style(format!("  {word} {path}")).dim());
                 }),
                 _ => {}
             }

@@ -274,6 +274,8 @@ pub struct WorkspaceConfig {
     pub search_max_line_chars: usize,
     /// Files larger than this are skipped by grep, in bytes.
     pub search_max_file_bytes: u64,
+    /// Publish `file_changed` events for what changes in each workspace.
+    pub file_events: bool,
 }
 
 impl Default for WorkspaceConfig {
@@ -283,6 +285,7 @@ impl Default for WorkspaceConfig {
             search_max_results: 1000,
             search_max_line_chars: 500,
             search_max_file_bytes: 50 * 1024 * 1024,
+            file_events: true,
         }
     }
 }

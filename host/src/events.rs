@@ -97,6 +97,13 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         task_id: Option<String>,
     },
+    /// A path in the workspace changed (additive): coalesced by the sandbox
+    /// agent over half a second; a flood is reported by top-level directory,
+    /// or as `.` (the whole workspace).
+    FileChanged {
+        path: String,
+        kind: crate::workspace::ChangeKind,
+    },
 }
 
 /// An event as a client reads it: its number, its time and what happened.

@@ -95,7 +95,7 @@ mod layers {
                 "datadir",
             ],
         ),
-        ("events", &["store", "time"]),
+        ("events", &["store", "workspace", "time"]),
         (
             "plugins",
             &["capabilities", "sandbox", "workspace", "config", "time"],

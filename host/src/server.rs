@@ -138,6 +138,7 @@ impl App {
             shutdown.await;
             tracing::info!("stopping: interrupting running tasks");
             state.agent.shutdown().await;
+            state.sessions.stop_file_events();
             state.shutdown.cancel();
         };
         // Events are small frames that must go out at once: no Nagle delay.

@@ -18,6 +18,7 @@ pub use crogia_sandbox_agent::fs::{
 pub use crogia_sandbox_agent::search::{
     GrepMatch, SearchError, SearchLimits, SearchOptions, check_regex,
 };
+pub use crogia_sandbox_agent::watch::{ChangeKind, FileChange};
 
 use crate::config::WorkspaceConfig;
 

@@ -13,11 +13,12 @@
 use std::collections::HashMap;
 
 use bollard::container::LogOutput;
-use bollard::exec::CreateExecOptions;
+use bollard::exec::{CreateExecOptions, StartExecResults};
 use bytes::Bytes;
 use crogia_sandbox_agent::CONTAINER_BINARY;
-use crogia_sandbox_agent::protocol::ErrorBody;
+use crogia_sandbox_agent::protocol::{self, ErrorBody};
 use crogia_sandbox_agent::search::SearchError;
+use crogia_sandbox_agent::watch::{Batch, FileChange};
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
@@ -27,12 +28,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 
-use super::exec::Attached;
 use super::{Sandbox, SandboxError};
 
 /// Most bytes of one answer from an agent the server reads: a container is
 /// untrusted, so its agent is too.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// Longest line of a watch stream (a batch of at most 32 paths).
+const MAX_WATCH_LINE: usize = 1 << 20;
 
 type Link = SendRequest<Full<Bytes>>;
 
@@ -92,26 +94,9 @@ impl Sandbox {
         content_type: &str,
         body: Bytes,
     ) -> Result<Bytes, AgentError> {
-        let request = || {
-            Request::post(format!("http://agent{path_and_query}"))
-                .header("content-type", content_type)
-                .body(Full::new(body.clone()))
-                .expect("a valid request")
-        };
-        let mut link = self.agent_link(container, false).await?;
-        let answer = match link.try_send_request(request()).await {
-            Ok(answer) => answer,
-            // Never sent: the link was already broken. Once more, anew.
-            Err(e) if e.message().is_some() => {
-                tracing::debug!(container, error = %e.error(), "agent link broken; reconnecting");
-                let mut link = self.agent_link(container, true).await?;
-                match link.send_request(request()).await {
-                    Ok(answer) => answer,
-                    Err(e) => return Err(self.link_failed(container, e).await.into()),
-                }
-            }
-            Err(e) => return Err(self.link_failed(container, e.into_error()).await.into()),
-        };
+        let answer = self
+            .agent_open(container, path_and_query, content_type, body)
+            .await?;
         let status = answer.status();
         let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
             .collect()
@@ -135,6 +120,84 @@ impl Sandbox {
             ))
             .into()),
         }
+    }
+
+    /// Sends a request and returns the agent's answer as it starts, its
+    /// body still to be read (a stream, for a watch).
+    async fn agent_open(
+        &self,
+        container: &str,
+        path_and_query: &str,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, AgentError> {
+        let request = || {
+            Request::post(format!("http://agent{path_and_query}"))
+                .header("content-type", content_type)
+                .body(Full::new(body.clone()))
+                .expect("a valid request")
+        };
+        let mut link = self.agent_link(container, false).await?;
+        Ok(match link.try_send_request(request()).await {
+            Ok(answer) => answer,
+            // Never sent: the link was already broken. Once more, anew.
+            Err(e) if e.message().is_some() => {
+                tracing::debug!(container, error = %e.error(), "agent link broken; reconnecting");
+                let mut link = self.agent_link(container, true).await?;
+                match link.send_request(request()).await {
+                    Ok(answer) => answer,
+                    Err(e) => return Err(self.link_failed(container, e).await.into()),
+                }
+            }
+            Err(e) => return Err(self.link_failed(container, e.into_error()).await.into()),
+        })
+    }
+
+    /// The workspace's changes in `container`, a coalesced batch at a time,
+    /// until the agent or the link goes away (the stream then ends).
+    pub async fn watch_files(
+        &self,
+        container: &str,
+    ) -> Result<impl futures_util::Stream<Item = Vec<FileChange>> + Send + 'static, AgentError>
+    {
+        let answer = self
+            .agent_open(
+                container,
+                protocol::WATCH,
+                "application/json",
+                Bytes::from_static(b"{}"),
+            )
+            .await?;
+        if answer.status() != StatusCode::OK {
+            return Err(SandboxError::Engine(format!(
+                "the sandbox agent refused to watch the workspace ({})",
+                answer.status()
+            ))
+            .into());
+        }
+        let bytes = http_body_util::BodyDataStream::new(answer.into_body())
+            .map(|chunk| chunk.map_err(std::io::Error::other));
+        let lines = tokio_util::codec::FramedRead::new(
+            tokio_util::io::StreamReader::new(bytes),
+            tokio_util::codec::LinesCodec::new_with_max_length(MAX_WATCH_LINE),
+        );
+        let container = container.to_string();
+        // A line that is too long or not a batch ends the stream: the agent
+        // is not to be believed any further.
+        Ok(lines.scan((), move |(), line| {
+            let batch = match line.map(|l| serde_json::from_str::<Batch>(&l)) {
+                Ok(Ok(batch)) => Some(batch.changes),
+                Ok(Err(e)) => {
+                    tracing::warn!(container, error = %e, "malformed watch batch from the agent");
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(container, error = %e, "the agent's watch stream ended");
+                    None
+                }
+            };
+            std::future::ready(batch)
+        }))
     }
 
     /// What a request whose fate is unknown turns into; the link is dropped.
@@ -173,7 +236,23 @@ impl Sandbox {
             cmd: Some(vec![CONTAINER_BINARY.to_string(), "connect".to_string()]),
             ..Default::default()
         };
-        let Attached { output, input, .. } = self.start_attached(container, options).await?;
+        let docker = self.engine.client().await?;
+        let exec = docker.create_exec(container, options).await.map_err(|e| {
+            match self.engine.classify(e) {
+                SandboxError::Conflict(m) => SandboxError::NotRunning(m),
+                other => other,
+            }
+        })?;
+        let (output, input) = match docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| self.engine.classify(e))?
+        {
+            StartExecResults::Attached { output, input } => (output, input),
+            StartExecResults::Detached => {
+                return Err(SandboxError::Engine("exec started detached".into()));
+            }
+        };
         let container_name = container.to_string();
         let stdout = output.filter_map(move |item| {
             let container = container_name.clone();

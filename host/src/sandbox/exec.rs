@@ -5,27 +5,15 @@
 //! A caller's command runs through the container's sandbox agent (see
 //! `agent.rs`): the agent enforces the timeout, caps the output and kills
 //! the command when the caller goes away. The server's own helper scripts
-//! (background processes) still run through one Docker exec each.
+//! (background processes) run through it the same way.
 
 use std::time::{Duration, Instant};
-
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecResults};
-use std::pin::Pin;
-
-use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWrite;
-
-use crogia_sandbox_agent::output::CappedBuffer;
 
 use crogia_sandbox_agent::protocol::{self, ExecResponse};
 
 use super::{Sandbox, SandboxError};
 use crate::workspace::CONTAINER_ROOT;
 
-/// How long the output of a helper that timed out may take to drain before
-/// the stream is dropped.
-const DRAIN_AFTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bound on the internal helper scripts (status, start, kill).
 const INTERNAL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -96,42 +84,7 @@ pub struct ExecOutput {
     pub duration: Duration,
 }
 
-/// A Docker exec started with its streams attached.
-pub(super) struct Attached {
-    pub id: String,
-    pub output: Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
-    pub input: Pin<Box<dyn AsyncWrite + Send>>,
-}
-
 impl Sandbox {
-    /// Creates an exec in `container` and starts it attached. A container
-    /// that is not running is [`SandboxError::NotRunning`].
-    pub(super) async fn start_attached(
-        &self,
-        container: &str,
-        options: CreateExecOptions<String>,
-    ) -> Result<Attached, SandboxError> {
-        let docker = self.engine.client().await?;
-        let exec = docker.create_exec(container, options).await.map_err(|e| {
-            match self.engine.classify(e) {
-                SandboxError::Conflict(m) => SandboxError::NotRunning(m),
-                other => other,
-            }
-        })?;
-        match docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| self.engine.classify(e))?
-        {
-            StartExecResults::Attached { output, input } => Ok(Attached {
-                id: exec.id,
-                output,
-                input,
-            }),
-            StartExecResults::Detached => Err(SandboxError::Engine("exec started detached".into())),
-        }
-    }
-
     /// Runs a command with `sh -c` in `/workspace`. On timeout the command and
     /// everything it started are killed (they are gone when this returns) and
     /// `timed_out` is set. If this future is dropped first, the command is
@@ -169,65 +122,35 @@ impl Sandbox {
         Ok(out)
     }
 
-    /// Runs one of our own helper scripts with its own Docker exec; a
-    /// non-zero exit is an error.
+    /// Runs one of our own helper scripts (background processes) through
+    /// the agent, like a command; a non-zero exit is an error.
     pub(super) async fn run_internal(
         &self,
         container: &str,
         script: &str,
-        env: Vec<String>,
+        env: Vec<(String, String)>,
     ) -> Result<String, SandboxError> {
         // Stopping a process waits out its grace period inside the script.
         let timeout = INTERNAL_TIMEOUT + self.config.stop_grace();
         let started = Instant::now();
         let _timing = self.timing("exec_helper");
-        let options = CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(vec!["sh".to_string(), "-c".to_string(), script.to_string()]),
-            env: Some(env),
-            working_dir: Some(CONTAINER_ROOT.to_string()),
-            ..Default::default()
+        let ask = protocol::ExecRequest {
+            command: script.to_string(),
+            cwd: CONTAINER_ROOT.into(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            output_limit: self.config.output_limit_bytes,
+            env,
         };
-        let Attached { id, mut output, .. } = self.start_attached(container, options).await?;
-        let limit = self.config.output_limit_bytes;
-        let mut stdout = CappedBuffer::new(limit);
-        let mut stderr = CappedBuffer::new(limit);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut timed_out = false;
-        loop {
-            let next = if timed_out {
-                tokio::time::timeout(DRAIN_AFTER_TIMEOUT, output.next()).await
-            } else {
-                tokio::time::timeout_at(deadline, output.next()).await
-            };
-            match next {
-                Ok(Some(Ok(LogOutput::StdOut { message }))) => stdout.push(&message),
-                Ok(Some(Ok(LogOutput::StdErr { message }))) => stderr.push(&message),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => return Err(self.engine.classify(e)),
-                Ok(None) => break,
-                Err(_) if timed_out => break,
-                Err(_) => timed_out = true,
-            }
-        }
-        drop(output);
-        let docker = self.engine.client().await?;
-        let exit_code = match docker.inspect_exec(&id).await {
-            Ok(info) if info.running != Some(true) => info.exit_code,
-            Ok(_) => None,
-            Err(e) => return Err(self.engine.classify(e)),
-        };
-        let (stdout, _) = stdout.finish();
-        let (stderr, _) = stderr.finish();
-        if timed_out || exit_code != Some(0) {
+        let done: ExecResponse = self.agent_call(container, protocol::EXEC, &ask).await?;
+        if done.timed_out || done.exit_code != Some(0) {
             return Err(SandboxError::Engine(format!(
-                "sandbox helper failed (exit {exit_code:?}{}, {} ms): {}",
-                if timed_out { ", timed out" } else { "" },
+                "sandbox helper failed (exit {:?}{}, {} ms): {}",
+                done.exit_code,
+                if done.timed_out { ", timed out" } else { "" },
                 started.elapsed().as_millis(),
-                stderr.trim()
+                done.stderr.trim()
             )));
         }
-        Ok(stdout)
+        Ok(done.stdout)
     }
 }

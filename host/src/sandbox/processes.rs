@@ -83,7 +83,10 @@ impl Sandbox {
     ) -> Result<BackgroundProcess, SandboxError> {
         super::exec::check_command(cmd)?;
         let id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
-        let env = vec![format!("CROGIA_CMD={cmd}"), format!("CROGIA_PROC_ID={id}")];
+        let env = vec![
+            ("CROGIA_CMD".to_string(), cmd.to_string()),
+            ("CROGIA_PROC_ID".to_string(), id.clone()),
+        ];
         let started = Utc::now();
         let out = self
             .run_internal(container, &scripts::start_process(), env)
@@ -104,7 +107,8 @@ impl Sandbox {
         })
     }
 
-    /// The current state of each process, in the order given, with one exec.
+    /// The current state of each process, in the order given, with one
+    /// request to the agent.
     pub async fn process_states(
         &self,
         container: &str,
@@ -121,7 +125,7 @@ impl Sandbox {
             .run_internal(
                 container,
                 &scripts::process_status(),
-                vec![format!("CROGIA_PROCS={lines}")],
+                vec![("CROGIA_PROCS".to_string(), lines)],
             )
             .await?;
         let mut by_id = std::collections::HashMap::new();
@@ -158,9 +162,12 @@ impl Sandbox {
         process: &BackgroundProcess,
     ) -> Result<StopOutcome, SandboxError> {
         let env = vec![
-            format!("CROGIA_PID={}", process.pid),
-            format!("CROGIA_START={}", process.start_ticks),
-            format!("CROGIA_GRACE_TENTHS={}", self.config.stop_grace_secs * 10),
+            ("CROGIA_PID".to_string(), process.pid.to_string()),
+            ("CROGIA_START".to_string(), process.start_ticks.to_string()),
+            (
+                "CROGIA_GRACE_TENTHS".to_string(),
+                (self.config.stop_grace_secs * 10).to_string(),
+            ),
         ];
         let out = self
             .run_internal(container, &scripts::stop_process(), env)

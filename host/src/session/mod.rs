@@ -13,6 +13,7 @@
 //! - `reconcile.rs`: following containers, marking sessions whose container vanished;
 //! - `gc.rs`: `crogia gc`, removing containers that belong to no session.
 
+mod files;
 mod gc;
 mod pool;
 mod reconcile;
@@ -133,4 +134,6 @@ pub struct SessionManager {
     /// Ids promised to pool entries being prepared.
     reserved: Mutex<HashSet<String>>,
     refilling: AtomicBool,
+    /// Cancelled when the server stops: ends the sessions' file watches.
+    stopping: CancellationToken,
 }

@@ -7,6 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use chrono::Utc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Prepared, Session, SessionError, SessionManager, SessionStatus, StatusReport};
 use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
 use crate::config::Config;
@@ -42,6 +44,7 @@ impl SessionManager {
             pool: Default::default(),
             reserved: Default::default(),
             refilling: AtomicBool::new(false),
+            stopping: CancellationToken::new(),
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
@@ -102,14 +105,16 @@ impl SessionManager {
             Arc::new(self.config.workspace.clone()),
             Arc::new(Health::new(record.error)),
         );
-        Ok(Arc::new(Session::new(
+        let session = Arc::new(Session::new(
             record.id,
             record.created,
             record.container_id,
             caps,
             Arc::new(events),
             record.last_task,
-        )))
+        ));
+        self.spawn_file_events(&session);
+        Ok(session)
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {

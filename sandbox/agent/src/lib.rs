@@ -17,6 +17,7 @@ pub mod output;
 pub mod protocol;
 pub mod search;
 pub mod server;
+pub mod watch;
 
 /// Where the agent listens inside the container. `/tmp` is a writable tmpfs
 /// in every sandbox, even with a read-only root.

@@ -29,6 +29,10 @@ pub const GLOB: &str = "/v1/search/glob";
 /// `POST /v1/search/grep` ([`SearchRequest`] → `[GrepMatch]`).
 pub const GREP: &str = "/v1/search/grep";
 
+/// `POST /v1/watch`: an endless answer, one JSON [`crate::watch::Batch`]
+/// per line, each a coalesced window of workspace changes.
+pub const WATCH: &str = "/v1/watch";
+
 /// Most bytes of a JSON request body the agent reads.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Most bytes of a file the agent is sent to write (the server's own body

@@ -5,7 +5,8 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::channel::Channel;
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -39,8 +40,49 @@ pub async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + '
     }
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let response = match (request.method(), request.uri().path()) {
+/// An answer: whole, or a stream that lasts as long as the caller reads.
+type Body = Either<Full<Bytes>, Channel<Bytes>>;
+
+async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if request.method() == Method::POST && request.uri().path() == protocol::WATCH {
+        return Ok(watch_stream());
+    }
+    Ok(answer_whole(request).await.map(Either::Left))
+}
+
+/// `WATCH`: batches of workspace changes, one JSON line each, until the
+/// caller resets the stream (the watch then stops).
+fn watch_stream() -> Response<Body> {
+    let mut watch = match crate::watch::watch(std::path::Path::new(CONTAINER_ROOT)) {
+        Ok(w) => w,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot watch {CONTAINER_ROOT}: {e}"),
+            )
+            .map(Either::Left);
+        }
+    };
+    let (mut tx, body) = Channel::new(4);
+    tokio::spawn(async move {
+        while let Some(changes) = crate::watch::next_batch(&mut watch).await {
+            let mut line =
+                serde_json::to_vec(&crate::watch::Batch { changes }).expect("batches serialise");
+            line.push(b'\n');
+            if tx.send_data(Bytes::from(line)).await.is_err() {
+                break;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/x-ndjson")
+        .body(Either::Right(body))
+        .expect("a valid response")
+}
+
+async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
         (&Method::GET, protocol::PING) => json(
             StatusCode::OK,
             &Ping {
@@ -94,8 +136,7 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
             ),
         },
         (_, path) => error(StatusCode::NOT_FOUND, format!("no route {path}")),
-    };
-    Ok(response)
+    }
 }
 
 /// `FS_WRITE`: the path in the query, the content as the body.

@@ -107,7 +107,7 @@ async fn after_sigkill_nothing_acknowledged_is_lost() {
     let process = post(
         &base,
         &format!("/api/sessions/{id}/processes"),
-        json!({"cmd": "sleep 600"}),
+        json!({"cmd": "echo before the crash; sleep 600"}),
     )
     .await;
     let mut ws = WsClient::connect(&ws_url(&base, &id, Some(0))).await;
@@ -147,6 +147,12 @@ async fn after_sigkill_nothing_acknowledged_is_lost() {
     let processes = get(&base, &format!("/api/sessions/{id}/processes")).await;
     assert_eq!(processes[0]["pid"], process["pid"]);
     assert_eq!(processes[0]["status"], "running");
+    // Its log, kept by the agent inside the container, is whole.
+    let pid = process["pid"].as_u64().unwrap();
+    assert_eq!(
+        get(&base, &format!("/api/sessions/{id}/processes/{pid}/logs")).await["logs"],
+        "before the crash\n"
+    );
     let mut replay = WsClient::connect(&ws_url(&base, &id, Some(0))).await;
     let stored = replay.until_completed(1).await;
     assert_eq!(

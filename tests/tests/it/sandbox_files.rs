@@ -220,3 +220,74 @@ async fn a_directory_swapped_for_a_symlink_during_searches_never_yields_a_name_f
     }
     health_answers(&server).await;
 }
+
+/// The next `file_changed` event on `ws`, skipping others.
+async fn next_change(ws: &mut crogia_tests::WsClient) -> serde_json::Value {
+    loop {
+        let event = tokio::time::timeout(HANG, ws.event())
+            .await
+            .expect("no file_changed event came");
+        if event["type"] == "file_changed" {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn workspace_changes_reach_websocket_clients_and_a_flood_stays_a_few_events() {
+    let server = TestServer::with_config(|c| c.workspace.file_events = true).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    // Give the watch a moment to start inside the container.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "notes.txt", "content": "hello"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let e = next_change(&mut ws).await;
+    assert_eq!(
+        (e["path"].as_str(), e["kind"].as_str()),
+        (Some("notes.txt"), Some("created")),
+        "{e}"
+    );
+    shell(&server, &id, "rm notes.txt").await;
+    let e = next_change(&mut ws).await;
+    assert_eq!(
+        (e["path"].as_str(), e["kind"].as_str()),
+        (Some("notes.txt"), Some("deleted")),
+        "{e}"
+    );
+
+    // A build writing 10,000 files, then one more file once it is done.
+    shell(
+        &server,
+        &id,
+        "mkdir -p build && i=0; while [ $i -lt 10000 ]; do : > build/f$i.o; i=$((i+1)); done",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shell(&server, &id, "echo done > done.txt").await;
+    let mut during = Vec::new();
+    loop {
+        let e = next_change(&mut ws).await;
+        if e["path"] == "done.txt" {
+            break;
+        }
+        during.push(e);
+    }
+    assert!(
+        !during.is_empty() && during.len() <= 40,
+        "{} events for the build: {during:?}",
+        during.len()
+    );
+    for e in &during {
+        let path = e["path"].as_str().unwrap();
+        assert!(
+            path == "build" || path.starts_with("build/") || path == ".",
+            "{e}"
+        );
+    }
+}
