@@ -107,9 +107,12 @@ async fn a_file_swapped_with_a_fifo_under_concurrent_reads_blocks_nothing() {
     background(
         &server,
         &id,
-        "while true; do rm -f target; mkfifo target; rm -f target; echo data > target; done",
+        // `target` always exists, swapped atomically between a FIFO and a
+        // whole regular file.
+        "while true; do mkfifo t.fifo; mv -f t.fifo target; echo data > t.file; mv -f t.file target; done",
     )
     .await;
+    shell(&server, &id, "while [ ! -e target ]; do sleep 0.05; done").await;
     let mut seen_fifo = 0;
     let mut seen_file = 0;
     let readers = (0..8).map(|_| async {
@@ -133,8 +136,6 @@ async fn a_file_swapped_with_a_fifo_under_concurrent_reads_blocks_nothing() {
                 seen_file += 1;
             }
             409 => seen_fifo += 1,
-            // Read between the `rm` and the next file.
-            404 => {}
             _ => panic!("unexpected answer {status}: {body}"),
         }
     }
