@@ -219,6 +219,8 @@ impl Capabilities {
     }
 
     pub async fn write_file(&self, path: &str, data: Vec<u8>) -> Result<(), CapabilityError> {
+        // Shared, not copied, if the write is sent a second time.
+        let data = bytes::Bytes::from(data);
         self.in_container(|| {
             self.sandbox
                 .write_file(&self.container_id, path, data.clone())

@@ -43,19 +43,14 @@ impl Sandbox {
         &self,
         container: &str,
         path: &str,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
     ) -> Result<(), AgentError> {
         let _timing = self.timing("write_file");
         let query =
             serde_urlencoded::to_string(WriteQuery { path: path.into() }).expect("a path encodes");
         let target = format!("{}?{query}", protocol::FS_WRITE);
-        self.agent_send(
-            container,
-            &target,
-            "application/octet-stream",
-            Bytes::from(data),
-        )
-        .await?;
+        self.agent_send(container, &target, "application/octet-stream", data.into())
+            .await?;
         Ok(())
     }
 
