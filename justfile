@@ -22,6 +22,11 @@ rust:
 docker:
     @bash sandbox/ensure-docker.sh
 
+# Start a second Docker engine on this machine (own socket and data root, the
+# sandbox images loaded); the tests run sessions on it as on a remote engine.
+engine2: docker
+    @bash sandbox/ensure-second-engine.sh
+
 # Build the tool plugins (wasm32-wasip2 components) into plugins/dist/.
 build-plugins:
     @bash plugins/build.sh
@@ -51,8 +56,20 @@ test-clients:
 test: setup build-plugins test-clients
     #!/usr/bin/env bash
     set -euo pipefail
-    # Containers the tests made are removed even when a test process dies.
-    trap 'docker ps -aq --filter label=crogia.test | xargs -r docker rm -f >/dev/null' EXIT
+    engine2=unix://${CROGIA_ENGINE2_DIR:-/var/lib/crogia-engine2}/docker.sock
+    engine2_was_up=no
+    docker -H "$engine2" info >/dev/null 2>&1 && engine2_was_up=yes
+    # Containers and volumes the tests made are removed even when a test
+    # process dies; a second engine this run started is stopped.
+    cleanup() {
+      for host in "" "$engine2"; do
+        docker ${host:+-H "$host"} ps -aq --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} rm -f >/dev/null || true
+        docker ${host:+-H "$host"} volume ls -q --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} volume rm -f >/dev/null || true
+      done
+      if [ "$engine2_was_up" = no ]; then bash sandbox/ensure-second-engine.sh --stop; fi
+    }
+    trap cleanup EXIT
+    bash sandbox/ensure-second-engine.sh
     cargo test --workspace --locked
     bash tests/fuzz/api.sh 5
 

@@ -174,9 +174,9 @@ impl Capabilities {
         &self.health
     }
 
-    /// The workspace's directory on this host.
-    pub fn workspace_root(&self) -> &std::path::Path {
-        self.workspace.root()
+    /// Where the workspace lives (a host directory or an engine's volume).
+    pub fn workspace(&self) -> &Workspace {
+        &self.workspace
     }
 
     /// Fails when the session's container is gone. Every capability that

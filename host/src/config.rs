@@ -164,6 +164,14 @@ pub struct SandboxConfig {
     /// Docker engine address (`unix:///var/run/docker.sock`, `tcp://...`).
     /// Empty: `$DOCKER_HOST`, else the local socket.
     pub docker_host: String,
+    /// Whether the engine shares this machine's filesystem. When it does,
+    /// the agent binary is bind-mounted into containers and workspaces are
+    /// directories under the data directory; when not, the agent is
+    /// uploaded into each container through the Engine API and each
+    /// workspace is a named volume on the engine (`crogia-ws-<session>`).
+    /// Unset: local exactly when `docker_host` is empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_engine: Option<bool>,
     /// Image every session container is created from.
     pub image: String,
     /// Memory limit per container, Docker-style (`"2g"`, `"512m"`, bytes).
@@ -174,7 +182,8 @@ pub struct SandboxConfig {
     pub pids_limit: i64,
     /// Docker network mode for containers: `"none"` (no network) by default.
     pub network: String,
-    /// Run a tiny init as PID 1 that reaps orphaned processes.
+    /// Kept so that older config files still load; it changes nothing. The
+    /// sandbox agent is every container's PID 1 and reaps orphaned processes.
     pub init: bool,
     /// Linux capabilities kept (all others are dropped).
     pub cap_add: Vec<String>,
@@ -213,6 +222,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             docker_host: String::new(),
+            local_engine: None,
             image: "crogia-sandbox:latest".into(),
             memory: MemorySize(2 * 1024 * 1024 * 1024),
             cpus: 1.0,
@@ -246,6 +256,11 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// `local_engine`, or its default.
+    pub fn engine_is_local(&self) -> bool {
+        self.local_engine.unwrap_or(self.docker_host.is_empty())
+    }
+
     /// `sandbox.user` as (uid, gid), when set.
     pub fn user_ids(&self) -> Option<(u32, u32)> {
         let (u, g) = self.user.split_once(':')?;

@@ -210,18 +210,21 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
 
 async fn gc(config_path: Option<PathBuf>, dry_run: bool) -> anyhow::Result<i32> {
     let config = Config::load(config_path.as_deref())?;
-    let orphans = crogia_host::session::collect_garbage(&config, dry_run).await?;
-    if orphans.is_empty() {
+    let garbage = crogia_host::session::collect_garbage(&config, dry_run).await?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    if garbage.containers.is_empty() {
         println!("no orphaned containers");
     }
-    for c in &orphans {
+    for c in &garbage.containers {
         let session = c
             .labels
             .get(crogia_host::sandbox::LABEL_SESSION)
             .map(String::as_str)
             .unwrap_or("?");
-        let verb = if dry_run { "would remove" } else { "removed" };
         println!("{verb} {} (session {session}, {})", c.id, c.status);
+    }
+    for name in &garbage.volumes {
+        println!("{verb} volume {name}");
     }
     Ok(0)
 }

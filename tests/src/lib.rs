@@ -61,25 +61,49 @@ pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {
     config
 }
 
+/// The second Docker engine on this machine that `just test` starts
+/// (`sandbox/ensure-second-engine.sh`), as a `docker_host`. It shares no
+/// filesystem with the server, so the server treats it as remote.
+pub fn second_engine() -> String {
+    let dir = std::env::var("CROGIA_ENGINE2_DIR")
+        .unwrap_or_else(|_| "/var/lib/crogia-engine2".to_string());
+    let socket = format!("{dir}/docker.sock");
+    assert!(
+        std::path::Path::new(&socket).exists(),
+        "no second Docker engine at {socket}: `just engine2` starts one (`just test` does)"
+    );
+    format!("unix://{socket}")
+}
+
 fn unique_label() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-/// Removes every container carrying `crogia.test=<label>`. Runs on its own
-/// thread and runtime so it works from `Drop`, inside or outside a runtime,
-/// while unwinding or not.
+/// Removes every container carrying `crogia.test=<label>` on the default
+/// engine. Runs on its own thread and runtime so it works from `Drop`,
+/// inside or outside a runtime, while unwinding or not.
 pub fn sweep_containers(label: &str) {
+    sweep_engine(label, "");
+}
+
+/// Removes every container and volume carrying `crogia.test=<label>` on
+/// the engine at `docker_host` (empty: the default one).
+pub fn sweep_engine(label: &str, docker_host: &str) {
     let filter = format!("{TEST_LABEL}={label}");
+    let docker_host = docker_host.to_string();
     let result = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async move {
-            let sandbox = Sandbox::new(DockerEngine::new(""), Config::default().sandbox);
+            let sandbox = Sandbox::new(DockerEngine::new(&docker_host), Config::default().sandbox);
             let containers = sandbox.find_by_labels(&[&filter]).await?;
             for c in &containers {
                 sandbox.remove(&c.id).await?;
+            }
+            for (name, _) in sandbox.volumes_by_labels(&[&filter]).await? {
+                sandbox.remove_workspace(&Workspace::Volume(name)).await?;
             }
             anyhow::Ok(containers.len())
         })
@@ -123,14 +147,18 @@ impl TestSandbox {
         }
     }
 
-    /// Creates a workspace and a running container for it.
+    /// Creates a workspace (a directory, or a volume on an engine that is
+    /// not local) and a running container for it.
     pub async fn container(&self) -> (String, Arc<Workspace>) {
         let id = format!("{:08x}", rand::random::<u32>());
-        let ws =
-            Workspace::create(self.tmp.path().join(format!("workspaces/session_{id}"))).unwrap();
+        let ws = if self.sandbox.is_local() {
+            Workspace::create(self.tmp.path().join(format!("workspaces/session_{id}"))).unwrap()
+        } else {
+            Workspace::volume_for(&id)
+        };
         let container = self
             .sandbox
-            .create(&id, ws.root())
+            .create(&id, &ws)
             .await
             .expect("creating a container");
         (container, Arc::new(ws))
@@ -197,7 +225,7 @@ impl TestSandbox {
 
 impl Drop for TestSandbox {
     fn drop(&mut self) {
-        sweep_containers(&self.label);
+        sweep_engine(&self.label, &self.config.sandbox.docker_host);
     }
 }
 

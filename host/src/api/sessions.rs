@@ -29,7 +29,9 @@ pub struct SessionInfo {
     /// 8 lowercase hex characters.
     pub session_id: String,
     pub container_id: String,
-    /// Absolute host path of the workspace (mounted at /workspace in the container).
+    /// Where the workspace (mounted at /workspace in the container) lives:
+    /// an absolute path on the server's host, or `volume:<name>` for a named
+    /// volume on an engine that is not local.
     pub workdir: String,
     pub created: String,
     /// The most recent task given to the session.
@@ -52,7 +54,7 @@ impl SessionInfo {
         Self {
             session_id: s.id.clone(),
             container_id: s.container_id.clone(),
-            workdir: s.caps.workspace_root().display().to_string(),
+            workdir: s.caps.workspace().to_string(),
             created: crate::time::timestamp(s.created),
             last_task: s.last_task(),
             status: report.status,

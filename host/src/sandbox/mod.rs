@@ -15,12 +15,14 @@ mod scripts;
 mod watch;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
 };
 
 pub use agent::AgentError;
@@ -29,8 +31,24 @@ pub use exec::{ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
+use crogia_sandbox_agent::CONTAINER_BINARY;
+
 use crate::config::SandboxConfig;
-use crate::workspace::CONTAINER_ROOT;
+use crate::workspace::{CONTAINER_ROOT, Workspace};
+
+/// The directory the agent's binary is in, inside a container.
+fn agent_dir() -> &'static str {
+    CONTAINER_BINARY
+        .rsplit_once('/')
+        .map_or("/", |(dir, _)| dir)
+}
+
+/// The agent binary's file name in [`agent_dir`].
+fn agent_file_name() -> &'static str {
+    CONTAINER_BINARY
+        .rsplit_once('/')
+        .map_or(CONTAINER_BINARY, |(_, name)| name)
+}
 
 /// Label on every container this server creates.
 pub const LABEL_MANAGED: &str = "crogia.managed";
@@ -125,64 +143,82 @@ impl Sandbox {
         self
     }
 
+    /// Whether the engine shares this machine's filesystem
+    /// (`sandbox.local_engine`): the agent is then bind-mounted and
+    /// workspaces are host directories; otherwise the agent is uploaded into
+    /// each container and workspaces are named volumes.
+    pub fn is_local(&self) -> bool {
+        self.config.engine_is_local()
+    }
+
     /// Creates and starts the container of `session_id`, with `workspace`
-    /// (an absolute host path) bind-mounted at `/workspace` and the configured
-    /// limits. Returns the container id.
-    #[tracing::instrument(skip(self, workspace), fields(workspace = %workspace.display()))]
-    pub async fn create(&self, session_id: &str, workspace: &Path) -> Result<String, SandboxError> {
-        if !workspace.is_absolute() {
-            return Err(SandboxError::InvalidInput(format!(
-                "workspace path must be absolute: {}",
-                workspace.display()
-            )));
-        }
+    /// mounted at `/workspace`, the sandbox agent injected, and the
+    /// configured limits. Returns the container id.
+    #[tracing::instrument(skip(self, workspace), fields(workspace = %workspace))]
+    pub async fn create(
+        &self,
+        session_id: &str,
+        workspace: &Workspace,
+    ) -> Result<String, SandboxError> {
         let started = std::time::Instant::now();
         let c = &self.config;
-        let agent = std::fs::canonicalize(&c.agent_binary).map_err(|e| {
-            SandboxError::Engine(format!(
-                "the sandbox agent {} cannot be used ({e}); build it with `just sandbox-agent` \
-                 or set sandbox.agent_binary",
-                c.agent_binary.display()
-            ))
-        })?;
         let docker = self.engine.client().await?;
-        if let Some((uid, gid)) = c.user_ids() {
-            // The container's user must own its workspace to write in it.
-            std::os::unix::fs::chown(workspace, Some(uid), Some(gid)).map_err(|e| {
-                SandboxError::InvalidInput(format!("cannot hand the workspace to {uid}:{gid}: {e}"))
-            })?;
-        }
         let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_SESSION.into(), session_id.into());
+        let mut binds = Vec::new();
+        match workspace {
+            Workspace::Host(root) => {
+                if let Some((uid, gid)) = c.user_ids() {
+                    // The container's user must own its workspace to write in it.
+                    std::os::unix::fs::chown(root, Some(uid), Some(gid)).map_err(|e| {
+                        SandboxError::InvalidInput(format!(
+                            "cannot hand the workspace to {uid}:{gid}: {e}"
+                        ))
+                    })?;
+                }
+                binds.push(format!("{}:{CONTAINER_ROOT}", root.display()));
+            }
+            Workspace::Volume(name) => {
+                self.create_volume(name, &labels).await?;
+                if let Some((uid, gid)) = c.user_ids() {
+                    self.hand_volume(name, uid, gid, &labels).await?;
+                }
+                // `nocopy`: the image's own /workspace is not copied in (nor
+                // its owner over the one just set), as with a directory.
+                binds.push(format!("{name}:{CONTAINER_ROOT}:nocopy"));
+            }
+        }
+        // The agent: bind-mounted read-only from this host, or uploaded into
+        // a volume of the container's own (an upload cannot reach a
+        // read-only root) on an engine elsewhere.
+        let agent = if self.is_local() {
+            let path = self.agent_binary()?;
+            binds.push(format!("{}:{CONTAINER_BINARY}:ro", path.display()));
+            None
+        } else {
+            Some(self.agent_archive().await?)
+        };
         let memory = i64::try_from(c.memory.bytes()).unwrap_or(i64::MAX);
         let body = ContainerCreateBody {
             image: Some(c.image.clone()),
             // The agent is PID 1: it serves the server and reaps orphans.
-            entrypoint: Some(vec![
-                crogia_sandbox_agent::CONTAINER_BINARY.into(),
-                "init".into(),
-            ]),
+            entrypoint: Some(vec![CONTAINER_BINARY.into(), "init".into()]),
             cmd: Some(Vec::new()),
             working_dir: Some(CONTAINER_ROOT.into()),
             labels: Some(labels),
             env: Some(vec!["HOME=/root".into(), "LANG=C.UTF-8".into()]),
+            volumes: agent.is_some().then(|| vec![agent_dir().to_string()]),
             host_config: Some(HostConfig {
-                binds: Some(vec![
-                    format!("{}:{CONTAINER_ROOT}", workspace.display()),
-                    format!(
-                        "{}:{}:ro",
-                        agent.display(),
-                        crogia_sandbox_agent::CONTAINER_BINARY
-                    ),
-                ]),
+                binds: Some(binds),
                 memory: Some(memory),
                 // No swap beyond the memory limit.
                 memory_swap: Some(memory),
                 nano_cpus: Some((c.cpus * 1e9) as i64),
                 pids_limit: Some(c.pids_limit),
                 network_mode: Some(c.network.clone()),
-                init: Some(c.init),
+                // The agent is the init: nothing stands in front of it.
+                init: Some(false),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(c.cap_add.clone()),
@@ -210,7 +246,13 @@ impl Sandbox {
                 )),
                 other => other,
             })?;
-        if let Err(e) = self.start(&created.id).await {
+        let ready = async {
+            if let Some(archive) = agent {
+                self.upload(&created.id, agent_dir(), archive).await?;
+            }
+            self.start(&created.id).await
+        };
+        if let Err(e) = ready.await {
             // Do not leave a created-but-dead container behind.
             let _ = self.remove(&created.id).await;
             return Err(e);
@@ -218,6 +260,170 @@ impl Sandbox {
         tracing::debug!(container = %created.id, "container started");
         self.observe("create", started);
         Ok(created.id)
+    }
+
+    /// The agent binary on this host, as a canonical path.
+    fn agent_binary(&self) -> Result<std::path::PathBuf, SandboxError> {
+        let path = &self.config.agent_binary;
+        std::fs::canonicalize(path).map_err(|e| {
+            SandboxError::Engine(format!(
+                "the sandbox agent {} cannot be used ({e}); build it with `just sandbox-agent` \
+                 or set sandbox.agent_binary",
+                path.display()
+            ))
+        })
+    }
+
+    /// A tar archive holding the agent binary, to upload into a container.
+    async fn agent_archive(&self) -> Result<bytes::Bytes, SandboxError> {
+        let path = self.agent_binary()?;
+        tokio::task::spawn_blocking(move || -> std::io::Result<bytes::Bytes> {
+            let binary = std::fs::read(&path)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(binary.len() as u64);
+            header.set_mode(0o755);
+            header.set_entry_type(tar::EntryType::Regular);
+            let mut archive = tar::Builder::new(Vec::with_capacity(binary.len() + 2048));
+            archive.append_data(&mut header, agent_file_name(), binary.as_slice())?;
+            Ok(archive.into_inner()?.into())
+        })
+        .await
+        .expect("archiving does not panic")
+        .map_err(|e| SandboxError::Engine(format!("cannot read the sandbox agent: {e}")))
+    }
+
+    /// Hands a fresh volume to `uid:gid` (the container's user must own its
+    /// workspace to write in it, and a new volume belongs to root). The
+    /// engine does it: a tar archive whose one entry is the mount point,
+    /// owned by that user, extracted over the volume in a helper container
+    /// that is created for it and never started, so it works whatever the
+    /// image holds and whatever capabilities the session's container keeps.
+    async fn hand_volume(
+        &self,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), SandboxError> {
+        let docker = self.engine.client().await?;
+        let body = ContainerCreateBody {
+            image: Some(self.config.image.clone()),
+            labels: Some(labels.clone()),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{name}:{CONTAINER_ROOT}:nocopy")]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let helper = docker
+            .create_container(None::<CreateContainerOptions>, body)
+            .await
+            .map_err(|e| self.engine.classify(e))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_size(0);
+        let mut archive = tar::Builder::new(Vec::new());
+        let mount_point = CONTAINER_ROOT.trim_start_matches('/');
+        archive
+            .append_data(&mut header, mount_point, std::io::empty())
+            .expect("writing to memory");
+        let archive = archive.into_inner().expect("writing to memory");
+        let handed = self.upload(&helper.id, "/", archive.into()).await;
+        self.remove(&helper.id).await?;
+        handed
+    }
+
+    /// Extracts a tar archive into `dir` of a (created) container.
+    async fn upload(
+        &self,
+        container: &str,
+        dir: &str,
+        archive: bytes::Bytes,
+    ) -> Result<(), SandboxError> {
+        let _timing = self.timing("upload");
+        let docker = self.engine.client().await?;
+        let options = UploadToContainerOptions {
+            path: dir.to_string(),
+            ..Default::default()
+        };
+        docker
+            .upload_to_container(container, Some(options), bollard::body_full(archive))
+            .await
+            .map_err(|e| self.engine.classify(e))
+    }
+
+    /// Creates a named volume for a workspace (labelled like its container,
+    /// so `crogia gc` can find it); one that exists already is kept.
+    async fn create_volume(
+        &self,
+        name: &str,
+        labels: &HashMap<String, String>,
+    ) -> Result<(), SandboxError> {
+        let docker = self.engine.client().await?;
+        let request = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        };
+        docker
+            .create_volume(request)
+            .await
+            .map(drop)
+            .map_err(|e| self.engine.classify(e))
+    }
+
+    /// Removes a session's workspace (after its container): the host
+    /// directory, or the volume on the engine. One already gone is fine.
+    pub async fn remove_workspace(&self, workspace: &Workspace) -> Result<(), SandboxError> {
+        match workspace {
+            Workspace::Host(_) => {
+                let workspace = workspace.clone();
+                tokio::task::spawn_blocking(move || workspace.remove_host_dir())
+                    .await
+                    .expect("removing a directory does not panic");
+                Ok(())
+            }
+            Workspace::Volume(name) => {
+                let docker = self.engine.client().await?;
+                let options = RemoveVolumeOptions { force: true };
+                match docker.remove_volume(name, Some(options)).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => match self.engine.classify(e) {
+                        SandboxError::NotFound(_) => Ok(()),
+                        other => Err(other),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Names of the workspace volumes carrying every one of `labels`.
+    pub async fn volumes_by_labels(
+        &self,
+        labels: &[&str],
+    ) -> Result<Vec<(String, HashMap<String, String>)>, SandboxError> {
+        let docker = self.engine.client().await?;
+        let filters = HashMap::from([(
+            "label".to_string(),
+            labels.iter().map(|l| l.to_string()).collect(),
+        )]);
+        let list = docker
+            .list_volumes(Some(ListVolumesOptions {
+                filters: Some(filters),
+            }))
+            .await
+            .map_err(|e| self.engine.classify(e))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| (v.name, v.labels))
+            .collect())
     }
 
     /// Starts a stopped container (a no-op when it already runs).

@@ -1,9 +1,10 @@
-//! `crogia gc`: containers labelled with a data directory's instance id that
-//! belong to no stored session.
+//! `crogia gc`: containers (and workspace volumes, on an engine that is not
+//! local) labelled with a data directory's instance id that belong to no
+//! stored session.
 
 use crate::config::Config;
 use crate::datadir::DataDirLock;
-use crate::sandbox::{ContainerInfo, DockerEngine, LABEL_INSTANCE, Sandbox};
+use crate::sandbox::{ContainerInfo, DockerEngine, LABEL_INSTANCE, LABEL_SESSION, Sandbox};
 use crate::store::Store;
 
 /// Finds the containers labelled with this data directory's instance id that
@@ -11,16 +12,12 @@ use crate::store::Store;
 /// `crogia gc` does. Refused while a server runs on the same data directory:
 /// its warm pool and the containers of sessions being created belong to no
 /// stored session yet, and would be taken for orphans.
-pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<Vec<ContainerInfo>> {
+pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<Garbage> {
     let _lock = DataDirLock::acquire(&config.server.data_dir, "`crogia gc`")?;
     let store = Store::open(&config.server.data_dir).await?;
     let instance = store.instance_id().await?;
-    let known: Vec<String> = store
-        .sessions()
-        .await?
-        .into_iter()
-        .map(|s| s.container_id)
-        .collect();
+    let sessions = store.sessions().await?;
+    let known: Vec<String> = sessions.iter().map(|s| s.container_id.clone()).collect();
     store.close().await;
     let sandbox = Sandbox::new(
         DockerEngine::new(&config.sandbox.docker_host),
@@ -38,5 +35,36 @@ pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<V
             sandbox.remove(&c.id).await?;
         }
     }
-    Ok(orphans)
+    // Workspace volumes whose session is gone (after the containers that
+    // used them).
+    let volumes: Vec<String> = sandbox
+        .volumes_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
+        .await?
+        .into_iter()
+        .filter(|(_, labels)| {
+            labels
+                .get(LABEL_SESSION)
+                .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if !dry_run {
+        for name in &volumes {
+            sandbox
+                .remove_workspace(&crate::workspace::Workspace::Volume(name.clone()))
+                .await?;
+        }
+    }
+    Ok(Garbage {
+        containers: orphans,
+        volumes,
+    })
+}
+
+/// What `crogia gc` found (and removed unless it was a dry run).
+#[derive(Debug, Default)]
+pub struct Garbage {
+    pub containers: Vec<ContainerInfo>,
+    /// Workspace volumes, by name.
+    pub volumes: Vec<String>,
 }

@@ -29,7 +29,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-pub use gc::collect_garbage;
+pub use gc::{Garbage, collect_garbage};
 
 use crate::capabilities::Capabilities;
 use crate::config::Config;

@@ -42,8 +42,10 @@ impl SessionManager {
                 continue;
             }
             let _ = self.sandbox.remove(&c.id).await;
-            if !id.is_empty() {
-                let _ = std::fs::remove_dir_all(self.workspaces_dir.join(format!("session_{id}")));
+            if !id.is_empty()
+                && let Ok(workspace) = self.workspace_for(&id)
+            {
+                let _ = self.sandbox.remove_workspace(&workspace).await;
             }
         }
     }
@@ -73,15 +75,13 @@ impl SessionManager {
         let id = self.fresh_id();
         let pool_label = self.config.sandbox.pool_size > 0;
         let result = async {
-            let workdir = self.workspaces_dir.join(format!("session_{id}"));
-            let workspace =
-                Workspace::create(&workdir).map_err(|e| SessionError::Workspace(e.to_string()))?;
+            let workspace = self.workspace_for(&id)?;
             let sandbox = if pool_label {
                 self.sandbox.clone().with_label(LABEL_POOL, "true")
             } else {
                 self.sandbox.clone()
             };
-            match sandbox.create(&id, workspace.root()).await {
+            match sandbox.create(&id, &workspace).await {
                 Ok(container_id) => {
                     self.watch.record(&container_id, "running");
                     Ok(Prepared {
@@ -91,7 +91,7 @@ impl SessionManager {
                     })
                 }
                 Err(e) => {
-                    let _ = std::fs::remove_dir_all(&workdir);
+                    let _ = self.sandbox.remove_workspace(&workspace).await;
                     Err(e.into())
                 }
             }
@@ -99,6 +99,17 @@ impl SessionManager {
         .await;
         self.reserved.lock().unwrap().remove(&id);
         result
+    }
+
+    /// Where session `id`'s workspace goes: a directory under the data
+    /// directory (made here), or a volume on an engine that is not local.
+    pub(super) fn workspace_for(&self, id: &str) -> Result<Workspace, SessionError> {
+        if self.sandbox.is_local() {
+            Workspace::create(self.workspaces_dir.join(format!("session_{id}")))
+                .map_err(|e| SessionError::Workspace(e.to_string()))
+        } else {
+            Ok(Workspace::volume_for(id))
+        }
     }
 
     /// An id no session, pool entry or preparation uses; reserved until
@@ -123,10 +134,9 @@ impl SessionManager {
             }
             tracing::info!(container = %p.container_id, "discarding a pool container that stopped");
             let sandbox = self.sandbox.clone();
-            let root = p.workspace.root().to_path_buf();
             tokio::spawn(async move {
                 let _ = sandbox.remove(&p.container_id).await;
-                let _ = std::fs::remove_dir_all(root);
+                let _ = sandbox.remove_workspace(&p.workspace).await;
             });
         }
         None

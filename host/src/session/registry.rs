@@ -81,7 +81,7 @@ impl SessionManager {
             self.config.server.ws_buffer_events,
         )
         .await?;
-        let workspace = Workspace::create(&record.workdir)
+        let workspace = Workspace::from_record(&record.workdir)
             .map_err(|e| SessionError::Workspace(format!("{}: {e}", record.workdir)))?;
         let store = self.store.clone();
         let session_id = record.id.clone();
@@ -213,14 +213,14 @@ impl SessionManager {
         let record = SessionRecord {
             id: id.clone(),
             container_id: container_id.clone(),
-            workdir: workspace.root().display().to_string(),
+            workdir: workspace.to_string(),
             created: Utc::now(),
             last_task: task.filter(|t| !t.trim().is_empty()),
             error: None,
         };
         if let Err(e) = self.store.insert_session(&record).await {
             let _ = self.sandbox.remove(&container_id).await;
-            let _ = std::fs::remove_dir_all(workspace.root());
+            let _ = self.sandbox.remove_workspace(&workspace).await;
             return Err(e.into());
         }
         let session = self.session_from(record, Vec::new()).await?;
@@ -260,10 +260,11 @@ impl SessionManager {
         self.watch.record(&session.container_id, REMOVED);
         self.sessions.write().unwrap().remove(id);
         session.deleted.cancel();
-        let root = session.caps.workspace_root().to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_dir_all(&root) {
-                tracing::warn!(path = %root.display(), error = %e, "could not remove a deleted session's workspace");
+        let sandbox = self.sandbox.clone();
+        let workspace = session.caps.workspace().clone();
+        tokio::spawn(async move {
+            if let Err(e) = sandbox.remove_workspace(&workspace).await {
+                tracing::warn!(%workspace, error = %e, "could not remove a deleted session's workspace");
             }
         });
         tracing::info!(session = %id, "session deleted");

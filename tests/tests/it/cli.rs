@@ -280,8 +280,8 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
         .sandbox
         .clone()
         .with_label(crogia_host::sandbox::LABEL_INSTANCE, &instance_id);
-    let ws = server.fixture.tmp.path().join("orphan-ws");
-    std::fs::create_dir_all(&ws).unwrap();
+    let ws = crogia_host::workspace::Workspace::create(server.fixture.tmp.path().join("orphan-ws"))
+        .unwrap();
     let orphan = sandbox.create("deadbeef", &ws).await.unwrap();
 
     // While the server runs, gc is refused: containers the server is still
@@ -302,7 +302,10 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
         .await
         .unwrap();
     assert_eq!(
-        dry.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        dry.containers
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<Vec<_>>(),
         [orphan.as_str()]
     );
     assert!(
@@ -312,7 +315,7 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
     let removed = crogia_host::session::collect_garbage(&fixture.config, false)
         .await
         .unwrap();
-    assert_eq!(removed.len(), 1);
+    assert_eq!(removed.containers.len(), 1);
     assert!(fixture.sandbox.inspect(&orphan).await.is_err());
     assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
 }

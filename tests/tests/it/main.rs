@@ -10,6 +10,7 @@ mod faults;
 mod health;
 mod lifecycle;
 mod plugins;
+mod remote_engine;
 mod sandbox;
 mod sandbox_agent;
 mod sandbox_files;

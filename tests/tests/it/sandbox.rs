@@ -230,7 +230,8 @@ async fn containers_carry_labels_limits_and_no_network() {
     assert_eq!(hc.nano_cpus, Some(1_000_000_000));
     assert_eq!(hc.pids_limit, Some(256));
     assert_eq!(hc.network_mode.as_deref(), Some("none"));
-    assert_eq!(hc.init, Some(true));
+    // The agent is the init.
+    assert_eq!(hc.init, Some(false));
     assert!(
         hc.security_opt
             .unwrap_or_default()
@@ -242,7 +243,7 @@ async fn containers_carry_labels_limits_and_no_network() {
     assert_eq!(
         hc.binds.unwrap(),
         vec![
-            format!("{}:/workspace", ws.root().display()),
+            format!("{ws}:/workspace"),
             format!("{}:/.crogia/crogia-agent:ro", agent.display()),
         ]
     );
@@ -358,10 +359,7 @@ async fn files_written_through_the_agent_are_the_container_s_and_back() {
     );
     // The same bytes are in the bind-mounted directory (the test reads it;
     // the server never does).
-    assert_eq!(
-        std::fs::read(ws.root().join("out.txt")).unwrap(),
-        b"hello\n"
-    );
+    assert_eq!(std::fs::read(format!("{ws}/out.txt")).unwrap(), b"hello\n");
 }
 
 #[tokio::test]

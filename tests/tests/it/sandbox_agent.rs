@@ -155,11 +155,8 @@ async fn the_agent_is_the_containers_first_process_and_reaps_orphans() {
         .await;
     let text = out["stdout"].as_str().unwrap();
     let pid1 = text.lines().next().unwrap();
-    // Docker's own init may sit in front of it (sandbox.init).
-    assert!(
-        pid1.contains("/.crogia/crogia-agent init") || pid1.contains("docker-init"),
-        "{text}"
-    );
+    // PID 1 itself: nothing (Docker's init) stands in front of it.
+    assert_eq!(pid1.trim(), "/.crogia/crogia-agent init", "{text}");
     assert!(
         text.contains("/.crogia/crogia-agent"),
         "the agent runs: {text}"
