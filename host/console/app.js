@@ -134,6 +134,7 @@ async function openSession(id) {
   messageBlock = null;
   toolBlocks.clear();
   lastSeq = 0;
+  closeTerminal();
   connect();
   selectTab("activity");
   refreshSessions();
@@ -143,10 +144,87 @@ document.querySelectorAll(".tabs button").forEach((b) => (b.onclick = () => sele
 
 function selectTab(name) {
   document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
-  for (const t of ["activity", "files", "processes", "shell"]) $(`#tab-${t}`).hidden = t !== name;
+  for (const t of ["activity", "files", "processes", "shell", "terminal"]) $(`#tab-${t}`).hidden = t !== name;
   if (name === "files") loadTree();
   if (name === "processes") loadProcesses();
+  if (name === "terminal") openTerminal().catch((e) => toast(e.message));
 }
+
+// ---- terminal (xterm.js, loaded on first use) ------------------------------
+
+let term = null;
+let fitAddon = null;
+let termSocket = null;
+let termSession = null;
+
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const s = el("script", { src });
+    s.onload = resolve;
+    s.onerror = () => reject(new Error(`cannot load ${src}`));
+    document.head.append(s);
+  });
+}
+
+async function loadXterm() {
+  if (window.Terminal) return;
+  document.head.append(el("link", { rel: "stylesheet", href: "/console/vendor/xterm.css" }));
+  await loadScript("/console/vendor/xterm.js");
+  await loadScript("/console/vendor/xterm-addon-fit.js");
+}
+
+function closeTerminal() {
+  if (termSocket) {
+    termSocket.onclose = null;
+    termSocket.close();
+    termSocket = null;
+  }
+  termSession = null;
+}
+
+function termSend(data) {
+  if (termSocket && termSocket.readyState === WebSocket.OPEN) termSocket.send(data);
+}
+
+// Opens a terminal on the current session, or shows the one already open.
+async function openTerminal(fresh = false) {
+  await loadXterm();
+  if (!term) {
+    // The DOM renderer: the screen is text a browser (and a screen reader) can read.
+    term = new window.Terminal({ cursorBlink: true, fontSize: 13, scrollback: 5000, rendererType: "dom" });
+    fitAddon = new window.FitAddon.FitAddon();
+    term.loadAddon(fitAddon);
+    term.open($("#terminal"));
+    const encoder = new TextEncoder();
+    term.onData((d) => termSend(encoder.encode(d)));
+    term.onResize(({ cols, rows }) => termSend(JSON.stringify({ type: "resize", cols, rows })));
+    window.addEventListener("resize", () => { if (!$("#tab-terminal").hidden) fitAddon.fit(); });
+  }
+  fitAddon.fit();
+  term.focus();
+  if (!fresh && termSocket && termSession === current) return;
+  closeTerminal();
+  term.reset();
+  termSession = current;
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const params = new URLSearchParams({ cols: String(term.cols), rows: String(term.rows) });
+  if (token) params.set("token", token);
+  const sock = new WebSocket(`${proto}://${location.host}/ws/${current}/pty?${params}`);
+  sock.binaryType = "arraybuffer";
+  termSocket = sock;
+  $("#term-state").textContent = "connecting…";
+  sock.onopen = () => { $("#term-state").textContent = "connected"; };
+  sock.onmessage = (m) => {
+    const bytes = new Uint8Array(m.data);
+    if (term.writeUtf8) term.writeUtf8(bytes); else term.write(bytes);
+  };
+  sock.onclose = (e) => {
+    if (termSocket === sock) termSocket = null;
+    $("#term-state").textContent = `closed${e.code ? ` (${e.code}${e.reason ? `: ${e.reason}` : ""})` : ""}`;
+  };
+}
+
+$("#term-new").onclick = () => openTerminal(true).catch((e) => toast(e.message));
 
 // ---- live events -----------------------------------------------------------
 

@@ -18,7 +18,7 @@ use crogia_sandbox_agent::protocol::SearchRequest;
 use crate::config::WorkspaceConfig;
 use crate::sandbox::{
     AgentError, BackgroundProcess, ExecOutput, ExecRequest, ProcessState, ProcessStatus, Sandbox,
-    SandboxError, StopOutcome,
+    SandboxError, StopOutcome, Terminal,
 };
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
@@ -287,6 +287,27 @@ impl Capabilities {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Opens an interactive terminal (a login shell in the workspace) of
+    /// `cols` x `rows`.
+    pub async fn open_terminal(&self, cols: u16, rows: u16) -> Result<Terminal, CapabilityError> {
+        self.in_container(|| self.sandbox.open_terminal(&self.container_id, cols, rows))
+            .await
+    }
+
+    /// Gives an open terminal a new size.
+    pub async fn resize_terminal(
+        &self,
+        id: u64,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), CapabilityError> {
+        self.check_usable()?;
+        Ok(self
+            .sandbox
+            .resize_terminal(&self.container_id, id, cols, rows)
+            .await?)
     }
 
     pub async fn start_process(&self, command: &str) -> Result<BackgroundProcess, CapabilityError> {

@@ -491,3 +491,132 @@ pub fn first_sentence(text: &str) -> &str {
         None => line,
     }
 }
+
+/// The local terminal in raw mode (keys go to the remote shell as typed,
+/// Ctrl-C included) until dropped.
+struct RawMode {
+    saved: rustix::termios::Termios,
+}
+
+impl RawMode {
+    fn enable() -> anyhow::Result<Self> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).context("reading the terminal's mode")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)
+            .context("putting the terminal in raw mode")?;
+        Ok(Self { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
+/// The local terminal's size, columns and rows.
+fn local_size() -> Option<(u16, u16)> {
+    let size = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
+}
+
+/// How long a terminal fed from a pipe stays quiet before Ctrl-D is typed.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// `crogia term ID`: an interactive shell in a session's container, over
+/// `/ws/{id}/pty`. On a terminal, keys go through raw and its size follows
+/// the window; with piped input, the input is typed, then Ctrl-D each time
+/// the terminal has been quiet for a moment (one typed at once would be lost
+/// while the shell is still starting) until the shell exits.
+/// Exit code 0 when the shell exited, 1 when the connection ended otherwise.
+pub async fn term(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (cols, rows) = local_size().unwrap_or((80, 24));
+    let mut url = format!(
+        "{}/ws/{id}/pty?cols={cols}&rows={rows}",
+        c.base.replacen("http", "ws", 1)
+    );
+    if let Some(token) = &c.token {
+        url.push_str(&format!(
+            "&token={}",
+            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
+        ));
+    }
+    let ws = match tokio_tungstenite::connect_async(url).await {
+        Ok((ws, _)) => ws,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let detail = response
+                .body()
+                .as_deref()
+                .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                .and_then(|v| v["detail"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            bail!(
+                "the server refused the terminal ({}): {detail}",
+                response.status()
+            );
+        }
+        Err(e) => return Err(e).context("connecting to the session's terminal"),
+    };
+    let _raw = if interactive {
+        Some(RawMode::enable()?)
+    } else {
+        None
+    };
+    let (mut tx, mut rx) = ws.split();
+    use futures_util::SinkExt;
+    let mut stdin = tokio::io::stdin();
+    let mut stdout = tokio::io::stdout();
+    let mut window = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+    let mut buf = vec![0u8; 8192];
+    let mut typing = true;
+    let quiet = tokio::time::sleep(QUIET);
+    tokio::pin!(quiet);
+    let code = loop {
+        tokio::select! {
+            read = stdin.read(&mut buf), if typing => match read {
+                Ok(n) if n > 0 => {
+                    tx.send(Message::Binary(buf[..n].to_vec().into())).await?;
+                }
+                // Input ended: Ctrl-D once the terminal goes quiet.
+                _ => {
+                    typing = false;
+                    quiet.as_mut().reset(tokio::time::Instant::now() + QUIET);
+                }
+            },
+            () = &mut quiet, if !typing => {
+                tx.send(Message::Binary(vec![4u8].into())).await?;
+                quiet.as_mut().reset(tokio::time::Instant::now() + QUIET);
+            }
+            _ = window.recv() => {
+                if let Some((cols, rows)) = local_size() {
+                    let resize = json!({"type": "resize", "cols": cols, "rows": rows});
+                    tx.send(Message::Text(resize.to_string().into())).await?;
+                }
+            }
+            frame = rx.next() => match frame {
+                Some(Ok(Message::Binary(data))) => {
+                    stdout.write_all(&data).await?;
+                    stdout.flush().await?;
+                    quiet.as_mut().reset(tokio::time::Instant::now() + QUIET);
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    break if code == 1000 { 0 } else { 1 };
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break 1,
+            },
+        }
+    };
+    Ok(code)
+}

@@ -92,6 +92,9 @@ enum Command {
     Task { session: String, task: String },
     /// Run a command in a session's container (exits with its exit code).
     Shell { session: String, command: String },
+    /// An interactive shell in a session's container (a terminal; with
+    /// piped input, that input is typed). Exits 0 when the shell exits.
+    Term { session: String },
     /// List a directory of a session's workspace, or print a file.
     Files {
         session: String,
@@ -201,6 +204,7 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
         Command::Shell { session, command } => {
             cli::shell(&remote.client()?, &session, &command, remote.json).await
         }
+        Command::Term { session } => cli::term(&remote.client()?, &session).await,
         Command::Files { session, path } => {
             cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await
         }

@@ -483,3 +483,92 @@ pub async fn server_with_model(
     })
     .await
 }
+
+/// A client of `/ws/{session_id}/pty`: an interactive terminal.
+pub struct TermClient {
+    stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Everything the terminal has shown so far.
+    pub screen: String,
+}
+
+impl TestServer {
+    /// Opens a terminal of `cols` x `rows` in a session.
+    pub async fn terminal(&self, session_id: &str, cols: u16, rows: u16) -> TermClient {
+        let url = format!(
+            "{}/ws/{session_id}/pty?cols={cols}&rows={rows}",
+            self.base.replacen("http", "ws", 1)
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("terminal connect");
+        TermClient {
+            stream,
+            screen: String::new(),
+        }
+    }
+}
+
+impl TermClient {
+    /// Types `keys` (a binary frame).
+    pub async fn type_in(&mut self, keys: &str) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Binary(
+                keys.as_bytes().to_vec().into(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Sends a text frame as it is.
+    pub async fn send_text(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .unwrap();
+    }
+
+    /// Reads until the screen holds `text` (panics after 20 s, or when the
+    /// connection closes first).
+    pub async fn until(&mut self, text: &str) {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.screen.contains(text) {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(Message::Binary(data)))) => {
+                    self.screen.push_str(&String::from_utf8_lossy(&data));
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!(
+                    "the terminal never showed {text:?} ({other:?}); it showed {:?}",
+                    self.screen
+                ),
+            }
+        }
+    }
+
+    /// Reads until the server closes; its close code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(20), self.stream.next()).await
+            {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                }
+                Ok(Some(Ok(Message::Binary(data)))) => {
+                    self.screen.push_str(&String::from_utf8_lossy(&data));
+                }
+                Ok(Some(Ok(_))) => {}
+                other => panic!("the terminal did not close cleanly: {other:?}"),
+            }
+        }
+    }
+}

@@ -13,6 +13,10 @@ use crate::state::AppState;
 const INDEX: &str = include_str!("../../console/index.html");
 const APP: &str = include_str!("../../console/app.js");
 const STYLE: &str = include_str!("../../console/style.css");
+// xterm.js, vendored (see console/vendor/README.md); loaded by the Terminal tab.
+const XTERM: &str = include_str!("../../console/vendor/xterm.js");
+const XTERM_FIT: &str = include_str!("../../console/vendor/xterm-addon-fit.js");
+const XTERM_STYLE: &str = include_str!("../../console/vendor/xterm.css");
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
@@ -27,6 +31,18 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/console/style.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/console/vendor/xterm.js",
+            get(|| async { asset("text/javascript; charset=utf-8", XTERM) }),
+        )
+        .route(
+            "/console/vendor/xterm-addon-fit.js",
+            get(|| async { asset("text/javascript; charset=utf-8", XTERM_FIT) }),
+        )
+        .route(
+            "/console/vendor/xterm.css",
+            get(|| async { asset("text/css; charset=utf-8", XTERM_STYLE) }),
         )
 }
 

@@ -13,6 +13,7 @@ mod guard;
 mod health;
 mod metrics;
 mod processes;
+mod pty;
 mod search;
 mod sessions;
 mod shell;
@@ -96,7 +97,8 @@ fn base_document() -> OpenApi {
             version: env!("CARGO_PKG_VERSION").into(),
             description: Some(
                 "Agent sessions in Docker sandboxes. Errors are `{\"detail\": \"...\"}`. \
-                 Live events: `ws://HOST/ws/{session_id}`."
+                 Live events: `ws://HOST/ws/{session_id}`; a terminal: \
+                 `ws://HOST/ws/{session_id}/pty?cols=80&rows=24`."
                     .into(),
             ),
             ..Info::default()

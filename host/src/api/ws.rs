@@ -79,7 +79,7 @@ impl Connections {
     }
 
     /// A slot for one more client of `session`, or why there is none.
-    fn take(self: &Arc<Self>, session: &str) -> Result<Slot, String> {
+    pub(super) fn take(self: &Arc<Self>, session: &str) -> Result<Slot, String> {
         let mut open = self.open.lock().unwrap();
         let (total, per_session) = &mut *open;
         if *total >= self.max_total {
@@ -131,6 +131,7 @@ pub struct WsQuery {
 pub fn routes(config: &ServerConfig) -> Router<Arc<AppState>> {
     Router::new()
         .route("/ws/{session_id}", get(upgrade))
+        .route("/ws/{session_id}/pty", get(super::pty::upgrade))
         .layer(Extension(Connections::new(config)))
 }
 
@@ -160,7 +161,7 @@ async fn upgrade(
 }
 
 /// Sends one frame; false when the client is gone or stalled.
-async fn send(tx: &mut SplitSink<WebSocket, Message>, msg: Message) -> bool {
+pub(super) async fn send(tx: &mut SplitSink<WebSocket, Message>, msg: Message) -> bool {
     matches!(
         tokio::time::timeout(SEND_TIMEOUT, tx.send(msg)).await,
         Ok(Ok(()))
@@ -216,7 +217,7 @@ async fn send_ready(
     (sent, end)
 }
 
-fn close(code: u16, reason: &str) -> Message {
+pub(super) fn close(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code,
         reason: Utf8Bytes::from(reason.to_string()),

@@ -20,7 +20,8 @@ use crogia_sandbox_agent::protocol::{self, ErrorBody};
 use crogia_sandbox_agent::search::SearchError;
 use crogia_sandbox_agent::watch::{Batch, FileChange};
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::channel::{Channel, Sender};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -36,7 +37,20 @@ const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// Longest line of a watch stream (a batch of at most 32 paths).
 const MAX_WATCH_LINE: usize = 1 << 20;
 
-type Link = SendRequest<Full<Bytes>>;
+/// A request's body: whole, or a stream the caller keeps feeding (a
+/// terminal's input).
+type RequestBody = Either<Full<Bytes>, Channel<Bytes>>;
+type Link = SendRequest<RequestBody>;
+
+/// A terminal open in a container: what is typed goes to `input`, what it
+/// shows comes from `output`. Dropping both ends it (the agent then kills
+/// its shell).
+pub struct Terminal {
+    /// The agent's id for it, to resize it.
+    pub id: u64,
+    pub input: Sender<Bytes>,
+    pub output: hyper::body::Incoming,
+}
 
 /// The links to every container's agent.
 #[derive(Debug, Default)]
@@ -134,9 +148,21 @@ impl Sandbox {
         let request = || {
             Request::post(format!("http://agent{path_and_query}"))
                 .header("content-type", content_type)
-                .body(Full::new(body.clone()))
+                .body(Either::Left(Full::new(body.clone())))
                 .expect("a valid request")
         };
+        self.agent_request(container, request).await
+    }
+
+    /// Sends the request `make` builds on the container's link; when the
+    /// link was found broken before anything was sent, once more on a new
+    /// one (so `make` may be called twice).
+    async fn agent_request(
+        &self,
+        container: &str,
+        mut make: impl FnMut() -> Request<RequestBody>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, AgentError> {
+        let request = &mut make;
         let mut link = self.agent_link(container, false).await?;
         Ok(match link.try_send_request(request()).await {
             Ok(answer) => answer,
@@ -151,6 +177,74 @@ impl Sandbox {
             }
             Err(e) => return Err(self.link_failed(container, e.into_error()).await.into()),
         })
+    }
+
+    /// Opens a terminal of `cols` x `rows` running a login shell in
+    /// `container`'s workspace.
+    pub async fn open_terminal(
+        &self,
+        container: &str,
+        cols: u16,
+        rows: u16,
+    ) -> Result<Terminal, AgentError> {
+        let path = format!("{}?cols={cols}&rows={rows}", protocol::PTY);
+        let mut input = None;
+        let answer = self
+            .agent_request(container, || {
+                let (tx, body) = Channel::new(16);
+                input = Some(tx);
+                Request::post(format!("http://agent{path}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(Either::Right(body))
+                    .expect("a valid request")
+            })
+            .await?;
+        let status = answer.status();
+        if status != StatusCode::OK {
+            let bytes = Limited::new(answer.into_body(), 64 << 10)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let error = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(match status {
+                StatusCode::TOO_MANY_REQUESTS => SandboxError::Conflict(error),
+                StatusCode::UNPROCESSABLE_ENTITY => SandboxError::InvalidInput(error),
+                _ => SandboxError::Engine(format!("the sandbox agent answered {status}: {error}")),
+            }
+            .into());
+        }
+        let id = answer
+            .headers()
+            .get(protocol::PTY_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| SandboxError::Engine("the sandbox agent named no terminal".into()))?;
+        Ok(Terminal {
+            id,
+            input: input.expect("the request was made"),
+            output: answer.into_body(),
+        })
+    }
+
+    /// Gives terminal `id` in `container` a new size.
+    pub async fn resize_terminal(
+        &self,
+        container: &str,
+        id: u64,
+        cols: u16,
+        rows: u16,
+    ) -> Result<(), AgentError> {
+        let _: serde_json::Value = self
+            .agent_call(
+                container,
+                protocol::PTY_RESIZE,
+                &protocol::PtyResize { id, cols, rows },
+            )
+            .await?;
+        Ok(())
     }
 
     /// The workspace's changes in `container`, a coalesced batch at a time,

@@ -25,7 +25,7 @@ use bollard::query_parameters::{
     UploadToContainerOptions,
 };
 
-pub use agent::AgentError;
+pub use agent::{AgentError, Terminal};
 pub use engine::DockerEngine;
 pub use exec::{ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};

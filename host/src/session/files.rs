@@ -82,8 +82,14 @@ impl SessionManager {
         });
     }
 
-    /// Ends every session's file watch (the server is stopping).
+    /// Ends every session's file watch and terminal (the server is stopping).
     pub fn stop_file_events(&self) {
         self.stopping.cancel();
+    }
+
+    /// Cancelled when the server stops: what streams from a sandbox for as
+    /// long as a client wants (a terminal) ends then.
+    pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
+        self.stopping.clone()
     }
 }

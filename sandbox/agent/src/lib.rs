@@ -15,6 +15,7 @@ pub mod exec;
 pub mod fs;
 pub mod output;
 pub mod protocol;
+pub mod pty;
 pub mod search;
 pub mod server;
 pub mod watch;

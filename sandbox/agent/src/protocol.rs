@@ -33,6 +33,33 @@ pub const GREP: &str = "/v1/search/grep";
 /// per line, each a coalesced window of workspace changes.
 pub const WATCH: &str = "/v1/watch";
 
+/// `POST /v1/pty?cols=…&rows=…` ([`PtyQuery`]): an interactive shell on a
+/// new terminal. The request body, streamed, is what is typed; the answer,
+/// streamed, is what the terminal shows, and carries the terminal's id in
+/// [`PTY_ID_HEADER`]. The shell and everything it started are killed when
+/// the caller goes away; the answer ends when the shell exits.
+pub const PTY: &str = "/v1/pty";
+/// `POST /v1/pty/resize` ([`PtyResize`]): a terminal's new size.
+pub const PTY_RESIZE: &str = "/v1/pty/resize";
+/// The answer header naming a new terminal.
+pub const PTY_ID_HEADER: &str = "x-crogia-pty";
+/// Most terminals one agent keeps open at once.
+pub const MAX_PTYS: usize = 16;
+
+/// A terminal's size, in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyQuery {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyResize {
+    pub id: u64,
+    pub cols: u16,
+    pub rows: u16,
+}
+
 /// Most bytes of a JSON request body the agent reads.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 /// Most bytes of a file the agent is sent to write (the server's own body

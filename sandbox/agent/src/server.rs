@@ -16,8 +16,8 @@ use tokio::net::UnixListener;
 
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::protocol::{
-    self, ErrorBody, ExecRequest, PathRequest, Ping, ReadRequest, SearchRequest, TailRequest,
-    WriteQuery,
+    self, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize, ReadRequest,
+    SearchRequest, TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -46,6 +46,9 @@ type Body = Either<Full<Bytes>, Channel<Bytes>>;
 async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if request.method() == Method::POST && request.uri().path() == protocol::WATCH {
         return Ok(watch_stream());
+    }
+    if request.method() == Method::POST && request.uri().path() == protocol::PTY {
+        return Ok(pty_stream(request));
     }
     Ok(answer_whole(request).await.map(Either::Left))
 }
@@ -79,6 +82,39 @@ fn watch_stream() -> Response<Body> {
         .header("content-type", "application/x-ndjson")
         .body(Either::Right(body))
         .expect("a valid response")
+}
+
+/// `PTY`: a terminal whose input is the request's body and whose output is
+/// the answer's.
+fn pty_stream(request: Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query().unwrap_or_default();
+    let size: PtyQuery = match serde_urlencoded::from_str(query) {
+        Ok(q) => q,
+        Err(e) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("query: {e}"))
+                .map(Either::Left);
+        }
+    };
+    match crate::pty::open(size, request.into_body()) {
+        Ok((id, output)) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/octet-stream")
+            .header(protocol::PTY_ID_HEADER, id)
+            .body(Either::Right(output))
+            .expect("a valid response"),
+        Err(e) => pty_error(e).map(Either::Left),
+    }
+}
+
+fn pty_error(e: crate::pty::PtyError) -> Response<Full<Bytes>> {
+    use crate::pty::PtyError;
+    let status = match e {
+        PtyError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+        PtyError::NotFound(_) => StatusCode::NOT_FOUND,
+        PtyError::BadSize => StatusCode::UNPROCESSABLE_ENTITY,
+        PtyError::Io(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
 }
 
 async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -134,6 +170,13 @@ async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(r) => answer(
                 on_workspace(move |ws| search::grep(ws, &r.pattern, &r.options, &r.limits)).await,
             ),
+        },
+        (&Method::POST, protocol::PTY_RESIZE) => match body::<PtyResize>(request).await {
+            Err(response) => response,
+            Ok(r) => match crate::pty::resize(&r) {
+                Ok(()) => json(StatusCode::OK, &serde_json::json!({})),
+                Err(e) => pty_error(e),
+            },
         },
         (_, path) => error(StatusCode::NOT_FOUND, format!("no route {path}")),
     }

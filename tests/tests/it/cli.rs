@@ -120,6 +120,44 @@ async fn shell_and_files_commands() {
 }
 
 #[tokio::test]
+async fn term_types_piped_input_into_a_shell_and_exits_with_it() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let mut child = tokio::process::Command::new(binary())
+        .args(["term", &id])
+        .env("CROGIA_URL", &server.base)
+        .env_remove("CROGIA_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"echo $((6*7)) in $(pwd) on $(tty)\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the shell ended after its input")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("42 in /workspace on /dev/pts/"), "{stdout}");
+
+    let refused = crogia(&server, &["term", "deadbeef"]).await;
+    assert_eq!(refused.code, 1);
+    assert!(refused.stderr.contains("404"), "{}", refused.stderr);
+}
+
+#[tokio::test]
 async fn task_streams_the_work_and_exits_by_its_outcome() {
     let model = ScriptedModel::start(vec![
         Reply::Tools(vec![(

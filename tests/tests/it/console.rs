@@ -1,7 +1,8 @@
 //! The web console in real headless Chromium (Debian's chromium and
 //! chromium-driver), driven over WebDriver: create a session with a task,
 //! watch it stream to completion (scripted model), open the file it wrote,
-//! stop a process it started. Screenshots of the main views go to
+//! stop a process it started; with auth on, ask for the token and type into
+//! a terminal. Screenshots of the main views go to
 //! target/screenshots/ (or docs/ with CROGIA_TEST_UPDATE_SCREENSHOTS=1).
 
 use std::process::Stdio;
@@ -278,6 +279,57 @@ async fn the_console_asks_for_the_token_and_then_works_with_auth_on() {
         .await
         .unwrap();
     assert_eq!(sessions[0]["last_task"], "Check the workspace");
+
+    // The Terminal tab: a shell in the session's container (its WebSocket
+    // carries the token too), typed into like any terminal.
+    c.find(Locator::Css("[data-tab=terminal]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let input = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#terminal .xterm-helper-textarea"))
+        .await
+        .unwrap();
+    let mut connected = false;
+    for _ in 0..100 {
+        let state = c
+            .find(Locator::Css("#term-state"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if state == "connected" {
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(connected, "the terminal did not connect");
+    input
+        .send_keys("echo $((6*7)) from-$(pwd)\u{E007}")
+        .await
+        .unwrap();
+    let mut screen = String::new();
+    for _ in 0..100 {
+        screen = c
+            .find(Locator::Css("#terminal .xterm-rows"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if screen.contains("42 from-/workspace") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(screen.contains("42 from-/workspace"), "{screen}");
+    screenshot(&c, "console-terminal").await;
     c.close().await.unwrap();
     drop(driver);
 }

@@ -15,4 +15,5 @@ mod sandbox;
 mod sandbox_agent;
 mod sandbox_files;
 mod security;
+mod terminal;
 mod tools;

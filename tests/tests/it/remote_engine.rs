@@ -142,6 +142,13 @@ async fn a_session_on_an_engine_that_is_not_local_works_fully_and_is_readopted_a
         "kept across restarts\n/.crogia/crogia-agent init "
     );
 
+    // An interactive terminal.
+    let mut term = server.terminal(&id, 90, 20).await;
+    term.type_in("stty size; cat src/notes.txt\n").await;
+    term.until("20 90").await;
+    term.until("kept across restarts").await;
+    drop(term);
+
     // A background process and its log.
     let process = ok(
         &server,
