@@ -17,8 +17,8 @@ use crogia_sandbox_agent::protocol::SearchRequest;
 
 use crate::config::WorkspaceConfig;
 use crate::sandbox::{
-    AgentError, BackgroundProcess, ExecOutput, ExecRequest, ProcessState, ProcessStatus, Sandbox,
-    SandboxError, StopOutcome, Terminal,
+    AgentError, BackgroundProcess, ExecChunk, ExecOutput, ExecRequest, ProcessState, ProcessStatus,
+    Sandbox, SandboxError, StopOutcome, Terminal,
 };
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
@@ -209,6 +209,22 @@ impl Capabilities {
             }
             other => Ok(other?),
         }
+    }
+
+    /// Runs a command, its output streamed as it comes (see
+    /// [`Sandbox::exec_stream`]).
+    pub async fn exec_stream(
+        &self,
+        command: &str,
+        timeout: Option<Duration>,
+    ) -> Result<impl futures_util::Stream<Item = ExecChunk> + Send + 'static, CapabilityError> {
+        let mut request = ExecRequest::new(command);
+        request.timeout = timeout;
+        self.in_container(|| {
+            self.sandbox
+                .exec_stream(&self.container_id, request.clone())
+        })
+        .await
     }
 
     /// A whole file, refused over `workspace.max_read_bytes`.

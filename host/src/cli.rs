@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::{
-    ContentResponse, Encoding, ErrorBody, ListResponse, MessageResponse, SessionInfo,
+    ContentResponse, Encoding, ErrorBody, ExecChunk, ListResponse, MessageResponse, SessionInfo,
     ShellResponse, TaskResponse,
 };
 use crate::events::{Event, EventKind, TaskOutcome};
@@ -59,6 +59,19 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
+        let bytes = self.open(method, path, body).await?.bytes().await?;
+        Ok(serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
+    }
+
+    /// One request whose answer is still to be read (it may be a stream),
+    /// or [`Refused`] with the server's detail.
+    pub async fn open(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<reqwest::Response> {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(token) = &self.token {
             req = req.header(reqwest::header::AUTHORIZATION, format!("Bearer {token}"));
@@ -73,16 +86,16 @@ impl ApiClient {
             .await
             .with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = resp.status().as_u16();
+        if status < 400 {
+            return Ok(resp);
+        }
         let bytes = resp.bytes().await?;
         let value: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        if status >= 400 {
-            let detail = serde_json::from_value::<ErrorBody>(value.clone())
-                .map(|e| e.detail)
-                .unwrap_or_else(|_| value.to_string());
-            return Err(Refused { status, detail }.into());
-        }
-        Ok(value)
+        let detail = serde_json::from_value::<ErrorBody>(value.clone())
+            .map(|e| e.detail)
+            .unwrap_or_else(|_| value.to_string());
+        Err(Refused { status, detail }.into())
     }
 
     /// [`Self::call`], with the answer read as `T` (the server's own
@@ -215,23 +228,60 @@ pub async fn session_delete(c: &ApiClient, id: &str, json_out: bool) -> anyhow::
 }
 
 pub async fn shell(c: &ApiClient, id: &str, cmd: &str, json_out: bool) -> anyhow::Result<i32> {
-    let (r, json) = c
-        .fetch::<ShellResponse>(
-            reqwest::Method::POST,
-            &format!("/api/sessions/{id}/shell"),
-            Some(json!({ "cmd": cmd })),
-        )
-        .await?;
     if json_out {
+        let (_, json) = c
+            .fetch::<ShellResponse>(
+                reqwest::Method::POST,
+                &format!("/api/sessions/{id}/shell"),
+                Some(json!({ "cmd": cmd })),
+            )
+            .await?;
         print_json(&json);
         return Ok(0);
     }
-    print!("{}", r.stdout);
-    eprint!("{}", r.stderr);
-    if r.timed_out {
-        eprintln!("{}", style("(timed out; killed)").red());
+    // Streamed: output shows as the command writes it.
+    let mut resp = c
+        .open(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{id}/shell/stream"),
+            Some(json!({ "cmd": cmd })),
+        )
+        .await?;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(bytes) = resp.chunk().await? {
+        pending.extend_from_slice(&bytes);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let chunk: ExecChunk = serde_json::from_slice(&line)
+                .context("the server sent a line this client cannot read")?;
+            match chunk {
+                ExecChunk::Stdout { data } => {
+                    print!("{data}");
+                    std::io::stdout().flush()?;
+                }
+                ExecChunk::Stderr { data } => {
+                    eprint!("{data}");
+                }
+                ExecChunk::Exit {
+                    exit_code,
+                    timed_out,
+                    truncated,
+                } => {
+                    if truncated {
+                        eprintln!("{}", style("(output cut at the server's limit)").dim());
+                    }
+                    if timed_out {
+                        eprintln!("{}", style("(timed out; killed)").red());
+                    }
+                    return Ok(exit_code.map_or(1, |c| c as i32));
+                }
+            }
+        }
+        if pending.len() > 1 << 20 {
+            bail!("the server sent a line over 1 MiB");
+        }
     }
-    Ok(r.exit_code.map_or(1, |c| c as i32))
+    bail!("the command's output was cut off before it ended")
 }
 
 pub async fn files(

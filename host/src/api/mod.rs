@@ -40,7 +40,7 @@ pub use error::{ApiError, ErrorBody};
 pub use files::{ContentResponse, Encoding, FileItem, ListResponse};
 pub use processes::{LogsResponse, ProcessInfo};
 pub use sessions::SessionInfo;
-pub use shell::ShellResponse;
+pub use shell::{ExecChunk, ShellResponse};
 pub use tasks::TaskResponse;
 
 use crate::state::AppState;

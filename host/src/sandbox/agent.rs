@@ -34,8 +34,9 @@ use super::{Sandbox, SandboxError};
 /// Most bytes of one answer from an agent the server reads: a container is
 /// untrusted, so its agent is too.
 const MAX_ANSWER_BYTES: usize = 64 << 20;
-/// Longest line of a watch stream (a batch of at most 32 paths).
-const MAX_WATCH_LINE: usize = 1 << 20;
+/// Longest line of a streamed answer (a watch batch of at most 32 paths,
+/// a 16 KiB piece of command output escaped as JSON).
+const MAX_LINE: usize = 1 << 20;
 
 /// A request's body: whole, or a stream the caller keeps feeding (a
 /// terminal's input).
@@ -255,45 +256,70 @@ impl Sandbox {
     ) -> Result<impl futures_util::Stream<Item = Vec<FileChange>> + Send + 'static, AgentError>
     {
         let answer = self
-            .agent_open(
-                container,
-                protocol::WATCH,
-                "application/json",
-                Bytes::from_static(b"{}"),
-            )
+            .agent_stream(container, protocol::WATCH, &serde_json::json!({}))
+            .await?;
+        Ok(ndjson::<Batch>(answer, container).map(|batch| batch.changes))
+    }
+
+    /// Opens a streamed request (JSON `body` to `path`) and returns its
+    /// answer, refusing any status but 200.
+    pub(crate) async fn agent_stream<B: Serialize>(
+        &self,
+        container: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, AgentError> {
+        let json = serde_json::to_vec(body).expect("requests serialise");
+        let answer = self
+            .agent_open(container, path, "application/json", Bytes::from(json))
             .await?;
         if answer.status() != StatusCode::OK {
+            let status = answer.status();
+            let bytes = Limited::new(answer.into_body(), 64 << 10)
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             return Err(SandboxError::Engine(format!(
-                "the sandbox agent refused to watch the workspace ({})",
-                answer.status()
+                "the sandbox agent answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
             ))
             .into());
         }
-        let bytes = http_body_util::BodyDataStream::new(answer.into_body())
-            .map(|chunk| chunk.map_err(std::io::Error::other));
-        let lines = tokio_util::codec::FramedRead::new(
-            tokio_util::io::StreamReader::new(bytes),
-            tokio_util::codec::LinesCodec::new_with_max_length(MAX_WATCH_LINE),
-        );
-        let container = container.to_string();
-        // A line that is too long or not a batch ends the stream: the agent
-        // is not to be believed any further.
-        Ok(lines.scan((), move |(), line| {
-            let batch = match line.map(|l| serde_json::from_str::<Batch>(&l)) {
-                Ok(Ok(batch)) => Some(batch.changes),
-                Ok(Err(e)) => {
-                    tracing::warn!(container, error = %e, "malformed watch batch from the agent");
-                    None
-                }
-                Err(e) => {
-                    tracing::debug!(container, error = %e, "the agent's watch stream ended");
-                    None
-                }
-            };
-            std::future::ready(batch)
-        }))
+        Ok(answer)
     }
+}
 
+/// An answer of JSON lines as a stream of `T`. A line that is too long or
+/// not a `T` ends the stream: the agent is not to be believed any further.
+pub(crate) fn ndjson<T: DeserializeOwned + Send + 'static>(
+    answer: hyper::Response<hyper::body::Incoming>,
+    container: &str,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    let bytes = http_body_util::BodyDataStream::new(answer.into_body())
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let lines = tokio_util::codec::FramedRead::new(
+        tokio_util::io::StreamReader::new(bytes),
+        tokio_util::codec::LinesCodec::new_with_max_length(MAX_LINE),
+    );
+    let container = container.to_string();
+    lines.scan((), move |(), line| {
+        let item = match line.map(|l| serde_json::from_str::<T>(&l)) {
+            Ok(Ok(item)) => Some(item),
+            Ok(Err(e)) => {
+                tracing::warn!(container, error = %e, "malformed line from the agent");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(container, error = %e, "the agent's stream ended");
+                None
+            }
+        };
+        std::future::ready(item)
+    })
+}
+
+impl Sandbox {
     /// What a request whose fate is unknown turns into; the link is dropped.
     async fn link_failed(&self, container: &str, e: hyper::Error) -> SandboxError {
         self.agent_links.links.lock().await.remove(container);

@@ -9,9 +9,10 @@
 
 use std::time::{Duration, Instant};
 
+pub use crogia_sandbox_agent::protocol::ExecChunk;
 use crogia_sandbox_agent::protocol::{self, ExecResponse};
 
-use super::{Sandbox, SandboxError};
+use super::{AgentError, Sandbox, SandboxError};
 use crate::workspace::CONTAINER_ROOT;
 
 /// Bound on the internal helper scripts (status, start, kill).
@@ -96,19 +97,9 @@ impl Sandbox {
         request: ExecRequest,
     ) -> Result<ExecOutput, SandboxError> {
         check_command(&request.command)?;
-        let timeout = request
-            .timeout
-            .unwrap_or(self.config.exec_timeout())
-            .min(self.config.max_exec_timeout());
         let started = Instant::now();
         let _timing = self.timing("exec");
-        let ask = protocol::ExecRequest {
-            command: request.command,
-            cwd: CONTAINER_ROOT.into(),
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            output_limit: self.config.output_limit_bytes,
-            env: Vec::new(),
-        };
+        let ask = self.agent_exec_request(request);
         let done: ExecResponse = self.agent_call(container, protocol::EXEC, &ask).await?;
         let out = ExecOutput {
             exit_code: done.exit_code,
@@ -120,6 +111,38 @@ impl Sandbox {
         };
         tracing::debug!(exit_code = ?out.exit_code, timed_out = out.timed_out, ms = out.duration.as_millis() as u64, "exec done");
         Ok(out)
+    }
+
+    /// Runs a command like [`Sandbox::exec`], its output coming as it is
+    /// written: `stdout` and `stderr` chunks, then one `exit`. A stream that
+    /// ends without `exit` was cut off (the link or the agent went away).
+    /// Dropping the stream kills the command.
+    pub async fn exec_stream(
+        &self,
+        container: &str,
+        request: ExecRequest,
+    ) -> Result<impl futures_util::Stream<Item = ExecChunk> + Send + 'static, AgentError> {
+        check_command(&request.command)?;
+        let ask = self.agent_exec_request(request);
+        let answer = self
+            .agent_stream(container, protocol::EXEC_STREAM, &ask)
+            .await?;
+        Ok(super::agent::ndjson::<ExecChunk>(answer, container))
+    }
+
+    /// What the agent is asked to run for a caller's command.
+    fn agent_exec_request(&self, request: ExecRequest) -> protocol::ExecRequest {
+        let timeout = request
+            .timeout
+            .unwrap_or(self.config.exec_timeout())
+            .min(self.config.max_exec_timeout());
+        protocol::ExecRequest {
+            command: request.command,
+            cwd: CONTAINER_ROOT.into(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            output_limit: self.config.output_limit_bytes,
+            env: Vec::new(),
+        }
     }
 
     /// Runs one of our own helper scripts (background processes) through

@@ -27,7 +27,7 @@ use bollard::query_parameters::{
 
 pub use agent::{AgentError, Terminal};
 pub use engine::DockerEngine;
-pub use exec::{ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
+pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 

@@ -14,6 +14,7 @@
 pub mod exec;
 pub mod fs;
 pub mod output;
+pub mod pipe;
 pub mod protocol;
 pub mod pty;
 pub mod search;

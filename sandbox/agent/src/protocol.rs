@@ -11,6 +11,11 @@ pub const PING: &str = "/v1/ping";
 /// `POST /v1/exec`: runs a command to its end ([`ExecRequest`] → [`ExecResponse`]).
 pub const EXEC: &str = "/v1/exec";
 
+/// `POST /v1/exec/stream` ([`ExecRequest`]): runs a command like [`EXEC`],
+/// but answers as the output comes: one JSON [`ExecChunk`] per line, the
+/// last an `exit`. Output past `output_limit` (per stream) is not sent.
+pub const EXEC_STREAM: &str = "/v1/exec/stream";
+
 /// `POST /v1/fs/read` ([`ReadRequest`]): the file's bytes, as the body.
 pub const FS_READ: &str = "/v1/fs/read";
 /// `POST /v1/fs/write?path=…` ([`WriteQuery`]): the body becomes the file,
@@ -87,6 +92,27 @@ pub struct ExecRequest {
     /// Extra environment variables.
     #[serde(default)]
     pub env: Vec<(String, String)>,
+}
+
+/// A piece of a streamed command: output as it came (whole UTF-8
+/// characters; invalid bytes become U+FFFD), then how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ExecChunk {
+    Stdout {
+        data: String,
+    },
+    Stderr {
+        data: String,
+    },
+    Exit {
+        /// As in a whole answer: `None` when it was killed for its timeout.
+        exit_code: Option<i64>,
+        timed_out: bool,
+        /// Output past the limit was not sent.
+        truncated: bool,
+    },
 }
 
 /// What a command did.

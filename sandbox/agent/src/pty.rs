@@ -11,11 +11,11 @@ use std::sync::{LazyLock, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
-use http_body_util::channel::{Channel, Sender};
 use hyper::body::Incoming;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::fs::CONTAINER_ROOT;
+use crate::pipe::{Pipe, pipe};
 use crate::protocol::{MAX_PTYS, PtyQuery, PtyResize};
 
 /// Bytes read from a terminal at a time.
@@ -58,7 +58,7 @@ fn shell() -> (&'static str, &'static [&'static str]) {
 
 /// Opens a terminal of `size` with a shell on it, typing what `input`
 /// carries. Returns its id and the stream of what it shows.
-pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Channel<Bytes>), PtyError> {
+pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Pipe), PtyError> {
     if size.cols == 0 || size.rows == 0 {
         return Err(PtyError::BadSize);
     }
@@ -80,7 +80,7 @@ pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Channel<Bytes>), Pt
     open.insert(id, pty.as_fd().try_clone_to_owned()?);
     drop(open);
     let (mut from_shell, mut to_shell) = pty.into_split();
-    let (tx, body) = Channel::new(8);
+    let (tx, body) = pipe(8);
     tokio::spawn(async move {
         let typing = async {
             let mut input = input;
@@ -109,7 +109,7 @@ pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Channel<Bytes>), Pt
 
 /// Sends what the terminal shows until it closes (its shell, and whatever
 /// held it, exited) or nobody reads it any more.
-async fn show(from_shell: &mut pty_process::OwnedReadPty, mut tx: Sender<Bytes>) {
+async fn show(from_shell: &mut pty_process::OwnedReadPty, tx: tokio::sync::mpsc::Sender<Bytes>) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         buf.reserve(READ_CHUNK);
@@ -117,7 +117,7 @@ async fn show(from_shell: &mut pty_process::OwnedReadPty, mut tx: Sender<Bytes>)
             // EIO: every process holding the terminal is gone.
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                if tx.send_data(buf.split().freeze()).await.is_err() {
+                if tx.send(buf.split().freeze()).await.is_err() {
                     return;
                 }
             }

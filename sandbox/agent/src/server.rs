@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -15,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
+use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
     self, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize, ReadRequest,
     SearchRequest, TailRequest, WriteQuery,
@@ -41,11 +41,28 @@ pub async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + '
 }
 
 /// An answer: whole, or a stream that lasts as long as the caller reads.
-type Body = Either<Full<Bytes>, Channel<Bytes>>;
+type Body = Either<Full<Bytes>, Pipe>;
 
 async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if request.method() == Method::POST && request.uri().path() == protocol::WATCH {
         return Ok(watch_stream());
+    }
+    if request.method() == Method::POST && request.uri().path() == protocol::EXEC_STREAM {
+        return Ok(match body::<ExecRequest>(request).await {
+            Err(response) => response.map(Either::Left),
+            Ok(exec) => match crate::exec::stream(&exec) {
+                Ok(output) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/x-ndjson")
+                    .body(Either::Right(output))
+                    .expect("a valid response"),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot run the command: {e}"),
+                )
+                .map(Either::Left),
+            },
+        });
     }
     if request.method() == Method::POST && request.uri().path() == protocol::PTY {
         return Ok(pty_stream(request));
@@ -66,13 +83,19 @@ fn watch_stream() -> Response<Body> {
             .map(Either::Left);
         }
     };
-    let (mut tx, body) = Channel::new(4);
+    let (tx, body) = pipe(4);
     tokio::spawn(async move {
-        while let Some(changes) = crate::watch::next_batch(&mut watch).await {
+        loop {
+            let changes = tokio::select! {
+                changes = crate::watch::next_batch(&mut watch) => changes,
+                // The caller went away: stop watching now, not at the next change.
+                () = tx.closed() => None,
+            };
+            let Some(changes) = changes else { break };
             let mut line =
                 serde_json::to_vec(&crate::watch::Batch { changes }).expect("batches serialise");
             line.push(b'\n');
-            if tx.send_data(Bytes::from(line)).await.is_err() {
+            if tx.send(Bytes::from(line)).await.is_err() {
                 break;
             }
         }

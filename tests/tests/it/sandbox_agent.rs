@@ -276,3 +276,88 @@ async fn a_session_works_on_an_image_without_python() {
     }
     assert_eq!(logs, "from the background\n");
 }
+
+/// The next line of an NDJSON answer; `None` at its end.
+async fn next_line(
+    resp: &mut reqwest::Response,
+    pending: &mut Vec<u8>,
+) -> Option<serde_json::Value> {
+    loop {
+        if let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            return Some(serde_json::from_slice(&line).unwrap());
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk())
+            .await
+            .expect("the stream went silent")
+            .unwrap()?;
+        pending.extend_from_slice(&chunk);
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_command_shows_its_output_as_it_comes_and_dies_with_its_caller() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let url = server.url(&format!("/api/sessions/{id}/shell/stream"));
+    // The command waits, after its first line, for a file only the test makes.
+    let mut resp = server
+        .client
+        .post(&url)
+        .json(&json!({"cmd": "echo first; while [ ! -f go ]; do sleep 0.05; done; echo second >&2; exit 4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut pending = Vec::new();
+    let first = next_line(&mut resp, &mut pending).await.unwrap();
+    assert_eq!(first, json!({"type": "stdout", "data": "first\n"}));
+    // It arrived while the command still runs: only now may it go on.
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "go", "content": ""}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut rest = Vec::new();
+    while let Some(line) = next_line(&mut resp, &mut pending).await {
+        rest.push(line);
+    }
+    assert_eq!(
+        rest,
+        [
+            json!({"type": "stderr", "data": "second\n"}),
+            json!({"type": "exit", "exit_code": 4, "timed_out": false, "truncated": false}),
+        ]
+    );
+
+    // A caller that goes away takes its (silent) command with it.
+    let mut resp = server
+        .client
+        .post(&url)
+        .json(&json!({"cmd": "echo started; exec sleep 4343"}))
+        .send()
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    next_line(&mut resp, &mut pending).await.unwrap();
+    assert!(still_running_now(&server, &id, "sleep 4343").await);
+    drop(resp);
+    assert!(
+        !still_running(&server, &id, "sleep 4343").await,
+        "the streamed command outlived its caller"
+    );
+}
+
+/// Whether a process whose command line contains `needle` runs right now.
+async fn still_running_now(server: &TestServer, id: &str, needle: &str) -> bool {
+    let (_, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "ps -eo args"}),
+        )
+        .await;
+    out["stdout"].as_str().unwrap().contains(needle)
+}
