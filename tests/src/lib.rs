@@ -484,6 +484,25 @@ pub async fn server_with_model(
     .await
 }
 
+impl TestServer {
+    /// Whether a process whose command line contains `needle` runs in a
+    /// session's container right now.
+    pub async fn process_running(&self, session_id: &str, needle: &str) -> bool {
+        let (status, out) = self
+            .post(
+                &format!("/api/sessions/{session_id}/shell"),
+                serde_json::json!({"cmd": "ps -eo args"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(needle))
+    }
+}
+
 /// A client of `/ws/{session_id}/pty`: an interactive terminal.
 pub struct TermClient {
     stream: tokio_tungstenite::WebSocketStream<

@@ -18,6 +18,20 @@ struct Driver {
     /// Killed when the driver drops.
     _child: tokio::process::Child,
     url: String,
+    /// The browser's profile, unique to this driver: every Chromium process
+    /// it starts names it, so they can all be found and ended.
+    profile: tempfile::TempDir,
+}
+
+/// Chromium outlives a chromedriver that is killed (a test that fails
+/// never closes its browser): its processes are ended by their profile.
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(self.profile.path())
+            .status();
+    }
 }
 
 impl Driver {
@@ -37,7 +51,11 @@ impl Driver {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { _child: child, url }
+        Self {
+            _child: child,
+            url,
+            profile: tempfile::tempdir().unwrap(),
+        }
     }
 }
 
@@ -47,7 +65,14 @@ async fn browser(driver: &Driver) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"]}),
+        json!({"args": [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,900",
+            format!("--user-data-dir={}", driver.profile.path().display()),
+        ]}),
     );
     ClientBuilder::rustls()
         .unwrap()

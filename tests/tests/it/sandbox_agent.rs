@@ -14,14 +14,7 @@ use serde_json::json;
 /// session's container, once it has had up to 10 s to go away.
 async fn still_running(server: &TestServer, id: &str, needle: &str) -> bool {
     for _ in 0..50 {
-        let (status, out) = server
-            .post(
-                &format!("/api/sessions/{id}/shell"),
-                json!({"cmd": "ps -eo args"}),
-            )
-            .await;
-        assert_eq!(status, 200, "{out}");
-        if !out["stdout"].as_str().unwrap().contains(needle) {
+        if !server.process_running(id, needle).await {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -343,21 +336,10 @@ async fn a_streamed_command_shows_its_output_as_it_comes_and_dies_with_its_calle
         .unwrap();
     let mut pending = Vec::new();
     next_line(&mut resp, &mut pending).await.unwrap();
-    assert!(still_running_now(&server, &id, "sleep 4343").await);
+    assert!(server.process_running(&id, "sleep 4343").await);
     drop(resp);
     assert!(
         !still_running(&server, &id, "sleep 4343").await,
         "the streamed command outlived its caller"
     );
-}
-
-/// Whether a process whose command line contains `needle` runs right now.
-async fn still_running_now(server: &TestServer, id: &str, needle: &str) -> bool {
-    let (_, out) = server
-        .post(
-            &format!("/api/sessions/{id}/shell"),
-            json!({"cmd": "ps -eo args"}),
-        )
-        .await;
-    out["stdout"].as_str().unwrap().contains(needle)
 }

@@ -5,22 +5,6 @@ use std::time::Duration;
 use crogia_tests::TestServer;
 use serde_json::json;
 
-/// Whether a process whose command line holds `needle` runs in the session.
-async fn running(server: &TestServer, id: &str, needle: &str) -> bool {
-    let (status, out) = server
-        .post(
-            &format!("/api/sessions/{id}/shell"),
-            json!({"cmd": "ps -eo args"}),
-        )
-        .await;
-    assert_eq!(status, 200, "{out}");
-    out["stdout"]
-        .as_str()
-        .unwrap()
-        .lines()
-        .any(|l| l.contains(needle))
-}
-
 #[tokio::test]
 async fn a_terminal_runs_a_shell_in_the_workspace_resizes_and_dies_with_its_client() {
     let server = TestServer::start().await;
@@ -53,7 +37,7 @@ async fn a_terminal_runs_a_shell_in_the_workspace_resizes_and_dies_with_its_clie
     term.type_in("sleep 4242\n").await;
     let mut seen = false;
     for _ in 0..50 {
-        if running(&server, &id, "sleep 4242").await {
+        if server.process_running(&id, "sleep 4242").await {
             seen = true;
             break;
         }
@@ -63,7 +47,7 @@ async fn a_terminal_runs_a_shell_in_the_workspace_resizes_and_dies_with_its_clie
     drop(term);
     let mut gone = false;
     for _ in 0..100 {
-        if !running(&server, &id, "sleep 4242").await {
+        if !server.process_running(&id, "sleep 4242").await {
             gone = true;
             break;
         }
@@ -71,7 +55,7 @@ async fn a_terminal_runs_a_shell_in_the_workspace_resizes_and_dies_with_its_clie
     }
     assert!(gone, "the terminal's command outlived its client");
     assert!(
-        !running(&server, &id, "bash -l").await,
+        !server.process_running(&id, "bash -l").await,
         "the shell outlived its client"
     );
 }
