@@ -63,7 +63,7 @@ test: setup build-plugins test-clients
     # process dies; a second engine this run started is stopped.
     cleanup() {
       for host in "" "$engine2"; do
-        docker ${host:+-H "$host"} ps -aq --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} rm -f >/dev/null || true
+        docker ${host:+-H "$host"} ps -aq --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} rm -f -v >/dev/null || true
         docker ${host:+-H "$host"} volume ls -q --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} volume rm -f >/dev/null || true
       done
       if [ "$engine2_was_up" = no ]; then bash sandbox/ensure-second-engine.sh --stop; fi

@@ -225,7 +225,12 @@ impl TestSandbox {
 
 impl Drop for TestSandbox {
     fn drop(&mut self) {
-        sweep_engine(&self.label, &self.config.sandbox.docker_host);
+        // The default engine always (a proxy in front of it may be gone by
+        // now); the configured one too when it is another engine.
+        sweep_engine(&self.label, "");
+        if !self.config.sandbox.engine_is_local() {
+            sweep_engine(&self.label, &self.config.sandbox.docker_host);
+        }
     }
 }
 

@@ -29,7 +29,12 @@ async fn an_engine_outage_gives_503s_and_everything_recovers_without_a_restart()
     let dir = tempfile::tempdir().unwrap();
     let proxy = EngineProxy::start(dir.path()).await;
     let host = proxy.docker_host();
-    let server = TestServer::with_config(move |c| c.sandbox.docker_host = host).await;
+    let server = TestServer::with_config(move |c| {
+        c.sandbox.docker_host = host;
+        // The proxy fronts this machine's engine.
+        c.sandbox.local_engine = Some(true);
+    })
+    .await;
     let id = server.session().await;
     assert_eq!(server.get("/api/health").await.1["docker_available"], true);
 
@@ -149,7 +154,11 @@ async fn a_delete_that_fails_keeps_the_session_and_its_queued_tasks() {
         Reply::Text("second done".into()),
     ])
     .await;
-    let server = server_with_model(&model, move |c| c.sandbox.docker_host = host).await;
+    let server = server_with_model(&model, move |c| {
+        c.sandbox.docker_host = host;
+        c.sandbox.local_engine = Some(true);
+    })
+    .await;
     let id = server.session().await;
     let mut ws = server.ws(&id, None).await;
     let tasks = format!("/api/sessions/{id}/tasks");
