@@ -110,11 +110,10 @@ impl ApiClient {
         Ok((typed(&value)?, value))
     }
 
-    fn ws_url(&self, session: &str, since: u64) -> String {
-        let mut url = format!(
-            "{}/ws/{session}?since={since}",
-            self.base.replacen("http", "ws", 1)
-        );
+    /// The `ws://` URL of `path_and_query` (which has a query already),
+    /// with the token when there is one.
+    fn ws_url(&self, path_and_query: &str) -> String {
+        let mut url = format!("{}{path_and_query}", self.base.replacen("http", "ws", 1));
         if let Some(token) = &self.token {
             url.push_str(&format!(
                 "&token={}",
@@ -376,9 +375,10 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
         .fetch::<SessionInfo>(reqwest::Method::GET, &format!("/api/sessions/{id}"), None)
         .await?;
     let since = session.last_event_seq;
-    let (mut ws, _) = tokio_tungstenite::connect_async(c.ws_url(id, since))
-        .await
-        .context("connecting to the session's event stream")?;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(c.ws_url(&format!("/ws/{id}?since={since}")))
+            .await
+            .context("connecting to the session's event stream")?;
     let (posted, _) = c
         .fetch::<TaskResponse>(
             reqwest::Method::POST,
@@ -591,16 +591,7 @@ pub async fn term(c: &ApiClient, id: &str) -> anyhow::Result<i32> {
     use tokio_tungstenite::tungstenite::Message;
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (cols, rows) = local_size().unwrap_or((80, 24));
-    let mut url = format!(
-        "{}/ws/{id}/pty?cols={cols}&rows={rows}",
-        c.base.replacen("http", "ws", 1)
-    );
-    if let Some(token) = &c.token {
-        url.push_str(&format!(
-            "&token={}",
-            form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>()
-        ));
-    }
+    let url = c.ws_url(&format!("/ws/{id}/pty?cols={cols}&rows={rows}"));
     let ws = match tokio_tungstenite::connect_async(url).await {
         Ok((ws, _)) => ws,
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

@@ -161,9 +161,8 @@ impl Sandbox {
     async fn agent_request(
         &self,
         container: &str,
-        mut make: impl FnMut() -> Request<RequestBody>,
+        mut request: impl FnMut() -> Request<RequestBody>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, AgentError> {
-        let request = &mut make;
         let mut link = self.agent_link(container, false).await?;
         Ok(match link.try_send_request(request()).await {
             Ok(answer) => answer,
@@ -202,14 +201,7 @@ impl Sandbox {
             .await?;
         let status = answer.status();
         if status != StatusCode::OK {
-            let bytes = Limited::new(answer.into_body(), 64 << 10)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let error = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            let error = refusal(answer).await;
             return Err(match status {
                 StatusCode::TOO_MANY_REQUESTS => SandboxError::Conflict(error),
                 StatusCode::UNPROCESSABLE_ENTITY => SandboxError::InvalidInput(error),
@@ -275,19 +267,26 @@ impl Sandbox {
             .await?;
         if answer.status() != StatusCode::OK {
             let status = answer.status();
-            let bytes = Limited::new(answer.into_body(), 64 << 10)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
+            let error = refusal(answer).await;
             return Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
+                "the sandbox agent answered {status}: {error}"
             ))
             .into());
         }
         Ok(answer)
     }
+}
+
+/// Why the agent refused a streamed request: its `error`, or its body.
+async fn refusal(answer: hyper::Response<hyper::body::Incoming>) -> String {
+    let bytes = Limited::new(answer.into_body(), 64 << 10)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    serde_json::from_slice::<ErrorBody>(&bytes)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// An answer of JSON lines as a stream of `T`. A line that is too long or
