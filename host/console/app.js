@@ -325,6 +325,16 @@ function render(e) {
       refreshSessions();
       break;
     }
+    case "network_request": {
+      // A line per coalesced group: what was reached or refused, and why.
+      const times = e.connections > 1 ? ` ×${e.connections}` : "";
+      const bytes = e.decision === "allowed" ? ` · ↑${e.bytes_up} ↓${e.bytes_down} bytes` : "";
+      append(el("div", {
+        className: `event network ${e.decision}`,
+        textContent: `${e.decision === "allowed" ? "Network" : "Network refused"}: ${e.host}:${e.port}${times}${bytes} — ${e.reason}`,
+      }));
+      break;
+    }
     case "file_changed":
       // The workspace changed: the file tree follows, at most twice a second.
       if (!treeRefresh) treeRefresh = setTimeout(() => { treeRefresh = null; loadTree(); }, 500);

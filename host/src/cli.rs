@@ -17,10 +17,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::{
-    ContentResponse, Encoding, ErrorBody, ExecChunk, ListResponse, MessageResponse, SessionInfo,
-    ShellResponse, TaskResponse,
+    ContentResponse, Encoding, ErrorBody, ExecChunk, ListResponse, MessageResponse, NetworkInfo,
+    SessionInfo, ShellResponse, TaskResponse,
 };
-use crate::events::{Event, EventKind, TaskOutcome};
+use crate::events::{Event, EventKind, NetworkDecision, TaskOutcome};
 use crate::plugins::ToolInfo;
 use crate::session::SessionStatus;
 use crate::workspace::{ChangeKind, EntryKind};
@@ -207,6 +207,65 @@ pub async fn session_show(c: &ApiClient, id: &str, json_out: bool) -> anyhow::Re
             .unwrap_or_else(|| v.to_string());
         println!("{:<19}{v}", format!("{k}:"));
     }
+    Ok(0)
+}
+
+/// `crogia network`: a session's network policy, shown, or changed first
+/// when `allow`, `deny` or `reset` is given (what is not given stays).
+pub async fn network(
+    c: &ApiClient,
+    id: &str,
+    allow: Vec<String>,
+    deny: Vec<String>,
+    reset: bool,
+    json_out: bool,
+) -> anyhow::Result<i32> {
+    let path = format!("/api/sessions/{id}/network");
+    let (mut info, mut raw) = c
+        .fetch::<NetworkInfo>(reqwest::Method::GET, &path, None)
+        .await?;
+    if reset || !allow.is_empty() || !deny.is_empty() {
+        let body = if reset {
+            serde_json::json!({ "allow": null, "deny": [] })
+        } else {
+            serde_json::json!({
+                "allow": if allow.is_empty() { info.allow.clone() } else { Some(allow) },
+                "deny": if deny.is_empty() { info.deny.clone() } else { deny },
+            })
+        };
+        (info, raw) = c
+            .fetch::<NetworkInfo>(reqwest::Method::PUT, &path, Some(body))
+            .await?;
+    }
+    if json_out {
+        print_json(&raw);
+        return Ok(0);
+    }
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            "(none)".to_string()
+        } else {
+            l.join(" ")
+        }
+    };
+    println!("mode:          {}", info.mode);
+    match &info.allow {
+        Some(own) => println!("allow:         {}", list(own)),
+        None => println!(
+            "allow:         {} (the operator's)",
+            list(&info.operator_allow)
+        ),
+    }
+    println!("deny:          {}", list(&info.deny));
+    println!("operator deny: {}", list(&info.operator_deny));
+    println!(
+        "connections:   {} open (at most {})",
+        info.open_connections, info.max_connections
+    );
+    println!(
+        "traffic:       {} bytes (at most {})",
+        info.bytes_used, info.max_bytes
+    );
     Ok(0)
 }
 
@@ -488,6 +547,29 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
                         ChangeKind::Deleted => "deleted",
                     };
                     println!("{}", style(format!("  {word} {path}")).dim());
+                }),
+                EventKind::NetworkRequest {
+                    host,
+                    port,
+                    decision,
+                    reason,
+                    connections,
+                    ..
+                } => pause(&mut || {
+                    if !at_line_start {
+                        println!();
+                        at_line_start = true;
+                    }
+                    let times = if *connections > 1 {
+                        format!(" x{connections}")
+                    } else {
+                        String::new()
+                    };
+                    let line = format!("  network {host}:{port}{times} {reason}");
+                    match decision {
+                        NetworkDecision::Allowed => println!("{}", style(line).dim()),
+                        NetworkDecision::Denied => println!("{}", style(line).red()),
+                    }
                 }),
                 _ => {}
             }

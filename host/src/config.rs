@@ -23,6 +23,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "model",
     "agent",
     "plugins",
+    "network",
 ];
 
 /// `CROGIA_` variables that are not configuration keys: the command-line
@@ -50,6 +51,9 @@ pub struct Config {
     pub model: ModelConfig,
     pub agent: AgentConfig,
     pub plugins: PluginsConfig,
+    /// What the sandboxes may reach on the network (through the sandbox
+    /// agent's proxy; containers have no network interface of their own).
+    pub network: NetworkConfig,
     /// Per-tool settings, keyed by tool name.
     pub tools: BTreeMap<String, ToolConfig>,
 }
@@ -330,7 +334,9 @@ impl Default for ModelConfig {
 /// The default system prompt: what the agent is and where it works.
 pub const DEFAULT_SYSTEM_PROMPT: &str = "You are an autonomous coding agent working in a Linux container. \
 Your workspace is /workspace: every file path you give a tool is relative to it, and it persists between tasks. \
-The container has Python 3 with pip and venv, git, ripgrep and curl, and no network access. \
+The container has Python 3 with pip and venv, git, ripgrep and curl. Its HTTP and HTTPS traffic goes through a proxy \
+that lets the package registries through (pip, cargo, npm and apt work) and refuses other hosts unless the operator \
+allows them; a refused request answers 403 saying why. \
 Work step by step: look at what is there before changing it, make focused changes with the tools, \
 run the code or its tests to check your work, and fix what fails. Use start_process for servers and other \
 long-running commands, and stop them when you are done. When the task is complete, reply with a short \
@@ -403,6 +409,84 @@ impl Default for PluginsConfig {
             max_concurrent: 32,
             pooling: true,
         }
+    }
+}
+
+/// How much of the network the sandboxes may reach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Only hosts an `allow` pattern matches.
+    #[default]
+    Allowlist,
+    /// Any public host (loopback, private and link-local addresses still
+    /// only where an `allow` pattern names them).
+    Open,
+    /// Nothing.
+    None,
+}
+
+/// The package registries, and the hosts their files come from: Python
+/// (pip), Rust (cargo), npm, and Debian (apt).
+pub const DEFAULT_NETWORK_ALLOW: &[&str] = &[
+    "pypi.org:443",
+    "files.pythonhosted.org:443",
+    "crates.io:443",
+    "index.crates.io:443",
+    "static.crates.io:443",
+    "static.rust-lang.org:443",
+    "registry.npmjs.org:443",
+    "deb.debian.org:80",
+    "deb.debian.org:443",
+    "security.debian.org:80",
+    "security.debian.org:443",
+];
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// `allowlist` (hosts `allow` matches), `open` (any public host) or
+    /// `none`.
+    pub mode: NetworkMode,
+    /// Host patterns sandboxes may reach: `host[:port]`, `*.suffix`, `*`,
+    /// an address or a network (`10.0.0.0/8`). A loopback, private or
+    /// link-local address is reached only when a pattern names it as an
+    /// address or network, never through a name that resolves to it.
+    pub allow: Vec<String>,
+    /// Host patterns sandboxes may never reach (wins over `allow`).
+    pub deny: Vec<String>,
+    /// Whether a session's own `allow` may name hosts beyond this `allow`
+    /// (otherwise it may only narrow it).
+    pub sessions_may_widen: bool,
+    /// Most connections one session holds open at once.
+    pub max_connections: usize,
+    /// Most bytes (both directions) one session may move over the network
+    /// while the server runs.
+    pub max_bytes: MemorySize,
+    /// Seconds to resolve and connect to a remote host.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            mode: NetworkMode::Allowlist,
+            allow: DEFAULT_NETWORK_ALLOW
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            deny: Vec::new(),
+            sessions_may_widen: false,
+            max_connections: 64,
+            max_bytes: MemorySize(8 << 30),
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl NetworkConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
     }
 }
 
@@ -619,6 +703,10 @@ impl Config {
             bail!(
                 "agent.max_steps, context_chars (>= 1000), tool_result_chars and request_timeout_secs must be positive"
             );
+        }
+        let n = &self.network;
+        if n.max_connections == 0 || n.connect_timeout_secs == 0 {
+            bail!("network.max_connections and network.connect_timeout_secs must be positive");
         }
         if self.plugins.timeout_ms == 0
             || self.plugins.memory_mb == 0

@@ -104,6 +104,37 @@ pub enum EventKind {
         path: String,
         kind: crate::workspace::ChangeKind,
     },
+    /// Connections a program in the sandbox asked for (additive): one event
+    /// per host, port, decision and reason, coalescing the connections that
+    /// came close together (`connections` of them; bytes summed; the
+    /// duration from the first one's start to the last one's end).
+    NetworkRequest {
+        host: String,
+        port: u16,
+        decision: NetworkDecision,
+        reason: String,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_ms: u64,
+        connections: u64,
+    },
+}
+
+/// Whether a connection was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkDecision {
+    Allowed,
+    Denied,
+}
+
+impl NetworkDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::Denied => "denied",
+        }
+    }
 }
 
 /// An event as a client reads it: its number, its time and what happened.
@@ -449,6 +480,7 @@ mod tests {
             created: Utc::now(),
             last_task: None,
             error: None,
+            network: None,
         };
         store.insert_session(&record).await.unwrap();
     }

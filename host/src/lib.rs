@@ -9,6 +9,7 @@
 //! - [`service`]: the sessions service, owning every multi-step sequence;
 //! - [`agent`], [`session`], [`events`]: tasks, sessions, event logs;
 //! - [`plugins`]: the wasm tool runtime and its host functions;
+//! - [`network`]: each sandbox's network policy, and carrying its connections;
 //! - [`capabilities`]: what one session can do, for REST and plugins alike;
 //! - [`sandbox`] (Docker, and the agent in each container), [`workspace`]
 //!   (the host directory, and the types of the agent's file answers), [`store`] (SQLite);
@@ -22,6 +23,7 @@ pub mod config;
 pub mod datadir;
 pub mod events;
 pub mod metrics;
+pub mod network;
 pub mod plugins;
 pub mod sandbox;
 pub mod server;
@@ -43,8 +45,8 @@ mod layers {
         (
             "server",
             &[
-                "api", "state", "service", "agent", "session", "plugins", "sandbox", "store",
-                "metrics", "config", "datadir",
+                "api", "state", "service", "agent", "session", "network", "plugins", "sandbox",
+                "store", "metrics", "config", "datadir",
             ],
         ),
         (
@@ -55,6 +57,7 @@ mod layers {
                 "agent",
                 "session",
                 "events",
+                "network",
                 "plugins",
                 "capabilities",
                 "sandbox",
@@ -88,6 +91,7 @@ mod layers {
             &[
                 "capabilities",
                 "events",
+                "network",
                 "sandbox",
                 "store",
                 "workspace",
@@ -95,6 +99,7 @@ mod layers {
                 "datadir",
             ],
         ),
+        ("network", &["events", "sandbox", "config"]),
         ("events", &["store", "workspace", "time"]),
         (
             "plugins",

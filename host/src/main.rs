@@ -95,6 +95,21 @@ enum Command {
     /// An interactive shell in a session's container (a terminal; with
     /// piped input, that input is typed). Exits 0 when the shell exits.
     Term { session: String },
+    /// Show what a session's programs may reach, or change it (new
+    /// connections follow; what is not given stays as it is).
+    Network {
+        session: String,
+        /// Only hosts these patterns match (within the operator's policy);
+        /// repeat for more.
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Never hosts these patterns match; repeat for more.
+        #[arg(long)]
+        deny: Vec<String>,
+        /// Back to the operator's policy alone.
+        #[arg(long, conflicts_with_all = ["allow", "deny"])]
+        reset: bool,
+    },
     /// List a directory of a session's workspace, or print a file.
     Files {
         session: String,
@@ -205,6 +220,12 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
             cli::shell(&remote.client()?, &session, &command, remote.json).await
         }
         Command::Term { session } => cli::term(&remote.client()?, &session).await,
+        Command::Network {
+            session,
+            allow,
+            deny,
+            reset,
+        } => cli::network(&remote.client()?, &session, allow, deny, reset, remote.json).await,
         Command::Files { session, path } => {
             cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await
         }

@@ -41,6 +41,16 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabel {
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
     pub operation: String,
 }
@@ -65,6 +75,8 @@ pub struct Metrics {
     pub model_tokens: Family<KindLabel, Counter>,
     pub websocket_clients: Gauge,
     pub docker_seconds: Histograms<OperationLabel>,
+    pub network_connections: Family<DecisionLabel, Counter>,
+    pub network_bytes: Family<DirectionLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -116,6 +128,18 @@ impl Metrics {
             "Docker engine call latency, by operation",
             docker_seconds.clone(),
         );
+        let network_connections = Family::<DecisionLabel, Counter>::default();
+        registry.register(
+            "network_connections",
+            "Connections sandboxes asked for, by decision (allowed, denied)",
+            network_connections.clone(),
+        );
+        let network_bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "network_bytes",
+            "Bytes carried for sandboxes, by direction (up: sent by the sandbox, down: received)",
+            network_bytes.clone(),
+        );
         Self {
             registry,
             sessions,
@@ -125,6 +149,24 @@ impl Metrics {
             model_tokens,
             websocket_clients,
             docker_seconds,
+            network_connections,
+            network_bytes,
+        }
+    }
+
+    /// Counts one connection a sandbox asked for, and what it carried.
+    pub fn network_connection(&self, decision: &str, bytes_up: u64, bytes_down: u64) {
+        self.network_connections
+            .get_or_create(&DecisionLabel {
+                decision: decision.into(),
+            })
+            .inc();
+        for (direction, n) in [("up", bytes_up), ("down", bytes_down)] {
+            self.network_bytes
+                .get_or_create(&DirectionLabel {
+                    direction: direction.into(),
+                })
+                .inc_by(n);
         }
     }
 

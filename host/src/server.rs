@@ -57,6 +57,8 @@ impl App {
     /// right), opens the store, restores sessions, loads the plugins and
     /// records tasks a previous run left unfinished.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        crate::network::Policy::new(&config.network, &Default::default())
+            .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         let lock = DataDirLock::acquire(&config.server.data_dir, "another server")?;
         let config = Arc::new(config);
         let engine = DockerEngine::new(&config.sandbox.docker_host);

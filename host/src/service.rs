@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::agent::{Agent, AgentError, Submitted};
-use crate::session::{Session, SessionError, SessionManager};
+use crate::session::{Session, SessionError, SessionManager, SessionNetwork};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -41,9 +41,13 @@ impl SessionService {
     /// Creates a session and hands it its first task (blank means none). If
     /// the task cannot be queued, the session is deleted again: the client
     /// is told of a failure, so nothing of it may remain.
-    pub async fn create(&self, task: Option<String>) -> Result<Created, ServiceError> {
+    pub async fn create(
+        &self,
+        task: Option<String>,
+        network: Option<SessionNetwork>,
+    ) -> Result<Created, ServiceError> {
         let task = task.filter(|t| !t.trim().is_empty());
-        let session = self.sessions.create(task.clone()).await?;
+        let session = self.sessions.create(task.clone(), network).await?;
         // Taken before the task starts, so `?since=` this follows the whole
         // task from its `task_started`.
         let last_event_seq = session.events.last_seq();

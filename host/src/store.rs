@@ -50,6 +50,8 @@ pub struct SessionRecord {
     pub last_task: Option<String>,
     /// Why the session is broken, when it is.
     pub error: Option<String>,
+    /// Its own network settings, as JSON, when it has any.
+    pub network: Option<String>,
 }
 
 /// A background process as stored.
@@ -203,7 +205,7 @@ impl Store {
 
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -211,13 +213,14 @@ impl Store {
         .bind(time(s.created))
         .bind(&s.last_task)
         .bind(&s.error)
+        .bind(&s.network)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error FROM sessions ORDER BY created, id")
+        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network FROM sessions ORDER BY created, id")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -229,6 +232,7 @@ impl Store {
                 created: parse_time(r.get::<&str, _>(3)),
                 last_task: r.get(4),
                 error: r.get(5),
+                network: r.get(6),
             })
             .collect())
     }
@@ -236,6 +240,15 @@ impl Store {
     pub async fn set_last_task(&self, id: &str, task: &str) -> StoreResult<()> {
         sqlx::query("UPDATE sessions SET last_task = ? WHERE id = ?")
             .bind(task)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_network(&self, id: &str, network: Option<&str>) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET network = ? WHERE id = ?")
+            .bind(network)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -465,6 +478,7 @@ mod tests {
             created: Utc::now(),
             last_task: Some("build it".into()),
             error: None,
+            network: None,
         }
     }
 

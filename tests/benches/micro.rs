@@ -101,6 +101,7 @@ fn event_log(c: &mut Criterion) {
                 created: Utc::now(),
                 last_task: None,
                 error: None,
+                network: None,
             })
             .await
             .unwrap();

@@ -5,6 +5,7 @@
 pub mod model;
 pub mod process;
 pub mod proxy;
+pub mod upstream;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -315,6 +316,18 @@ impl TestServer {
     /// `DELETE path` → (status, JSON body).
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
         Self::parse(self.client.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Creates a session and returns its id.

@@ -104,6 +104,7 @@ mod tests {
                 created: chrono::Utc::now(),
                 last_task: None,
                 error: None,
+                network: None,
             })
             .await
             .unwrap();

@@ -125,6 +125,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
             created: chrono::Utc::now(),
             last_task: None,
             error: None,
+            network: None,
         })
         .await
         .unwrap();
@@ -152,6 +153,10 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         caps,
         Arc::new(events),
         None,
+        Arc::new(
+            crate::network::SessionEgress::new(Arc::default(), Default::default())
+                .expect("the default network settings are valid"),
+        ),
     ));
     let (tx, asked) = mpsc::unbounded_channel();
     let agent = Agent::with_parts(

@@ -142,6 +142,8 @@ impl From<SessionError> for ApiError {
             SessionError::Sandbox(e) => e.into(),
             SessionError::Store(e) => Self::internal(e.to_string()),
             SessionError::Workspace(m) => Self::internal(format!("workspace: {m}")),
+            SessionError::InvalidNetwork(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            SessionError::NetworkNotPermitted(m) => Self::new(StatusCode::FORBIDDEN, m),
         }
     }
 }

@@ -12,6 +12,7 @@ mod files;
 mod guard;
 mod health;
 mod metrics;
+mod network;
 mod processes;
 mod pty;
 mod search;
@@ -38,6 +39,7 @@ pub use error::{ApiError, ErrorBody};
 // The response types, shared with the command-line client (which reads
 // them back), so a renamed field breaks the build instead of the client.
 pub use files::{ContentResponse, Encoding, FileItem, ListResponse};
+pub use network::NetworkInfo;
 pub use processes::{LogsResponse, ProcessInfo};
 pub use sessions::SessionInfo;
 pub use shell::{ExecChunk, ShellResponse};
@@ -75,6 +77,7 @@ fn api_routes() -> ApiRouter<Arc<AppState>> {
         .merge(files::routes())
         .merge(search::routes())
         .merge(shell::routes())
+        .merge(network::routes())
         .merge(tools::routes())
 }
 
@@ -114,6 +117,10 @@ fn base_document() -> OpenApi {
             tag("files", "Files in a session's workspace"),
             tag("search", "Searching a session's workspace"),
             tag("shell", "Commands in a session's container"),
+            tag(
+                "network",
+                "What a session's programs may reach through the sandbox's proxy",
+            ),
             tag("tools", "The agent's tool plugins"),
         ],
         ..OpenApi::default()

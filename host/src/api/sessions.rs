@@ -4,6 +4,8 @@
 //! - `POST /api/sessions` — `{"task": "..."}` (optional): creates the workspace
 //!   and the container; a non-empty task is recorded as `last_task` and handed
 //!   to the agent. 503 when the Docker engine is unavailable.
+//!   `"network": {"allow": [...], "deny": [...]}` (optional) narrows what its
+//!   programs may reach (403 when the operator's policy does not permit it).
 //! - `GET /api/sessions/{session_id}` — one session; 404 `Session not found`.
 //! - `DELETE /api/sessions/{session_id}` — removes the container, the
 //!   workspace and everything stored; a second delete is a 404.
@@ -18,6 +20,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath};
+use super::network::NetworkSettings;
 use super::types::FirstTaskText;
 use super::{ApiError, MessageResponse, SessionPath};
 use crate::session::{Session, SessionManager, SessionStatus};
@@ -70,6 +73,11 @@ pub struct CreateSessionRequest {
     /// A first task for the agent. Optional; blank means none.
     #[serde(default)]
     pub task: Option<FirstTaskText>,
+    /// The session's own network settings (additive): `allow` narrows the
+    /// operator's allow list, `deny` adds to the operator's. 422 when a
+    /// pattern is malformed, 403 when one reaches past the operator's policy.
+    #[serde(default)]
+    pub network: Option<NetworkSettings>,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -108,7 +116,10 @@ async fn create(
 ) -> Result<Json<SessionInfo>, ApiError> {
     let created = state
         .service
-        .create(req.task.map(FirstTaskText::into_inner))
+        .create(
+            req.task.map(FirstTaskText::into_inner),
+            req.network.map(Into::into),
+        )
         .await?;
     let mut info = SessionInfo::new(&state.sessions, &created.session);
     info.last_event_seq = created.last_event_seq;

@@ -239,6 +239,22 @@ fn check_path(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+checked_string!(
+    /// A host pattern of a session's network policy, checked by parsing it
+    /// as the policy will.
+    HostPattern,
+    |s| s.parse::<crate::network::Pattern>().map(|_| ()),
+    || json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": crate::network::MAX_PATTERN_CHARS,
+        "pattern": crate::network::pattern_regex(),
+        "description": "`host[:port]`: a name (`pypi.org`), `*.suffix` (any subdomain), `*`, \
+                        an IPv4 address or network (`10.0.0.0/8`), or an IPv6 address or \
+                        network in brackets (`[fd00::/8]:443`).",
+    })
+);
+
 /// Longest grep pattern, in characters.
 pub const MAX_PATTERN_CHARS: usize = 10_000;
 

@@ -11,6 +11,7 @@
 //! kills what the request started.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecResults};
@@ -53,10 +54,32 @@ pub struct Terminal {
     pub output: hyper::body::Incoming,
 }
 
-/// The links to every container's agent.
+/// One container's link, made by whoever needs it first while the others
+/// wait for it.
+type LinkSlot = Arc<Mutex<Option<Link>>>;
+
+/// The links to every container's agent. Making one locks only its
+/// container's slot, so a container whose engine is slow to answer holds
+/// up no other container's requests.
 #[derive(Debug, Default)]
 pub struct AgentLinks {
-    links: Mutex<HashMap<String, Link>>,
+    links: std::sync::Mutex<HashMap<String, LinkSlot>>,
+}
+
+impl AgentLinks {
+    fn slot(&self, container: &str) -> LinkSlot {
+        self.links
+            .lock()
+            .unwrap()
+            .entry(container.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops the container's link (it broke, or the container is gone).
+    pub(crate) fn forget(&self, container: &str) {
+        self.links.lock().unwrap().remove(container);
+    }
 }
 
 /// Why a call to the agent failed: the sandbox could not be reached, or
@@ -188,17 +211,7 @@ impl Sandbox {
         rows: u16,
     ) -> Result<Terminal, AgentError> {
         let path = format!("{}?cols={cols}&rows={rows}", protocol::PTY);
-        let mut input = None;
-        let answer = self
-            .agent_request(container, || {
-                let (tx, body) = Channel::new(16);
-                input = Some(tx);
-                Request::post(format!("http://agent{path}"))
-                    .header("content-type", "application/octet-stream")
-                    .body(Either::Right(body))
-                    .expect("a valid request")
-            })
-            .await?;
+        let (input, answer) = self.agent_duplex(container, &path).await?;
         let status = answer.status();
         if status != StatusCode::OK {
             let error = refusal(answer).await;
@@ -217,9 +230,31 @@ impl Sandbox {
             .ok_or_else(|| SandboxError::Engine("the sandbox agent named no terminal".into()))?;
         Ok(Terminal {
             id,
-            input: input.expect("the request was made"),
+            input,
             output: answer.into_body(),
         })
+    }
+
+    /// Opens a two-way stream to `path_and_query`: what is sent into the
+    /// returned sender is the request's body, streamed; the answer comes
+    /// back as it starts.
+    pub(crate) async fn agent_duplex(
+        &self,
+        container: &str,
+        path_and_query: &str,
+    ) -> Result<(Sender<Bytes>, hyper::Response<hyper::body::Incoming>), AgentError> {
+        let mut input = None;
+        let answer = self
+            .agent_request(container, || {
+                let (tx, body) = Channel::new(16);
+                input = Some(tx);
+                Request::post(format!("http://agent{path_and_query}"))
+                    .header("content-type", "application/octet-stream")
+                    .body(Either::Right(body))
+                    .expect("a valid request")
+            })
+            .await?;
+        Ok((input.expect("the request was made"), answer))
     }
 
     /// Gives terminal `id` in `container` a new size.
@@ -278,7 +313,7 @@ impl Sandbox {
 }
 
 /// Why the agent refused a streamed request: its `error`, or its body.
-async fn refusal(answer: hyper::Response<hyper::body::Incoming>) -> String {
+pub(crate) async fn refusal(answer: hyper::Response<hyper::body::Incoming>) -> String {
     let bytes = Limited::new(answer.into_body(), 64 << 10)
         .collect()
         .await
@@ -321,7 +356,7 @@ pub(crate) fn ndjson<T: DeserializeOwned + Send + 'static>(
 impl Sandbox {
     /// What a request whose fate is unknown turns into; the link is dropped.
     async fn link_failed(&self, container: &str, e: hyper::Error) -> SandboxError {
-        self.agent_links.links.lock().await.remove(container);
+        self.agent_links.forget(container);
         if self.engine.is_available() {
             SandboxError::Engine(format!("the link to the sandbox agent broke: {e}"))
         } else {
@@ -331,16 +366,17 @@ impl Sandbox {
 
     /// The container's link, made when there is none (or `fresh` is asked).
     async fn agent_link(&self, container: &str, fresh: bool) -> Result<Link, SandboxError> {
-        let mut links = self.agent_links.links.lock().await;
+        let slot = self.agent_links.slot(container);
+        let mut current = slot.lock().await;
         if !fresh
-            && let Some(link) = links.get(container)
+            && let Some(link) = current.as_ref()
             && !link.is_closed()
         {
             return Ok(link.clone());
         }
-        links.remove(container);
+        *current = None;
         let link = self.connect_agent(container).await?;
-        links.insert(container.to_string(), link.clone());
+        *current = Some(link.clone());
         Ok(link)
     }
 

@@ -7,6 +7,7 @@
 //! container's network address.
 
 mod agent;
+mod egress;
 mod engine;
 mod exec;
 mod files;
@@ -26,6 +27,7 @@ use bollard::query_parameters::{
 };
 
 pub use agent::{AgentError, Terminal};
+pub use egress::EgressConnection;
 pub use engine::DockerEngine;
 pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
@@ -48,6 +50,27 @@ fn agent_file_name() -> &'static str {
     CONTAINER_BINARY
         .rsplit_once('/')
         .map_or(CONTAINER_BINARY, |(_, name)| name)
+}
+
+/// Every container's environment. Without a network of its own (`none`,
+/// the default) programs reach out through the agent's proxy on loopback;
+/// the usual variables point every HTTP client there (pip, cargo, npm, git,
+/// curl, apt), and loopback itself stays direct.
+fn container_env(c: &SandboxConfig) -> Vec<String> {
+    let mut env = vec!["HOME=/root".to_string(), "LANG=C.UTF-8".to_string()];
+    if c.network == "none" {
+        let proxy = format!(
+            "http://127.0.0.1:{}",
+            crogia_sandbox_agent::protocol::PROXY_PORT
+        );
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push(format!("{name}={proxy}"));
+        }
+        for name in ["NO_PROXY", "no_proxy"] {
+            env.push(format!("{name}=localhost,127.0.0.1,::1"));
+        }
+    }
+    env
 }
 
 /// Label on every container this server creates.
@@ -109,6 +132,11 @@ impl Sandbox {
     pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Where this sandbox records what it measures, if anywhere.
+    pub fn metrics(&self) -> Option<&std::sync::Arc<crate::metrics::Metrics>> {
+        self.metrics.as_ref()
     }
 
     /// Records how long an engine operation took.
@@ -207,7 +235,7 @@ impl Sandbox {
             cmd: Some(Vec::new()),
             working_dir: Some(CONTAINER_ROOT.into()),
             labels: Some(labels),
-            env: Some(vec!["HOME=/root".into(), "LANG=C.UTF-8".into()]),
+            env: Some(container_env(c)),
             volumes: agent.is_some().then(|| vec![agent_dir().to_string()]),
             host_config: Some(HostConfig {
                 binds: Some(binds),
@@ -494,6 +522,7 @@ impl Sandbox {
     /// Removing one that is already gone succeeds.
     pub async fn remove(&self, container: &str) -> Result<(), SandboxError> {
         let _timing = self.timing("remove");
+        self.agent_links.forget(container);
         let docker = self.engine.client().await?;
         let options = RemoveContainerOptions {
             force: true,

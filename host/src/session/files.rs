@@ -4,15 +4,12 @@
 //! session is deleted or breaks, or the server stops.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
 
 use super::{Session, SessionManager};
 use crate::events::EventKind;
-
-/// Longest wait before watching again after the watch failed or ended.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl SessionManager {
     /// Publishes the workspace changes of `session` until it goes away
@@ -21,68 +18,51 @@ impl SessionManager {
         if !self.config.workspace.file_events {
             return;
         }
-        let weak = Arc::downgrade(session);
         let sandbox = self.sandbox.clone();
         let container = session.container_id.clone();
-        let deleted = session.deleted.clone();
-        let stopping = self.stopping.clone();
-        tokio::spawn(async move {
-            let mut backoff = Duration::from_secs(1);
-            let mut warned = false;
-            loop {
-                let follow = async {
-                    let changes = match sandbox.watch_files(&container).await {
-                        Ok(changes) => changes,
+        let warned = Arc::new(AtomicBool::new(false));
+        self.keep_following(session, move |weak| {
+            let sandbox = sandbox.clone();
+            let container = container.clone();
+            let warned = warned.clone();
+            async move {
+                let changes = match sandbox.watch_files(&container).await {
+                    Ok(changes) => changes,
+                    Err(e) => {
                         // Once loudly (say, the host's inotify limits are
                         // reached: fs.inotify.max_user_instances), then quietly.
-                        Err(e) if !warned => {
-                            warned = true;
+                        if !warned.swap(true, Ordering::Relaxed) {
                             tracing::warn!(container, error = %e, "cannot watch the workspace; retrying");
-                            return;
-                        }
-                        Err(e) => {
+                        } else {
                             tracing::debug!(container, error = %e, "cannot watch the workspace");
-                            return;
                         }
-                    };
-                    let mut changes = std::pin::pin!(changes);
-                    while let Some(batch) = changes.next().await {
-                        let Some(session) = weak.upgrade() else {
-                            return;
-                        };
-                        backoff = Duration::from_secs(1);
-                        for change in batch {
-                            let kind = EventKind::FileChanged {
-                                path: change.path,
-                                kind: change.kind,
-                            };
-                            if let Err(e) = session.events.publish(kind).await {
-                                tracing::warn!(session = %session.id, error = %e, "file event not recorded");
-                            }
-                        }
+                        return false;
                     }
                 };
-                tokio::select! {
-                    () = follow => {}
-                    () = deleted.cancelled() => return,
-                    () = stopping.cancelled() => return,
+                let mut changes = std::pin::pin!(changes);
+                let mut progressed = false;
+                while let Some(batch) = changes.next().await {
+                    let Some(session) = weak.upgrade() else {
+                        break;
+                    };
+                    progressed = true;
+                    for change in batch {
+                        let kind = EventKind::FileChanged {
+                            path: change.path,
+                            kind: change.kind,
+                        };
+                        if let Err(e) = session.events.publish(kind).await {
+                            tracing::warn!(session = %session.id, error = %e, "file event not recorded");
+                        }
+                    }
                 }
-                match weak.upgrade() {
-                    Some(session) if session.error().is_none() => {}
-                    // Gone, or broken for good: nothing more will change.
-                    _ => return,
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = deleted.cancelled() => return,
-                    () = stopping.cancelled() => return,
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                progressed
             }
         });
     }
 
-    /// Ends every session's file watch and terminal (the server is stopping).
+    /// Ends every session's file watch, network and terminal (the server
+    /// is stopping).
     pub fn stop_file_events(&self) {
         self.stopping.cancel();
     }

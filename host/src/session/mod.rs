@@ -13,7 +13,9 @@
 //! - `reconcile.rs`: following containers, marking sessions whose container vanished;
 //! - `gc.rs`: `crogia gc`, removing containers that belong to no session.
 
+mod egress;
 mod files;
+mod follow;
 mod gc;
 mod pool;
 mod reconcile;
@@ -29,11 +31,13 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::network::SessionNetwork;
 pub use gc::{Garbage, collect_garbage};
 
 use crate::capabilities::Capabilities;
 use crate::config::Config;
 use crate::events::EventLog;
+use crate::network::SessionEgress;
 use crate::sandbox::{ContainerWatch, Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
 use pool::Prepared;
@@ -48,6 +52,21 @@ pub enum SessionError {
     Store(#[from] StoreError),
     #[error("workspace: {0}")]
     Workspace(String),
+    /// The network settings asked for are malformed.
+    #[error("{0}")]
+    InvalidNetwork(String),
+    /// The network settings asked for reach past the operator's policy.
+    #[error("{0}")]
+    NetworkNotPermitted(String),
+}
+
+impl From<crate::network::PolicyError> for SessionError {
+    fn from(e: crate::network::PolicyError) -> Self {
+        match e {
+            crate::network::PolicyError::Malformed(m) => Self::InvalidNetwork(m),
+            crate::network::PolicyError::NotPermitted(m) => Self::NetworkNotPermitted(m),
+        }
+    }
 }
 
 /// A session's status as the API reports it.
@@ -84,6 +103,8 @@ pub struct Session {
     pub events: Arc<EventLog>,
     /// Cancelled when the session is deleted (WebSocket clients close).
     pub deleted: CancellationToken,
+    /// What its programs may reach, and what they use.
+    pub network: Arc<SessionEgress>,
     last_task: Mutex<Option<String>>,
     deleting: AtomicBool,
 }
@@ -97,6 +118,7 @@ impl Session {
         caps: Capabilities,
         events: Arc<EventLog>,
         last_task: Option<String>,
+        network: Arc<SessionEgress>,
     ) -> Self {
         Self {
             id,
@@ -105,6 +127,7 @@ impl Session {
             caps,
             events,
             deleted: CancellationToken::new(),
+            network,
             last_task: Mutex::new(last_task),
             deleting: AtomicBool::new(false),
         }

@@ -13,6 +13,7 @@ use super::{Prepared, Session, SessionError, SessionManager, SessionStatus, Stat
 use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
 use crate::config::Config;
 use crate::events::EventLog;
+use crate::network::{SessionEgress, SessionNetwork};
 use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, REMOVED, Sandbox};
 use crate::store::{ProcessRecord, SessionRecord, Store};
 use crate::workspace::Workspace;
@@ -105,6 +106,7 @@ impl SessionManager {
             Arc::new(self.config.workspace.clone()),
             Arc::new(Health::new(record.error)),
         );
+        let network = self.restored_network(&record.id, record.network.as_deref());
         let session = Arc::new(Session::new(
             record.id,
             record.created,
@@ -112,9 +114,44 @@ impl SessionManager {
             caps,
             Arc::new(events),
             record.last_task,
+            Arc::new(network),
         ));
         self.spawn_file_events(&session);
+        self.spawn_egress(&session);
         Ok(session)
+    }
+
+    /// A stored session's network. Settings the operator's policy no
+    /// longer permits fall back to it (keeping the session's `deny`).
+    fn restored_network(&self, id: &str, stored: Option<&str>) -> SessionEgress {
+        let config = Arc::new(self.config.network.clone());
+        let own: SessionNetwork = stored
+            .and_then(|json| serde_json::from_str(json).ok())
+            .unwrap_or_default();
+        SessionEgress::new(config.clone(), own.clone()).unwrap_or_else(|e| {
+            tracing::warn!(session = id, error = %e, "the session's network settings no longer apply; it gets the operator's");
+            let fallback = SessionNetwork {
+                allow: None,
+                deny: own.deny,
+            };
+            SessionEgress::new(config.clone(), fallback)
+                .or_else(|_| SessionEgress::new(config, SessionNetwork::default()))
+                .expect("the operator's policy was checked at start")
+        })
+    }
+
+    /// Changes what `session`'s programs may reach: checked, stored, then
+    /// applied to the connections asked for from now on.
+    pub async fn set_network(
+        &self,
+        session: &Session,
+        own: SessionNetwork,
+    ) -> Result<(), SessionError> {
+        let policy = session.network.check(&own)?;
+        let json = serde_json::to_string(&own).expect("settings serialise");
+        self.store.set_network(&session.id, Some(&json)).await?;
+        session.network.apply(own, policy);
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
@@ -197,7 +234,16 @@ impl SessionManager {
     pub async fn create(
         self: &Arc<Self>,
         task: Option<String>,
+        network: Option<SessionNetwork>,
     ) -> Result<Arc<Session>, SessionError> {
+        // Refused before anything is made.
+        let network = match network {
+            Some(own) => {
+                crate::network::Policy::new(&self.config.network, &own)?;
+                Some(serde_json::to_string(&own).expect("settings serialise"))
+            }
+            None => None,
+        };
         let prepared = match self.take_prepared() {
             Some(p) => {
                 self.clone().refill_pool();
@@ -217,6 +263,7 @@ impl SessionManager {
             created: Utc::now(),
             last_task: task.filter(|t| !t.trim().is_empty()),
             error: None,
+            network,
         };
         if let Err(e) = self.store.insert_session(&record).await {
             let _ = self.sandbox.remove(&container_id).await;

@@ -11,6 +11,7 @@
 //! [`search`] work on the workspace, [`server`] serves them all. The binary (`src/main.rs`) is built static and injected into every
 //! container.
 
+pub mod egress;
 pub mod exec;
 pub mod fs;
 pub mod output;

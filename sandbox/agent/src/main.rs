@@ -2,7 +2,8 @@
 //!
 //! - `crogia-agent init`: the container's PID 1. Starts `serve`, restarts it
 //!   if it dies, reaps every orphan, and ends the container on SIGTERM.
-//! - `crogia-agent serve`: HTTP/2 on the agent's unix socket.
+//! - `crogia-agent serve`: HTTP/2 on the agent's unix socket, and the
+//!   egress proxy on the container's loopback.
 //! - `crogia-agent connect`: bridges stdin and stdout to the socket; the
 //!   server runs this through one long-lived Docker exec and speaks HTTP/2
 //!   over it.
@@ -83,6 +84,7 @@ async fn serve() -> i32 {
             return 1;
         }
     };
+    tokio::spawn(crogia_sandbox_agent::egress::serve_proxy());
     match crogia_sandbox_agent::server::serve(listener).await {
         Ok(()) => 0,
         Err(e) => {

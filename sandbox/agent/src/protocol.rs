@@ -51,6 +51,52 @@ pub const PTY_ID_HEADER: &str = "x-crogia-pty";
 /// Most terminals one agent keeps open at once.
 pub const MAX_PTYS: usize = 16;
 
+/// `POST /v1/egress`: an endless answer, one JSON [`EgressAsk`] per line:
+/// each connection a program in the container asked the agent's proxy for.
+/// The server answers each with [`EGRESS_OPEN`] or [`EGRESS_REFUSE`]. One
+/// caller at a time: a new one takes over (and is told every connection
+/// still waiting).
+pub const EGRESS: &str = "/v1/egress";
+/// `POST /v1/egress/open?id=…` ([`EgressOpenQuery`]): the server dialled
+/// the connection `id` asked for. The request body, streamed, is what the
+/// remote end sends; the answer, streamed, is what the program sends.
+pub const EGRESS_OPEN: &str = "/v1/egress/open";
+/// `POST /v1/egress/refuse` ([`EgressRefusal`]): the connection `id` is not
+/// made; the program gets `status` and `message`.
+pub const EGRESS_REFUSE: &str = "/v1/egress/refuse";
+/// The port of the agent's HTTP proxy on the container's loopback.
+pub const PROXY_PORT: u16 = 3128;
+/// Most connections the proxy holds waiting for the server's answer.
+pub const MAX_EGRESS_WAITING: usize = 256;
+
+/// A connection a program asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressAsk {
+    pub id: u64,
+    /// A name or an IP address, as the program gave it.
+    pub host: String,
+    pub port: u16,
+}
+
+/// Which asked-for connection the server dialled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressOpenQuery {
+    pub id: u64,
+}
+
+/// Why an asked-for connection is not made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRefusal {
+    pub id: u64,
+    /// The HTTP status the program gets (403: policy, 429: a limit, 502:
+    /// the remote end cannot be reached).
+    pub status: u16,
+    /// One line: the HTTP reason phrase.
+    pub reason: String,
+    /// What the program reads as the answer's body.
+    pub message: String,
+}
+
 /// A terminal's size, in characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PtyQuery {

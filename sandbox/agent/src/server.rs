@@ -16,8 +16,8 @@ use tokio::net::UnixListener;
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
-    self, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize, ReadRequest,
-    SearchRequest, TailRequest, WriteQuery,
+    self, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery,
+    PtyResize, ReadRequest, SearchRequest, TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -51,11 +51,7 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
         return Ok(match body::<ExecRequest>(request).await {
             Err(response) => response.map(Either::Left),
             Ok(exec) => match crate::exec::stream(&exec) {
-                Ok(output) => Response::builder()
-                    .status(StatusCode::OK)
-                    .header("content-type", "application/x-ndjson")
-                    .body(Either::Right(output))
-                    .expect("a valid response"),
+                Ok(output) => streaming(output, "application/x-ndjson"),
                 Err(e) => error(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("cannot run the command: {e}"),
@@ -67,7 +63,42 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
     if request.method() == Method::POST && request.uri().path() == protocol::PTY {
         return Ok(pty_stream(request));
     }
+    if request.method() == Method::POST && request.uri().path() == protocol::EGRESS {
+        return Ok(streaming(crate::egress::follow(), "application/x-ndjson"));
+    }
+    if request.method() == Method::POST && request.uri().path() == protocol::EGRESS_OPEN {
+        return Ok(egress_open(request));
+    }
     Ok(answer_whole(request).await.map(Either::Left))
+}
+
+/// A streamed answer of `content_type`.
+fn streaming(body: Pipe, content_type: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", content_type)
+        .body(Either::Right(body))
+        .expect("a valid response")
+}
+
+/// `EGRESS_OPEN`: the server's end of a connection it dialled.
+fn egress_open(request: Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query().unwrap_or_default();
+    let open: EgressOpenQuery = match serde_urlencoded::from_str(query) {
+        Ok(q) => q,
+        Err(e) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("query: {e}"))
+                .map(Either::Left);
+        }
+    };
+    match crate::egress::open(open.id, request.into_body()) {
+        Some(body) => streaming(body, "application/octet-stream"),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no connection {} is waiting", open.id),
+        )
+        .map(Either::Left),
+    }
 }
 
 /// `WATCH`: batches of workspace changes, one JSON line each, until the
@@ -100,11 +131,7 @@ fn watch_stream() -> Response<Body> {
             }
         }
     });
-    Response::builder()
-        .status(StatusCode::OK)
-        .header("content-type", "application/x-ndjson")
-        .body(Either::Right(body))
-        .expect("a valid response")
+    streaming(body, "application/x-ndjson")
 }
 
 /// `PTY`: a terminal whose input is the request's body and whose output is
@@ -119,12 +146,13 @@ fn pty_stream(request: Request<Incoming>) -> Response<Body> {
         }
     };
     match crate::pty::open(size, request.into_body()) {
-        Ok((id, output)) => Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/octet-stream")
-            .header(protocol::PTY_ID_HEADER, id)
-            .body(Either::Right(output))
-            .expect("a valid response"),
+        Ok((id, output)) => {
+            let mut answer = streaming(output, "application/octet-stream");
+            answer
+                .headers_mut()
+                .insert(protocol::PTY_ID_HEADER, id.into());
+            answer
+        }
         Err(e) => pty_error(e).map(Either::Left),
     }
 }
@@ -193,6 +221,20 @@ async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
             Ok(r) => answer(
                 on_workspace(move |ws| search::grep(ws, &r.pattern, &r.options, &r.limits)).await,
             ),
+        },
+        (&Method::POST, protocol::EGRESS_REFUSE) => match body::<EgressRefusal>(request).await {
+            Err(response) => response,
+            Ok(r) => {
+                let id = r.id;
+                if crate::egress::refuse(r) {
+                    json(StatusCode::OK, &serde_json::json!({}))
+                } else {
+                    error(
+                        StatusCode::NOT_FOUND,
+                        format!("no connection {id} is waiting"),
+                    )
+                }
+            }
         },
         (&Method::POST, protocol::PTY_RESIZE) => match body::<PtyResize>(request).await {
             Err(response) => response,

@@ -740,15 +740,7 @@ async fn tool_names_a_model_makes_up_share_one_metrics_label() {
     let mut ws = server.ws(&id, None).await;
     post_task(&server, &id, "call things").await;
     ws.until_completed(1).await;
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"crogia_tool_calls_total{tool="unknown",outcome="unknown_tool"} 2"#),
         "{metrics}"

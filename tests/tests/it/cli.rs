@@ -357,3 +357,64 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
     assert!(fixture.sandbox.inspect(&orphan).await.is_err());
     assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
 }
+
+#[tokio::test]
+async fn network_shows_and_changes_a_sessions_policy() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let shown = crogia(&server, &["network", &id]).await;
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    assert!(
+        shown.stdout.contains("mode:          allowlist"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains("pypi.org:443"), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains("(the operator's)"),
+        "{}",
+        shown.stdout
+    );
+
+    let narrowed = crogia(
+        &server,
+        &[
+            "network",
+            &id,
+            "--allow",
+            "pypi.org:443",
+            "--deny",
+            "evil.example.com",
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.code, 0, "{}", narrowed.stderr);
+    let (_, info) = server.get(&format!("/api/sessions/{id}/network")).await;
+    assert_eq!(info["allow"], json!(["pypi.org:443"]));
+    assert_eq!(info["deny"], json!(["evil.example.com"]));
+    // What is not given stays.
+    let more = crogia(
+        &server,
+        &["network", &id, "--deny", "worse.example.com", "--json"],
+    )
+    .await;
+    let json_out: Value = serde_json::from_str(&more.stdout).unwrap();
+    assert_eq!(json_out["allow"], json!(["pypi.org:443"]));
+    assert_eq!(json_out["deny"], json!(["worse.example.com"]));
+
+    let widened = crogia(&server, &["network", &id, "--allow", "example.com"]).await;
+    assert_ne!(widened.code, 0);
+    assert!(
+        widened
+            .stderr
+            .contains("not within the operator's network policy"),
+        "{}",
+        widened.stderr
+    );
+
+    let reset = crogia(&server, &["network", &id, "--reset"]).await;
+    assert_eq!(reset.code, 0, "{}", reset.stderr);
+    let (_, info) = server.get(&format!("/api/sessions/{id}/network")).await;
+    assert_eq!(info["allow"], Value::Null);
+    assert_eq!(info["deny"], json!([]));
+}

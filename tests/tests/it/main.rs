@@ -9,6 +9,7 @@ mod contract_examples;
 mod faults;
 mod health;
 mod lifecycle;
+mod network;
 mod plugins;
 mod remote_engine;
 mod sandbox;

@@ -63,9 +63,13 @@ async fn a_session_on_an_engine_that_is_not_local_works_fully_and_is_readopted_a
     ])
     .await;
     let base_url = model.base_url.clone();
+    let upstream = crogia_tests::upstream::Upstream::start().await;
+    let upstream_addr = format!("127.0.0.1:{}", upstream.port);
+    let allowed = upstream_addr.clone();
     let fixture = on_second_engine(move |c| {
         c.model.base_url = base_url;
         c.model.model = "scripted".into();
+        c.network.allow = vec![allowed];
     });
     let data_dir = fixture.config.server.data_dir.clone();
     let server = TestServer::start_with(fixture).await;
@@ -128,6 +132,20 @@ async fn a_session_on_an_engine_that_is_not_local_works_fully_and_is_readopted_a
     )
     .await;
     assert_eq!(found["matches"], json!(["src/notes.txt"]));
+
+    // The network goes through the server there too.
+    let fetched = ok(
+        &server,
+        &format!("/api/sessions/{id}/shell"),
+        json!({"cmd": format!("curl -sS --noproxy '' http://{upstream_addr}/")}),
+    )
+    .await;
+    assert_eq!(
+        fetched["stdout"],
+        crogia_tests::upstream::HELLO,
+        "{fetched}"
+    );
+    assert_eq!(upstream.hits(), 1);
 
     // A command sees the same files; the agent is PID 1 there too.
     let shell = ok(
