@@ -225,7 +225,13 @@ async fn main() {
     let client = reqwest::Client::new();
 
     // Server start: cold (no compile cache), then with the cache.
-    let config = release_binary_config(&t, &model, 0);
+    // A remote host for the sandboxes' network, on this machine's loopback.
+    let upstream = crogia_tests::upstream::Upstream::start().await;
+    let mut config = release_binary_config(&t, &model, 0);
+    config
+        .network
+        .allow
+        .push(format!("127.0.0.1:{}", upstream.port));
     if wanted("start") {
         let mut cold = Vec::new();
         let mut warm = Vec::new();
@@ -455,6 +461,85 @@ async fn main() {
             baseline: "—".into(),
             ours: format!("{size:.1} MB"),
             result: format!("{size:.1} MB"),
+            target: "reported".into(),
+            met: true,
+        });
+    }
+
+    // The network: bytes through the agent's proxy, the agent's link and
+    // the server, against the same download made directly on this host.
+    // curl's own clock in the container, so the command's round trip is
+    // not counted.
+    if wanted("egress") {
+        let shell_path = format!("/api/sessions/{sid}/shell");
+        let in_sandbox = |url: String| {
+            post(
+                &client,
+                &base,
+                &shell_path,
+                json!({"cmd": format!("curl -sS --noproxy '' -o /dev/null -w '%{{time_total}}' {url}")}),
+            )
+        };
+        let seconds = |out: Value| -> Duration {
+            let text = out["stdout"]
+                .as_str()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            Duration::from_secs_f64(text.parse().unwrap_or_else(|_| panic!("curl said {out}")))
+        };
+        // A new connection each time, as in the sandbox.
+        let fresh = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let on_host = |url: String| {
+            let client = fresh.clone();
+            async move {
+                client
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        const BYTES: usize = 64 << 20;
+        let big = format!("http://127.0.0.1:{}/size/{BYTES}", upstream.port);
+        let small = format!("http://127.0.0.1:{}/", upstream.port);
+        for _ in 0..2 {
+            on_host(big.clone()).await;
+            in_sandbox(big.clone()).await;
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            assert_eq!(timed(&mut a, on_host(big.clone())).await, BYTES);
+            b.push(seconds(in_sandbox(big.clone()).await));
+        }
+        let (a, b) = (median(a), median(b));
+        let mibs = BYTES as f64 / f64::from(1 << 20) / b.as_secs_f64();
+        rows.push(Row {
+            what: "64 MiB HTTP download in the sandbox (proxy, agent link, server)".into(),
+            baseline: format!("the same download on this host: {}", ms(a)),
+            ours: format!("{} ({mibs:.0} MiB/s)", ms(b)),
+            result: format!("{mibs:.0} MiB/s"),
+            target: "≥ 100 MiB/s".into(),
+            met: mibs >= 100.0,
+        });
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..30 {
+            timed(&mut a, on_host(small.clone())).await;
+            b.push(seconds(in_sandbox(small.clone()).await));
+        }
+        let (a, b) = (median(a), median(b));
+        rows.push(Row {
+            what: "small HTTP request in the sandbox: a new connection, decided and dialled".into(),
+            baseline: format!("the same request on this host: {}", ms(a)),
+            ours: ms(b),
+            result: format!("+{}", ms(b.saturating_sub(a))),
             target: "reported".into(),
             met: true,
         });

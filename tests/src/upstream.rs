@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -21,6 +21,8 @@ pub const GREETING: &str = "hello through the sandbox proxy";
 pub const HELLO: &str = "hello from upstream";
 /// Bytes `/big` answers with.
 pub const BIG: usize = 4 << 20;
+/// Most bytes `/size/{bytes}` answers with.
+pub const MAX_SIZE: usize = 256 << 20;
 
 /// An HTTP server on 127.0.0.1 counting the requests it answered.
 pub struct Upstream {
@@ -62,6 +64,15 @@ impl Upstream {
                     s.hits.fetch_add(1, Ordering::SeqCst);
                     vec![b'x'; BIG]
                 }),
+            )
+            .route(
+                "/size/{bytes}",
+                get(
+                    |State(s): State<Shared>, Path(bytes): Path<usize>| async move {
+                        s.hits.fetch_add(1, Ordering::SeqCst);
+                        vec![b'x'; bytes.min(MAX_SIZE)]
+                    },
+                ),
             )
             .route(
                 &format!("/simple/{PACKAGE}/"),
