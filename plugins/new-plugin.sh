@@ -4,8 +4,9 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NAME="${1:-}"
-if ! [[ "$NAME" =~ ^[a-z][a-z0-9_]*$ ]]; then
-  echo "usage: just new-plugin NAME   (NAME: lowercase letters, digits and _, e.g. count_lines)" >&2
+# The tool-name rule of crogia-plugin-contract (valid_tool_name).
+if ! [[ "$NAME" =~ ^[a-z][a-z0-9_]{0,63}$ ]]; then
+  echo "usage: just new-plugin NAME   (NAME: 1 to 64 characters of a-z, 0-9 and _, starting with a letter, e.g. count_lines)" >&2
   exit 1
 fi
 CRATE="${NAME//_/-}"
@@ -42,7 +43,9 @@ struct $ARGS {
 
 /// Describe the tool for the model: what it does, what it returns, and when
 /// to use it. This doc comment is the description the model reads.
-#[tool]
+// The host capabilities it uses (files-read, files-write, exec, processes);
+// any other host call fails with `denied`. `subject`: what a person approves.
+#[tool(capabilities = ["files-read"], subject = "path")]
 fn $NAME(args: $ARGS) -> ToolResult {
     let text = fs::read_to_string(&args.path)?;
     Ok(format!("{} has {} lines", args.path, text.lines().count()))

@@ -416,10 +416,16 @@ pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
         } else {
             style("no").red()
         };
+        // What it may use; a 0.1 tool, which cannot declare, is marked.
+        let mut capabilities = t.capabilities.join(",");
+        if t.declared_capabilities.is_none() {
+            capabilities.push_str(" (0.1)");
+        }
         println!(
-            "{:<16}{:<5}{:<20}{}",
+            "{:<16}{:<5}{:<36}{:<20}{}",
             t.name,
             enabled,
+            capabilities,
             t.plugin,
             first_sentence(&t.description)
         );

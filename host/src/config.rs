@@ -501,6 +501,25 @@ pub struct ToolConfig {
     pub memory_mb: Option<u64>,
     /// Free-form settings handed to the plugin as JSON.
     pub config: toml::Table,
+    /// Narrows the host capabilities the tool may use to these (names as in
+    /// the plugin contract: files-read, files-write, exec, processes). Never
+    /// widens what the tool declares. Unset: what it declares.
+    pub capabilities: Option<Vec<String>>,
+}
+
+impl ToolConfig {
+    /// The operator's limit on the tool's capabilities, if any. Names were
+    /// checked when the config was loaded.
+    pub fn capability_limit(
+        &self,
+    ) -> Option<std::collections::BTreeSet<crogia_plugin_contract::Capability>> {
+        self.capabilities.as_ref().map(|names| {
+            names
+                .iter()
+                .filter_map(|n| crogia_plugin_contract::Capability::from_name(n))
+                .collect()
+        })
+    }
 }
 
 impl Default for ToolConfig {
@@ -510,6 +529,7 @@ impl Default for ToolConfig {
             timeout_ms: None,
             memory_mb: None,
             config: toml::Table::new(),
+            capabilities: None,
         }
     }
 }
@@ -687,6 +707,20 @@ impl Config {
                 "sandbox.user must be numeric \"uid:gid\" (e.g. \"1000:1000\"), got {:?}",
                 s.user
             );
+        }
+        for (tool, settings) in &self.tools {
+            for name in settings.capabilities.iter().flatten() {
+                if crogia_plugin_contract::Capability::from_name(name).is_none() {
+                    let known: Vec<&str> = crogia_plugin_contract::Capability::ALL
+                        .iter()
+                        .map(|c| c.name())
+                        .collect();
+                    bail!(
+                        "tools.{tool}.capabilities: unknown capability {name:?}; known: {}",
+                        known.join(", ")
+                    );
+                }
+            }
         }
         let w = &self.workspace;
         if w.search_max_results == 0 || w.search_max_line_chars == 0 || w.max_read_bytes == 0 {
@@ -926,5 +960,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("sandbox.cpus"), "{err}");
+    }
+
+    #[test]
+    fn a_tools_capabilities_must_be_known_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            &dir,
+            "[tools.grep]\ncapabilities = [\"files-read\", \"network\"]\n",
+        );
+        let err = Config::load_with_env(Some(&p), &[])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "tools.grep.capabilities: unknown capability \"network\"; known: files-read, files-write, exec, processes"
+        );
+        let p = write(&dir, "[tools.grep]\ncapabilities = [\"files-read\"]\n");
+        let config = Config::load_with_env(Some(&p), &[]).unwrap();
+        let limit = config.tools["grep"].capability_limit().unwrap();
+        assert_eq!(
+            limit.into_iter().collect::<Vec<_>>(),
+            [crogia_plugin_contract::Capability::FilesRead]
+        );
     }
 }

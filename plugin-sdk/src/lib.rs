@@ -3,9 +3,10 @@
 //! A tool is a function over an argument struct. The struct derives
 //! `Deserialize` and `JsonSchema` (its field docs become the argument
 //! descriptions the model sees); the function's doc comment becomes the tool's
-//! description; `#[tool]` marks it; [`export_tools!`] exports one or several
-//! tools from the crate. Built for `wasm32-wasip2`, the crate is a component
-//! the server loads from its plugins folder.
+//! description; `#[tool]` marks it and declares the host capabilities it uses;
+//! [`export_tools!`] exports one or several tools from the crate. Built for
+//! `wasm32-wasip2`, the crate is a component the server loads from its
+//! plugins folder.
 //!
 //! ```no_run
 //! use crogia_plugin_sdk::prelude::*;
@@ -17,7 +18,7 @@
 //! }
 //!
 //! /// Count the lines of a text file in the workspace.
-//! #[tool]
+//! #[tool(capabilities = ["files-read"], subject = "path")]
 //! fn count_lines(args: CountLinesArgs) -> ToolResult {
 //!     let text = fs::read_to_string(&args.path)?;
 //!     Ok(format!("{} lines", text.lines().count()))
@@ -28,27 +29,42 @@
 //!
 //! Tools reach the session only through the host modules here — [`exec`],
 //! [`fs`], [`search`], [`process`] and [`log`] — which act on the session that
-//! invoked the tool. A plugin has no other access: no files, network or
-//! environment of its own.
+//! invoked the tool, and only with the capabilities the tool declared. A
+//! plugin has no other access: no files, network or environment of its own.
+//!
+//! Every type here belongs to the SDK, not to the generated bindings: structs
+//! that may grow are `#[non_exhaustive]` and built with constructors and
+//! builders, so a field added to the contract never breaks a plugin's source.
 
 extern crate self as crogia_plugin_sdk;
 
 use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use crogia_plugin_contract::Capability;
 pub use crogia_plugin_sdk_macros::tool;
 pub use schemars::{self, JsonSchema};
 pub use serde::{self, Deserialize, Serialize};
 pub use serde_json;
 
-/// The version of the WIT contract (`crogia:plugin`) this SDK builds against.
-/// It is part of every interface name in the built component, which is how
-/// the server recognises plugins it can load.
-pub const WIT_VERSION: &str = "0.1.0";
+pub mod exec;
+pub mod fs;
+pub mod log;
+pub mod process;
+pub mod search;
+
+/// The version of the WIT contract (`crogia:plugin`) this SDK builds against,
+/// read from its WIT file. It is part of every interface name in the built
+/// component, which is how the server recognises plugins it can load.
+pub const WIT_VERSION: &str = crogia_plugin_contract::CURRENT;
+
+/// The exit status of a command or process.
+pub type ExitCode = i32;
 
 /// Everything a tool usually needs.
 pub mod prelude {
     pub use crate::{
-        Context, Deserialize, JsonSchema, Serialize, ToolError, ToolResult, bail, exec,
+        Capability, Context, Deserialize, JsonSchema, Serialize, ToolError, ToolResult, bail, exec,
         export_tools, fs, log, process, search, tool,
     };
 }
@@ -60,7 +76,7 @@ pub use wit_bindgen as __wit_bindgen;
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "wit",
+        path: "wit/v0.2.0",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_plugin",
@@ -69,28 +85,37 @@ pub mod bindings {
     });
 }
 
-use bindings::crogia::plugin::types::{ErrorCode, HostError as RawHostError};
+use bindings::crogia::plugin::types as wit;
 use bindings::exports::crogia::plugin::tool as wit_tool;
 
 /// What every tool returns: text for the model, or an error.
 pub type ToolResult = Result<String, ToolError>;
 
 /// A tool's failure. The message is shown to the model, so say what went
-/// wrong and, where it helps, what to do instead.
+/// wrong and, where it helps, what to do instead. A failure that comes from a
+/// host call (through `?`) keeps that call's [`HostErrorKind`], which the
+/// model is shown too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolError {
     message: String,
+    kind: Option<HostErrorKind>,
 }
 
 impl ToolError {
     pub fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
+            kind: None,
         }
     }
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The kind of host failure behind this one, if a host call failed.
+    pub fn kind(&self) -> Option<HostErrorKind> {
+        self.kind
     }
 }
 
@@ -104,7 +129,7 @@ impl std::error::Error for ToolError {}
 
 impl From<String> for ToolError {
     fn from(message: String) -> Self {
-        Self { message }
+        Self::new(message)
     }
 }
 
@@ -116,7 +141,10 @@ impl From<&str> for ToolError {
 
 impl From<HostError> for ToolError {
     fn from(e: HostError) -> Self {
-        Self::new(e.message)
+        Self {
+            message: e.message,
+            kind: Some(e.kind),
+        }
     }
 }
 
@@ -140,17 +168,53 @@ macro_rules! bail {
 
 /// Why a host function failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HostErrorKind {
+    /// The arguments were malformed (bad path, empty command, bad regex).
     InvalidInput,
+    /// The file, directory or process does not exist.
     NotFound,
+    /// The path leads outside the workspace or to something refused.
     PermissionDenied,
+    /// The tool did not declare the capability the call needs, or the
+    /// operator took it away.
+    Denied,
+    /// The data was over a limit.
     TooLarge,
+    /// The sandbox is not available.
     Unavailable,
     Internal,
 }
 
+impl HostErrorKind {
+    fn from_wit(code: wit::ErrorCode) -> Self {
+        match code {
+            wit::ErrorCode::InvalidInput => Self::InvalidInput,
+            wit::ErrorCode::NotFound => Self::NotFound,
+            wit::ErrorCode::PermissionDenied => Self::PermissionDenied,
+            wit::ErrorCode::Denied => Self::Denied,
+            wit::ErrorCode::TooLarge => Self::TooLarge,
+            wit::ErrorCode::Unavailable => Self::Unavailable,
+            wit::ErrorCode::Internal => Self::Internal,
+        }
+    }
+
+    fn to_wit(self) -> wit::ErrorCode {
+        match self {
+            Self::InvalidInput => wit::ErrorCode::InvalidInput,
+            Self::NotFound => wit::ErrorCode::NotFound,
+            Self::PermissionDenied => wit::ErrorCode::PermissionDenied,
+            Self::Denied => wit::ErrorCode::Denied,
+            Self::TooLarge => wit::ErrorCode::TooLarge,
+            Self::Unavailable => wit::ErrorCode::Unavailable,
+            Self::Internal => wit::ErrorCode::Internal,
+        }
+    }
+}
+
 /// A failed call to the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HostError {
     pub kind: HostErrorKind,
     pub message: String,
@@ -164,20 +228,21 @@ impl fmt::Display for HostError {
 
 impl std::error::Error for HostError {}
 
-impl From<RawHostError> for HostError {
-    fn from(e: RawHostError) -> Self {
-        let kind = match e.code {
-            ErrorCode::InvalidInput => HostErrorKind::InvalidInput,
-            ErrorCode::NotFound => HostErrorKind::NotFound,
-            ErrorCode::PermissionDenied => HostErrorKind::PermissionDenied,
-            ErrorCode::TooLarge => HostErrorKind::TooLarge,
-            ErrorCode::Unavailable => HostErrorKind::Unavailable,
-            ErrorCode::Internal => HostErrorKind::Internal,
-        };
+impl From<wit::HostError> for HostError {
+    fn from(e: wit::HostError) -> Self {
         Self {
-            kind,
+            kind: HostErrorKind::from_wit(e.code),
             message: e.message,
         }
+    }
+}
+
+/// The contract's time type as the SDK's one: [`SystemTime`].
+fn system_time(t: wit::Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(t.nanoseconds));
+    match u64::try_from(t.seconds) {
+        Ok(s) => UNIX_EPOCH + Duration::from_secs(s) + nanos,
+        Err(_) => UNIX_EPOCH - Duration::from_secs(t.seconds.unsigned_abs()) + nanos,
     }
 }
 
@@ -206,6 +271,10 @@ pub trait Tool {
     type Args: serde::de::DeserializeOwned + JsonSchema;
     const NAME: &'static str;
     const DESCRIPTION: &'static str;
+    /// The host capabilities the tool uses.
+    const CAPABILITIES: &'static [Capability];
+    /// The argument a person approves, when the tool needs approval.
+    const SUBJECT: Option<&'static str>;
     fn call(args: Self::Args, ctx: &Context) -> ToolResult;
 }
 
@@ -215,7 +284,17 @@ pub mod __private {
 
     pub use wit_tool::{Guest, ToolError as WitToolError, ToolSpec};
 
-    /// The spec of one tool: name, description and argument schema.
+    fn capability(c: Capability) -> wit::Capability {
+        match c {
+            Capability::FilesRead => wit::Capability::FilesRead,
+            Capability::FilesWrite => wit::Capability::FilesWrite,
+            Capability::Exec => wit::Capability::Exec,
+            Capability::Processes => wit::Capability::Processes,
+        }
+    }
+
+    /// The spec of one tool: name, description, argument schema,
+    /// capabilities and subject.
     pub fn spec<T: Tool>() -> ToolSpec {
         let mut schema = serde_json::to_value(schemars::schema_for!(T::Args)).unwrap_or_default();
         if let Some(obj) = schema.as_object_mut() {
@@ -227,6 +306,8 @@ pub mod __private {
             name: T::NAME.to_string(),
             description: T::DESCRIPTION.trim().to_string(),
             parameters_schema: schema.to_string(),
+            capabilities: T::CAPABILITIES.iter().copied().map(capability).collect(),
+            subject: T::SUBJECT.map(str::to_string),
         }
     }
 
@@ -245,7 +326,13 @@ pub mod __private {
             text => serde_json::from_str(text)
                 .map_err(|e| WitToolError::Failed(format!("invalid tool configuration: {e}")))?,
         };
-        T::call(args, &Context { config }).map_err(|e| WitToolError::Failed(e.message))
+        T::call(args, &Context { config }).map_err(|e| match e.kind {
+            Some(kind) => WitToolError::Host(wit::HostError {
+                code: kind.to_wit(),
+                message: e.message,
+            }),
+            None => WitToolError::Failed(e.message),
+        })
     }
 }
 
@@ -281,121 +368,4 @@ macro_rules! export_tools {
 
         $crate::bindings::__export_plugin!(__CrogiaPlugin);
     };
-}
-
-/// Commands in the session's container.
-pub mod exec {
-    use super::*;
-    use bindings::crogia::plugin::exec as host;
-
-    pub use host::ExecOutput;
-
-    /// Runs `command` with `sh -c` in `/workspace`. `timeout` defaults to the
-    /// server's exec timeout; the command and its children are killed when it
-    /// runs over (`timed_out` is then set).
-    pub fn run(
-        command: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> Result<ExecOutput, HostError> {
-        let ms = timeout.map(|t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
-        host::run(command, ms).map_err(Into::into)
-    }
-}
-
-/// Files in the session's workspace. Paths are relative to the workspace
-/// (`/workspace/...` is accepted too); nothing outside it can be reached.
-pub mod fs {
-    use super::*;
-    use bindings::crogia::plugin::files as host;
-
-    pub use host::{Entry, EntryKind, Metadata};
-
-    pub fn read(path: &str) -> Result<Vec<u8>, HostError> {
-        host::read(path).map_err(Into::into)
-    }
-
-    /// Reads a file that must be UTF-8 text.
-    pub fn read_to_string(path: &str) -> Result<String, ToolError> {
-        let bytes = read(path)?;
-        String::from_utf8(bytes).map_err(|_| ToolError::new(format!("{path} is not UTF-8 text")))
-    }
-
-    /// Creates or replaces a file, creating missing parent directories.
-    pub fn write(path: &str, data: impl AsRef<[u8]>) -> Result<(), HostError> {
-        host::write(path, data.as_ref()).map_err(Into::into)
-    }
-
-    /// The entries of a directory, sorted by name.
-    pub fn list(path: &str) -> Result<Vec<Entry>, HostError> {
-        host::list(path).map_err(Into::into)
-    }
-
-    pub fn stat(path: &str) -> Result<Metadata, HostError> {
-        host::stat(path).map_err(Into::into)
-    }
-}
-
-/// Searching the workspace on the host side (ripgrep's engine; `.gitignore`
-/// is honoured).
-pub mod search {
-    use super::*;
-    use bindings::crogia::plugin::search as host;
-
-    pub use host::{GrepMatch, SearchOptions};
-
-    /// Files under `options.path` whose workspace-relative path matches the
-    /// glob `pattern`.
-    pub fn glob(pattern: &str, options: &SearchOptions) -> Result<Vec<String>, HostError> {
-        host::glob(pattern, options).map_err(Into::into)
-    }
-
-    /// Lines matching the regular expression `pattern`.
-    pub fn grep(pattern: &str, options: &SearchOptions) -> Result<Vec<GrepMatch>, HostError> {
-        host::grep(pattern, options).map_err(Into::into)
-    }
-}
-
-/// Background processes in the session's container.
-pub mod process {
-    use super::*;
-    use bindings::crogia::plugin::processes as host;
-
-    pub use host::ProcessInfo;
-
-    /// Starts `command` detached; its output goes to `.agent_logs/<id>.log`.
-    pub fn start(command: &str) -> Result<ProcessInfo, HostError> {
-        host::start(command).map_err(Into::into)
-    }
-
-    pub fn list() -> Result<Vec<ProcessInfo>, HostError> {
-        host::list().map_err(Into::into)
-    }
-
-    /// SIGTERM, then SIGKILL after the server's grace period.
-    pub fn stop(pid: u32) -> Result<String, HostError> {
-        host::stop(pid).map_err(Into::into)
-    }
-
-    /// The last `lines` lines of the process's log.
-    pub fn logs(pid: u32, lines: u32) -> Result<String, HostError> {
-        host::logs(pid, lines).map_err(Into::into)
-    }
-}
-
-/// Messages for the server's log, under the plugin's name.
-pub mod log {
-    use super::bindings::crogia::plugin::log::{Level, log};
-
-    pub fn debug(message: &str) {
-        log(Level::Debug, message)
-    }
-    pub fn info(message: &str) {
-        log(Level::Info, message)
-    }
-    pub fn warn(message: &str) {
-        log(Level::Warn, message)
-    }
-    pub fn error(message: &str) {
-        log(Level::Error, message)
-    }
 }

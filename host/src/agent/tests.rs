@@ -52,7 +52,7 @@ struct FakeTools;
 
 impl ToolRunner for FakeTools {
     fn enabled_tools(&self) -> Vec<ToolInfo> {
-        ["echo", "fail", "hang"]
+        ["echo", "fail", "hang", "denied"]
             .into_iter()
             .map(|name| ToolInfo {
                 name: name.into(),
@@ -60,12 +60,16 @@ impl ToolRunner for FakeTools {
                 parameters: serde_json::json!({"type": "object"}),
                 plugin: "fake".into(),
                 enabled: true,
+                contract: "0.2.0".into(),
+                declared_capabilities: Some(Vec::new()),
+                capabilities: Vec::new(),
+                subject: None,
             })
             .collect()
     }
 
     fn has_tool(&self, name: &str) -> bool {
-        matches!(name, "echo" | "fail" | "hang")
+        matches!(name, "echo" | "fail" | "hang" | "denied")
     }
 
     fn invoke<'a>(
@@ -78,6 +82,10 @@ impl ToolRunner for FakeTools {
             match tool {
                 "echo" => Ok(arguments.to_string()),
                 "fail" => Err(ToolError::Failed("it broke".into())),
+                "denied" => Err(ToolError::Host {
+                    kind: "denied",
+                    message: "tool denied may not use the exec capability".into(),
+                }),
                 "hang" => std::future::pending().await,
                 other => Err(ToolError::UnknownTool(other.into())),
             }
@@ -355,6 +363,29 @@ async fn max_steps_ends_a_task_whose_model_never_stops_calling_tools() {
             .unwrap()
             .contains("agent.max_steps")
     );
+}
+
+#[tokio::test]
+async fn the_kind_of_a_host_failure_reaches_the_model_with_its_message() {
+    let mut h = harness(|_| {}).await;
+    h.submit("try").await.unwrap();
+    h.next_turn()
+        .await
+        .answer
+        .send(call("c1", "denied"))
+        .unwrap();
+    let turn = h.next_turn().await;
+    let expected = "Error (denied): tool denied may not use the exec capability";
+    assert_eq!(
+        turn.messages.last(),
+        Some(&Message::Tool {
+            tool_call_id: "c1".into(),
+            content: expected.into()
+        })
+    );
+    turn.answer.send(say("ok")).unwrap();
+    let events = h.completed(1).await;
+    assert_eq!(of_type(&events, "tool_complete")[0]["result"], expected);
 }
 
 #[tokio::test]

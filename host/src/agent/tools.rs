@@ -73,8 +73,8 @@ pub(super) async fn call_tool(
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
     let outcome = tokio::select! {
-        _ = token.cancelled() => Err(("cancelled", "the task was stopped while this tool ran".to_string())),
-        r = tools.invoke(caps.clone(), &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.to_string())),
+        _ = token.cancelled() => Err(("cancelled", "Error: the task was stopped while this tool ran".to_string())),
+        r = tools.invoke(caps.clone(), &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.for_model())),
     };
     let outcome_word = match &outcome {
         Ok(_) => "ok",
@@ -90,7 +90,7 @@ pub(super) async fn call_tool(
     metrics.tool_called(label, outcome_word, started.elapsed());
     let (content, is_error) = match outcome {
         Ok(text) => (text, false),
-        Err((_, e)) => (format!("Error: {e}"), true),
+        Err((_, e)) => (e, true),
     };
     events
         .publish(EventKind::ToolComplete {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use wasmtime::{Store, Trap};
 
 use super::engine::arm_deadline;
-use super::host::{self, PluginState};
+use super::host::{GuestFailure, PluginState};
 use super::{PluginRuntime, ToolError};
 use crate::capabilities::Capabilities;
 
@@ -20,9 +20,9 @@ impl PluginRuntime {
         tool: &str,
         args_json: &str,
     ) -> Result<String, ToolError> {
-        let plugin = {
+        let (plugin, spec) = {
             let registry = self.registry.read().unwrap();
-            registry.tools.get(tool).map(|(p, _)| p.clone())
+            registry.tools.get(tool).cloned()
         }
         .ok_or_else(|| ToolError::UnknownTool(tool.to_string()))?;
         tracing::Span::current().record("plugin", plugin.name.as_str());
@@ -42,17 +42,17 @@ impl PluginRuntime {
             .expect("the semaphore is never closed");
         let mut store = Store::new(
             &self.engine,
-            PluginState::new(&plugin.name, Some(caps), (memory_mb as usize) << 20),
+            PluginState::new(
+                &plugin.name,
+                Some((caps, self.grant(&spec))),
+                (memory_mb as usize) << 20,
+            ),
         );
         store.limiter(|s| &mut s.limiter);
         arm_deadline(&mut store, timeout);
-        let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
-                .crogia_plugin_tool()
-                .call_invoke(&mut store, tool, args_json, &config_json)
-                .await
-        };
+        let call = plugin
+            .bindings
+            .invoke(&mut store, tool, args_json, &config_json);
         let outcome = tokio::time::timeout(timeout, call).await;
         let stderr = log_guest_output(&plugin.name, store.data());
         let result = match outcome {
@@ -62,13 +62,13 @@ impl PluginRuntime {
             }),
             Ok(Ok(Ok(text))) => Ok(text),
             Ok(Ok(Err(e))) => Err(match e {
-                host::exports::crogia::plugin::tool::ToolError::InvalidArguments(m) => {
-                    ToolError::InvalidArguments(m)
-                }
-                host::exports::crogia::plugin::tool::ToolError::UnknownTool(m) => {
-                    ToolError::UnknownTool(m)
-                }
-                host::exports::crogia::plugin::tool::ToolError::Failed(m) => ToolError::Failed(m),
+                GuestFailure::InvalidArguments(m) => ToolError::InvalidArguments(m),
+                GuestFailure::UnknownTool(m) => ToolError::UnknownTool(m),
+                GuestFailure::Failed(m) => ToolError::Failed(m),
+                GuestFailure::Host { code, message } => ToolError::Host {
+                    kind: code.name(),
+                    message,
+                },
             }),
             Ok(Err(e)) if store.data().limiter.hit_limit => {
                 tracing::debug!(error = %format!("{e:#}"), "trap after the memory limit was hit");

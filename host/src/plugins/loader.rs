@@ -5,27 +5,33 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crogia_plugin_contract::{TOOL_NAME_RULE, valid_tool_name};
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 use wasmtime::{Engine, Store};
 
-use super::host::{PluginPre, PluginState};
+use super::host::{Bindings, Capability, PluginState};
 
-/// The contract version this host speaks.
-pub const WIT_PACKAGE: &str = "crogia:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+/// The contract package and the versions of it this host speaks, from the
+/// WIT files.
+pub use crogia_plugin_contract::{CURRENT as WIT_VERSION, PACKAGE as WIT_PACKAGE, SUPPORTED};
 /// How long a plugin may take to list its tools.
 const SPEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Memory a plugin may use while listing its tools.
 const SPEC_MEMORY: usize = 64 << 20;
 
 /// One tool as its plugin describes it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolSpec {
     pub name: String,
     pub description: String,
     /// JSON Schema of the arguments object.
     pub parameters: serde_json::Value,
+    /// The capabilities it declares; `None` for a contract-0.1 plugin, which
+    /// cannot declare any (and may use them all).
+    pub capabilities: Option<Vec<Capability>>,
+    /// The argument a person approves (a string property of `parameters`).
+    pub subject: Option<String>,
 }
 
 /// A plugin ready to be instantiated.
@@ -34,7 +40,7 @@ pub struct LoadedPlugin {
     pub name: String,
     pub file: PathBuf,
     pub sha256: String,
-    pub pre: PluginPre<PluginState>,
+    pub(crate) bindings: Bindings,
     pub tools: Vec<ToolSpec>,
 }
 
@@ -143,39 +149,38 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Checks the component speaks our contract, naming what it speaks instead.
-fn check_world(engine: &Engine, component: &Component) -> Result<(), LoadError> {
+/// The contract version the component speaks, when this server speaks it
+/// too; otherwise what it speaks instead, named.
+fn contract_version(engine: &Engine, component: &Component) -> Result<&'static str, LoadError> {
     let ty = component.component_type();
-    let expected = format!("{WIT_PACKAGE}/tool@{WIT_VERSION}");
     let exports: Vec<String> = ty
         .exports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    if exports.contains(&expected) {
-        return Ok(());
-    }
-    if let Some(other) = exports
-        .iter()
-        .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/tool@")))
-    {
-        let version = other.rsplit('@').next().unwrap_or("?");
+    let prefix = format!("{WIT_PACKAGE}/tool@");
+    let Some(export) = exports.iter().find(|e| e.starts_with(&prefix)) else {
         return Err(err(format!(
-            "incompatible plugin: built against {WIT_PACKAGE}@{version}, but this server speaks {WIT_PACKAGE}@{WIT_VERSION}; rebuild it with a matching crogia-plugin-sdk"
+            "wrong world: the component exports [{}] but a Crogia plugin exports {prefix}{WIT_VERSION} (build it with crogia-plugin-sdk)",
+            exports.join(", ")
         )));
-    }
-    Err(err(format!(
-        "wrong world: the component exports [{}] but a Crogia plugin exports {expected} (build it with crogia-plugin-sdk)",
-        exports.join(", ")
-    )))
+    };
+    let version = &export[prefix.len()..];
+    SUPPORTED.into_iter().find(|v| *v == version).ok_or_else(|| {
+        err(format!(
+            "incompatible plugin: built against {WIT_PACKAGE}@{version}, but this server speaks {WIT_PACKAGE}@{} to {}; rebuild it with a crogia-plugin-sdk of that range, or upgrade the server",
+            SUPPORTED[0],
+            SUPPORTED[SUPPORTED.len() - 1]
+        ))
+    })
 }
 
-/// Valid tool names: what OpenAI-compatible APIs accept as function names.
-fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+/// Whether `subject` names a string property of the schema `parameters`.
+fn subject_is_a_string_property(parameters: &serde_json::Value, subject: &str) -> bool {
+    let ty = &parameters["properties"][subject]["type"];
+    ty == "string"
+        || ty
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "string"))
 }
 
 /// Loads one file: compile, check, pre-instantiate, and list its tools.
@@ -199,20 +204,15 @@ pub async fn load(
             .await
             .map_err(|e| err(format!("compilation task failed: {e}")))??
     };
-    check_world(&compiler.engine, &component)?;
-    let instance_pre = linker.instantiate_pre(&component).map_err(|e| {
-        err(format!(
-            "imports something this server does not provide: {e:#}"
-        ))
-    })?;
-    let pre = PluginPre::new(instance_pre).map_err(|e| err(format!("wrong world: {e:#}")))?;
-    let tools = list_tools(&compiler.engine, &pre, &name).await?;
+    let version = contract_version(&compiler.engine, &component)?;
+    let bindings = Bindings::new(version, linker, &component).map_err(err)?;
+    let tools = list_tools(&compiler.engine, &bindings, &name).await?;
     Ok((
         Arc::new(LoadedPlugin {
             name,
             file: file.to_path_buf(),
             sha256,
-            pre,
+            bindings,
             tools,
         }),
         from_cache,
@@ -221,17 +221,13 @@ pub async fn load(
 
 async fn list_tools(
     engine: &Engine,
-    pre: &PluginPre<PluginState>,
+    bindings: &Bindings,
     plugin: &str,
 ) -> Result<Vec<ToolSpec>, LoadError> {
     let mut store = Store::new(engine, PluginState::new(plugin, None, SPEC_MEMORY));
     store.limiter(|s| &mut s.limiter);
     super::engine::arm_deadline(&mut store, SPEC_TIMEOUT);
-    let call = async {
-        let instance = pre.instantiate_async(&mut store).await?;
-        instance.crogia_plugin_tool().call_tools(&mut store).await
-    };
-    let specs = match tokio::time::timeout(SPEC_TIMEOUT, call).await {
+    let specs = match tokio::time::timeout(SPEC_TIMEOUT, bindings.tools(&mut store)).await {
         Ok(Ok(specs)) => specs,
         Ok(Err(e)) => return Err(err(format!("failed while listing its tools: {e:#}"))),
         Err(_) => return Err(err("did not list its tools within 5 s")),
@@ -243,7 +239,7 @@ async fn list_tools(
     for s in specs {
         if !valid_tool_name(&s.name) {
             return Err(err(format!(
-                "invalid tool name {:?}: use a-z, 0-9, _ and -, at most 64 characters",
+                "invalid tool name {:?}: {TOOL_NAME_RULE}",
                 s.name
             )));
         }
@@ -263,10 +259,25 @@ async fn list_tools(
         if tools.iter().any(|t: &ToolSpec| t.name == s.name) {
             return Err(err(format!("declares tool {} twice", s.name)));
         }
+        if let Some(subject) = &s.subject
+            && !subject_is_a_string_property(&parameters, subject)
+        {
+            return Err(err(format!(
+                "tool {}: its subject {subject:?} is not a string property of its parameter schema",
+                s.name
+            )));
+        }
+        let mut capabilities = s.capabilities;
+        if let Some(list) = &mut capabilities {
+            list.sort();
+            list.dedup();
+        }
         tools.push(ToolSpec {
             name: s.name,
             description: s.description,
             parameters,
+            capabilities,
+            subject: s.subject,
         });
     }
     Ok(tools)

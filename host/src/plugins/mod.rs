@@ -30,13 +30,14 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Semaphore;
 use wasmtime::Engine;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::Linker;
 
-pub use loader::{LoadError, LoadedPlugin, ToolSpec, WIT_PACKAGE, WIT_VERSION};
+pub use loader::{LoadError, LoadedPlugin, SUPPORTED, ToolSpec, WIT_PACKAGE, WIT_VERSION};
 
 use crate::config::{Config, PluginsConfig, ToolConfig};
 use engine::{EpochTicker, build_engine};
-use host::{Plugin, PluginState};
+pub use host::Capability;
+use host::{Grant, PluginState};
 use loader::Compiler;
 use registry::{Registry, file_name};
 
@@ -56,6 +57,10 @@ pub enum ToolError {
     Timeout { tool: String, ms: u64 },
     #[error("tool {tool:?} ran out of memory (limit {mb} MiB)")]
     OutOfMemory { tool: String, mb: u64 },
+    /// A host call failed and the tool passed the failure on (contract
+    /// 0.2): the model sees its kind.
+    #[error("{message}")]
+    Host { kind: &'static str, message: String },
     /// The plugin crashed (a trap; a Rust panic shows up as one).
     #[error("tool {tool:?} crashed: {message}")]
     Trap { tool: String, message: String },
@@ -68,10 +73,19 @@ impl ToolError {
             Self::UnknownTool(_) => "unknown_tool",
             Self::Disabled(_) => "disabled",
             Self::InvalidArguments(_) => "invalid_arguments",
-            Self::Failed(_) => "failed",
+            Self::Failed(_) | Self::Host { .. } => "failed",
             Self::Timeout { .. } => "timeout",
             Self::OutOfMemory { .. } => "out_of_memory",
             Self::Trap { .. } => "trap",
+        }
+    }
+
+    /// The failure as the model is told it: with the kind of host failure
+    /// when a host call caused it.
+    pub fn for_model(&self) -> String {
+        match self {
+            Self::Host { kind, message } => format!("Error ({kind}): {message}"),
+            other => format!("Error: {other}"),
         }
     }
 }
@@ -88,6 +102,17 @@ pub struct ToolInfo {
     /// File name of the plugin providing it.
     pub plugin: String,
     pub enabled: bool,
+    /// The plugin contract version it was built for, e.g. "0.2.0".
+    pub contract: String,
+    /// The host capabilities it declares (files-read, files-write, exec,
+    /// processes); null for a contract-0.1 tool, which cannot declare any.
+    pub declared_capabilities: Option<Vec<String>>,
+    /// The capabilities it may use: its declaration (all of them for 0.1),
+    /// narrowed by `[tools.<name>] capabilities`.
+    pub capabilities: Vec<String>,
+    /// The argument a person approves when the tool needs approval; null:
+    /// the whole arguments object.
+    pub subject: Option<String>,
 }
 
 /// A file in the plugins folder that was not loaded, and why.
@@ -145,7 +170,7 @@ impl PluginRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        host::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking host functions: {e}"))?;
         let cache_dir = Some(config.server.data_dir.join("plugin-cache"));
         let compiler = Arc::new(Compiler::new(engine.clone(), cache_dir));
@@ -180,14 +205,41 @@ impl PluginRuntime {
         registry
             .tools
             .values()
-            .map(|(plugin, spec)| ToolInfo {
-                name: spec.name.clone(),
-                description: spec.description.clone(),
-                parameters: spec.parameters.clone(),
-                plugin: file_name(&plugin.file),
-                enabled: self.config_of(&spec.name).enabled,
+            .map(|(plugin, spec)| {
+                let names = |list: &mut dyn Iterator<Item = &Capability>| {
+                    list.map(|c| c.name().to_string()).collect::<Vec<_>>()
+                };
+                ToolInfo {
+                    name: spec.name.clone(),
+                    description: spec.description.clone(),
+                    parameters: spec.parameters.clone(),
+                    plugin: file_name(&plugin.file),
+                    enabled: self.config_of(&spec.name).enabled,
+                    contract: plugin.bindings.version().to_string(),
+                    declared_capabilities: spec.capabilities.as_ref().map(|c| names(&mut c.iter())),
+                    capabilities: names(&mut self.grant(spec).allowed.iter()),
+                    subject: spec.subject.clone(),
+                }
             })
             .collect()
+    }
+
+    /// What `spec`'s tool may ask of the host: what it declares (everything
+    /// for contract 0.1) narrowed by the operator's `capabilities`.
+    fn grant(&self, spec: &ToolSpec) -> Grant {
+        let declared = spec.capabilities.clone();
+        let mut allowed: std::collections::BTreeSet<Capability> = match &declared {
+            Some(list) => list.iter().copied().collect(),
+            None => Capability::ALL.into_iter().collect(),
+        };
+        if let Some(limit) = self.config_of(&spec.name).capability_limit() {
+            allowed.retain(|c| limit.contains(c));
+        }
+        Grant {
+            tool: spec.name.clone(),
+            declared,
+            allowed,
+        }
     }
 
     /// Whether a loaded plugin provides `tool` (enabled or not).

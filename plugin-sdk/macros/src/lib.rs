@@ -2,19 +2,26 @@
 //!
 //! ```text
 //! /// Count the lines of a text file.          <- the tool's description
-//! #[tool]
+//! #[tool(capabilities = ["files-read"], subject = "path")]
 //! fn count_lines(args: CountLinesArgs) -> ToolResult { ... }
 //! // or, to read the operator's config:
 //! fn count_lines(args: CountLinesArgs, ctx: &Context) -> ToolResult { ... }
 //! ```
 //!
+//! `capabilities` lists the host capabilities the tool uses (any other host
+//! call fails with `denied`); `subject` names the argument a person approves
+//! when the tool needs approval; `name` overrides the function's name.
+//!
 //! Beside the function it defines a braced struct of the same name (structs
 //! with braces live only in the type namespace, so the two do not clash) that
 //! implements `crogia_plugin_sdk::Tool`; `export_tools!` names it.
 
+use crogia_plugin_contract::{Capability, TOOL_NAME_RULE, valid_tool_name};
 use proc_macro::TokenStream;
 use quote::quote;
-use syn::{Expr, FnArg, ItemFn, Lit, Meta, parse_macro_input, spanned::Spanned};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{Expr, FnArg, ItemFn, Lit, Meta, Token, parse_macro_input, spanned::Spanned};
 
 #[proc_macro_attribute]
 pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -25,34 +32,92 @@ pub fn tool(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(attr: proc_macro2::TokenStream, func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
-    // `#[tool(name = "other_name")]` overrides the function name.
-    let mut name = func.sig.ident.to_string();
-    if !attr.is_empty() {
-        let meta: syn::MetaNameValue = syn::parse2(attr)?;
-        if !meta.path.is_ident("name") {
-            return Err(syn::Error::new(
-                meta.path.span(),
-                "expected `name = \"...\"`",
-            ));
-        }
-        match meta.value {
-            Expr::Lit(syn::ExprLit {
-                lit: Lit::Str(s), ..
-            }) => name = s.value(),
-            other => return Err(syn::Error::new(other.span(), "expected a string literal")),
+/// What `#[tool(...)]` says besides the function.
+struct Attributes {
+    name: Option<String>,
+    capabilities: Vec<Capability>,
+    subject: Option<String>,
+}
+
+fn string_literal(e: &Expr) -> syn::Result<String> {
+    match e {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.value()),
+        other => Err(syn::Error::new(other.span(), "expected a string literal")),
+    }
+}
+
+fn parse_attributes(attr: proc_macro2::TokenStream) -> syn::Result<Attributes> {
+    let mut out = Attributes {
+        name: None,
+        capabilities: Vec::new(),
+        subject: None,
+    };
+    let items = Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
+    for item in items {
+        let key = item
+            .path
+            .get_ident()
+            .map(|i| i.to_string())
+            .unwrap_or_default();
+        match key.as_str() {
+            "name" => out.name = Some(string_literal(&item.value)?),
+            "subject" => out.subject = Some(string_literal(&item.value)?),
+            "capabilities" => {
+                let Expr::Array(list) = &item.value else {
+                    return Err(syn::Error::new(
+                        item.value.span(),
+                        "expected a list: capabilities = [\"files-read\", \"exec\"]",
+                    ));
+                };
+                for e in &list.elems {
+                    let name = string_literal(e)?;
+                    let Some(c) = Capability::from_name(&name) else {
+                        let known: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
+                        return Err(syn::Error::new(
+                            e.span(),
+                            format!("unknown capability {name:?}; known: {}", known.join(", ")),
+                        ));
+                    };
+                    if out.capabilities.contains(&c) {
+                        return Err(syn::Error::new(
+                            e.span(),
+                            format!("{name:?} is listed twice"),
+                        ));
+                    }
+                    out.capabilities.push(c);
+                }
+            }
+            _ => {
+                return Err(syn::Error::new(
+                    item.path.span(),
+                    "expected `name = \"...\"`, `capabilities = [...]` or `subject = \"...\"`",
+                ));
+            }
         }
     }
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    {
+    Ok(out)
+}
+
+fn expand(attr: proc_macro2::TokenStream, func: ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    let attrs = parse_attributes(attr)?;
+    // `#[tool(name = "other_name")]` overrides the function name.
+    let name = attrs.name.unwrap_or_else(|| func.sig.ident.to_string());
+    if !valid_tool_name(&name) {
         return Err(syn::Error::new(
             func.sig.ident.span(),
-            "tool names use only a-z, 0-9 and _",
+            format!("invalid tool name {name:?}: {TOOL_NAME_RULE}"),
         ));
     }
+    let capabilities = attrs.capabilities.iter().map(|c| {
+        let variant = syn::Ident::new(&format!("{c:?}"), proc_macro2::Span::call_site());
+        quote! { ::crogia_plugin_sdk::Capability::#variant }
+    });
+    let subject = match &attrs.subject {
+        Some(s) => quote! { ::core::option::Option::Some(#s) },
+        None => quote! { ::core::option::Option::None },
+    };
 
     let docs: Vec<String> = func
         .attrs
@@ -110,6 +175,8 @@ fn expand(attr: proc_macro2::TokenStream, func: ItemFn) -> syn::Result<proc_macr
             type Args = #args_ty;
             const NAME: &'static str = #name;
             const DESCRIPTION: &'static str = #description;
+            const CAPABILITIES: &'static [::crogia_plugin_sdk::Capability] = &[#(#capabilities),*];
+            const SUBJECT: ::core::option::Option<&'static str> = #subject;
             #[allow(unused_variables)]
             fn call(args: Self::Args, ctx: &::crogia_plugin_sdk::Context) -> ::crogia_plugin_sdk::ToolResult {
                 #call

@@ -20,7 +20,7 @@ struct EditFileArgs {
 /// Edit a file by replacing an exact piece of text with new text. Fails, and
 /// changes nothing, when old_text is not in the file or (unless replace_all)
 /// occurs more than once. Read the file first so old_text matches exactly.
-#[tool]
+#[tool(capabilities = ["files-read", "files-write"], subject = "path")]
 fn edit_file(args: EditFileArgs) -> ToolResult {
     if args.old_text.is_empty() {
         bail!(

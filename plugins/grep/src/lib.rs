@@ -25,13 +25,13 @@ fn dot() -> String {
 /// Search the contents of workspace files for a regular expression. Returns
 /// matching lines as "path:line: text". Binary files and files ignored by
 /// .gitignore are skipped.
-#[tool]
+#[tool(capabilities = ["files-read"], subject = "pattern")]
 fn grep(args: GrepArgs) -> ToolResult {
-    let options = SearchOptions {
-        path: args.path,
-        file_types: args.file_types,
-        max_results: args.max_results.unwrap_or(100),
-    };
+    let max_results = args.max_results.unwrap_or(100);
+    let options = SearchOptions::new()
+        .path(args.path)
+        .file_types(args.file_types)
+        .max_results(max_results);
     let found = search::grep(&args.pattern, &options)?;
     if found.is_empty() {
         return Ok(format!("No matches for {:?}", args.pattern));
@@ -40,7 +40,7 @@ fn grep(args: GrepArgs) -> ToolResult {
         .iter()
         .map(|m| format!("{}:{}: {}\n", m.file, m.line, m.content))
         .collect();
-    if found.len() as u32 >= options.max_results {
+    if found.len() as u32 >= max_results {
         out.push_str(&format!(
             "[... showing the first {} matches; narrow the pattern or path]\n",
             found.len()

@@ -17,7 +17,7 @@ fn dot() -> String {
 /// List the files and directories directly inside a workspace directory, with
 /// file sizes. Directories end with "/". To find files at any depth, use
 /// search_files.
-#[tool]
+#[tool(capabilities = ["files-read"], subject = "path")]
 fn list_files(args: ListFilesArgs) -> ToolResult {
     let entries = fs::list(&args.path)?;
     if entries.is_empty() {

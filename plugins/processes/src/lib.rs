@@ -12,7 +12,7 @@ struct StartProcessArgs {
 /// Start a long-running command (a server, a watcher, a slow build) in the
 /// background and return at once with its pid. Its output goes to a log file;
 /// read it with process_logs, stop it with stop_process.
-#[tool]
+#[tool(capabilities = ["processes"], subject = "command")]
 fn start_process(args: StartProcessArgs) -> ToolResult {
     let p = process::start(&args.command)?;
     Ok(format!(
@@ -26,7 +26,7 @@ struct ListProcessesArgs {}
 
 /// List the background processes started in this session, with their status
 /// (running or exited, with the exit code when known).
-#[tool]
+#[tool(capabilities = ["processes"])]
 fn list_processes(_args: ListProcessesArgs) -> ToolResult {
     let list = process::list()?;
     if list.is_empty() {
@@ -34,13 +34,13 @@ fn list_processes(_args: ListProcessesArgs) -> ToolResult {
     }
     let mut out = String::new();
     for p in list {
-        let status = match (p.status.as_str(), p.exit_code) {
-            ("exited", Some(code)) => format!("exited ({code})"),
-            (s, _) => s.to_string(),
-        };
+        let age = std::time::SystemTime::now()
+            .duration_since(p.started)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
         out.push_str(&format!(
-            "pid {}: {status} — {} (log: {}, started {})\n",
-            p.pid, p.cmd, p.log, p.started
+            "pid {}: {} — {} (log: {}, started {age} s ago)\n",
+            p.pid, p.status, p.cmd, p.log
         ));
     }
     Ok(out)
@@ -54,9 +54,16 @@ struct StopProcessArgs {
 
 /// Stop a background process and everything it started: SIGTERM, then
 /// SIGKILL if it is still running after a grace period.
-#[tool]
+#[tool(capabilities = ["processes"])]
 fn stop_process(args: StopProcessArgs) -> ToolResult {
-    Ok(process::stop(args.pid)?)
+    let pid = args.pid;
+    Ok(match process::stop(pid)? {
+        process::StopOutcome::NotRunning => format!("Process {pid} was not running"),
+        process::StopOutcome::Killed => format!(
+            "Sent SIGTERM to process {pid}; it was still running after the grace period and was killed with SIGKILL"
+        ),
+        _ => format!("Sent SIGTERM to process {pid}"),
+    })
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -68,7 +75,7 @@ struct ProcessLogsArgs {
 }
 
 /// Read the last lines of a background process's output (stdout and stderr).
-#[tool]
+#[tool(capabilities = ["processes"])]
 fn process_logs(args: ProcessLogsArgs) -> ToolResult {
     let logs = process::logs(args.pid, args.lines.unwrap_or(50))?;
     if logs.is_empty() {

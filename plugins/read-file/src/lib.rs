@@ -18,7 +18,7 @@ struct ReadFileArgs {
 /// Read a text file from the workspace. Returns its content; with start_line
 /// and/or end_line, only those lines (1-based, inclusive). Use it before
 /// editing a file, to see its exact current text.
-#[tool]
+#[tool(capabilities = ["files-read"], subject = "path")]
 fn read_file(args: ReadFileArgs) -> ToolResult {
     let text = fs::read_to_string(&args.path)?;
     let (start, end) = (args.start_line.unwrap_or(1), args.end_line);

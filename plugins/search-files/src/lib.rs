@@ -26,19 +26,19 @@ fn dot() -> String {
 /// Find files in the workspace whose names match a glob pattern, searching
 /// all subdirectories. Files ignored by .gitignore are skipped. Returns one
 /// path per line, relative to the workspace root.
-#[tool]
+#[tool(capabilities = ["files-read"], subject = "pattern")]
 fn search_files(args: SearchFilesArgs) -> ToolResult {
-    let options = SearchOptions {
-        path: args.path,
-        file_types: args.file_types,
-        max_results: args.max_results.unwrap_or(200),
-    };
+    let max_results = args.max_results.unwrap_or(200);
+    let options = SearchOptions::new()
+        .path(args.path)
+        .file_types(args.file_types)
+        .max_results(max_results);
     let found = search::glob(&args.pattern, &options)?;
     if found.is_empty() {
         return Ok(format!("No files match {:?}", args.pattern));
     }
     let mut out = found.join("\n");
-    if found.len() as u32 >= options.max_results {
+    if found.len() as u32 >= max_results {
         out.push_str(&format!(
             "\n[... showing the first {}; narrow the pattern or path]",
             found.len()

@@ -17,10 +17,13 @@ struct ShellArgs {
 /// Run a shell command in the workspace and return its exit code, stdout and
 /// stderr. The container has no network access. For commands that keep
 /// running (servers, watchers), use start_process instead.
-#[tool]
+#[tool(capabilities = ["exec"], subject = "command")]
 fn shell(args: ShellArgs) -> ToolResult {
-    let timeout = args.timeout_secs.map(|s| Duration::from_secs(s.into()));
-    let out = exec::run(&args.command, timeout)?;
+    let mut command = exec::Command::new(args.command);
+    if let Some(secs) = args.timeout_secs {
+        command = command.timeout(Duration::from_secs(secs.into()));
+    }
+    let out = command.run()?;
     let mut text = String::new();
     if out.timed_out {
         text.push_str("The command timed out and was killed with everything it started.\n");

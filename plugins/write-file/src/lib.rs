@@ -13,7 +13,7 @@ struct WriteFileArgs {
 /// Create a file, or replace the entire content of an existing one, in the
 /// workspace. Missing parent directories are created. To change part of an
 /// existing file, use edit_file instead: it cannot lose the rest of the file.
-#[tool]
+#[tool(capabilities = ["files-write"], subject = "path")]
 fn write_file(args: WriteFileArgs) -> ToolResult {
     fs::write(&args.path, args.content.as_bytes())?;
     let lines = args.content.lines().count();

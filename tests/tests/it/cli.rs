@@ -211,7 +211,9 @@ async fn tools_list_asks_the_server_with_a_url() {
     let out = crogia(&server, &["tools", "list", "--url", &server.base.clone()]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
-        out.stdout.lines().any(|l| l.starts_with("shell")),
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("shell") && l.contains(" exec ")),
         "{}",
         out.stdout
     );

@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod capabilities;
 mod cli;
 mod console;
 mod contract_examples;

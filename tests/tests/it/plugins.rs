@@ -230,7 +230,7 @@ async fn bad_files_are_skipped_with_the_reason_and_good_ones_still_load() {
     );
     assert_eq!(
         reason("future_version.wasm"),
-        "incompatible plugin: built against crogia:plugin@0.2.0, but this server speaks crogia:plugin@0.1.0; rebuild it with a matching crogia-plugin-sdk"
+        "incompatible plugin: built against crogia:plugin@0.3.0, but this server speaks crogia:plugin@0.1.0 to 0.2.0; rebuild it with a crogia-plugin-sdk of that range, or upgrade the server"
     );
     assert!(
         reason("z-duplicate.wasm")
@@ -422,6 +422,10 @@ async fn new_plugin_scaffolds_a_crate_that_builds_into_a_working_tool() {
         .await
         .unwrap();
     assert_eq!(out, "poem.txt has 3 lines");
+    let tool = runtime.tools().into_iter().next().unwrap();
+    assert_eq!(tool.contract, crogia_host::plugins::WIT_VERSION);
+    assert_eq!(tool.declared_capabilities, Some(vec!["files-read".into()]));
+    assert_eq!(tool.subject.as_deref(), Some("path"));
     // Refuses bad names and existing crates.
     let bad = std::process::Command::new("bash")
         .arg(copy.join("new-plugin.sh"))

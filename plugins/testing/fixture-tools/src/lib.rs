@@ -34,9 +34,11 @@ fn boom(_args: Empty) -> ToolResult {
 
 /// Waits in a host call longer than any test timeout (tests that the time
 /// limit covers host calls).
-#[tool]
+#[tool(capabilities = ["exec"])]
 fn sleepy_host(_args: Empty) -> ToolResult {
-    let out = exec::run("sleep 20", Some(Duration::from_secs(60)))?;
+    let out = exec::Command::new("sleep 20")
+        .timeout(Duration::from_secs(60))
+        .run()?;
     Ok(format!("slept: {:?}", out.exit_code))
 }
 
@@ -54,9 +56,23 @@ fn ping(_args: Empty) -> ToolResult {
 
 /// Reads a workspace file's size through the host (a trivial host call, for
 /// overhead measurements).
-#[tool]
+#[tool(capabilities = ["files-read"], subject = "path")]
 fn stat_size(args: StatArgs) -> ToolResult {
     Ok(fs::stat(&args.path)?.size.to_string())
+}
+
+#[derive(Deserialize, JsonSchema)]
+struct SneakArgs {
+    /// A command it has no right to run.
+    command: String,
+}
+
+/// Declares only `files-read`, then tries to run a command (tests that the
+/// host refuses a call outside the declaration).
+#[tool(capabilities = ["files-read"], subject = "command")]
+fn sneaky_exec(args: SneakArgs) -> ToolResult {
+    let out = exec::run(&args.command)?;
+    Ok(format!("ran it: {:?} {}", out.exit_code, out.stdout))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -204,6 +220,7 @@ export_tools!(
     echo_config,
     ping,
     stat_size,
+    sneaky_exec,
     remember,
     recall,
     probe_ambient

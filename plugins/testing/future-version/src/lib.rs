@@ -1,9 +1,9 @@
-//! A plugin built against a future contract version, crogia:plugin@0.2.0
+//! A plugin built against a future contract version, crogia:plugin@0.3.0
 //! (tests that the host refuses it by name and version).
 
 wit_bindgen::generate!({
     inline: "
-        package crogia:plugin@0.2.0;
+        package crogia:plugin@0.3.0;
         interface tool {
             record tool-spec { name: string, description: string, parameters-schema: string }
             variant tool-error { invalid-arguments(string), unknown-tool(string), failed(string) }
