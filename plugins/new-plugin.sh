@@ -5,7 +5,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NAME="${1:-}"
 # The tool-name rule of crogia-plugin-contract (valid_tool_name).
-if ! [[ "$NAME" =~ ^[a-z][a-z0-9_]{0,63}$ ]]; then
+if ! [[ "$NAME" =~ ^[a-z][a-z0-9_]{0,63}$ ]] || [ "$NAME" = network ]; then
   echo "usage: just new-plugin NAME   (NAME: 1 to 64 characters of a-z, 0-9 and _, starting with a letter, e.g. count_lines)" >&2
   exit 1
 fi

@@ -133,6 +133,7 @@ async function openSession(id) {
   $("#events").replaceChildren();
   messageBlock = null;
   toolBlocks.clear();
+  approvalBlocks.clear();
   lastSeq = 0;
   closeTerminal();
   connect();
@@ -271,6 +272,7 @@ function connect() {
 
 let messageBlock = null;
 const toolBlocks = new Map();
+const approvalBlocks = new Map();
 
 function append(node) {
   const box = $("#events");
@@ -333,6 +335,45 @@ function render(e) {
         className: `event network ${e.decision}`,
         textContent: `${e.decision === "allowed" ? "Network" : "Network refused"}: ${e.host}:${e.port}${times}${bytes} — ${e.reason}`,
       }));
+      break;
+    }
+    case "approval_requested": {
+      // A tool call (or a connection) waits for a person: its arguments and
+      // the three answers. Replay shows a pending one again after a reload.
+      messageBlock = null;
+      const reason = el("input", { type: "text", placeholder: "reason (for Deny; the model reads it)" });
+      const answer = async (decision) => {
+        try {
+          const body = { decision };
+          if (decision === "deny" && reason.value.trim()) body.message = reason.value.trim();
+          await api("POST", `/api/sessions/${current}/approvals/${e.approval_id}`, body);
+        } catch (err) {
+          toast(err.message);
+        }
+      };
+      const buttons = el("div", { className: "buttons" },
+        el("button", { type: "button", className: "allow", textContent: "Allow", onclick: () => answer("allow") }),
+        el("button", { type: "button", className: "allow-session", textContent: "Allow for session", onclick: () => answer("allow_session") }),
+        reason,
+        el("button", { type: "button", className: "deny danger", textContent: "Deny", onclick: () => answer("deny") }));
+      const state = el("span", { className: "state run", textContent: `waiting until ${new Date(e.expires_at).toLocaleTimeString()}` });
+      const block = el("div", { className: "event approval" },
+        el("div", {}, el("strong", { textContent: "Approval needed: " }), el("span", { className: "name", textContent: e.tool_name }), " ", state),
+        el("pre", { className: "subject", textContent: e.subject }),
+        el("details", {}, el("summary", { textContent: "arguments" }), el("pre", { textContent: JSON.stringify(e.arguments, null, 2) })),
+        buttons);
+      approvalBlocks.set(e.approval_id, { block, state, buttons });
+      append(block);
+      break;
+    }
+    case "approval_resolved": {
+      const found = approvalBlocks.get(e.approval_id);
+      if (!found) break;
+      const allowed = e.decision === "allow" || e.decision === "allow_session";
+      found.buttons.remove();
+      found.state.textContent = `${e.decision.replace("_", " ")} by ${e.by}${e.message ? `: ${e.message}` : ""}`;
+      found.state.className = `state ${allowed ? "ok" : "bad"}`;
+      found.block.classList.add("resolved");
       break;
     }
     case "file_changed":

@@ -26,6 +26,7 @@ use crate::session::SessionStatus;
 use crate::workspace::{ChangeKind, EntryKind};
 
 /// A client of one server.
+#[derive(Clone)]
 pub struct ApiClient {
     base: String,
     token: Option<String>,
@@ -144,14 +145,15 @@ fn print_json(v: &Value) {
 pub async fn session_create(
     c: &ApiClient,
     task: Option<String>,
+    approval: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<i32> {
+    let mut body = json!({ "task": task });
+    if let Some(approval) = approval {
+        body["approval"] = json!(approval);
+    }
     let (s, json) = c
-        .fetch::<SessionInfo>(
-            reqwest::Method::POST,
-            "/api/sessions",
-            Some(json!({ "task": task })),
-        )
+        .fetch::<SessionInfo>(reqwest::Method::POST, "/api/sessions", Some(body))
         .await?;
     if json_out {
         print_json(&json);
@@ -433,9 +435,94 @@ pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// How `crogia task` answers the tool calls that wait for approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approve {
+    /// Ask on the terminal (y / a / n and a reason), reading stdin.
+    Ask,
+    /// Allow everything (`--yes`).
+    All,
+    /// Leave them to someone else (`--json`: scripts decide).
+    Leave,
+}
+
+/// Asks on stdin about one request and sends the answer. Returns false at
+/// the end of the input (no more questions: the rest wait for someone
+/// else).
+async fn ask_person(c: &ApiClient, session: &str, approval: &str, what: String) -> bool {
+    let answer = tokio::task::spawn_blocking(move || {
+        let read = || {
+            let mut line = String::new();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => None,
+                Ok(_) => Some(line.trim().to_string()),
+            }
+        };
+        loop {
+            eprint!(
+                "{} {what}\n  allow? [y]es / [a]lways in this session / [n]o: ",
+                style("?").yellow().bold()
+            );
+            let word = read()?;
+            match word.to_ascii_lowercase().as_str() {
+                "y" | "yes" => return Some(("allow", None)),
+                "a" | "always" => return Some(("allow_session", None)),
+                "n" | "no" => {
+                    eprint!("  why (optional; the model reads it): ");
+                    let why = read().filter(|w| !w.is_empty());
+                    return Some(("deny", why));
+                }
+                _ => eprintln!("  answer y, a or n"),
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some((decision, message)) = answer else {
+        eprintln!(
+            "{}",
+            style(format!(
+                "  no answer on stdin; it waits for POST /api/sessions/{session}/approvals/{approval} or the console"
+            ))
+            .dim()
+        );
+        return false;
+    };
+    decide(c, session, approval, decision, message).await;
+    true
+}
+
+/// Sends a decision; a failure (say, it expired meanwhile) is reported.
+async fn decide(
+    c: &ApiClient,
+    session: &str,
+    approval: &str,
+    decision: &str,
+    message: Option<String>,
+) {
+    let sent = c
+        .fetch::<Value>(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/approvals/{approval}"),
+            Some(json!({ "decision": decision, "message": message })),
+        )
+        .await;
+    if let Err(e) = sent {
+        eprintln!("{} {e}", style("approval not sent:").red());
+    }
+}
+
 /// Posts a task and streams its events to the terminal until it ends.
-/// Exit code 0 when the task completed, 1 otherwise.
-pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow::Result<i32> {
+/// Exit code 0 when the task completed, 1 otherwise. Tool calls that wait
+/// for approval are answered as `approve` says.
+pub async fn task(
+    c: &ApiClient,
+    id: &str,
+    text: &str,
+    json_out: bool,
+    approve: Approve,
+) -> anyhow::Result<i32> {
     let (session, _) = c
         .fetch::<SessionInfo>(reqwest::Method::GET, &format!("/api/sessions/{id}"), None)
         .await?;
@@ -464,6 +551,8 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
     });
     let mut mine = false;
     let mut at_line_start = true;
+    // One question at a time; none after the input ends.
+    let asking = std::sync::Arc::new(tokio::sync::Mutex::new(true));
     let mut out = std::io::stdout();
     while let Some(frame) = ws.next().await {
         let text = match frame? {
@@ -487,6 +576,39 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
         }
         if !mine {
             continue;
+        }
+        if let EventKind::ApprovalRequested {
+            approval_id,
+            tool_name,
+            subject,
+            task_id: asked_for,
+            ..
+        } = &event.kind
+            && asked_for.as_ref().is_none_or(|t| *t == task_id)
+        {
+            let (c, session, approval) = (c.clone(), id.to_string(), approval_id.clone());
+            match approve {
+                Approve::All => {
+                    tokio::spawn(async move {
+                        decide(&c, &session, &approval, "allow", None).await;
+                    });
+                }
+                Approve::Ask => {
+                    let what = format!("{tool_name} wants approval for: {subject}");
+                    let asking = asking.clone();
+                    let spinner = spinner.clone();
+                    tokio::spawn(async move {
+                        let mut open = asking.lock().await;
+                        if *open {
+                            if let Some(s) = &spinner {
+                                s.set_message("waiting for your answer");
+                            }
+                            *open = ask_person(&c, &session, &approval, what).await;
+                        }
+                    });
+                }
+                Approve::Leave => {}
+            }
         }
         if json_out {
             println!("{text}");
@@ -553,6 +675,14 @@ pub async fn task(c: &ApiClient, id: &str, text: &str, json_out: bool) -> anyhow
                         ChangeKind::Deleted => "deleted",
                     };
                     println!("{}", style(format!("  {word} {path}")).dim());
+                }),
+                EventKind::ApprovalResolved { decision, by, .. } => pause(&mut || {
+                    let line = format!("  {} by the {by}", decision.as_str());
+                    if decision.allows() {
+                        println!("{}", style(line).dim());
+                    } else {
+                        println!("{}", style(line).red());
+                    }
                 }),
                 EventKind::NetworkRequest {
                     host,

@@ -365,6 +365,18 @@ pub struct AgentConfig {
     pub retry_base_ms: u64,
     /// Most tasks waiting behind the running one in a session.
     pub max_queued_tasks: usize,
+    /// Seconds a tool call waits for a person's approval before it is
+    /// denied (`by: "timeout"`).
+    pub approval_timeout_secs: u64,
+    /// Whether a session may be created with `"approval": "none"` (no tool
+    /// call ever asks, whatever `[tools.<name>] approval` says).
+    pub allow_approval_none: bool,
+}
+
+impl AgentConfig {
+    pub fn approval_timeout(&self) -> Duration {
+        Duration::from_secs(self.approval_timeout_secs)
+    }
 }
 
 impl Default for AgentConfig {
@@ -379,6 +391,8 @@ impl Default for AgentConfig {
             max_retries: 4,
             retry_base_ms: 1_000,
             max_queued_tasks: 32,
+            approval_timeout_secs: 600,
+            allow_approval_none: false,
         }
     }
 }
@@ -465,6 +479,12 @@ pub struct NetworkConfig {
     pub max_bytes: MemorySize,
     /// Seconds to resolve and connect to a remote host.
     pub connect_timeout_secs: u64,
+    /// In `allowlist` mode, a connection to a host no allow pattern names
+    /// asks a person (an `approval_requested` with subject `host:port`)
+    /// instead of being refused; denied hosts are refused still. The
+    /// program waits at most `agent.approval_timeout_secs` and never more
+    /// than 170 s.
+    pub ask: bool,
 }
 
 impl Default for NetworkConfig {
@@ -480,6 +500,7 @@ impl Default for NetworkConfig {
             max_connections: 64,
             max_bytes: MemorySize(8 << 30),
             connect_timeout_secs: 10,
+            ask: false,
         }
     }
 }
@@ -501,6 +522,13 @@ pub struct ToolConfig {
     pub memory_mb: Option<u64>,
     /// Free-form settings handed to the plugin as JSON.
     pub config: toml::Table,
+    /// `always`: a call waits for a person's approval (unless its subject
+    /// matches `auto_approve` or a session rule); `never`: it runs at once.
+    pub approval: ToolApproval,
+    /// Glob patterns (`*` matches anything, `/` included) on the subject the
+    /// tool declares (shell: the command; write_file: the path): a call
+    /// whose subject matches one runs without asking.
+    pub auto_approve: Vec<String>,
     /// Narrows the host capabilities the tool may use to these (names as in
     /// the plugin contract: files-read, files-write, exec, processes). Never
     /// widens what the tool declares. Unset: what it declares.
@@ -529,9 +557,34 @@ impl Default for ToolConfig {
             timeout_ms: None,
             memory_mb: None,
             config: toml::Table::new(),
+            approval: ToolApproval::Never,
+            auto_approve: Vec::new(),
             capabilities: None,
         }
     }
+}
+
+/// A glob on an approval subject (a command, a path, `host:port`): `*`
+/// matches anything, `/` included, `?` one character, `[...]` a class.
+pub fn subject_glob(pattern: &str) -> Result<globset::GlobMatcher, String> {
+    if pattern.is_empty() || pattern.len() > 1000 {
+        return Err(format!("pattern {pattern:?} must be 1 to 1000 characters"));
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("pattern {pattern:?}: {e}"))
+}
+
+/// Whether a tool's calls wait for a person.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolApproval {
+    #[default]
+    Never,
+    Always,
 }
 
 /// A memory size written the way Docker takes it: a number of bytes, or a
@@ -721,6 +774,16 @@ impl Config {
                     );
                 }
             }
+        }
+        for (tool, settings) in &self.tools {
+            for pattern in &settings.auto_approve {
+                if let Err(e) = subject_glob(pattern) {
+                    bail!("tools.{tool}.auto_approve: {e}");
+                }
+            }
+        }
+        if self.agent.approval_timeout_secs == 0 {
+            bail!("agent.approval_timeout_secs must be positive");
         }
         let w = &self.workspace;
         if w.search_max_results == 0 || w.search_max_line_chars == 0 || w.max_read_bytes == 0 {

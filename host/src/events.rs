@@ -104,6 +104,30 @@ pub enum EventKind {
         path: String,
         kind: crate::workspace::ChangeKind,
     },
+    /// A tool call waits for a person's approval (additive).
+    ApprovalRequested {
+        approval_id: String,
+        /// Null for a connection (`tool_name` `network`).
+        tool_call_id: Option<String>,
+        /// The tool, or `network` for a connection.
+        tool_name: String,
+        arguments: serde_json::Value,
+        /// What is being approved: the argument the tool declares (a
+        /// command, a path), or all the arguments as JSON.
+        subject: String,
+        /// When it is denied by timeout.
+        expires_at: String,
+        task_id: Option<String>,
+    },
+    /// A request for approval was resolved (additive): by `user`, or by
+    /// `timeout` (a denial) or `cancel` (the task was cancelled).
+    ApprovalResolved {
+        approval_id: String,
+        decision: ApprovalDecision,
+        by: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
     /// Connections a program in the sandbox asked for (additive): one event
     /// per host, port, decision and reason, coalescing the connections that
     /// came close together (`connections` of them; bytes summed; the
@@ -118,6 +142,43 @@ pub enum EventKind {
         duration_ms: u64,
         connections: u64,
     },
+}
+
+/// How a request for approval was resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalDecision {
+    /// Run this call.
+    Allow,
+    /// Run it, and every later call of the tool whose subject matches the
+    /// rule's pattern, without asking.
+    AllowSession,
+    /// Do not run it; the model is told why.
+    Deny,
+    /// The task was cancelled while the request waited.
+    Cancelled,
+}
+
+impl ApprovalDecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::AllowSession => "allow_session",
+            Self::Deny => "deny",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Allow, Self::AllowSession, Self::Deny, Self::Cancelled]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+    }
+
+    /// Whether the call runs.
+    pub fn allows(self) -> bool {
+        matches!(self, Self::Allow | Self::AllowSession)
+    }
 }
 
 /// Whether a connection was made.
@@ -481,6 +542,7 @@ mod tests {
             last_task: None,
             error: None,
             network: None,
+            approval: "default".into(),
         };
         store.insert_session(&record).await.unwrap();
     }

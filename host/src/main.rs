@@ -89,7 +89,13 @@ enum Command {
     },
     /// Give a session a task and watch it work, until it ends (exit code 1
     /// unless it completed).
-    Task { session: String, task: String },
+    Task {
+        session: String,
+        task: String,
+        /// Approve every tool call that waits for approval.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Run a command in a session's container (exits with its exit code).
     Shell { session: String, command: String },
     /// An interactive shell in a session's container (a terminal; with
@@ -124,6 +130,11 @@ enum SessionCommand {
         /// A first task for the agent.
         #[arg(long)]
         task: Option<String>,
+        /// Which tool calls wait for a person: default (as the server's
+        /// config says per tool), all (every tool that can change
+        /// something) or none (where the server permits it).
+        #[arg(long, value_parser = ["default", "all", "none"])]
+        approval: Option<String>,
     },
     /// List sessions.
     List,
@@ -203,7 +214,9 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
         Command::Session { command } => {
             let c = remote.client()?;
             match command {
-                SessionCommand::Create { task } => cli::session_create(&c, task, remote.json).await,
+                SessionCommand::Create { task, approval } => {
+                    cli::session_create(&c, task, approval, remote.json).await
+                }
                 SessionCommand::List => cli::session_list(&c, remote.json).await,
                 SessionCommand::Show { session } => {
                     cli::session_show(&c, &session, remote.json).await
@@ -213,8 +226,13 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
                 }
             }
         }
-        Command::Task { session, task } => {
-            cli::task(&remote.client()?, &session, &task, remote.json).await
+        Command::Task { session, task, yes } => {
+            let approve = match (yes, remote.json) {
+                (true, _) => cli::Approve::All,
+                (false, true) => cli::Approve::Leave,
+                (false, false) => cli::Approve::Ask,
+            };
+            cli::task(&remote.client()?, &session, &task, remote.json, approve).await
         }
         Command::Shell { session, command } => {
             cli::shell(&remote.client()?, &session, &command, remote.json).await

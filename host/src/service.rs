@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::agent::{Agent, AgentError, Submitted};
-use crate::session::{Session, SessionError, SessionManager, SessionNetwork};
+use crate::session::{ApprovalMode, Session, SessionError, SessionManager, SessionNetwork};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -45,9 +45,13 @@ impl SessionService {
         &self,
         task: Option<String>,
         network: Option<SessionNetwork>,
+        approval: ApprovalMode,
     ) -> Result<Created, ServiceError> {
         let task = task.filter(|t| !t.trim().is_empty());
-        let session = self.sessions.create(task.clone(), network).await?;
+        let session = self
+            .sessions
+            .create(task.clone(), network, approval)
+            .await?;
         // Taken before the task starts, so `?since=` this follows the whole
         // task from its `task_started`.
         let last_event_seq = session.events.last_seq();

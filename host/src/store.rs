@@ -52,6 +52,40 @@ pub struct SessionRecord {
     pub error: Option<String>,
     /// Its own network settings, as JSON, when it has any.
     pub network: Option<String>,
+    /// How its tool calls are approved: default, all or none.
+    pub approval: String,
+}
+
+/// The columns [`approval_record`] reads, in its order.
+macro_rules! approval_columns {
+    () => {
+        "id, task_id, tool_call_id, tool_name, arguments, subject, requested, expires, decision, message, resolved_by, resolved"
+    };
+}
+
+/// A request for a person's approval of one tool call, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub id: String,
+    pub task_id: String,
+    pub tool_call_id: String,
+    pub tool_name: String,
+    /// JSON, as the model gave them.
+    pub arguments: String,
+    pub subject: String,
+    pub requested: DateTime<Utc>,
+    pub expires: DateTime<Utc>,
+    /// `None` while it waits.
+    pub resolution: Option<ApprovalResolution>,
+}
+
+/// How an approval request was resolved, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalResolution {
+    pub decision: String,
+    pub message: Option<String>,
+    pub by: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A background process as stored.
@@ -205,7 +239,7 @@ impl Store {
 
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -214,13 +248,14 @@ impl Store {
         .bind(&s.last_task)
         .bind(&s.error)
         .bind(&s.network)
+        .bind(&s.approval)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network FROM sessions ORDER BY created, id")
+        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network, approval FROM sessions ORDER BY created, id")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -233,6 +268,7 @@ impl Store {
                 last_task: r.get(4),
                 error: r.get(5),
                 network: r.get(6),
+                approval: r.get(7),
             })
             .collect())
     }
@@ -461,8 +497,146 @@ impl Store {
             .collect()
     }
 
+    pub async fn insert_approval(&self, session_id: &str, a: &ApprovalRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO approvals (session_id, id, task_id, tool_call_id, tool_name, arguments, subject, requested, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(&a.id)
+        .bind(&a.task_id)
+        .bind(&a.tool_call_id)
+        .bind(&a.tool_name)
+        .bind(&a.arguments)
+        .bind(&a.subject)
+        .bind(time(a.requested))
+        .bind(time(a.expires))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a pending request was resolved. False when it was not
+    /// pending (unknown, or resolved already): exactly one resolution wins.
+    pub async fn resolve_approval(
+        &self,
+        session_id: &str,
+        id: &str,
+        r: &ApprovalResolution,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE approvals SET decision = ?, message = ?, resolved_by = ?, resolved = ? WHERE session_id = ? AND id = ? AND decision IS NULL",
+        )
+        .bind(&r.decision)
+        .bind(&r.message)
+        .bind(&r.by)
+        .bind(time(r.at))
+        .bind(session_id)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// One request, pending or not.
+    pub async fn approval(
+        &self,
+        session_id: &str,
+        id: &str,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE session_id = ? AND id = ?"
+        ))
+        .bind(session_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| approval_record(&r)))
+    }
+
+    /// The request made for one tool call, if any.
+    pub async fn approval_for_call(
+        &self,
+        session_id: &str,
+        tool_call_id: &str,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE session_id = ? AND tool_call_id = ? ORDER BY requested DESC, rowid DESC LIMIT 1"
+        ))
+        .bind(session_id)
+        .bind(tool_call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| approval_record(&r)))
+    }
+
+    /// A session's requests still waiting, oldest first.
+    pub async fn pending_approvals(&self, session_id: &str) -> StoreResult<Vec<ApprovalRecord>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            approval_columns!(),
+            " FROM approvals WHERE session_id = ? AND decision IS NULL ORDER BY requested, rowid"
+        ))
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(approval_record).collect())
+    }
+
+    pub async fn insert_approval_rule(
+        &self,
+        session_id: &str,
+        tool_name: &str,
+        pattern: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO approval_rules (session_id, tool_name, pattern, created) VALUES (?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(tool_name)
+        .bind(pattern)
+        .bind(time(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A session's rules (tool name, subject pattern), oldest first.
+    pub async fn approval_rules(&self, session_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query(
+            "SELECT tool_name, pattern FROM approval_rules WHERE session_id = ? ORDER BY created, rowid",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn approval_record(r: &sqlx::sqlite::SqliteRow) -> ApprovalRecord {
+    let decision: Option<String> = r.get(8);
+    ApprovalRecord {
+        id: r.get(0),
+        task_id: r.get(1),
+        tool_call_id: r.get(2),
+        tool_name: r.get(3),
+        arguments: r.get(4),
+        subject: r.get(5),
+        requested: parse_time(r.get::<&str, _>(6)),
+        expires: parse_time(r.get::<&str, _>(7)),
+        resolution: decision.map(|decision| ApprovalResolution {
+            decision,
+            message: r.get(9),
+            by: r.get::<Option<String>, _>(10).unwrap_or_default(),
+            at: parse_time(r.get::<Option<&str>, _>(11).unwrap_or_default()),
+        }),
     }
 }
 
@@ -479,6 +653,7 @@ mod tests {
             last_task: Some("build it".into()),
             error: None,
             network: None,
+            approval: "default".into(),
         }
     }
 

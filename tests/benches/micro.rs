@@ -102,6 +102,7 @@ fn event_log(c: &mut Criterion) {
                 last_task: None,
                 error: None,
                 network: None,
+                approval: "default".into(),
             })
             .await
             .unwrap();

@@ -40,6 +40,19 @@ pub fn fixture_plugin(crate_name: &str) -> PathBuf {
         .join(file)
 }
 
+/// Makes calls of `tool` wait for a person's approval, except those whose
+/// subject matches one of `auto_approve`.
+pub fn ask_before(config: &mut Config, tool: &str, auto_approve: &[&str]) {
+    config.tools.insert(
+        tool.into(),
+        crogia_host::config::ToolConfig {
+            approval: crogia_host::config::ToolApproval::Always,
+            auto_approve: auto_approve.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        },
+    );
+}
+
 /// A config for tests: small limits, a unique container label, data in a
 /// temporary directory, plugins from `plugins/dist`.
 pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {

@@ -105,6 +105,7 @@ mod tests {
                 last_task: None,
                 error: None,
                 network: None,
+                approval: "default".into(),
             })
             .await
             .unwrap();

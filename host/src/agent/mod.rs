@@ -68,6 +68,9 @@ pub struct Submitted {
 struct QueuedTask {
     id: String,
     text: String,
+    /// It was running when the server stopped with a tool call waiting for
+    /// approval: it goes on from there.
+    resumed: bool,
 }
 
 struct Running {
@@ -178,6 +181,7 @@ impl Agent {
         state.queue.push_back(QueuedTask {
             id: task_id.clone(),
             text,
+            resumed: false,
         });
         self.ensure_worker(state, session);
         Ok(Submitted { task_id, position })
@@ -281,9 +285,29 @@ impl Agent {
 
     /// After a restart: tasks the store says were queued or running were
     /// interrupted by the stop; say so in their sessions' event logs.
-    pub async fn recover(&self, sessions: &SessionManager) -> Result<(), AgentError> {
+    pub async fn recover(self: &Arc<Self>, sessions: &SessionManager) -> Result<(), AgentError> {
         for t in self.store.unfinished_tasks().await? {
             if let Ok(session) = sessions.get(&t.session_id) {
+                // A task that waits for a person's approval goes on.
+                if t.status == TaskStatus::Running
+                    && session
+                        .approvals
+                        .pending()
+                        .await?
+                        .iter()
+                        .any(|a| a.task_id.as_deref() == Some(t.task_id.as_str()))
+                {
+                    tracing::info!(session = %session.id, task = %t.task_id, "resuming a task that waits for approval");
+                    let mut tasks = self.tasks.lock().unwrap();
+                    let state = tasks.entry(session.id.clone()).or_default();
+                    state.queue.push_front(QueuedTask {
+                        id: t.task_id.clone(),
+                        text: t.task.clone(),
+                        resumed: true,
+                    });
+                    self.ensure_worker(state, &session);
+                    continue;
+                }
                 let message = match t.status {
                     TaskStatus::Running => {
                         "The server stopped while this task was running; it did not finish."
@@ -337,6 +361,13 @@ impl Agent {
             let Some(end) = self.run(&session, &task, &stop).await else {
                 continue;
             };
+            if end.suspended {
+                tracing::info!(session = %session.id, task = %task.id, "task waits for approval; it resumes at the next start");
+                if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
+                    state.running = None;
+                }
+                continue;
+            }
             // Not running any more before anyone hears it ended, so a cancel
             // sent on `task_completed` finds nothing to cancel.
             if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
@@ -374,21 +405,27 @@ impl Agent {
         {
             tracing::error!(session = %session.id, error = %e, "could not record a task as running");
         }
-        let start = EventKind::TaskStarted {
-            session_id: session.id.clone(),
-            task: task.text.clone(),
-            task_id: task.id.clone(),
-        };
-        if let Err(e) = session.events.publish(start).await {
-            tracing::error!(session = %session.id, error = %e, "could not record task_started; task dropped");
-            return None;
+        if task.resumed {
+            tracing::info!(session = %session.id, task = %task.id, "task resumed, waiting for approval");
+        } else {
+            let start = EventKind::TaskStarted {
+                session_id: session.id.clone(),
+                task: task.text.clone(),
+                task_id: task.id.clone(),
+            };
+            if let Err(e) = session.events.publish(start).await {
+                tracing::error!(session = %session.id, error = %e, "could not record task_started; task dropped");
+                return None;
+            }
+            tracing::info!(session = %session.id, task = %task.id, "task started");
         }
-        tracing::info!(session = %session.id, task = %task.id, "task started");
         Some(match &self.model {
             Err(why) => TaskEnd::new(TaskOutcome::Failed, Usage::default(), 0, Some(why.clone())),
             Ok(model) => {
                 let run = TaskRun {
                     settings: &self.config.agent,
+                    tool_config: &self.config.tools,
+                    task_id: &task.id,
                     store: &self.store,
                     model: model.as_ref(),
                     tools: self.tools.as_ref(),
@@ -396,7 +433,7 @@ impl Agent {
                     session,
                     stop,
                 };
-                run.run(&task.text).await
+                run.run(&task.text, task.resumed).await
             }
         })
     }

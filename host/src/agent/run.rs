@@ -3,15 +3,17 @@
 //! is stopped. How it ended is a [`TaskEnd`]; publishing that is the
 //! caller's business.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use super::conversation::Conversation;
 use super::messages::Message;
+use super::messages::ToolCall;
 use super::model::{Model, ModelError, TurnRequest};
-use super::tools::{ToolRunner, call_tool, clip};
-use crate::config::AgentConfig;
+use super::tools::{CallContext, Called, ToolRunner, clip};
+use crate::config::{AgentConfig, ToolConfig};
 use crate::events::{TaskOutcome, Usage};
 use crate::metrics::Metrics;
 use crate::session::Session;
@@ -66,6 +68,9 @@ pub struct TaskEnd {
     pub steps: u32,
     /// What went wrong, published as an `error` event before `task_completed`.
     pub error: Option<String>,
+    /// It has not ended: the server stopped while a tool call waited for
+    /// approval, and the task resumes at the next start.
+    pub suspended: bool,
 }
 
 impl TaskEnd {
@@ -75,6 +80,14 @@ impl TaskEnd {
             usage,
             steps,
             error,
+            suspended: false,
+        }
+    }
+
+    fn suspended(usage: Usage, steps: u32) -> Self {
+        Self {
+            suspended: true,
+            ..Self::new(TaskOutcome::Interrupted, usage, steps, None)
         }
     }
 
@@ -98,6 +111,8 @@ impl TaskEnd {
 /// What one task's loop works with.
 pub(super) struct TaskRun<'a> {
     pub settings: &'a AgentConfig,
+    pub tool_config: &'a BTreeMap<String, ToolConfig>,
+    pub task_id: &'a str,
     pub store: &'a Store,
     pub model: &'a dyn Model,
     pub tools: &'a dyn ToolRunner,
@@ -107,8 +122,10 @@ pub(super) struct TaskRun<'a> {
 }
 
 impl TaskRun<'_> {
-    /// Works on `task` until it ends.
-    pub(super) async fn run(&self, task: &str) -> TaskEnd {
+    /// Works on `task` until it ends. `resumed`: the task was running when
+    /// the server stopped with a tool call waiting for approval; it goes on
+    /// from there instead of starting over.
+    pub(super) async fn run(&self, task: &str, resumed: bool) -> TaskEnd {
         let settings = self.settings;
         let session = self.session;
         let token = self.stop.token();
@@ -119,11 +136,27 @@ impl TaskRun<'_> {
                 return TaskEnd::failed(usage, 0, format!("could not load the conversation: {e}"));
             }
         };
-        let user = Message::User {
-            content: task.to_string(),
-        };
-        if let Err(e) = conversation.push(user).await {
-            return TaskEnd::failed(usage, 0, format!("could not record the task: {e}"));
+        let calls = self.calls();
+        if resumed {
+            // The calls of the last answer that have no result yet.
+            let unanswered = unanswered_calls(&conversation);
+            for call in &unanswered {
+                match self.answer(&calls, &mut conversation, call, true).await {
+                    Ok(true) => {}
+                    Ok(false) => return TaskEnd::suspended(usage, 0),
+                    Err(e) => return TaskEnd::failed(usage, 0, e),
+                }
+            }
+            if token.is_cancelled() {
+                return self.stopped(usage, 0);
+            }
+        } else {
+            let user = Message::User {
+                content: task.to_string(),
+            };
+            if let Err(e) = conversation.push(user).await {
+                return TaskEnd::failed(usage, 0, format!("could not record the task: {e}"));
+            }
         }
         for step in 1..=settings.max_steps {
             if let Err(e) = conversation.trim(settings.context_chars).await {
@@ -165,36 +198,10 @@ impl TaskRun<'_> {
                 return TaskEnd::new(TaskOutcome::Completed, usage, step, None);
             }
             for call in &turn.tool_calls {
-                // Every call gets a result, even when stopped, so the stored
-                // conversation stays valid for the next task.
-                let content = if token.is_cancelled() {
-                    "Not run: the task was stopped.".to_string()
-                } else {
-                    let called = call_tool(
-                        self.tools,
-                        self.metrics,
-                        &session.caps,
-                        &session.events,
-                        call,
-                        token,
-                        settings.event_result_chars,
-                    )
-                    .await;
-                    match called {
-                        Ok(content) => content,
-                        Err(e) => return TaskEnd::failed(usage, step, e),
-                    }
-                };
-                let result = Message::Tool {
-                    tool_call_id: call.id.clone(),
-                    content: clip(&content, settings.tool_result_chars),
-                };
-                if let Err(e) = conversation.push(result).await {
-                    return TaskEnd::failed(
-                        usage,
-                        step,
-                        format!("could not record a tool result: {e}"),
-                    );
+                match self.answer(&calls, &mut conversation, call, false).await {
+                    Ok(true) => {}
+                    Ok(false) => return TaskEnd::suspended(usage, step),
+                    Err(e) => return TaskEnd::failed(usage, step, e),
                 }
             }
             if token.is_cancelled() {
@@ -213,8 +220,77 @@ impl TaskRun<'_> {
         )
     }
 
+    fn calls(&self) -> CallContext<'_> {
+        CallContext {
+            tools: self.tools,
+            metrics: self.metrics,
+            tool_config: self.tool_config,
+            session: self.session,
+            task_id: self.task_id,
+            stop: self.stop,
+            event_chars: self.settings.event_result_chars,
+        }
+    }
+
+    /// Runs one call (unless the task was stopped) and records its result.
+    /// Every call gets a result, even when stopped, so the stored
+    /// conversation stays valid for the next task. `Ok(false)`: suspended
+    /// for the next start, no result recorded.
+    async fn answer(
+        &self,
+        calls: &CallContext<'_>,
+        conversation: &mut Conversation,
+        call: &ToolCall,
+        resumed: bool,
+    ) -> Result<bool, String> {
+        let content = if self.stop.token().is_cancelled() {
+            "Not run: the task was stopped.".to_string()
+        } else {
+            match calls.call_tool(call, resumed).await? {
+                Called::Done(content) => content,
+                Called::Suspended => return Ok(false),
+            }
+        };
+        let result = Message::Tool {
+            tool_call_id: call.id.clone(),
+            content: clip(&content, self.settings.tool_result_chars),
+        };
+        conversation
+            .push(result)
+            .await
+            .map_err(|e| format!("could not record a tool result: {e}"))?;
+        Ok(true)
+    }
+
     fn stopped(&self, usage: Usage, steps: u32) -> TaskEnd {
         let reason = self.stop.reason().unwrap_or(StopReason::Cancelled);
         TaskEnd::stopped(reason, usage, steps)
     }
+}
+
+/// The tool calls of the conversation's last model answer that have no
+/// result after it.
+fn unanswered_calls(conversation: &Conversation) -> Vec<ToolCall> {
+    let messages: Vec<&Message> = conversation.messages().collect();
+    let Some(last) = messages
+        .iter()
+        .rposition(|m| matches!(m, Message::Assistant { .. }))
+    else {
+        return Vec::new();
+    };
+    let Message::Assistant { tool_calls, .. } = messages[last] else {
+        return Vec::new();
+    };
+    let answered: Vec<&str> = messages[last + 1..]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool { tool_call_id, .. } => Some(tool_call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    tool_calls
+        .iter()
+        .filter(|c| !answered.contains(&c.id.as_str()))
+        .cloned()
+        .collect()
 }

@@ -134,6 +134,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
             last_task: None,
             error: None,
             network: None,
+            approval: "default".into(),
         })
         .await
         .unwrap();
@@ -154,18 +155,28 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
     let events = crate::events::EventLog::open(store.clone(), &id, 1024)
         .await
         .unwrap();
-    let session = Arc::new(Session::new(
+    let events = Arc::new(events);
+    let approvals = crate::session::SessionApprovals::new(
+        &id,
+        store.clone(),
+        events.clone(),
+        crate::session::ApprovalMode::Default,
+        config.agent.approval_timeout(),
+        Vec::new(),
+    );
+    let session = Arc::new(Session::new(crate::session::SessionParts {
         id,
-        chrono::Utc::now(),
-        "no-container".into(),
+        created: chrono::Utc::now(),
+        container_id: "no-container".into(),
         caps,
-        Arc::new(events),
-        None,
-        Arc::new(
+        events,
+        last_task: None,
+        network: Arc::new(
             crate::network::SessionEgress::new(Arc::default(), Default::default())
                 .expect("the default network settings are valid"),
         ),
-    ));
+        approvals: Arc::new(approvals),
+    }));
     let (tx, asked) = mpsc::unbounded_channel();
     let agent = Agent::with_parts(
         Arc::new(config),

@@ -1,17 +1,23 @@
 //! Tool dispatch: the seam between the agent and whatever runs tools
 //! ([`ToolRunner`], implemented by the plugin runtime), and one call with
-//! its `tool_call` / `tool_complete` events and metrics.
+//! its `tool_call` / `tool_complete` events, its metrics, and the person's
+//! approval when the call needs one (`[tools.<name>] approval`, the
+//! session's `approval` mode, `auto_approve` patterns and the session's
+//! rules decide).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use futures_util::future::BoxFuture;
-use tokio_util::sync::CancellationToken;
 
 use super::messages::ToolCall;
+use super::run::{StopReason, StopSignal};
 use crate::capabilities::Capabilities;
-use crate::events::{EventKind, EventLog};
+use crate::config::{ToolApproval, ToolConfig, subject_glob};
+use crate::events::EventKind;
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
 use crate::plugins::{PluginRuntime, ToolError, ToolInfo};
+use crate::session::{ApprovalMode, BY_CANCEL, BY_TIMEOUT, Decision, Resolution, Session, Waited};
 
 /// What the agent needs from the tools: which exist, and running one for a
 /// session.
@@ -49,61 +55,220 @@ impl ToolRunner for PluginRuntime {
     }
 }
 
-/// Runs one tool call with `tool_call` / `tool_complete` events around it.
-/// Returns the text for the model (a failure is text too, so the model can
-/// react); `Err` only when events cannot be recorded.
-pub(super) async fn call_tool(
-    tools: &dyn ToolRunner,
-    metrics: &Metrics,
-    caps: &Capabilities,
-    events: &EventLog,
-    call: &ToolCall,
-    token: &CancellationToken,
-    event_chars: usize,
-) -> Result<String, String> {
-    let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
-        .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
-    events
-        .publish(EventKind::ToolCall {
-            tool_name: call.name.clone(),
-            arguments,
-            tool_call_id: call.id.clone(),
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    let outcome = tokio::select! {
-        _ = token.cancelled() => Err(("cancelled", "Error: the task was stopped while this tool ran".to_string())),
-        r = tools.invoke(caps.clone(), &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.for_model())),
-    };
-    let outcome_word = match &outcome {
-        Ok(_) => "ok",
-        Err((code, _)) => code,
-    };
-    // Tool names come from the model: one it made up is counted as
-    // `unknown`, so metric labels stay bounded by the loaded tools.
-    let label = if tools.has_tool(&call.name) {
-        call.name.as_str()
-    } else {
-        UNKNOWN_TOOL
-    };
-    metrics.tool_called(label, outcome_word, started.elapsed());
-    let (content, is_error) = match outcome {
-        Ok(text) => (text, false),
-        Err((_, e)) => (e, true),
-    };
-    events
-        .publish(EventKind::ToolComplete {
-            tool_call_id: call.id.clone(),
-            tool_name: call.name.clone(),
-            result: clip(&content, event_chars),
-            is_error,
-            duration_ms: started.elapsed().as_millis() as u64,
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(content)
+/// What one tool call works with.
+pub(super) struct CallContext<'a> {
+    pub tools: &'a dyn ToolRunner,
+    pub metrics: &'a Metrics,
+    pub tool_config: &'a BTreeMap<String, ToolConfig>,
+    pub session: &'a Session,
+    pub task_id: &'a str,
+    pub stop: &'a StopSignal,
+    pub event_chars: usize,
 }
+
+/// How a tool call ended for the task.
+#[derive(Debug)]
+pub(super) enum Called {
+    /// The text for the model (a failure or a refusal is text too, so the
+    /// model can react).
+    Done(String),
+    /// The server is stopping while the call waits for approval: no result
+    /// yet; the task resumes, waiting on the same request, at the next start.
+    Suspended,
+}
+
+/// Whether a call may run: at once, after a person said so, or not at all.
+enum Gate {
+    Run,
+    Refused(String),
+    Suspended,
+}
+
+/// What is approved in a call: the argument the tool declares, or all of
+/// its arguments.
+fn subject_of(tool: Option<&ToolInfo>, arguments: &str) -> String {
+    let declared = tool.and_then(|t| t.subject.as_deref());
+    if let Some(name) = declared
+        && let Ok(serde_json::Value::Object(args)) = serde_json::from_str(arguments)
+        && let Some(serde_json::Value::String(value)) = args.get(name)
+    {
+        return value.clone();
+    }
+    arguments.to_string()
+}
+
+/// Tools that can only read never ask: no capability beyond `files-read`.
+fn read_only(tool: &ToolInfo) -> bool {
+    tool.capabilities.iter().all(|c| {
+        crate::plugins::Capability::from_name(c).is_some_and(crate::plugins::Capability::read_only)
+    })
+}
+
+impl CallContext<'_> {
+    /// The subject of `call` when it must wait for a person; `None` when it
+    /// runs at once.
+    async fn needs_approval(&self, call: &ToolCall) -> Option<String> {
+        let approvals = &self.session.approvals;
+        let tool = self
+            .tools
+            .enabled_tools()
+            .into_iter()
+            .find(|t| t.name == call.name)?;
+        if approvals.mode() == ApprovalMode::None || read_only(&tool) {
+            return None;
+        }
+        let settings = self.tool_config.get(&call.name);
+        let asks = approvals.mode() == ApprovalMode::All
+            || settings.is_some_and(|s| s.approval == ToolApproval::Always);
+        if !asks {
+            return None;
+        }
+        let subject = subject_of(Some(&tool), &call.arguments);
+        let auto = settings.into_iter().flat_map(|s| &s.auto_approve);
+        for pattern in auto {
+            if subject_glob(pattern).is_ok_and(|m| m.is_match(&subject)) {
+                return None;
+            }
+        }
+        if approvals.rule_allows(&call.name, &subject).await {
+            return None;
+        }
+        Some(subject)
+    }
+
+    /// Asks for approval when the call needs it (or, after a restart, waits
+    /// on the request made before), and waits for the answer, the timeout
+    /// or the task's end.
+    async fn gate(&self, call: &ToolCall, waiting: Option<Waiting>) -> Result<Gate, String> {
+        let approvals = &self.session.approvals;
+        let (request, answer) = match waiting {
+            Some(w) => w,
+            None => match self.needs_approval(call).await {
+                None => return Ok(Gate::Run),
+                Some(subject) => approvals
+                    .request(
+                        Some((self.task_id, &call.id)),
+                        &call.name,
+                        &call.arguments,
+                        &subject,
+                        approvals.timeout(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?,
+            },
+        };
+        let id = request.approval_id.as_str();
+        let waited = approvals
+            .answer(&request, answer, self.stop.token())
+            .await
+            .map_err(|e| e.to_string())?;
+        let r = match waited {
+            Waited::Answered(r) => r,
+            // The server stops: the request stays for the next start.
+            Waited::Stopped(_) if self.stop.reason() == Some(StopReason::Interrupted) => {
+                approvals.abandon(id).await;
+                return Ok(Gate::Suspended);
+            }
+            Waited::Stopped(answer) => approvals
+                .settle(
+                    id,
+                    Decision::Cancelled,
+                    "the task was stopped".into(),
+                    BY_CANCEL,
+                    answer,
+                )
+                .await
+                .map_err(|e| e.to_string())?,
+        };
+        if r.decision.allows() {
+            return Ok(Gate::Run);
+        }
+        let why = r.message.filter(|m| !m.trim().is_empty());
+        Ok(Gate::Refused(match (r.decision, r.by.as_str(), why) {
+            (Decision::Cancelled, _, _) => "Not run: the task was stopped.".into(),
+            (_, BY_TIMEOUT, Some(m)) => format!("Not run: {m}."),
+            (_, by, Some(m)) => format!("Not run: denied by the {by}: {m}"),
+            (_, by, None) => format!("Not run: denied by the {by}."),
+        }))
+    }
+
+    /// Runs one tool call with `tool_call` / `tool_complete` events around
+    /// it, after a person's approval when it needs one. `Err` only when
+    /// events cannot be recorded. `resumed`: the task was resumed after a
+    /// restart, and this call may have a request waiting already.
+    pub(super) async fn call_tool(&self, call: &ToolCall, resumed: bool) -> Result<Called, String> {
+        let events = &self.session.events;
+        let waiting = if resumed {
+            self.session
+                .approvals
+                .wait(&call.id)
+                .await
+                .map_err(|e| e.to_string())?
+        } else {
+            None
+        };
+        // A call resumed with its request was announced before the restart.
+        if waiting.is_none() {
+            let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
+                .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
+            events
+                .publish(EventKind::ToolCall {
+                    tool_name: call.name.clone(),
+                    arguments,
+                    tool_call_id: call.id.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let started = Instant::now();
+        let outcome = match self.gate(call, waiting).await? {
+            Gate::Suspended => return Ok(Called::Suspended),
+            Gate::Refused(text) => Err(("refused", text)),
+            Gate::Run => {
+                let token = self.stop.token();
+                let caps = self.session.caps.clone();
+                tokio::select! {
+                    _ = token.cancelled() => Err(("cancelled", "Error: the task was stopped while this tool ran".to_string())),
+                    r = self.tools.invoke(caps, &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.for_model())),
+                }
+            }
+        };
+        let outcome_word = match &outcome {
+            Ok(_) => "ok",
+            Err((code, _)) => code,
+        };
+        // Tool names come from the model: one it made up is counted as
+        // `unknown`, so metric labels stay bounded by the loaded tools.
+        let label = if self.tools.has_tool(&call.name) {
+            call.name.as_str()
+        } else {
+            UNKNOWN_TOOL
+        };
+        self.metrics
+            .tool_called(label, outcome_word, started.elapsed());
+        let (content, is_error) = match outcome {
+            Ok(text) => (text, false),
+            Err((_, e)) => (e, true),
+        };
+        events
+            .publish(EventKind::ToolComplete {
+                tool_call_id: call.id.clone(),
+                tool_name: call.name.clone(),
+                result: clip(&content, self.event_chars),
+                is_error,
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Called::Done(content))
+    }
+}
+
+/// A request made before a restart, and the receiver of its answer.
+type Waiting = (
+    crate::session::ApprovalRequest,
+    tokio::sync::oneshot::Receiver<Resolution>,
+);
 
 /// At most `max` characters of `text`, with a note of what was cut.
 pub(super) fn clip(text: &str, max: usize) -> String {

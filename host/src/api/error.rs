@@ -143,7 +143,9 @@ impl From<SessionError> for ApiError {
             SessionError::Store(e) => Self::internal(e.to_string()),
             SessionError::Workspace(m) => Self::internal(format!("workspace: {m}")),
             SessionError::InvalidNetwork(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
-            SessionError::NetworkNotPermitted(m) => Self::new(StatusCode::FORBIDDEN, m),
+            SessionError::NetworkNotPermitted(m) | SessionError::ApprovalNotPermitted(m) => {
+                Self::new(StatusCode::FORBIDDEN, m)
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! (`/openapi.json`), Swagger UI (`/docs`) and ReDoc (`/redoc`), from assets
 //! embedded in the binary.
 
+mod approvals;
 mod auth;
 mod console;
 mod error;
@@ -78,6 +79,7 @@ fn api_routes() -> ApiRouter<Arc<AppState>> {
         .merge(search::routes())
         .merge(shell::routes())
         .merge(network::routes())
+        .merge(approvals::routes())
         .merge(tools::routes())
 }
 
@@ -121,6 +123,7 @@ fn base_document() -> OpenApi {
                 "network",
                 "What a session's programs may reach through the sandbox's proxy",
             ),
+            tag("approvals", "Tool calls waiting for a person's approval"),
             tag("tools", "The agent's tool plugins"),
         ],
         ..OpenApi::default()

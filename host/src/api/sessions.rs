@@ -6,6 +6,8 @@
 //!   to the agent. 503 when the Docker engine is unavailable.
 //!   `"network": {"allow": [...], "deny": [...]}` (optional) narrows what its
 //!   programs may reach (403 when the operator's policy does not permit it).
+//!   `"approval": "default" | "all" | "none"` (optional) says which tool
+//!   calls wait for a person (`none`: 403 unless the operator permits it).
 //! - `GET /api/sessions/{session_id}` — one session; 404 `Session not found`.
 //! - `DELETE /api/sessions/{session_id}` — removes the container, the
 //!   workspace and everything stored; a second delete is a 404.
@@ -23,7 +25,7 @@ use super::extract::{ApiJson, ApiPath};
 use super::network::NetworkSettings;
 use super::types::FirstTaskText;
 use super::{ApiError, MessageResponse, SessionPath};
-use crate::session::{Session, SessionManager, SessionStatus};
+use crate::session::{ApprovalMode, Session, SessionManager, SessionStatus};
 use crate::state::AppState;
 
 /// A session as the API shows it.
@@ -49,6 +51,8 @@ pub struct SessionInfo {
     /// get only what comes next (additive). In a create response it is taken
     /// before the session's first task starts.
     pub last_event_seq: u64,
+    /// How its tool calls are approved: default, all or none (additive).
+    pub approval: ApprovalMode,
 }
 
 impl SessionInfo {
@@ -64,6 +68,7 @@ impl SessionInfo {
             container_status: report.container_status,
             error: report.error,
             last_event_seq: s.events.last_seq(),
+            approval: s.approvals.mode(),
         }
     }
 }
@@ -78,6 +83,12 @@ pub struct CreateSessionRequest {
     /// pattern is malformed, 403 when one reaches past the operator's policy.
     #[serde(default)]
     pub network: Option<NetworkSettings>,
+    /// How its tool calls are approved (additive): `default` (as the
+    /// operator configured each tool), `all` (every tool that can change
+    /// something asks) or `none` (nothing asks; 403 unless the operator
+    /// permits it).
+    #[serde(default)]
+    pub approval: ApprovalMode,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -119,6 +130,7 @@ async fn create(
         .create(
             req.task.map(FirstTaskText::into_inner),
             req.network.map(Into::into),
+            req.approval,
         )
         .await?;
     let mut info = SessionInfo::new(&state.sessions, &created.session);

@@ -176,6 +176,17 @@ impl Drop for Slot {
     }
 }
 
+/// Asks a person whether a program may reach a host no allow pattern
+/// names (`[network] ask = true`).
+pub trait Asker: Send + Sync {
+    /// `Ok`: why it may (for the log); `Err`: why not.
+    fn ask<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> futures_util::future::BoxFuture<'a, Result<String, String>>;
+}
+
 /// Decides, dials and carries the connection `ask` of `session_id`'s
 /// program in `container`, until either end closes it, a limit cuts it, or
 /// `stop` is cancelled. Returns what to log.
@@ -185,6 +196,7 @@ pub async fn carry(
     session_id: &str,
     egress: &Arc<SessionEgress>,
     ask: EgressAsk,
+    person: Option<&dyn Asker>,
     stop: &CancellationToken,
 ) -> Attempt {
     let started = Instant::now();
@@ -201,9 +213,16 @@ pub async fn carry(
     let dialled = async {
         let policy = egress.policy();
         let host = Host::parse(&ask.host);
-        let allowed_by = policy
-            .check_host(&host, ask.port)
-            .map_err(|Denial(why)| Refusal::Policy(why))?;
+        let allowed_by = match policy.check_host(&host, ask.port) {
+            Ok(by) => by,
+            Err(Denial(why)) => match person {
+                Some(person) if egress.config.ask && policy.unlisted(&host, ask.port) => person
+                    .ask(&ask.host, ask.port)
+                    .await
+                    .map_err(Refusal::Policy)?,
+                _ => return Err(Refusal::Policy(why)),
+            },
+        };
         let slot = egress.take_slot()?;
         egress.budget_left()?;
         let stream = dial(&policy, &host, ask.port, egress.config.connect_timeout()).await?;

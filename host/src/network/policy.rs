@@ -387,6 +387,18 @@ impl Policy {
         }
     }
 
+    /// Whether a person may be asked about `host`: the network is on, no
+    /// deny pattern matches it, no allow pattern names it, and it is not a
+    /// loopback, private or link-local address (which only the operator's
+    /// patterns open; a name is checked again once resolved).
+    pub fn unlisted(&self, host: &Host, port: u16) -> bool {
+        let special = matches!(host, Host::Address(a) if is_special(*a));
+        self.mode == NetworkMode::Allowlist
+            && !special
+            && !self.deny.iter().any(|p| p.matches(host, port))
+            && !self.allow.iter().any(|p| p.matches(host, port))
+    }
+
     /// The verdict on dialling `addr` (what `host` resolved to, or the
     /// address asked for) on `port`.
     pub fn check_address(&self, addr: IpAddr, port: u16) -> Result<(), Denial> {

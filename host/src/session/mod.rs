@@ -13,6 +13,7 @@
 //! - `reconcile.rs`: following containers, marking sessions whose container vanished;
 //! - `gc.rs`: `crogia gc`, removing containers that belong to no session.
 
+mod approvals;
 mod egress;
 mod files;
 mod follow;
@@ -32,6 +33,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::network::SessionNetwork;
+pub use approvals::{
+    ApprovalMode, ApprovalRequest, ApprovalRule, BY_CANCEL, BY_TIMEOUT, Decision, Resolution,
+    ResolveError, SessionApprovals, Waited,
+};
 pub use gc::{Garbage, collect_garbage};
 
 use crate::capabilities::Capabilities;
@@ -58,6 +63,9 @@ pub enum SessionError {
     /// The network settings asked for reach past the operator's policy.
     #[error("{0}")]
     NetworkNotPermitted(String),
+    /// The approval mode asked for is not permitted by the operator.
+    #[error("{0}")]
+    ApprovalNotPermitted(String),
 }
 
 impl From<crate::network::PolicyError> for SessionError {
@@ -105,21 +113,37 @@ pub struct Session {
     pub deleted: CancellationToken,
     /// What its programs may reach, and what they use.
     pub network: Arc<SessionEgress>,
+    /// Tool calls waiting for a person, and the rules they left.
+    pub approvals: Arc<SessionApprovals>,
     last_task: Mutex<Option<String>>,
     deleting: AtomicBool,
 }
 
+/// What a [`Session`] is made of.
+pub struct SessionParts {
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub container_id: String,
+    pub caps: Capabilities,
+    pub events: Arc<EventLog>,
+    pub last_task: Option<String>,
+    pub network: Arc<SessionEgress>,
+    pub approvals: Arc<SessionApprovals>,
+}
+
 impl Session {
     /// A session made of its parts.
-    pub fn new(
-        id: String,
-        created: DateTime<Utc>,
-        container_id: String,
-        caps: Capabilities,
-        events: Arc<EventLog>,
-        last_task: Option<String>,
-        network: Arc<SessionEgress>,
-    ) -> Self {
+    pub fn new(parts: SessionParts) -> Self {
+        let SessionParts {
+            id,
+            created,
+            container_id,
+            caps,
+            events,
+            last_task,
+            network,
+            approvals,
+        } = parts;
         Self {
             id,
             created,
@@ -128,6 +152,7 @@ impl Session {
             events,
             deleted: CancellationToken::new(),
             network,
+            approvals,
             last_task: Mutex::new(last_task),
             deleting: AtomicBool::new(false),
         }

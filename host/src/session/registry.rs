@@ -9,7 +9,10 @@ use chrono::Utc;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Prepared, Session, SessionError, SessionManager, SessionStatus, StatusReport};
+use super::approvals::{ApprovalMode, SessionApprovals};
+use super::{
+    Prepared, Session, SessionError, SessionManager, SessionParts, SessionStatus, StatusReport,
+};
 use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
 use crate::config::Config;
 use crate::events::EventLog;
@@ -107,15 +110,29 @@ impl SessionManager {
             Arc::new(Health::new(record.error)),
         );
         let network = self.restored_network(&record.id, record.network.as_deref());
-        let session = Arc::new(Session::new(
-            record.id,
-            record.created,
-            record.container_id,
+        let events = Arc::new(events);
+        let mode = ApprovalMode::parse(&record.approval).unwrap_or_else(|| {
+            tracing::warn!(session = %record.id, approval = %record.approval, "unknown approval mode stored; using default");
+            ApprovalMode::Default
+        });
+        let approvals = SessionApprovals::new(
+            &record.id,
+            self.store.clone(),
+            events.clone(),
+            mode,
+            self.config.agent.approval_timeout(),
+            self.store.approval_rules(&record.id).await?,
+        );
+        let session = Arc::new(Session::new(SessionParts {
+            id: record.id,
+            created: record.created,
+            container_id: record.container_id,
             caps,
-            Arc::new(events),
-            record.last_task,
-            Arc::new(network),
-        ));
+            events,
+            last_task: record.last_task,
+            network: Arc::new(network),
+            approvals: Arc::new(approvals),
+        }));
         self.spawn_file_events(&session);
         self.spawn_egress(&session);
         Ok(session)
@@ -235,8 +252,14 @@ impl SessionManager {
         self: &Arc<Self>,
         task: Option<String>,
         network: Option<SessionNetwork>,
+        approval: ApprovalMode,
     ) -> Result<Arc<Session>, SessionError> {
         // Refused before anything is made.
+        if approval == ApprovalMode::None && !self.config.agent.allow_approval_none {
+            return Err(SessionError::ApprovalNotPermitted(
+                "\"approval\": \"none\" is not permitted by this server (agent.allow_approval_none is false)".into(),
+            ));
+        }
         let network = match network {
             Some(own) => {
                 crate::network::Policy::new(&self.config.network, &own)?;
@@ -264,6 +287,7 @@ impl SessionManager {
             last_task: task.filter(|t| !t.trim().is_empty()),
             error: None,
             network,
+            approval: approval.as_str().into(),
         };
         if let Err(e) = self.store.insert_session(&record).await {
             let _ = self.sandbox.remove(&container_id).await;

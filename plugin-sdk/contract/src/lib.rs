@@ -54,8 +54,11 @@ const fn package_version(wit: &'static str) -> &'static str {
 pub const MAX_TOOL_NAME: usize = 64;
 
 /// The tool-name rule, in words, for error messages.
-pub const TOOL_NAME_RULE: &str =
-    "1 to 64 characters of a-z, 0-9 and _, starting with a letter (like read_file)";
+pub const TOOL_NAME_RULE: &str = "1 to 64 characters of a-z, 0-9 and _, starting with a letter (like read_file), and not `network`";
+
+/// The name approval requests for a sandbox's connections carry in place of
+/// a tool's: no tool may take it.
+pub const NETWORK_TOOL: &str = "network";
 
 /// Whether `name` is a valid tool name: what every OpenAI-compatible API
 /// accepts as a function name, and one spelling for the model, the config
@@ -63,6 +66,9 @@ pub const TOOL_NAME_RULE: &str =
 pub const fn valid_tool_name(name: &str) -> bool {
     let b = name.as_bytes();
     if b.is_empty() || b.len() > MAX_TOOL_NAME || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    if name.eq_ignore_ascii_case(NETWORK_TOOL) {
         return false;
     }
     let mut i = 1;
@@ -142,6 +148,7 @@ mod tests {
         }
         for bad in [
             "",
+            "network",
             "9lives",
             "_x",
             "Read",

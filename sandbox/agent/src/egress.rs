@@ -29,10 +29,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::pipe::{Pipe, pipe};
-use crate::protocol::{EgressAsk, EgressRefusal, MAX_EGRESS_WAITING, PROXY_PORT};
+use crate::protocol::{
+    EGRESS_ANSWER_SECS, EgressAsk, EgressRefusal, MAX_EGRESS_WAITING, PROXY_PORT,
+};
 
-/// How long a program waits for the server to decide and dial.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a program waits for the server to decide (perhaps asking a
+/// person) and dial.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(EGRESS_ANSWER_SECS);
 /// Bytes buffered in each direction of a connection.
 const TUNNEL_BUFFER: usize = 64 * 1024;
 /// Bytes read from a program at a time.

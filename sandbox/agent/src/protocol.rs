@@ -69,6 +69,10 @@ pub const PROXY_PORT: u16 = 3128;
 /// Most connections the proxy holds waiting for the server's answer.
 pub const MAX_EGRESS_WAITING: usize = 256;
 
+/// Seconds a program's connection waits for the server's answer (which may
+/// include a person's approval) before it is refused.
+pub const EGRESS_ANSWER_SECS: u64 = 180;
+
 /// A connection a program asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EgressAsk {

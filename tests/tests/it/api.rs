@@ -40,10 +40,13 @@ async fn session_create_get_list_delete_follow_the_contract() {
         )
         .await;
     assert_eq!(status, 200, "{created}");
-    // The contract's fields, plus the additive `last_event_seq`.
+    // The contract's fields, plus the additive `last_event_seq` and
+    // `approval`.
     let mut expected = set(SESSION_FIELDS);
     expected.insert("last_event_seq".into());
+    expected.insert("approval".into());
     assert_eq!(keys(&created), expected);
+    assert_eq!(created["approval"], "default");
     assert_eq!(created["last_event_seq"], 0);
     let id = created["session_id"].as_str().unwrap();
     assert!(

@@ -2,7 +2,7 @@
 
 use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::process::binary;
-use crogia_tests::{TestServer, server_with_model};
+use crogia_tests::{TestServer, ask_before, server_with_model};
 use serde_json::{Value, json};
 
 struct Run {
@@ -12,13 +12,25 @@ struct Run {
 }
 
 async fn crogia(server: &TestServer, args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(binary())
+    crogia_typing(server, args, b"").await
+}
+
+/// Runs the client with `input` on its stdin (then closed).
+async fn crogia_typing(server: &TestServer, args: &[&str], input: &[u8]) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut child = tokio::process::Command::new(binary())
         .args(args)
         .env("CROGIA_URL", &server.base)
         .env_remove("CROGIA_TOKEN")
-        .output()
-        .await
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -203,6 +215,63 @@ async fn task_streams_the_work_and_exits_by_its_outcome() {
         .collect();
     assert_eq!(types.first().map(String::as_str), Some("task_started"));
     assert_eq!(types.last().map(String::as_str), Some("task_completed"));
+}
+
+/// `crogia task` answers tool calls that wait for approval: on stdin
+/// (y / a / n with a reason), or all at once with `--yes`.
+#[tokio::test]
+async fn task_asks_on_stdin_for_approvals_or_approves_all_with_yes() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "shell".into(),
+            json!({"command": "touch asked.txt"}),
+        )]),
+        Reply::Text("Understood.".into()),
+        Reply::Tools(vec![("shell".into(), json!({"command": "touch yes.txt"}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| ask_before(c, "shell", &[])).await;
+    let id = server.session().await;
+    // Answered "n" with a reason, typed on stdin.
+    let run = crogia_typing(
+        &server,
+        &["task", &id, "touch a file"],
+        b"n\nnot in this directory\n",
+    )
+    .await;
+    let (stdout, stderr) = (&run.stdout, &run.stderr);
+    assert_eq!(run.code, 0, "{stderr}");
+    assert!(
+        stderr.contains("shell wants approval for: touch asked.txt"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("deny by the user"), "{stdout}");
+    let seen = &model.requests()[1]["messages"];
+    let last = seen.as_array().unwrap().last().unwrap()["content"].clone();
+    assert_eq!(last, "Not run: denied by the user: not in this directory");
+
+    // A session that asks for every write, made from the command line.
+    let all = crogia(
+        &server,
+        &["session", "create", "--approval", "all", "--json"],
+    )
+    .await;
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    let all: Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(all["approval"], "all");
+
+    // --yes approves without asking.
+    let run = crogia(&server, &["task", &id, "touch another", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("allow by the user"), "{}", run.stdout);
+    assert!(!run.stderr.contains("wants approval"), "{}", run.stderr);
+    let check = crogia(&server, &["shell", &id, "ls"]).await;
+    assert!(
+        check.stdout.contains("yes.txt") && !check.stdout.contains("asked.txt"),
+        "{}",
+        check.stdout
+    );
 }
 
 #[tokio::test]

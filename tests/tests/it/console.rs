@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::process::free_port;
-use crogia_tests::{repo_root, server_with_model};
+use crogia_tests::{ask_before, repo_root, server_with_model};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 
@@ -109,19 +109,7 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
     let c = browser(&driver).await;
     let wait = Duration::from_secs(30);
 
-    c.goto(&server.base).await.unwrap();
-    c.find(Locator::Css("#new-task"))
-        .await
-        .unwrap()
-        .send_keys("Create a Flask app and run it")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#new-session button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    new_session_with_task(&c, &server, "Create a Flask app and run it").await;
 
     // The task streams to completion: its tool calls, then its answer.
     c.wait()
@@ -234,6 +222,27 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
     screenshot(&c, "console-tools").await;
     c.close().await.unwrap();
     drop(driver);
+}
+
+/// Opens the console and creates a session with `task` from its form.
+async fn new_session_with_task(
+    c: &fantoccini::Client,
+    server: &crogia_tests::TestServer,
+    task: &str,
+) {
+    c.goto(&server.base).await.unwrap();
+    c.find(Locator::Css("#new-task"))
+        .await
+        .unwrap()
+        .send_keys(task)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#new-session button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 }
 
 async fn first_session(server: &crogia_tests::TestServer) -> String {
@@ -355,6 +364,103 @@ async fn the_console_asks_for_the_token_and_then_works_with_auth_on() {
     }
     assert!(screen.contains("42 from-/workspace"), "{screen}");
     screenshot(&c, "console-terminal").await;
+    c.close().await.unwrap();
+    drop(driver);
+}
+
+/// A tool call that waits for approval shows in the console with its
+/// subject and arguments, and its buttons answer it: Allow runs it, Deny
+/// with a reason refuses it and the model reads the reason.
+#[tokio::test]
+async fn the_console_shows_waiting_approvals_and_its_buttons_answer_them() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "shell".into(),
+            json!({"command": "touch allowed.txt"}),
+        )]),
+        Reply::Tools(vec![(
+            "shell".into(),
+            json!({"command": "touch denied.txt"}),
+        )]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| ask_before(c, "shell", &[])).await;
+    let driver = Driver::start().await;
+    let c = browser(&driver).await;
+    let wait = Duration::from_secs(30);
+    new_session_with_task(&c, &server, "Touch two files").await;
+
+    // The first request: its subject, then Allow.
+    let allow = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.approval:not(.resolved) button.allow"))
+        .await
+        .unwrap();
+    let subject = c
+        .find(Locator::Css(".event.approval .subject"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(subject, "touch allowed.txt");
+    screenshot(&c, "console-approval").await;
+    allow.click().await.unwrap();
+
+    // The second (after the first is shown resolved): a reason, then Deny.
+    let second = ".event.approval.resolved ~ .event.approval:not(.resolved)";
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(&format!("{second} .subject")))
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!("{second} input")))
+        .await
+        .unwrap()
+        .send_keys("not that one")
+        .await
+        .unwrap();
+    c.find(Locator::Css(&format!("{second} button.deny")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.done.completed"))
+        .await
+        .unwrap();
+    let mut states = Vec::new();
+    for s in c
+        .find_all(Locator::Css(".event.approval .state"))
+        .await
+        .unwrap()
+    {
+        states.push(s.text().await.unwrap());
+    }
+    assert_eq!(states, ["allow by user", "deny by user: not that one"]);
+    let id = first_session(&server).await;
+    let (_, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "ls allowed.txt denied.txt 2>&1; true"}),
+        )
+        .await;
+    let listing = out["stdout"].as_str().unwrap();
+    assert!(
+        listing.contains("allowed.txt") && listing.contains("No such file"),
+        "{listing}"
+    );
+    let last = model.requests()[2]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["content"]
+        .clone();
+    assert_eq!(last, "Not run: denied by the user: not that one");
     c.close().await.unwrap();
     drop(driver);
 }

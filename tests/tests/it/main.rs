@@ -3,6 +3,7 @@
 
 mod agent;
 mod api;
+mod approvals;
 mod capabilities;
 mod cli;
 mod console;

@@ -372,3 +372,99 @@ async fn connections_close_together_are_coalesced_into_few_events() {
     );
     assert_eq!(upstream.hits(), 20);
 }
+
+/// With `[network] ask = true`, a host no allow pattern names asks a person
+/// (subject `host:port`) instead of being refused: a denial reaches the
+/// program as a 403 with the person's words, "allow for this session" lets
+/// it through and spares the next connection the question.
+#[tokio::test]
+async fn an_unlisted_host_asks_a_person_when_ask_is_on() {
+    let upstream = Upstream::start().await;
+    let port = upstream.port;
+    // The address is opened for the port; the name `localhost` is not
+    // listed, so reaching it by name asks.
+    let server = TestServer::with_config(|c| {
+        c.network.allow = vec![format!("127.0.0.1:{port}")];
+        c.network.ask = true;
+    })
+    .await;
+    let id = server.session().await;
+    let url = format!("http://localhost:{port}/");
+    let cmd = curl(&url);
+    let mut ws = server.ws(&id, Some(0)).await;
+    let decide = |approval: String, body: Value| {
+        let server = &server;
+        let id = &id;
+        async move {
+            let (status, out) = server
+                .post(&format!("/api/sessions/{id}/approvals/{approval}"), body)
+                .await;
+            assert_eq!(status, 200, "{out}");
+        }
+    };
+    let mut next_request = async || loop {
+        let e = ws.event().await;
+        if e["type"] == "approval_requested" {
+            return e;
+        }
+    };
+
+    // Denied, with a reason the program reads.
+    let (shell, ()) = tokio::join!(sh(&server, &id, &cmd), async {
+        let asked = next_request().await;
+        assert_eq!(asked["tool_name"], "network");
+        assert_eq!(asked["subject"], format!("localhost:{port}"));
+        assert_eq!(asked["tool_call_id"], Value::Null);
+        assert_eq!(
+            asked["arguments"],
+            json!({"host": "localhost", "port": port})
+        );
+        let approval = asked["approval_id"].as_str().unwrap().to_string();
+        decide(
+            approval,
+            json!({"decision": "deny", "message": "not that one"}),
+        )
+        .await;
+    });
+    let (body, status) = answer(&shell.1);
+    assert_eq!(status, 403, "{}", shell.1);
+    assert!(body.contains("denied by the user"), "{body}");
+    assert!(body.contains("not that one"), "{body}");
+    assert_eq!(upstream.hits(), 0);
+
+    // Allowed for the session: through, and the next one does not ask.
+    let (shell, ()) = tokio::join!(sh(&server, &id, &cmd), async {
+        let asked = next_request().await;
+        let approval = asked["approval_id"].as_str().unwrap().to_string();
+        decide(approval, json!({"decision": "allow_session"})).await;
+    });
+    assert_eq!(answer(&shell.1).1, 200, "{}", shell.1);
+    assert_eq!(upstream.hits(), 1);
+    let (_, again, _) = sh(&server, &id, &curl(&url)).await;
+    assert_eq!(answer(&again).1, 200, "{again}");
+    assert_eq!(upstream.hits(), 2);
+    let (_, listed) = server.get(&format!("/api/sessions/{id}/approvals")).await;
+    assert_eq!(
+        listed["rules"],
+        json!([{"tool_name": "network", "pattern": format!("localhost:{port}")}])
+    );
+    let events = network_events(&server, &id, |seen| {
+        seen.iter().filter(|e| e["decision"] == "allowed").count() >= 1
+    })
+    .await;
+    let allowed = events.iter().find(|e| e["decision"] == "allowed").unwrap();
+    assert!(
+        allowed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allowed by the user"),
+        "{allowed}"
+    );
+
+    // A private address no operator pattern names is refused without
+    // asking: a person cannot open what only the operator may.
+    let (_, private, _) = sh(&server, &id, &curl(&format!("http://127.0.0.2:{port}/"))).await;
+    assert_eq!(answer(&private).1, 403, "{private}");
+    let (_, listed) = server.get(&format!("/api/sessions/{id}/approvals")).await;
+    assert_eq!(listed["pending"], json!([]));
+}
