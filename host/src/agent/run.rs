@@ -151,6 +151,22 @@ impl TaskRun<'_> {
                 return self.stopped(usage, 0);
             }
         } else {
+            // Calls a dead server never answered (it was killed while they
+            // ran): each gets a result saying so, or the model would be
+            // sent a conversation it refuses.
+            for call in unanswered_calls(&conversation) {
+                let result = Message::Tool {
+                    tool_call_id: call.id,
+                    content: NO_RESULT.into(),
+                };
+                if let Err(e) = conversation.push(result).await {
+                    return TaskEnd::failed(
+                        usage,
+                        0,
+                        format!("could not record a tool result: {e}"),
+                    );
+                }
+            }
             let user = Message::User {
                 content: task.to_string(),
             };
@@ -267,6 +283,9 @@ impl TaskRun<'_> {
         TaskEnd::stopped(reason, usage, steps)
     }
 }
+
+/// The result of a call the server stopped without answering.
+pub(super) const NO_RESULT: &str = "No result: the server stopped while this call ran or before it started; check its effects before you repeat it.";
 
 /// The tool calls of the conversation's last model answer that have no
 /// result after it.

@@ -376,6 +376,57 @@ async fn max_steps_ends_a_task_whose_model_never_stops_calling_tools() {
     );
 }
 
+/// A server killed while a tool ran left the call without a result; the
+/// next task gives it one before the model is asked, so the conversation
+/// stays one an OpenAI-compatible server accepts.
+#[tokio::test]
+async fn a_call_a_killed_server_never_answered_gets_a_result_before_the_next_task() {
+    let mut h = harness(|_| {}).await;
+    let before = [
+        Message::User {
+            content: "first".into(),
+        },
+        Message::Assistant {
+            content: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "c0".into(),
+                name: "echo".into(),
+                arguments: "{}".into(),
+            }],
+        },
+    ]
+    .map(|m| super::messages::encode(&m));
+    h.store
+        .append_messages(&h.session.id, 1, &before)
+        .await
+        .unwrap();
+    h.submit("second").await.unwrap();
+    let turn = h.next_turn().await;
+    let tail: Vec<&Message> = turn.messages.iter().skip(1).collect();
+    assert_eq!(
+        tail,
+        [
+            &Message::Assistant {
+                content: String::new(),
+                tool_calls: vec![ToolCall {
+                    id: "c0".into(),
+                    name: "echo".into(),
+                    arguments: "{}".into(),
+                }],
+            },
+            &Message::Tool {
+                tool_call_id: "c0".into(),
+                content: super::run::NO_RESULT.into(),
+            },
+            &Message::User {
+                content: "second".into(),
+            },
+        ]
+    );
+    turn.answer.send(say("ok")).unwrap();
+    h.completed(1).await;
+}
+
 #[tokio::test]
 async fn the_kind_of_a_host_failure_reaches_the_model_with_its_message() {
     let mut h = harness(|_| {}).await;
