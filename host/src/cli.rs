@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::api::{
     ContentResponse, Encoding, ErrorBody, ExecChunk, ListResponse, MessageResponse, NetworkInfo,
-    SessionInfo, ShellResponse, TaskResponse,
+    SessionInfo, ShellResponse, TaskResponse, ToolCallResult,
 };
 use crate::events::{Event, EventKind, NetworkDecision, TaskOutcome};
 use crate::plugins::ToolInfo;
@@ -433,6 +433,40 @@ pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Runs a tool in a session and prints what it gave. Exit code 1 when the
+/// tool failed.
+pub async fn tool_call(
+    c: &ApiClient,
+    session: &str,
+    name: &str,
+    arguments: &str,
+    json_out: bool,
+) -> anyhow::Result<i32> {
+    let arguments: Value = serde_json::from_str(arguments)
+        .context("the arguments must be a JSON object, e.g. '{\"path\": \"app.py\"}'")?;
+    if !arguments.is_object() {
+        bail!("the arguments must be a JSON object, e.g. '{{\"path\": \"app.py\"}}'");
+    }
+    let (out, json) = c
+        .fetch::<ToolCallResult>(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/tools/{name}"),
+            Some(arguments),
+        )
+        .await?;
+    if json_out {
+        print_json(&json);
+    } else if out.is_error {
+        eprintln!("{}", out.result);
+    } else {
+        print!("{}", out.result);
+        if !out.result.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(i32::from(out.is_error))
 }
 
 /// How `crogia task` answers the tool calls that wait for approval.

@@ -75,6 +75,9 @@ pub enum EventKind {
         /// the model produced invalid JSON).
         arguments: serde_json::Value,
         tool_call_id: String,
+        /// Who called it when not the model (additive): `api`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<ToolSource>,
     },
     ToolComplete {
         tool_call_id: String,
@@ -83,6 +86,9 @@ pub enum EventKind {
         result: String,
         is_error: bool,
         duration_ms: u64,
+        /// Who called it when not the model (additive): `api`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<ToolSource>,
     },
     TaskCompleted {
         session_id: String,
@@ -142,6 +148,14 @@ pub enum EventKind {
         duration_ms: u64,
         connections: u64,
     },
+}
+
+/// Who called a tool, when not the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ToolSource {
+    /// A client, through `POST /api/sessions/{id}/tools/{name}`.
+    Api,
 }
 
 /// How a request for approval was resolved.
@@ -574,6 +588,30 @@ mod tests {
                 tool_name: "shell".into(),
                 arguments: serde_json::json!({"cmd": "ls"}),
                 tool_call_id: "c1".into(),
+                source: None,
+            },
+            EventKind::ToolComplete {
+                tool_call_id: "api_1".into(),
+                tool_name: "shell".into(),
+                result: "hi".into(),
+                is_error: false,
+                duration_ms: 3,
+                source: Some(ToolSource::Api),
+            },
+            EventKind::ApprovalRequested {
+                approval_id: "a1".into(),
+                tool_call_id: None,
+                tool_name: "network".into(),
+                arguments: serde_json::json!({"host": "pypi.org", "port": 443}),
+                subject: "pypi.org:443".into(),
+                expires_at: "2026-11-26T10:00:00.000Z".into(),
+                task_id: None,
+            },
+            EventKind::ApprovalResolved {
+                approval_id: "a1".into(),
+                decision: ApprovalDecision::AllowSession,
+                by: "user".into(),
+                message: None,
             },
             EventKind::Error {
                 message: "boom".into(),

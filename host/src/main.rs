@@ -155,6 +155,15 @@ enum ToolsCommand {
         #[arg(long, env = "CROGIA_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run a tool in a session directly, with its JSON arguments, and print
+    /// its result (exit code 1 when the tool failed).
+    Call {
+        session: String,
+        name: String,
+        /// The arguments, a JSON object (default `{}`).
+        #[arg(default_value = "{}")]
+        arguments: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -211,6 +220,14 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
             Some(_) => cli::tools(&remote.client()?, remote.json).await,
             None => tools_list(config, remote.json).await,
         },
+        Command::Tools {
+            command:
+                ToolsCommand::Call {
+                    session,
+                    name,
+                    arguments,
+                },
+        } => cli::tool_call(&remote.client()?, &session, &name, &arguments, remote.json).await,
         Command::Session { command } => {
             let c = remote.client()?;
             match command {

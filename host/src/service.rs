@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::agent::{Agent, AgentError, Submitted};
+use crate::agent::{Agent, AgentError, Submitted, ToolOutcome, ToolSource};
 use crate::session::{ApprovalMode, Session, SessionError, SessionManager, SessionNetwork};
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,20 @@ impl SessionService {
             last_event_seq,
             first_task,
         })
+    }
+
+    /// Runs a tool for a client, outside any task (see [`Agent::call_tool`]).
+    pub async fn call_tool(
+        &self,
+        session_id: &str,
+        name: &str,
+        arguments: &str,
+    ) -> Result<ToolOutcome, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self
+            .agent
+            .call_tool(&session, name, arguments, ToolSource::Api)
+            .await?)
     }
 
     /// Queues a task and records it as the session's latest.

@@ -30,10 +30,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+pub use crate::events::ToolSource;
 pub use messages::{Message, ToolCall};
 pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnRequest};
 pub use run::{StopReason, TaskEnd};
-pub use tools::ToolRunner;
+pub use tools::{ToolOutcome, ToolRunner};
 
 use crate::config::Config;
 use crate::events::{EventKind, TaskOutcome, Usage};
@@ -53,6 +54,12 @@ pub enum AgentError {
     QueueFull { session: String, max: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("no tool named {0:?} is loaded")]
+    UnknownTool(String),
+    #[error("tool {0:?} is disabled by the server's configuration")]
+    ToolDisabled(String),
+    #[error("{0}")]
+    Events(String),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -193,6 +200,50 @@ impl Agent {
             let agent = self.clone();
             let session = session.clone();
             state.worker = Some(tokio::spawn(async move { agent.work(session).await }));
+        }
+    }
+
+    /// Runs tool `name` with JSON `arguments` for a client, outside any
+    /// task: the same limits and capabilities as the model's calls, no
+    /// approval (the caller is the person who would give it), and the same
+    /// `tool_call` / `tool_complete` events, marked with `source`. The
+    /// result is cut to `agent.tool_result_chars`, as the model gets it.
+    pub async fn call_tool(
+        &self,
+        session: &Arc<Session>,
+        name: &str,
+        arguments: &str,
+        source: ToolSource,
+    ) -> Result<ToolOutcome, AgentError> {
+        if !self.tools.has_tool(name) {
+            return Err(AgentError::UnknownTool(name.into()));
+        }
+        if !self.tools.enabled_tools().iter().any(|t| t.name == name) {
+            return Err(AgentError::ToolDisabled(name.into()));
+        }
+        let stop = StopSignal::new(session.deleted.child_token());
+        let calls = tools::CallContext {
+            tools: self.tools.as_ref(),
+            metrics: &self.metrics,
+            tool_config: &self.config.tools,
+            session,
+            task_id: "",
+            stop: &stop,
+            event_chars: self.config.agent.event_result_chars,
+            source: Some(source),
+        };
+        let call = ToolCall {
+            id: format!("api_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            name: name.into(),
+            arguments: arguments.into(),
+        };
+        match calls.call_tool(&call, false).await {
+            Ok(tools::Called::Done(mut outcome)) => {
+                outcome.result = tools::clip(&outcome.result, self.config.agent.tool_result_chars);
+                Ok(outcome)
+            }
+            Ok(tools::Called::Suspended) => Err(AgentError::ShuttingDown),
+            Err(e) => Err(AgentError::Events(e)),
         }
     }
 

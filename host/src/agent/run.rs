@@ -245,6 +245,7 @@ impl TaskRun<'_> {
             task_id: self.task_id,
             stop: self.stop,
             event_chars: self.settings.event_result_chars,
+            source: None,
         }
     }
 
@@ -263,7 +264,7 @@ impl TaskRun<'_> {
             "Not run: the task was stopped.".to_string()
         } else {
             match calls.call_tool(call, resumed).await? {
-                Called::Done(content) => content,
+                Called::Done(outcome) => outcome.result,
                 Called::Suspended => return Ok(false),
             }
         };

@@ -14,7 +14,7 @@ use super::messages::ToolCall;
 use super::run::{StopReason, StopSignal};
 use crate::capabilities::Capabilities;
 use crate::config::{ToolApproval, ToolConfig, subject_glob};
-use crate::events::EventKind;
+use crate::events::{EventKind, ToolSource};
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
 use crate::plugins::{PluginRuntime, ToolError, ToolInfo};
 use crate::session::{ApprovalMode, BY_CANCEL, BY_TIMEOUT, Decision, Resolution, Session, Waited};
@@ -64,14 +64,26 @@ pub(super) struct CallContext<'a> {
     pub task_id: &'a str,
     pub stop: &'a StopSignal,
     pub event_chars: usize,
+    /// Who calls: `None` for the model (whose calls may need approval), or
+    /// a client calling directly.
+    pub source: Option<ToolSource>,
+}
+
+/// What a tool call gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOutcome {
+    /// The text for the model (a failure or a refusal is text too).
+    pub result: String,
+    pub is_error: bool,
+    pub duration_ms: u64,
 }
 
 /// How a tool call ended for the task.
 #[derive(Debug)]
 pub(super) enum Called {
-    /// The text for the model (a failure or a refusal is text too, so the
+    /// What the model reads (a failure or a refusal is text too, so the
     /// model can react).
-    Done(String),
+    Done(ToolOutcome),
     /// The server is stopping while the call waits for approval: no result
     /// yet; the task resumes, waiting on the same request, at the next start.
     Suspended,
@@ -208,6 +220,7 @@ impl CallContext<'_> {
             None
         };
         // A call resumed with its request was announced before the restart.
+        let source = self.source;
         if waiting.is_none() {
             let arguments = serde_json::from_str::<serde_json::Value>(&call.arguments)
                 .unwrap_or_else(|_| serde_json::Value::String(call.arguments.clone()));
@@ -216,12 +229,18 @@ impl CallContext<'_> {
                     tool_name: call.name.clone(),
                     arguments,
                     tool_call_id: call.id.clone(),
+                    source,
                 })
                 .await
                 .map_err(|e| e.to_string())?;
         }
         let started = Instant::now();
-        let outcome = match self.gate(call, waiting).await? {
+        // A client calling directly is the person who would approve.
+        let gate = match source {
+            None => self.gate(call, waiting).await?,
+            Some(_) => Gate::Run,
+        };
+        let outcome = match gate {
             Gate::Suspended => return Ok(Called::Suspended),
             Gate::Refused(text) => Err(("refused", text)),
             Gate::Run => {
@@ -246,21 +265,27 @@ impl CallContext<'_> {
         };
         self.metrics
             .tool_called(label, outcome_word, started.elapsed());
-        let (content, is_error) = match outcome {
+        let (result, is_error) = match outcome {
             Ok(text) => (text, false),
             Err((_, e)) => (e, true),
         };
+        let duration_ms = started.elapsed().as_millis() as u64;
         events
             .publish(EventKind::ToolComplete {
                 tool_call_id: call.id.clone(),
                 tool_name: call.name.clone(),
-                result: clip(&content, self.event_chars),
+                result: clip(&result, self.event_chars),
                 is_error,
-                duration_ms: started.elapsed().as_millis() as u64,
+                duration_ms,
+                source,
             })
             .await
             .map_err(|e| e.to_string())?;
-        Ok(Called::Done(content))
+        Ok(Called::Done(ToolOutcome {
+            result,
+            is_error,
+            duration_ms,
+        }))
     }
 }
 

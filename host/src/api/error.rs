@@ -169,7 +169,10 @@ impl From<AgentError> for ApiError {
             e @ AgentError::ShuttingDown => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            e @ AgentError::UnknownTool(_) => Self::not_found(e.to_string()),
+            e @ AgentError::ToolDisabled(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
             AgentError::Store(e) => Self::internal(e.to_string()),
+            AgentError::Events(e) => Self::internal(e),
         }
     }
 }

@@ -45,6 +45,7 @@ pub use processes::{LogsResponse, ProcessInfo};
 pub use sessions::SessionInfo;
 pub use shell::{ExecChunk, ShellResponse};
 pub use tasks::TaskResponse;
+pub use tools::ToolCallResult;
 
 use crate::state::AppState;
 

@@ -163,6 +163,7 @@ impl Sandbox {
     ) -> Result<StopOutcome, SandboxError> {
         let env = vec![
             ("CROGIA_PID".to_string(), process.pid.to_string()),
+            ("CROGIA_PROC_ID".to_string(), process.id.clone()),
             ("CROGIA_START".to_string(), process.start_ticks.to_string()),
             (
                 "CROGIA_GRACE_TENTHS".to_string(),

@@ -101,10 +101,19 @@ EOF
 
 /// Stops `$CROGIA_PID` (started at `$CROGIA_START`) and its descendants:
 /// SIGTERM, then SIGKILL after `$CROGIA_GRACE_TENTHS` tenths of a second.
-/// Prints `not-running`, `terminated` or `killed`.
+/// Once it is gone, waits (a second at most) for its wrapper to record the
+/// exit code in `.agent_logs/$CROGIA_PROC_ID.exit`, so a status read right
+/// after the stop has it. Prints `not-running`, `terminated` or `killed`.
 pub fn stop_process() -> String {
     format!(
         r#"{LIB}
+_settle() {{
+  _j=0
+  while [ ! -f ".agent_logs/$CROGIA_PROC_ID.exit" ] && [ "$_j" -lt 20 ]; do
+    sleep 0.05 2>/dev/null || break
+    _j=$((_j + 1))
+  done
+}}
 _pid=$CROGIA_PID; _st=$CROGIA_START
 if ! alive "$_pid" "$_st"; then echo not-running; exit 0; fi
 _victims=$(tree "$_pid")
@@ -115,11 +124,12 @@ while [ "$_i" -lt "$CROGIA_GRACE_TENTHS" ]; do
   for _v in $_victims; do
     _s=$(proc_state "$_v") && [ "${{_s%% *}}" != Z ] && {{ _any=1; break; }}
   done
-  [ "$_any" = 0 ] && {{ echo terminated; exit 0; }}
+  [ "$_any" = 0 ] && {{ _settle; echo terminated; exit 0; }}
   sleep 0.1 2>/dev/null || sleep 1
   _i=$((_i + 1))
 done
 for _v in $_victims; do signal_tree KILL "$_v"; done
+_settle
 echo killed
 "#
     )

@@ -762,3 +762,94 @@ async fn openapi_document_and_docs_pages_are_served_without_a_cdn() {
         }
     }
 }
+
+/// `POST /api/sessions/{id}/tools/{name}` runs a tool directly, under the
+/// same limits, without asking for approval, with `tool_call` /
+/// `tool_complete` events marked `source: "api"`.
+#[tokio::test]
+async fn a_tool_runs_directly_with_its_events_marked_as_from_the_api() {
+    let server = TestServer::with_config(|c| {
+        crogia_tests::ask_before(c, "write_file", &[]);
+        c.tools.insert(
+            "grep".into(),
+            crogia_host::config::ToolConfig {
+                enabled: false,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/tools/write_file"),
+            json!({"path": "direct.txt", "content": "hello\n"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["result"], "Wrote direct.txt (6 bytes, 1 lines)");
+    assert_eq!(out["is_error"], false);
+    assert!(out["duration_ms"].is_u64());
+    let call = ws.event().await;
+    assert_eq!(
+        (
+            call["type"].as_str(),
+            call["tool_name"].as_str(),
+            call["source"].as_str()
+        ),
+        (Some("tool_call"), Some("write_file"), Some("api"))
+    );
+    assert_eq!(call["arguments"]["path"], "direct.txt");
+    let done = ws.event().await;
+    assert_eq!(done["type"], "tool_complete");
+    assert_eq!(done["tool_call_id"], call["tool_call_id"]);
+    assert_eq!(done["source"], "api");
+    // It was written (and no approval was asked for).
+    let (_, read) = server
+        .get(&format!("/api/sessions/{id}/files/content?path=direct.txt"))
+        .await;
+    assert_eq!(read["content"], "hello\n");
+    let (_, approvals) = server.get(&format!("/api/sessions/{id}/approvals")).await;
+    assert_eq!(approvals["pending"], json!([]));
+
+    // A failing tool is a result; refusals are statuses.
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/tools/read_file"),
+            json!({"path": "missing.txt"}),
+        )
+        .await;
+    assert_eq!(
+        (status, out["is_error"].clone()),
+        (200, json!(true)),
+        "{out}"
+    );
+    assert!(
+        out["result"].as_str().unwrap().contains("not-found"),
+        "{out}"
+    );
+    let tool = |name: &str| format!("/api/sessions/{id}/tools/{name}");
+    assert_eq!(server.post(&tool("no_such_tool"), json!({})).await.0, 404);
+    assert_eq!(
+        server.post(&tool("grep"), json!({"pattern": "x"})).await.0,
+        403
+    );
+    assert_eq!(
+        server
+            .post(&tool("read_file"), json!(["not", "an", "object"]))
+            .await
+            .0,
+        422
+    );
+    assert_eq!(
+        server
+            .post(
+                "/api/sessions/00000000/tools/read_file",
+                json!({"path": "x"})
+            )
+            .await
+            .0,
+        404
+    );
+}

@@ -275,6 +275,35 @@ async fn task_asks_on_stdin_for_approvals_or_approves_all_with_yes() {
 }
 
 #[tokio::test]
+async fn tools_call_runs_a_tool_and_exits_by_its_outcome() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let run = crogia(
+        &server,
+        &[
+            "tools",
+            "call",
+            &id,
+            "shell",
+            r#"{"command": "echo from-cli"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("from-cli"), "{}", run.stdout);
+    let failed = crogia(
+        &server,
+        &["tools", "call", &id, "read_file", r#"{"path": "nope.txt"}"#],
+    )
+    .await;
+    assert_eq!(failed.code, 1);
+    assert!(failed.stderr.contains("nope.txt"), "{}", failed.stderr);
+    let bad = crogia(&server, &["tools", "call", &id, "read_file", "[1]"]).await;
+    assert_eq!(bad.code, 1, "{}", bad.stdout);
+    assert!(bad.stderr.contains("JSON object"), "{}", bad.stderr);
+}
+
+#[tokio::test]
 async fn tools_list_asks_the_server_with_a_url() {
     let server = TestServer::start().await;
     let out = crogia(&server, &["tools", "list", "--url", &server.base.clone()]).await;
