@@ -215,11 +215,10 @@ impl Agent {
         arguments: &str,
         source: ToolSource,
     ) -> Result<ToolOutcome, AgentError> {
-        if !self.tools.has_tool(name) {
-            return Err(AgentError::UnknownTool(name.into()));
-        }
-        if !self.tools.enabled_tools().iter().any(|t| t.name == name) {
-            return Err(AgentError::ToolDisabled(name.into()));
+        match self.tools.tool(name) {
+            None => return Err(AgentError::UnknownTool(name.into())),
+            Some(t) if !t.enabled => return Err(AgentError::ToolDisabled(name.into())),
+            Some(_) => {}
         }
         let stop = StopSignal::new(session.deleted.child_token());
         let calls = tools::CallContext {

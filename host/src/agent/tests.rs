@@ -72,6 +72,10 @@ impl ToolRunner for FakeTools {
         matches!(name, "echo" | "fail" | "hang" | "denied")
     }
 
+    fn tool(&self, name: &str) -> Option<ToolInfo> {
+        self.enabled_tools().into_iter().find(|t| t.name == name)
+    }
+
     fn invoke<'a>(
         &'a self,
         _caps: Capabilities,

@@ -26,6 +26,8 @@ pub trait ToolRunner: Send + Sync {
     fn enabled_tools(&self) -> Vec<ToolInfo>;
     /// Whether a tool of this name is loaded (enabled or not).
     fn has_tool(&self, name: &str) -> bool;
+    /// The tool of this name, enabled or not.
+    fn tool(&self, name: &str) -> Option<ToolInfo>;
     /// Runs `tool` with JSON arguments on behalf of the session `caps`
     /// belongs to.
     fn invoke<'a>(
@@ -43,6 +45,10 @@ impl ToolRunner for PluginRuntime {
 
     fn has_tool(&self, name: &str) -> bool {
         PluginRuntime::has_tool(self, name)
+    }
+
+    fn tool(&self, name: &str) -> Option<ToolInfo> {
+        PluginRuntime::tool(self, name)
     }
 
     fn invoke<'a>(
@@ -121,11 +127,7 @@ impl CallContext<'_> {
     /// runs at once.
     async fn needs_approval(&self, call: &ToolCall) -> Option<String> {
         let approvals = &self.session.approvals;
-        let tool = self
-            .tools
-            .enabled_tools()
-            .into_iter()
-            .find(|t| t.name == call.name)?;
+        let tool = self.tools.tool(&call.name).filter(|t| t.enabled)?;
         if approvals.mode() == ApprovalMode::None || read_only(&tool) {
             return None;
         }

@@ -115,14 +115,12 @@ impl SessionEgress {
         self.logged.notified().await;
     }
 
-    /// The events due now (all of them when `all`).
-    pub fn take_due(&self, all: bool) -> Vec<crate::events::EventKind> {
-        self.log.lock().unwrap().take_due(Instant::now(), all)
-    }
-
-    /// Whether attempts wait to be published.
-    pub fn has_pending(&self) -> bool {
-        !self.log.lock().unwrap().is_empty()
+    /// The events due now (all of them when `all`), and whether attempts
+    /// still wait to be published after them.
+    pub fn take_due(&self, all: bool) -> (Vec<crate::events::EventKind>, bool) {
+        let mut log = self.log.lock().unwrap();
+        let due = log.take_due(Instant::now(), all);
+        (due, !log.is_empty())
     }
 
     /// Connections open now.

@@ -205,23 +205,32 @@ impl PluginRuntime {
         registry
             .tools
             .values()
-            .map(|(plugin, spec)| {
-                let names = |list: &mut dyn Iterator<Item = &Capability>| {
-                    list.map(|c| c.name().to_string()).collect::<Vec<_>>()
-                };
-                ToolInfo {
-                    name: spec.name.clone(),
-                    description: spec.description.clone(),
-                    parameters: spec.parameters.clone(),
-                    plugin: file_name(&plugin.file),
-                    enabled: self.config_of(&spec.name).enabled,
-                    contract: plugin.bindings.version().to_string(),
-                    declared_capabilities: spec.capabilities.as_ref().map(|c| names(&mut c.iter())),
-                    capabilities: names(&mut self.grant(spec).allowed.iter()),
-                    subject: spec.subject.clone(),
-                }
-            })
+            .map(|(plugin, spec)| self.info(plugin, spec))
             .collect()
+    }
+
+    /// One loaded tool, enabled or not.
+    pub fn tool(&self, name: &str) -> Option<ToolInfo> {
+        let registry = self.registry.read().unwrap();
+        let (plugin, spec) = registry.tools.get(name)?;
+        Some(self.info(plugin, spec))
+    }
+
+    fn info(&self, plugin: &LoadedPlugin, spec: &ToolSpec) -> ToolInfo {
+        let names = |list: &mut dyn Iterator<Item = &Capability>| {
+            list.map(|c| c.name().to_string()).collect::<Vec<_>>()
+        };
+        ToolInfo {
+            name: spec.name.clone(),
+            description: spec.description.clone(),
+            parameters: spec.parameters.clone(),
+            plugin: file_name(&plugin.file),
+            enabled: self.config_of(&spec.name).enabled,
+            contract: plugin.bindings.version().to_string(),
+            declared_capabilities: spec.capabilities.as_ref().map(|c| names(&mut c.iter())),
+            capabilities: names(&mut self.grant(spec).allowed.iter()),
+            subject: spec.subject.clone(),
+        }
     }
 
     /// What `spec`'s tool may ask of the host: what it declares (everything

@@ -176,7 +176,8 @@ impl SessionManager {
                     let Some(session) = weak.upgrade() else {
                         return;
                     };
-                    for kind in egress.take_due(all) {
+                    let (due, pending) = egress.take_due(all);
+                    for kind in due {
                         if let Err(e) = session.events.publish(kind).await {
                             tracing::warn!(session = %session.id, error = %e, "network event not recorded");
                         }
@@ -184,7 +185,7 @@ impl SessionManager {
                     if all {
                         return;
                     }
-                    if !egress.has_pending() {
+                    if !pending {
                         break;
                     }
                 }
