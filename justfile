@@ -46,6 +46,7 @@ run *ARGS: rust docker build-plugins sandbox-image sandbox-agent
 # What the client tests need: the contract examples' Python packages, Node, headless Chromium.
 test-clients:
     @python3 -c "import aiohttp, websockets" 2>/dev/null || { echo "test-clients: pip install aiohttp websockets"; python3 -m pip install --quiet --disable-pip-version-check aiohttp websockets; }
+    @python3 -c "import importlib.metadata as m; assert m.version('mcp') == '2.3.0'" 2>/dev/null || { echo "test-clients: pip install mcp==2.3.0 (the official MCP SDK, a real peer for the MCP tests)"; python3 -m pip install --quiet --disable-pip-version-check mcp==2.3.0; }
     @command -v node >/dev/null || echo "test-clients: node not found; the JavaScript example test will fail"
     @command -v chromedriver >/dev/null || { echo "test-clients: installing Debian's chromium and chromium-driver"; \
         { [ "$(id -u)" = 0 ] && SUDO= || SUDO=sudo; }; \

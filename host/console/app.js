@@ -299,7 +299,9 @@ function render(e) {
       const state = el("span", { className: "state run", textContent: "running…" });
       const result = el("pre", { textContent: "" });
       const details = el("details", { className: "event tool" },
-        el("summary", {}, el("span", { className: "name", textContent: e.tool_name }), " ", state),
+        el("summary", {}, el("span", { className: "name", textContent: e.tool_name }), " ",
+          ...(e.source ? [el("span", { className: "source", title: "called by a client, not the model", textContent: `via ${e.source}` }), " "] : []),
+          state),
         el("div", { className: "muted", textContent: "arguments" }),
         el("pre", { textContent: JSON.stringify(e.arguments, null, 2) }),
         el("div", { className: "muted", textContent: "result" }), result);

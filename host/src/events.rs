@@ -156,6 +156,20 @@ pub enum EventKind {
 pub enum ToolSource {
     /// A client, through `POST /api/sessions/{id}/tools/{name}`.
     Api,
+    /// An MCP client, through `/mcp/{session_id}`.
+    Mcp,
+}
+
+impl ToolSource {
+    /// Whether its calls wait for a person's approval as the model's do. A
+    /// REST caller is the person who would give it; an MCP client is most
+    /// often another model.
+    pub fn asks_approval(self) -> bool {
+        match self {
+            Self::Api => false,
+            Self::Mcp => true,
+        }
+    }
 }
 
 /// How a request for approval was resolved.

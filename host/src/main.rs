@@ -116,6 +116,10 @@ enum Command {
         #[arg(long, conflicts_with_all = ["allow", "deny"])]
         reset: bool,
     },
+    /// Serve a session's tools as an MCP server on stdin and stdout, for
+    /// MCP clients that launch stdio servers (the server's own endpoint is
+    /// `/mcp/{session_id}`, streamable HTTP).
+    Mcp { session: String },
     /// List a directory of a session's workspace, or print a file.
     Files {
         session: String,
@@ -261,6 +265,7 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
             deny,
             reset,
         } => cli::network(&remote.client()?, &session, allow, deny, reset, remote.json).await,
+        Command::Mcp { session } => cli::mcp(&remote.client()?, &session).await,
         Command::Files { session, path } => {
             cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await
         }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::agent::{Agent, AgentError, Submitted, ToolOutcome, ToolSource};
+use crate::agent::{Agent, AgentError, Submitted, ToolInfo, ToolOutcome, ToolSource};
 use crate::session::{ApprovalMode, Session, SessionError, SessionManager, SessionNetwork};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,12 +80,23 @@ impl SessionService {
         session_id: &str,
         name: &str,
         arguments: &str,
+        source: ToolSource,
     ) -> Result<ToolOutcome, ServiceError> {
         let session = self.sessions.get(session_id)?;
         Ok(self
             .agent
-            .call_tool(&session, name, arguments, ToolSource::Api)
+            .call_tool(&session, name, arguments, source)
             .await?)
+    }
+
+    /// The tools a session's clients may call: the enabled ones.
+    pub fn tools(&self) -> Vec<ToolInfo> {
+        self.agent.enabled_tools()
+    }
+
+    /// Whether the session exists.
+    pub fn has_session(&self, session_id: &str) -> bool {
+        self.sessions.get(session_id).is_ok()
     }
 
     /// Queues a task and records it as the session's latest.

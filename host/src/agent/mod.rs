@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::events::ToolSource;
+pub use crate::plugins::ToolInfo;
 pub use messages::{Message, ToolCall};
 pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnRequest};
 pub use run::{StopReason, TaskEnd};
@@ -203,11 +204,19 @@ impl Agent {
         }
     }
 
+    /// The tools a client may call (and the model is offered).
+    pub fn enabled_tools(&self) -> Vec<ToolInfo> {
+        self.tools.enabled_tools()
+    }
+
     /// Runs tool `name` with JSON `arguments` for a client, outside any
-    /// task: the same limits and capabilities as the model's calls, no
-    /// approval (the caller is the person who would give it), and the same
-    /// `tool_call` / `tool_complete` events, marked with `source`. The
-    /// result is cut to `agent.tool_result_chars`, as the model gets it.
+    /// task: the same limits and capabilities as the model's calls, the
+    /// same `tool_call` / `tool_complete` events, marked with `source`, and
+    /// a person's approval where the source asks for it
+    /// ([`ToolSource::asks_approval`]). The result is cut to
+    /// `agent.tool_result_chars`, as the model gets it. A call waiting for
+    /// approval ends (not run) when the session is deleted or the server
+    /// stops.
     pub async fn call_tool(
         &self,
         session: &Arc<Session>,
@@ -221,6 +230,20 @@ impl Agent {
             Some(_) => {}
         }
         let stop = StopSignal::new(session.deleted.child_token());
+        // Stopped with the server too; the watch ends with the call.
+        let ended = stop.token().clone().drop_guard();
+        let watch = {
+            let (token, stopping) = (stop.token().clone(), self.shutting_down.clone());
+            tokio::spawn(async move {
+                if stopping
+                    .run_until_cancelled(token.cancelled())
+                    .await
+                    .is_none()
+                {
+                    token.cancel();
+                }
+            })
+        };
         let calls = tools::CallContext {
             tools: self.tools.as_ref(),
             metrics: &self.metrics,
@@ -236,7 +259,10 @@ impl Agent {
             name: name.into(),
             arguments: arguments.into(),
         };
-        match calls.call_tool(&call, false).await {
+        let called = calls.call_tool(&call, false).await;
+        drop(ended);
+        let _ = watch.await;
+        match called {
             Ok(tools::Called::Done(mut outcome)) => {
                 outcome.result = tools::clip(&outcome.result, self.config.agent.tool_result_chars);
                 Ok(outcome)

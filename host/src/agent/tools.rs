@@ -70,8 +70,8 @@ pub(super) struct CallContext<'a> {
     pub task_id: &'a str,
     pub stop: &'a StopSignal,
     pub event_chars: usize,
-    /// Who calls: `None` for the model (whose calls may need approval), or
-    /// a client calling directly.
+    /// Who calls: `None` for the model, or a client calling directly (whose
+    /// calls may need approval too: [`ToolSource::asks_approval`]).
     pub source: Option<ToolSource>,
 }
 
@@ -115,20 +115,14 @@ fn subject_of(tool: Option<&ToolInfo>, arguments: &str) -> String {
     arguments.to_string()
 }
 
-/// Tools that can only read never ask: no capability beyond `files-read`.
-fn read_only(tool: &ToolInfo) -> bool {
-    tool.capabilities.iter().all(|c| {
-        crate::plugins::Capability::from_name(c).is_some_and(crate::plugins::Capability::read_only)
-    })
-}
-
 impl CallContext<'_> {
     /// The subject of `call` when it must wait for a person; `None` when it
     /// runs at once.
     async fn needs_approval(&self, call: &ToolCall) -> Option<String> {
         let approvals = &self.session.approvals;
         let tool = self.tools.tool(&call.name).filter(|t| t.enabled)?;
-        if approvals.mode() == ApprovalMode::None || read_only(&tool) {
+        // Tools that can only read never ask.
+        if approvals.mode() == ApprovalMode::None || tool.read_only() {
             return None;
         }
         let settings = self.tool_config.get(&call.name);
@@ -237,10 +231,10 @@ impl CallContext<'_> {
                 .map_err(|e| e.to_string())?;
         }
         let started = Instant::now();
-        // A client calling directly is the person who would approve.
+        // A REST client calling directly is the person who would approve.
         let gate = match source {
-            None => self.gate(call, waiting).await?,
-            Some(_) => Gate::Run,
+            Some(s) if !s.asks_approval() => Gate::Run,
+            _ => self.gate(call, waiting).await?,
         };
         let outcome = match gate {
             Gate::Suspended => return Ok(Called::Suspended),

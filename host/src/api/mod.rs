@@ -12,6 +12,7 @@ mod extract;
 mod files;
 mod guard;
 mod health;
+mod mcp;
 mod metrics;
 mod network;
 mod processes;
@@ -40,6 +41,7 @@ pub use error::{ApiError, ErrorBody};
 // The response types, shared with the command-line client (which reads
 // them back), so a renamed field breaks the build instead of the client.
 pub use files::{ContentResponse, Encoding, FileItem, ListResponse};
+pub use mcp::MAX_MCP_SESSIONS;
 pub use network::NetworkInfo;
 pub use processes::{LogsResponse, ProcessInfo};
 pub use sessions::SessionInfo;
@@ -145,6 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let guard = Arc::new(guard::BrowserGuard::new(&state.config));
     let router = routes
         .merge(ws::routes(&state.config.server))
+        .merge(mcp::routes(&state))
         .merge(metrics::routes())
         .merge(console::routes())
         .route("/openapi.json", get(serve_openapi))

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::extract::{ApiJson, ApiPath};
+use crate::agent::ToolSource;
 use crate::plugins::{SkippedPlugin, ToolInfo};
 use crate::state::AppState;
 
@@ -73,7 +74,7 @@ async fn call_tool(
     let arguments = serde_json::Value::Object(arguments).to_string();
     let outcome = state
         .service
-        .call_tool(&path.session_id, &path.name, &arguments)
+        .call_tool(&path.session_id, &path.name, &arguments, ToolSource::Api)
         .await?;
     Ok(Json(ToolCallResult {
         result: outcome.result,

@@ -115,6 +115,15 @@ pub struct ToolInfo {
     pub subject: Option<String>,
 }
 
+impl ToolInfo {
+    /// Whether it can only read: no capability beyond `files-read`.
+    pub fn read_only(&self) -> bool {
+        self.capabilities
+            .iter()
+            .all(|c| Capability::from_name(c).is_some_and(Capability::read_only))
+    }
+}
+
 /// A file in the plugins folder that was not loaded, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct SkippedPlugin {

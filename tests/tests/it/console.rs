@@ -461,6 +461,30 @@ async fn the_console_shows_waiting_approvals_and_its_buttons_answer_them() {
         .unwrap()["content"]
         .clone();
     assert_eq!(last, "Not run: denied by the user: not that one");
+
+    // A call a client made shows who made it.
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/tools/read_file"),
+            json!({"path": "allowed.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let tag = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.tool .source"))
+        .await
+        .unwrap();
+    assert_eq!(tag.text().await.unwrap(), "via api");
+    assert_eq!(
+        c.find_all(Locator::Css(".event.tool .source"))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the model's calls carry no tag"
+    );
     c.close().await.unwrap();
     drop(driver);
 }

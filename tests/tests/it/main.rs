@@ -11,6 +11,7 @@ mod contract_examples;
 mod faults;
 mod health;
 mod lifecycle;
+mod mcp;
 mod network;
 mod plugins;
 mod remote_engine;

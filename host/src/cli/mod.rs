@@ -7,6 +7,10 @@
 //! success, 1 when the server refused or the task did not complete, and for
 //! `shell` the command's own exit code.
 
+mod mcp;
+
+pub use mcp::mcp;
+
 use std::io::Write as _;
 use std::time::Duration;
 
