@@ -24,6 +24,7 @@ pub const ENV_SECTIONS: &[&str] = &[
     "agent",
     "plugins",
     "network",
+    "mcp",
 ];
 
 /// `CROGIA_` variables that are not configuration keys: the command-line
@@ -56,6 +57,61 @@ pub struct Config {
     pub network: NetworkConfig,
     /// Per-tool settings, keyed by tool name.
     pub tools: BTreeMap<String, ToolConfig>,
+    /// External MCP servers whose tools are offered as `<server>__<tool>`.
+    pub mcp: McpConfig,
+}
+
+/// `[mcp]`: external MCP servers the agent may use.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpConfig {
+    /// Keyed by the server's name: lowercase letters and digits, words
+    /// joined by single `_` (no `__`, which separates it from the tool's
+    /// name), at most 32 characters.
+    pub servers: BTreeMap<String, McpServerConfig>,
+    /// Seconds to connect to a server and list its tools.
+    pub connect_timeout_secs: u64,
+    /// Seconds a session waits before trying again a server that failed.
+    pub retry_secs: u64,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            servers: BTreeMap::new(),
+            connect_timeout_secs: 20,
+            retry_secs: 60,
+        }
+    }
+}
+
+/// `[mcp.servers.<name>]`: a remote MCP server (streamable HTTP).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Its endpoint, `http://` or `https://`. Reached from the server under
+    /// each session's network policy (its host must be allowed, as for the
+    /// session's own programs), one connection per session.
+    pub url: String,
+    /// Headers sent with every request: header name → the name of the
+    /// environment variable holding its value (so secrets stay out of the
+    /// config file), read when a session connects.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The rule for an MCP server's name in `[mcp.servers.<name>]`.
+pub const MCP_SERVER_NAME_RULE: &str = "lowercase letters and digits, words joined by single '_', starting with a letter, at most 32 characters";
+
+/// Whether `name` may name an MCP server (see [`MCP_SERVER_NAME_RULE`]).
+pub fn valid_mcp_server_name(name: &str) -> bool {
+    name.len() <= 32
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.split('_').all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -782,6 +838,35 @@ impl Config {
                 }
             }
         }
+        for (name, server) in &self.mcp.servers {
+            if !valid_mcp_server_name(name) {
+                bail!("mcp.servers.{name}: a server's name must be {MCP_SERVER_NAME_RULE}");
+            }
+            let url = reqwest::Url::parse(&server.url);
+            if !url.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()) {
+                bail!(
+                    "mcp.servers.{name}.url must be an http:// or https:// URL, got {:?}",
+                    server.url
+                );
+            }
+            for (header, var) in &server.headers {
+                if header.is_empty()
+                    || !header
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                {
+                    bail!("mcp.servers.{name}.headers: {header:?} is not a header name");
+                }
+                if var.is_empty() {
+                    bail!(
+                        "mcp.servers.{name}.headers.{header}: name the environment variable holding its value"
+                    );
+                }
+            }
+        }
+        if self.mcp.connect_timeout_secs == 0 {
+            bail!("mcp.connect_timeout_secs must be positive");
+        }
         if self.agent.approval_timeout_secs == 0 {
             bail!("agent.approval_timeout_secs must be positive");
         }
@@ -901,6 +986,43 @@ mod tests {
             .to_string();
         assert!(err.contains("memroy"), "{err}");
         assert!(err.contains(&p.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn mcp_servers_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| Config::load_with_env(Some(&write(&dir, text)), &[]);
+        let ok = load(
+            "[mcp.servers.git_hub2]\nurl = \"https://example.com/mcp\"\nheaders = { Authorization = \"TOKEN_VAR\" }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.mcp.servers["git_hub2"].headers["Authorization"],
+            "TOKEN_VAR"
+        );
+        for (text, says) in [
+            ("[mcp.servers.a__b]\nurl = \"http://x\"\n", "name must be"),
+            ("[mcp.servers.Big]\nurl = \"http://x\"\n", "name must be"),
+            (
+                "[mcp.servers.x]\nurl = \"ftp://x\"\n",
+                "http:// or https://",
+            ),
+            (
+                "[mcp.servers.x]\nurl = \"not a url\"\n",
+                "http:// or https://",
+            ),
+            (
+                "[mcp.servers.x]\nurl = \"http://x\"\nheaders = { \"a b\" = \"V\" }\n",
+                "not a header name",
+            ),
+            (
+                "[mcp.servers.x]\nurl = \"http://x\"\ncommand = [\"y\"]\n",
+                "command",
+            ),
+        ] {
+            let err = format!("{:#}", load(text).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod events;
+pub mod mcp;
 pub mod metrics;
 pub mod network;
 pub mod plugins;
@@ -77,6 +78,7 @@ mod layers {
         (
             "agent",
             &[
+                "mcp",
                 "session",
                 "events",
                 "plugins",
@@ -98,6 +100,10 @@ mod layers {
                 "config",
                 "datadir",
             ],
+        ),
+        (
+            "mcp",
+            &["session", "events", "network", "plugins", "config"],
         ),
         ("network", &["events", "sandbox", "config"]),
         ("events", &["store", "workspace", "time"]),

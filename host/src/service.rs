@@ -90,13 +90,9 @@ impl SessionService {
     }
 
     /// The tools a session's clients may call: the enabled ones.
-    pub fn tools(&self) -> Vec<ToolInfo> {
-        self.agent.enabled_tools()
-    }
-
-    /// Whether the session exists.
-    pub fn has_session(&self, session_id: &str) -> bool {
-        self.sessions.get(session_id).is_ok()
+    pub async fn tools(&self, session_id: &str) -> Result<Vec<ToolInfo>, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self.agent.enabled_tools(&session).await)
     }
 
     /// Queues a task and records it as the session's latest.

@@ -35,10 +35,12 @@ pub use crate::plugins::ToolInfo;
 pub use messages::{Message, ToolCall};
 pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnRequest};
 pub use run::{StopReason, TaskEnd};
-pub use tools::{ToolOutcome, ToolRunner};
+pub use tools::{ToolOutcome, ToolRunner, Toolbox};
 
 use crate::config::Config;
 use crate::events::{EventKind, TaskOutcome, Usage};
+use crate::mcp::McpClients;
+pub use crate::mcp::McpServerStatus;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::session::{Session, SessionManager};
@@ -106,6 +108,8 @@ pub struct Agent {
     config: Arc<Config>,
     store: Store,
     tools: Arc<dyn ToolRunner>,
+    /// The MCP servers' side of the tools, for their statuses.
+    mcp: Arc<McpClients>,
     metrics: Arc<Metrics>,
     model: Result<Arc<dyn Model>, String>,
     tasks: Mutex<HashMap<String, SessionTasks>>,
@@ -133,7 +137,11 @@ impl Agent {
         if let Err(why) = &model {
             tracing::warn!("{why}");
         }
-        Self::with_parts(config, store, model, plugins, metrics)
+        let mcp = Arc::new(McpClients::new(config.clone()));
+        let tools = Arc::new(Toolbox::new(plugins, mcp.clone(), config.clone()));
+        let mut agent = Self::build(config, store, model, tools, metrics);
+        agent.mcp = mcp;
+        Arc::new(agent)
     }
 
     /// An agent with the given model (or why there is none) and tools.
@@ -144,7 +152,18 @@ impl Agent {
         tools: Arc<dyn ToolRunner>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::build(config, store, model, tools, metrics))
+    }
+
+    fn build(
+        config: Arc<Config>,
+        store: Store,
+        model: Result<Arc<dyn Model>, String>,
+        tools: Arc<dyn ToolRunner>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            mcp: Arc::new(McpClients::new(config.clone())),
             config,
             store,
             tools,
@@ -152,7 +171,7 @@ impl Agent {
             model,
             tasks: Mutex::new(HashMap::new()),
             shutting_down: CancellationToken::new(),
-        })
+        }
     }
 
     /// Queues a task for a session; it starts at once when nothing else runs
@@ -204,9 +223,21 @@ impl Agent {
         }
     }
 
-    /// The tools a client may call (and the model is offered).
-    pub fn enabled_tools(&self) -> Vec<ToolInfo> {
-        self.tools.enabled_tools()
+    /// The tools a client of `session` may call (and its model is
+    /// offered).
+    pub async fn enabled_tools(&self, session: &Session) -> Vec<ToolInfo> {
+        self.tools.enabled_tools(session).await
+    }
+
+    /// The configured MCP servers: their tools at their latest listing,
+    /// and their latest failures.
+    pub fn mcp_servers(&self) -> Vec<McpServerStatus> {
+        self.mcp.statuses()
+    }
+
+    /// The MCP servers' tools at their latest listing.
+    pub fn mcp_tools(&self) -> Vec<ToolInfo> {
+        self.mcp.known_tools()
     }
 
     /// Runs tool `name` with JSON `arguments` for a client, outside any

@@ -179,7 +179,7 @@ impl TaskRun<'_> {
                 tracing::warn!(session = %session.id, error = %e, "could not trim the conversation");
             }
             let messages: Vec<Message> = conversation.messages().cloned().collect();
-            let tools = self.tools.enabled_tools();
+            let tools = self.tools.enabled_tools(session).await;
             let request = TurnRequest {
                 system_prompt: &settings.system_prompt,
                 messages: &messages,

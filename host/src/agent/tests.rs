@@ -50,8 +50,8 @@ impl Model for DrivenModel {
 /// `echo` returns its arguments, `fail` fails, `hang` never returns.
 struct FakeTools;
 
-impl ToolRunner for FakeTools {
-    fn enabled_tools(&self) -> Vec<ToolInfo> {
+impl FakeTools {
+    fn all(&self) -> Vec<ToolInfo> {
         ["echo", "fail", "hang", "denied"]
             .into_iter()
             .map(|name| ToolInfo {
@@ -64,8 +64,15 @@ impl ToolRunner for FakeTools {
                 declared_capabilities: Some(Vec::new()),
                 capabilities: Vec::new(),
                 subject: None,
+                server: None,
             })
             .collect()
+    }
+}
+
+impl ToolRunner for FakeTools {
+    fn enabled_tools<'a>(&'a self, _session: &'a Session) -> BoxFuture<'a, Vec<ToolInfo>> {
+        Box::pin(async move { self.all() })
     }
 
     fn has_tool(&self, name: &str) -> bool {
@@ -73,12 +80,12 @@ impl ToolRunner for FakeTools {
     }
 
     fn tool(&self, name: &str) -> Option<ToolInfo> {
-        self.enabled_tools().into_iter().find(|t| t.name == name)
+        self.all().into_iter().find(|t| t.name == name)
     }
 
     fn invoke<'a>(
         &'a self,
-        _caps: Capabilities,
+        _session: &'a Session,
         tool: &'a str,
         arguments: &'a str,
     ) -> BoxFuture<'a, Result<String, ToolError>> {

@@ -6,15 +6,16 @@
 //! rules decide).
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
 use super::messages::ToolCall;
 use super::run::{StopReason, StopSignal};
-use crate::capabilities::Capabilities;
-use crate::config::{ToolApproval, ToolConfig, subject_glob};
+use crate::config::{Config, ToolApproval, ToolConfig, subject_glob};
 use crate::events::{EventKind, ToolSource};
+use crate::mcp::McpClients;
 use crate::metrics::{Metrics, UNKNOWN_TOOL};
 use crate::plugins::{PluginRuntime, ToolError, ToolInfo};
 use crate::session::{ApprovalMode, BY_CANCEL, BY_TIMEOUT, Decision, Resolution, Session, Waited};
@@ -22,42 +23,84 @@ use crate::session::{ApprovalMode, BY_CANCEL, BY_TIMEOUT, Decision, Resolution, 
 /// What the agent needs from the tools: which exist, and running one for a
 /// session.
 pub trait ToolRunner: Send + Sync {
-    /// The tools the model may be offered.
-    fn enabled_tools(&self) -> Vec<ToolInfo>;
-    /// Whether a tool of this name is loaded (enabled or not).
+    /// The tools the model may be offered in `session` (an MCP server's are
+    /// listed when the session first needs them).
+    fn enabled_tools<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Vec<ToolInfo>>;
+    /// Whether a tool of this name is known (enabled or not).
     fn has_tool(&self, name: &str) -> bool;
     /// The tool of this name, enabled or not.
     fn tool(&self, name: &str) -> Option<ToolInfo>;
-    /// Runs `tool` with JSON arguments on behalf of the session `caps`
-    /// belongs to.
+    /// Runs `tool` with JSON arguments for `session`.
     fn invoke<'a>(
         &'a self,
-        caps: Capabilities,
+        session: &'a Session,
         tool: &'a str,
         arguments: &'a str,
     ) -> BoxFuture<'a, Result<String, ToolError>>;
 }
 
-impl ToolRunner for PluginRuntime {
-    fn enabled_tools(&self) -> Vec<ToolInfo> {
-        PluginRuntime::enabled_tools(self)
+/// The tools the agent uses: the plugins', then the MCP servers' (a name a
+/// plugin's tool has is never an MCP server's).
+pub struct Toolbox {
+    plugins: Arc<PluginRuntime>,
+    mcp: Arc<McpClients>,
+    config: Arc<Config>,
+}
+
+impl Toolbox {
+    pub fn new(plugins: Arc<PluginRuntime>, mcp: Arc<McpClients>, config: Arc<Config>) -> Self {
+        Self {
+            plugins,
+            mcp,
+            config,
+        }
+    }
+}
+
+impl ToolRunner for Toolbox {
+    fn enabled_tools<'a>(&'a self, session: &'a Session) -> BoxFuture<'a, Vec<ToolInfo>> {
+        Box::pin(async move {
+            let mut tools = self.plugins.enabled_tools();
+            let taken = |name: &str| self.plugins.has_tool(name);
+            tools.extend(self.mcp.tools(session, &taken).await);
+            tools
+        })
     }
 
     fn has_tool(&self, name: &str) -> bool {
-        PluginRuntime::has_tool(self, name)
+        self.plugins.has_tool(name) || self.mcp.known_tool(name).is_some()
     }
 
     fn tool(&self, name: &str) -> Option<ToolInfo> {
-        PluginRuntime::tool(self, name)
+        self.plugins
+            .tool(name)
+            .or_else(|| self.mcp.known_tool(name))
     }
 
     fn invoke<'a>(
         &'a self,
-        caps: Capabilities,
+        session: &'a Session,
         tool: &'a str,
         arguments: &'a str,
     ) -> BoxFuture<'a, Result<String, ToolError>> {
-        Box::pin(PluginRuntime::invoke(self, caps, tool, arguments))
+        Box::pin(async move {
+            if self.plugins.has_tool(tool) || !self.mcp.owns(tool) {
+                return self
+                    .plugins
+                    .invoke(session.caps.clone(), tool, arguments)
+                    .await;
+            }
+            let settings = self.config.tools.get(tool);
+            if settings.is_some_and(|s| !s.enabled) {
+                return Err(ToolError::Disabled(tool.into()));
+            }
+            let ms = settings
+                .and_then(|s| s.timeout_ms)
+                .unwrap_or(self.config.plugins.timeout_ms);
+            self.mcp
+                .call(session, tool, arguments, Duration::from_millis(ms))
+                .await
+        })
     }
 }
 
@@ -241,10 +284,9 @@ impl CallContext<'_> {
             Gate::Refused(text) => Err(("refused", text)),
             Gate::Run => {
                 let token = self.stop.token();
-                let caps = self.session.caps.clone();
                 tokio::select! {
                     _ = token.cancelled() => Err(("cancelled", "Error: the task was stopped while this tool ran".to_string())),
-                    r = self.tools.invoke(caps, &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.for_model())),
+                    r = self.tools.invoke(self.session, &call.name, &call.arguments) => r.map_err(|e| (e.code(), e.for_model())),
                 }
             }
         };

@@ -143,12 +143,11 @@ impl ServerHandler for SessionTools {
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let session = Self::target(&cx)?;
-        if !self.service.has_session(session) {
-            return Err(gone(session));
-        }
         let tools = self
             .service
-            .tools()
+            .tools(session)
+            .await
+            .map_err(|_| gone(session))?
             .into_iter()
             .map(|t| {
                 let read_only = t.read_only();

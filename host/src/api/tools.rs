@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use crate::agent::ToolSource;
+use crate::agent::{McpServerStatus, ToolSource};
 use crate::plugins::{SkippedPlugin, ToolInfo};
 use crate::state::AppState;
 
@@ -41,7 +41,12 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
         .api_route(
             "/api/tools",
             get_with(list_tools, |op| {
-                op.summary("List the agent's tools").tag("tools")
+                op.summary("List the agent's tools")
+                    .description(
+                        "The plugins' tools, then the MCP servers' (`server` names the server) \
+                         as their latest listing in any session found them.",
+                    )
+                    .tag("tools")
             }),
         )
         .api_route(
@@ -84,7 +89,9 @@ async fn call_tool(
 }
 
 async fn list_tools(State(state): State<Arc<AppState>>) -> Json<Vec<ToolInfo>> {
-    Json(state.plugins.tools())
+    let mut tools = state.plugins.tools();
+    tools.extend(state.agent.mcp_tools());
+    Json(tools)
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -94,6 +101,9 @@ pub struct PluginsStatus {
     /// Files loaded, in priority order.
     pub loaded: Vec<String>,
     pub skipped: Vec<SkippedPlugin>,
+    /// The configured MCP servers (`[mcp.servers.<name>]`): their tools at
+    /// their latest listing, what was left out, and their latest failure.
+    pub mcp_servers: Vec<McpServerStatus>,
 }
 
 async fn plugins_status(State(state): State<Arc<AppState>>) -> Json<PluginsStatus> {
@@ -102,5 +112,6 @@ async fn plugins_status(State(state): State<Arc<AppState>>) -> Json<PluginsStatu
         dir: state.plugins.dir().display().to_string(),
         loaded: report.loaded,
         skipped: report.skipped,
+        mcp_servers: state.agent.mcp_servers(),
     })
 }

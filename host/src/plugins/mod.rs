@@ -113,14 +113,21 @@ pub struct ToolInfo {
     /// The argument a person approves when the tool needs approval; null:
     /// the whole arguments object.
     pub subject: Option<String>,
+    /// The MCP server (`[mcp.servers.<name>]`) providing it; null for a
+    /// plugin's tool.
+    #[serde(default)]
+    pub server: Option<String>,
 }
 
 impl ToolInfo {
-    /// Whether it can only read: no capability beyond `files-read`.
+    /// Whether it can only read: a plugin's tool with no capability beyond
+    /// `files-read` (an MCP server's tool may do anything).
     pub fn read_only(&self) -> bool {
-        self.capabilities
-            .iter()
-            .all(|c| Capability::from_name(c).is_some_and(Capability::read_only))
+        self.server.is_none()
+            && self
+                .capabilities
+                .iter()
+                .all(|c| Capability::from_name(c).is_some_and(Capability::read_only))
     }
 }
 
@@ -239,6 +246,7 @@ impl PluginRuntime {
             declared_capabilities: spec.capabilities.as_ref().map(|c| names(&mut c.iter())),
             capabilities: names(&mut self.grant(spec).allowed.iter()),
             subject: spec.subject.clone(),
+            server: None,
         }
     }
 

@@ -5,8 +5,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use crogia_tests::model::{Reply, ScriptedModel};
 use crogia_tests::process::binary;
-use crogia_tests::{TestServer, WsClient, repo_root};
+use crogia_tests::{TestServer, WsClient, repo_root, server_with_model};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "mcp-token-0123456789abcdef";
@@ -279,4 +280,276 @@ async fn mcp_calls_wait_for_approval_where_the_session_asks() {
     );
     // Reads never ask; the file was never written.
     assert_eq!(report["read"]["is_error"], true, "{report}");
+}
+
+/// `tests/mcp/remote_server.py` on a free loopback port, killed when
+/// dropped. Its key is this test process's `CARGO_PKG_NAME` (set by cargo
+/// for every test process), so the server can take the header's value
+/// from an environment variable, as an operator's config would.
+struct RemoteServer {
+    _child: tokio::process::Child,
+    port: u16,
+}
+
+const KEY_VAR: &str = "CARGO_PKG_NAME";
+
+impl RemoteServer {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key = std::env::var(KEY_VAR).expect("cargo sets CARGO_PKG_NAME for tests");
+        let mut child = tokio::process::Command::new("python3")
+            .arg(repo_root().join("tests/mcp/remote_server.py"))
+            .args([&port.to_string(), &key])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting python3");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("the MCP server did not start within 60 s")
+            .unwrap();
+        assert_eq!(ready.as_deref(), Some("ready"));
+        Self {
+            _child: child,
+            port,
+        }
+    }
+
+    /// `[mcp.servers.remote]` for it, and (when `allowed`) the network
+    /// policy's pattern that opens its address.
+    fn configure(&self, c: &mut crogia_host::config::Config, allowed: bool) {
+        c.mcp.servers.insert(
+            "remote".into(),
+            crogia_host::config::McpServerConfig {
+                url: format!("http://127.0.0.1:{}/mcp", self.port),
+                headers: [("X-Api-Key".to_string(), KEY_VAR.to_string())].into(),
+            },
+        );
+        c.mcp.retry_secs = 0;
+        if allowed {
+            c.network.allow.push(format!("127.0.0.1:{}", self.port));
+        }
+    }
+}
+
+/// The model's tool names in its `n`th request.
+fn offered(model: &ScriptedModel, n: usize) -> Vec<String> {
+    model.requests()[n]["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn run_task(server: &TestServer, id: &str) -> Vec<Value> {
+    let mut ws = server.ws(id, None).await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tasks"), json!({"task": "go"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    ws.until_completed(1).await
+}
+
+fn results(events: &[Value]) -> Vec<(String, String, bool)> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "tool_complete")
+        .map(|e| {
+            (
+                e["tool_name"].as_str().unwrap().to_string(),
+                e["result"].as_str().unwrap().to_string(),
+                e["is_error"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A remote MCP server the network policy allows: its tools are offered to
+/// the model as `remote__<tool>` (with the header from the environment
+/// reaching it), called, listed in `GET /api/tools` with their server; a
+/// tool no model could call by its name is left out and reported.
+#[tokio::test]
+async fn a_remote_mcp_servers_tools_are_offered_to_the_model_and_called() {
+    let remote = RemoteServer::start().await;
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("remote__echo".into(), json!({"text": "hi"}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| remote.configure(c, true)).await;
+    let id = server.session().await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(
+        results(&events),
+        [("remote__echo".into(), "echo: hi".into(), false)]
+    );
+    let tools = offered(&model, 0);
+    assert!(tools.contains(&"remote__echo".to_string()), "{tools:?}");
+    assert!(tools.contains(&"remote__crash".to_string()), "{tools:?}");
+    assert!(tools.contains(&"read_file".to_string()), "{tools:?}");
+    assert!(!tools.iter().any(|t| t.contains("bad")), "{tools:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["type"] == "error" && !e["message"].as_str().unwrap().contains("bad.name")),
+        "{events:?}"
+    );
+
+    let (_, listed) = server.get("/api/tools").await;
+    let echo = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "remote__echo")
+        .expect("remote__echo in GET /api/tools");
+    assert_eq!(echo["server"], "remote");
+    assert_eq!(echo["parameters"]["required"], json!(["text"]));
+    let (_, plugins) = server.get("/api/plugins").await;
+    let status = &plugins["mcp_servers"][0];
+    assert_eq!(status["name"], "remote");
+    assert_eq!(status["state"], "ready", "{status}");
+    assert_eq!(status["skipped"][0]["tool"], "bad.name", "{status}");
+    // The same tools over the session's own MCP endpoint.
+    let report = python_client_tools(&server, &id).await;
+    assert!(report.contains(&"remote__echo".to_string()), "{report:?}");
+}
+
+/// The session's tools as the Python SDK lists them at `/mcp/{id}`.
+async fn python_client_tools(server: &TestServer, id: &str) -> Vec<String> {
+    let out = tokio::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import asyncio, sys\nfrom mcp import Client\nasync def main():\n    async with Client(sys.argv[1]) as c:\n        print('\\n'.join(t.name for t in (await c.list_tools()).tools))\nasyncio.run(main())",
+        )
+        .arg(server.url(&format!("/mcp/{id}")))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A server the policy does not open, and one that dies mid-task, never
+/// break the session: the task goes on without their tools, `error` events
+/// say why, and `GET /api/plugins` reports the failure.
+#[tokio::test]
+async fn an_mcp_server_refused_by_the_policy_or_crashing_never_breaks_the_session() {
+    let remote = RemoteServer::start().await;
+    // Not allowed: no tools, an error event, and the task completes.
+    let model = ScriptedModel::start(vec![Reply::Text("Fine without it.".into())]).await;
+    let server = server_with_model(&model, |c| remote.configure(c, false)).await;
+    let id = server.session().await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let error = events
+        .iter()
+        .find(|e| e["type"] == "error")
+        .expect("an error event");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("MCP server remote") && message.contains("network policy"),
+        "{message}"
+    );
+    assert!(!offered(&model, 0).iter().any(|t| t.starts_with("remote__")));
+    let (_, plugins) = server.get("/api/plugins").await;
+    assert_eq!(plugins["mcp_servers"][0]["state"], "failed");
+    drop(server);
+
+    // Allowed, then it dies: the crash and the next call are failed results;
+    // the task completes, and the next listing reports it gone.
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("remote__crash".into(), json!({}))]),
+        Reply::Tools(vec![("remote__echo".into(), json!({"text": "again"}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| remote.configure(c, true)).await;
+    let id = server.session().await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let results = results(&events);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|(_, _, failed)| *failed), "{results:?}");
+    assert!(offered(&model, 0).contains(&"remote__echo".to_string()));
+    // After the crash the server is gone from what the model is offered.
+    assert!(
+        !offered(&model, 2).iter().any(|t| t.starts_with("remote__")),
+        "{:?}",
+        offered(&model, 2)
+    );
+    assert!(events.iter().any(|e| e["type"] == "error"), "{events:?}");
+    let (_, plugins) = server.get("/api/plugins").await;
+    assert_eq!(plugins["mcp_servers"][0]["state"], "failed", "{plugins}");
+    // The session's own tools still work.
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/tools/write_file"),
+            json!({"path": "still.txt", "content": "ok"}),
+        )
+        .await;
+    assert_eq!((status, out["is_error"].clone()), (200, json!(false)));
+}
+
+/// A plugin's tool keeps its name: the MCP server's tool of the same name
+/// is left out and reported, and the model's call runs the plugin's.
+#[tokio::test]
+async fn a_plugins_tool_keeps_a_name_an_mcp_server_also_offers() {
+    let remote = RemoteServer::start().await;
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("remote__echo".into(), json!({}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let mut fixture = crogia_tests::TestSandbox::with_config(|c| {
+        c.model.base_url = model.base_url.clone();
+        c.model.model = "scripted".into();
+        remote.configure(c, true);
+    });
+    fixture.plugin_dir(&[crogia_tests::fixture_plugin("fixture-tools")]);
+    let server = TestServer::start_with(fixture).await;
+    let id = server.session().await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(
+        results(&events),
+        [(
+            "remote__echo".into(),
+            "the plugin's remote__echo".into(),
+            false
+        )]
+    );
+    let tools = offered(&model, 0);
+    assert_eq!(
+        tools.iter().filter(|t| *t == "remote__echo").count(),
+        1,
+        "{tools:?}"
+    );
+    assert!(tools.contains(&"remote__crash".to_string()), "{tools:?}");
+    let (_, plugins) = server.get("/api/plugins").await;
+    let skipped = &plugins["mcp_servers"][0]["skipped"];
+    assert!(
+        skipped
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["tool"] == "echo"
+                && s["reason"] == "a plugin's tool is already named remote__echo"),
+        "{skipped}"
+    );
 }

@@ -212,6 +212,14 @@ fn probe_ambient(args: Probe) -> ToolResult {
     Ok(lines.join("\n"))
 }
 
+/// Named as the tests' MCP server `remote` would name its `echo` tool, so
+/// they can show that a plugin's tool keeps a name an MCP server offers too.
+#[tool]
+#[allow(non_snake_case)] // the tool's name is the function's, `__` and all
+fn remote__echo(_args: Empty) -> ToolResult {
+    Ok("the plugin's remote__echo".into())
+}
+
 export_tools!(
     spin,
     hog,
@@ -223,5 +231,6 @@ export_tools!(
     sneaky_exec,
     remember,
     recall,
-    probe_ambient
+    probe_ambient,
+    remote__echo
 );
