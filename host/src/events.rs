@@ -161,6 +161,14 @@ pub enum ToolSource {
 }
 
 impl ToolSource {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Mcp => "mcp",
+        }
+    }
+
     /// Whether its calls wait for a person's approval as the model's do. A
     /// REST caller is the person who would give it; an MCP client is most
     /// often another model.

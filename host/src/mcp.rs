@@ -42,10 +42,13 @@ pub const SEPARATOR: &str = "__";
 const MAX_NAME: usize = 64;
 
 /// Where an MCP server stands, as `GET /api/plugins` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum McpState {
     /// No session has needed it yet.
+    #[default]
     Unused,
     /// Its last connection listed its tools.
     Ready,
@@ -80,7 +83,7 @@ struct Catalog {
     tools: Vec<ToolInfo>,
     skipped: Vec<SkippedTool>,
     error: Option<String>,
-    state: Option<McpState>,
+    state: McpState,
 }
 
 /// One session's connection to one server.
@@ -129,7 +132,7 @@ impl McpClients {
                 McpServerStatus {
                     name: name.clone(),
                     url: server.url.clone(),
-                    state: c.and_then(|c| c.state).unwrap_or(McpState::Unused),
+                    state: c.map_or(McpState::Unused, |c| c.state),
                     error: c.and_then(|c| c.error.clone()),
                     tools: c.map_or_else(Vec::new, |c| {
                         c.tools.iter().map(|t| t.name.clone()).collect()
@@ -233,7 +236,7 @@ impl McpClients {
     fn failed(&self, server: &str, message: &str) {
         let mut catalog = self.catalog.lock().unwrap();
         let c = catalog.entry(server.to_string()).or_default();
-        c.state = Some(McpState::Failed);
+        c.state = McpState::Failed;
         c.error = Some(message.to_string());
     }
 
@@ -278,7 +281,7 @@ impl McpClients {
         {
             let mut catalog = self.catalog.lock().unwrap();
             let c = catalog.entry(name.to_string()).or_default();
-            c.state = Some(McpState::Ready);
+            c.state = McpState::Ready;
             c.error = None;
             c.tools = tools.clone();
             c.skipped = skipped.clone();

@@ -139,9 +139,7 @@ impl Agent {
         }
         let mcp = Arc::new(McpClients::new(config.clone()));
         let tools = Arc::new(Toolbox::new(plugins, mcp.clone(), config.clone()));
-        let mut agent = Self::build(config, store, model, tools, metrics);
-        agent.mcp = mcp;
-        Arc::new(agent)
+        Arc::new(Self::build(config, store, model, tools, mcp, metrics))
     }
 
     /// An agent with the given model (or why there is none) and tools.
@@ -152,7 +150,8 @@ impl Agent {
         tools: Arc<dyn ToolRunner>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        Arc::new(Self::build(config, store, model, tools, metrics))
+        let mcp = Arc::new(McpClients::new(config.clone()));
+        Arc::new(Self::build(config, store, model, tools, mcp, metrics))
     }
 
     fn build(
@@ -160,10 +159,11 @@ impl Agent {
         store: Store,
         model: Result<Arc<dyn Model>, String>,
         tools: Arc<dyn ToolRunner>,
+        mcp: Arc<McpClients>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            mcp: Arc::new(McpClients::new(config.clone())),
+            mcp,
             config,
             store,
             tools,
@@ -286,7 +286,11 @@ impl Agent {
             source: Some(source),
         };
         let call = ToolCall {
-            id: format!("api_{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff),
+            id: format!(
+                "{}_{:012x}",
+                source.as_str(),
+                rand::random::<u64>() & 0xffff_ffff_ffff
+            ),
             name: name.into(),
             arguments: arguments.into(),
         };
