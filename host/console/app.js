@@ -545,6 +545,21 @@ $("#show-tools").onclick = async () => {
         el("td", { textContent: t.plugin }),
         el("td", { textContent: t.description })));
     }
+    // Configured MCP servers: where each runs, its state and its latest failure.
+    const { mcp_servers: servers = [] } = await api("GET", "/api/plugins");
+    $("#mcp-servers").hidden = servers.length === 0;
+    const rows = $("#mcp-table tbody");
+    rows.replaceChildren();
+    for (const m of servers) {
+      const pill = { ready: "ok", failed: "bad" }[m.state] || "";
+      const skipped = m.skipped.length ? ` (${m.skipped.length} left out)` : "";
+      rows.append(el("tr", { className: "mcp-server" },
+        el("td", {}, el("code", { textContent: m.name })),
+        el("td", {}, el("span", { className: `pill ${pill}`, textContent: m.state })),
+        el("td", { textContent: m.command.length ? `container: ${m.command.join(" ")}` : m.url }),
+        el("td", { textContent: `${m.tools.length}${skipped}` }),
+        el("td", { className: "error", textContent: m.error || "" })));
+    }
   } catch (err) {
     toast(err.message);
   }

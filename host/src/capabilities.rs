@@ -18,7 +18,7 @@ use crogia_sandbox_agent::protocol::SearchRequest;
 use crate::config::WorkspaceConfig;
 use crate::sandbox::{
     AgentError, BackgroundProcess, ExecChunk, ExecOutput, ExecRequest, ProcessState, ProcessStatus,
-    Sandbox, SandboxError, StopOutcome, Terminal,
+    Sandbox, SandboxError, StdioProgram, StopOutcome, Terminal,
 };
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
@@ -309,6 +309,18 @@ impl Capabilities {
     /// `cols` x `rows`.
     pub async fn open_terminal(&self, cols: u16, rows: u16) -> Result<Terminal, CapabilityError> {
         self.in_container(|| self.sandbox.open_terminal(&self.container_id, cols, rows))
+            .await
+    }
+
+    /// Starts `argv` (no shell) in the container's `cwd` with `env` added,
+    /// its standard streams piped to the caller (an MCP stdio server).
+    pub async fn open_stdio(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        cwd: &str,
+    ) -> Result<StdioProgram, CapabilityError> {
+        self.in_container(|| self.sandbox.open_stdio(&self.container_id, argv, env, cwd))
             .await
     }
 

@@ -85,18 +85,44 @@ impl Default for McpConfig {
     }
 }
 
-/// `[mcp.servers.<name>]`: a remote MCP server (streamable HTTP).
+/// `[mcp.servers.<name>]`: an MCP server, remote (`url`, streamable HTTP)
+/// or a program in each session's container (`command`, stdio).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct McpServerConfig {
-    /// Its endpoint, `http://` or `https://`. Reached from the server under
-    /// each session's network policy (its host must be allowed, as for the
-    /// session's own programs), one connection per session.
+    /// A remote server's endpoint, `http://` or `https://`. Reached from
+    /// the server under each session's network policy (its host must be
+    /// allowed, as for the session's own programs), one connection per
+    /// session.
     pub url: String,
-    /// Headers sent with every request: header name → the name of the
-    /// environment variable holding its value (so secrets stay out of the
-    /// config file), read when a session connects.
+    /// Headers sent with every request (`url` only): header name → the
+    /// name of the environment variable holding its value (so secrets stay
+    /// out of the config file), read when a session connects.
     pub headers: BTreeMap<String, String>,
+    /// A stdio server: the program and its arguments (no shell), started
+    /// inside each session's container by its agent the first time the
+    /// session needs its tools, and again when it has died. It runs
+    /// sandboxed, under the session's network policy, as the session's own
+    /// commands do.
+    pub command: Vec<String>,
+    /// Its environment (`command` only): variable → the name of the
+    /// server's environment variable holding its value, read when it
+    /// starts. Everything in the container can read it, the model's
+    /// commands too.
+    pub env: BTreeMap<String, String>,
+    /// Its working directory (`command` only); the workspace by default.
+    pub cwd: Option<String>,
+}
+
+impl McpServerConfig {
+    /// What it is, for people: its URL or its command line.
+    pub fn describe(&self) -> String {
+        if self.command.is_empty() {
+            self.url.clone()
+        } else {
+            self.command.join(" ")
+        }
+    }
 }
 
 /// The rule for an MCP server's name in `[mcp.servers.<name>]`.
@@ -842,12 +868,58 @@ impl Config {
             if !valid_mcp_server_name(name) {
                 bail!("mcp.servers.{name}: a server's name must be {MCP_SERVER_NAME_RULE}");
             }
-            let url = reqwest::Url::parse(&server.url);
-            if !url.is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some()) {
-                bail!(
-                    "mcp.servers.{name}.url must be an http:// or https:// URL, got {:?}",
-                    server.url
-                );
+            match (server.url.is_empty(), server.command.is_empty()) {
+                (true, true) => bail!(
+                    "mcp.servers.{name}: give either url (a remote server) or command (a stdio server run in each session's container)"
+                ),
+                (false, false) => {
+                    bail!("mcp.servers.{name}: url and command exclude each other; give one")
+                }
+                (false, true) => {
+                    let url = reqwest::Url::parse(&server.url);
+                    if !url
+                        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    {
+                        bail!(
+                            "mcp.servers.{name}.url must be an http:// or https:// URL, got {:?}",
+                            server.url
+                        );
+                    }
+                    if !server.env.is_empty() || server.cwd.is_some() {
+                        bail!("mcp.servers.{name}: env and cwd are for command servers");
+                    }
+                }
+                (true, false) => {
+                    if server.command[0].is_empty() {
+                        bail!("mcp.servers.{name}.command: the program's name is empty");
+                    }
+                    if server.command.iter().any(|a| a.contains('\0')) {
+                        bail!("mcp.servers.{name}.command: an argument holds a NUL character");
+                    }
+                    if !server.headers.is_empty() {
+                        bail!("mcp.servers.{name}: headers are for url servers");
+                    }
+                    if let Some(cwd) = &server.cwd
+                        && !cwd.starts_with('/')
+                    {
+                        bail!("mcp.servers.{name}.cwd must be an absolute path, got {cwd:?}");
+                    }
+                    for (variable, source) in &server.env {
+                        let valid = variable
+                            .starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                            && variable
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        if !valid {
+                            bail!("mcp.servers.{name}.env: {variable:?} is not a variable's name");
+                        }
+                        if source.is_empty() {
+                            bail!(
+                                "mcp.servers.{name}.env.{variable}: name the environment variable holding its value"
+                            );
+                        }
+                    }
+                }
             }
             for (header, var) in &server.headers {
                 if header.is_empty()
@@ -1000,6 +1072,14 @@ mod tests {
             ok.mcp.servers["git_hub2"].headers["Authorization"],
             "TOKEN_VAR"
         );
+        let stdio = load(
+            "[mcp.servers.local]\ncommand = [\"python3\", \"server.py\"]\nenv = { API_KEY = \"HOST_KEY\" }\ncwd = \"/workspace/tools\"\n",
+        )
+        .unwrap();
+        let local = &stdio.mcp.servers["local"];
+        assert_eq!(local.command, ["python3", "server.py"]);
+        assert_eq!(local.env["API_KEY"], "HOST_KEY");
+        assert_eq!(local.describe(), "python3 server.py");
         for (text, says) in [
             ("[mcp.servers.a__b]\nurl = \"http://x\"\n", "name must be"),
             ("[mcp.servers.Big]\nurl = \"http://x\"\n", "name must be"),
@@ -1017,7 +1097,25 @@ mod tests {
             ),
             (
                 "[mcp.servers.x]\nurl = \"http://x\"\ncommand = [\"y\"]\n",
-                "command",
+                "exclude each other",
+            ),
+            ("[mcp.servers.x]\n", "either url"),
+            ("[mcp.servers.x]\ncommand = [\"\"]\n", "name is empty"),
+            (
+                "[mcp.servers.x]\ncommand = [\"y\"]\nheaders = { A = \"V\" }\n",
+                "headers are for url",
+            ),
+            (
+                "[mcp.servers.x]\nurl = \"http://x\"\nenv = { A = \"V\" }\n",
+                "env and cwd are for command",
+            ),
+            (
+                "[mcp.servers.x]\ncommand = [\"y\"]\nenv = { \"1A\" = \"V\" }\n",
+                "not a variable's name",
+            ),
+            (
+                "[mcp.servers.x]\ncommand = [\"y\"]\ncwd = \"rel\"\n",
+                "absolute path",
             ),
         ] {
             let err = format!("{:#}", load(text).unwrap_err());

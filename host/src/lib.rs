@@ -103,7 +103,15 @@ mod layers {
         ),
         (
             "mcp",
-            &["session", "events", "network", "plugins", "config"],
+            &[
+                "session",
+                "events",
+                "network",
+                "plugins",
+                "capabilities",
+                "sandbox",
+                "config",
+            ],
         ),
         ("network", &["events", "sandbox", "config"]),
         ("events", &["store", "workspace", "time"]),

@@ -1,7 +1,10 @@
-//! External MCP servers as the agent's tools (`[mcp.servers.<name>]`): a
-//! remote server spoken to over streamable HTTP with the official Rust SDK
-//! (`rmcp`), one connection per session, made the first time the session
-//! needs its tools and made again when it dies.
+//! External MCP servers as the agent's tools (`[mcp.servers.<name>]`),
+//! spoken to with the official Rust SDK (`rmcp`): a remote server over
+//! streamable HTTP, or a stdio server, a program started inside the
+//! session's container by its agent (so it runs sandboxed and its own
+//! connections go through the session's egress policy). One connection (or
+//! program) per session and server, made the first time the session needs
+//! its tools and made again when it has died.
 //!
 //! Its tools are offered as `<server>__<tool>` and obey
 //! `[tools.<server>__<tool>]` (enabled, approval, auto_approve, timeout_ms).
@@ -9,7 +12,8 @@
 //! policy, as its own programs' are: the URL's host must be allowed, and a
 //! name is resolved by us and each address checked (a loopback or private
 //! address only where a pattern names it), with no proxy and no redirects.
-//! Header values come from environment variables named in config.
+//! Header values, and a stdio server's environment, come from environment
+//! variables named in config.
 //!
 //! A server that cannot be reached, refuses, or answers badly never breaks
 //! the session: its tools are left out, the session gets an `error` event
@@ -19,7 +23,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{CallToolRequestParams, ContentBlock, Tool};
@@ -30,10 +34,12 @@ use rmcp::{RoleClient, ServiceExt};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::capabilities::CapabilityError;
 use crate::config::{Config, McpServerConfig};
-use crate::events::EventKind;
-use crate::network::{Denial, Host, Policy};
+use crate::events::{EventKind, NetworkDecision};
+use crate::network::{Attempt, Denial, Host, Policy};
 use crate::plugins::{ToolError, ToolInfo};
+use crate::sandbox::{ProgramEnd, SandboxError};
 use crate::session::Session;
 
 /// Between a server's name and its tool's, in the names the model sees.
@@ -68,7 +74,10 @@ pub struct SkippedTool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct McpServerStatus {
     pub name: String,
+    /// A remote server's endpoint (empty for a stdio server).
     pub url: String,
+    /// A stdio server's program and arguments (empty for a remote server).
+    pub command: Vec<String>,
     pub state: McpState,
     /// Its latest failure, in whichever session.
     pub error: Option<String>,
@@ -93,6 +102,8 @@ enum Link {
         /// The model's name of each tool → the server's.
         names: BTreeMap<String, String>,
         tools: Vec<ToolInfo>,
+        /// How a stdio server's program ended, once it has.
+        ended: Option<Arc<OnceLock<ProgramEnd>>>,
     },
     /// It failed then; tried again after `mcp.retry_secs`.
     Failed(Instant),
@@ -132,6 +143,7 @@ impl McpClients {
                 McpServerStatus {
                     name: name.clone(),
                     url: server.url.clone(),
+                    command: server.command.clone(),
                     state: c.map_or(McpState::Unused, |c| c.state),
                     error: c.and_then(|c| c.error.clone()),
                     tools: c.map_or_else(Vec::new, |c| {
@@ -165,6 +177,13 @@ impl McpClients {
     pub fn owns(&self, name: &str) -> bool {
         name.split_once(SEPARATOR)
             .is_some_and(|(server, _)| self.config.mcp.servers.contains_key(server))
+    }
+
+    /// Drops a deleted session's connections (which closes them, and ends
+    /// its stdio servers' programs).
+    pub fn forget(&self, session_id: &str) {
+        let gone = self.sessions.lock().unwrap().remove(session_id);
+        drop(gone);
     }
 
     /// The session's connections, made on first use; those of deleted
@@ -202,7 +221,17 @@ impl McpClients {
             match links.get(name) {
                 Some(Link::Ready { client, .. }) if !client.is_closed() => {}
                 Some(Link::Failed(at)) if at.elapsed() < retry => continue,
-                _ => {
+                previous => {
+                    if let Some(Link::Ready {
+                        ended: Some(ended), ..
+                    }) = previous
+                    {
+                        let how = ended.get().map_or_else(
+                            || "its connection closed".to_string(),
+                            ToString::to_string,
+                        );
+                        tracing::info!(session = %session.id, server = %name, "MCP server's program ended ({how}); starting it again");
+                    }
                     let link = match self.connect(session, name, server, taken).await {
                         Ok(link) => link,
                         Err(why) => {
@@ -249,34 +278,26 @@ impl McpClients {
         taken: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Link, String> {
         let timeout = Duration::from_secs(self.config.mcp.connect_timeout_secs);
-        let http = allowed_client(&server.url, session.network.policy(), timeout)?;
-        let mut headers = HashMap::new();
-        for (header, var) in &server.headers {
-            let value = std::env::var(var).map_err(|_| {
-                format!(
-                    "the environment variable {var} (the value of its {header} header) is not set"
-                )
-            })?;
-            let value = reqwest::header::HeaderValue::from_str(&value)
-                .map_err(|_| format!("the value of {var} is not a valid {header} header"))?;
-            let header = reqwest::header::HeaderName::from_bytes(header.as_bytes())
-                .map_err(|e| e.to_string())?;
-            headers.insert(header, value);
-        }
-        let transport = StreamableHttpClientTransport::with_client(
-            http,
-            StreamableHttpClientTransportConfig::with_uri(server.url.clone())
-                .custom_headers(headers),
-        );
         let within = |what: &str| format!("{what} took longer than {} s", timeout.as_secs());
-        let client = tokio::time::timeout(timeout, ().serve(transport))
-            .await
-            .map_err(|_| within("connecting"))?
-            .map_err(|e| format!("connecting to {}: {e}", server.url))?;
-        let listed = tokio::time::timeout(timeout, client.list_all_tools())
-            .await
-            .map_err(|_| within("listing its tools"))?
-            .map_err(|e| format!("listing its tools: {e}"))?;
+        let (client, ended) = if server.command.is_empty() {
+            (
+                self.connect_remote(session, name, server, timeout).await?,
+                None,
+            )
+        } else {
+            let (client, ended) = self.start(session, server, timeout).await?;
+            (client, Some(ended))
+        };
+        let listed = match tokio::time::timeout(timeout, client.list_all_tools()).await {
+            Ok(Ok(listed)) => listed,
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "listing its tools: {e}{}",
+                    end_note(ended.as_ref())
+                ));
+            }
+            Err(_) => return Err(within("listing its tools")),
+        };
         let (tools, names, skipped) = self.offered(name, listed, taken);
         {
             let mut catalog = self.catalog.lock().unwrap();
@@ -302,7 +323,143 @@ impl McpClients {
             client,
             names,
             tools,
+            ended,
         })
+    }
+
+    /// Starts a stdio server's program in the session's container and
+    /// initialises it.
+    async fn start(
+        &self,
+        session: &Session,
+        server: &McpServerConfig,
+        timeout: Duration,
+    ) -> Result<(RunningService<RoleClient, ()>, Arc<OnceLock<ProgramEnd>>), String> {
+        let mut env = Vec::with_capacity(server.env.len());
+        for (variable, source) in &server.env {
+            let value = std::env::var(source).map_err(|_| {
+                format!(
+                    "the environment variable {source} (the value of its {variable}) is not set"
+                )
+            })?;
+            env.push((variable.clone(), value));
+        }
+        let cwd = server
+            .cwd
+            .as_deref()
+            .unwrap_or(crogia_sandbox_agent::fs::CONTAINER_ROOT);
+        let program = session
+            .caps
+            .open_stdio(&server.command, &env, cwd)
+            .await
+            .map_err(|e| match e {
+                // The agent's own words name the program and why.
+                CapabilityError::Sandbox(SandboxError::InvalidInput(why)) => why,
+                other => format!("starting {}: {other}", server.describe()),
+            })?;
+        let ended = program.ended.clone();
+        let client =
+            match tokio::time::timeout(timeout, ().serve((program.stdout, program.stdin))).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    return Err(format!(
+                        "starting {}: {e}{}",
+                        server.describe(),
+                        end_note(Some(&ended))
+                    ));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{} did not answer MCP's initialize within {} s",
+                        server.describe(),
+                        timeout.as_secs()
+                    ));
+                }
+            };
+        Ok((client, ended))
+    }
+
+    /// Connects to a remote server. The attempt is the session's
+    /// `network_request` event, as its programs' are.
+    async fn connect_remote(
+        &self,
+        session: &Session,
+        name: &str,
+        server: &McpServerConfig,
+        timeout: Duration,
+    ) -> Result<RunningService<RoleClient, ()>, String> {
+        let url = &server.url;
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            return Err(format!("{url} names no host and port"));
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let started = Instant::now();
+        let log = |decision, reason: String| {
+            session.network.record(Attempt {
+                host: host.clone(),
+                port,
+                decision,
+                reason,
+                bytes_up: 0,
+                bytes_down: 0,
+                started,
+                ended: Instant::now(),
+            });
+        };
+        let refused_by_resolver = Arc::new(Mutex::new(None));
+        let (http, allowed_by) = allowed_client(
+            &Host::parse(&host),
+            port,
+            session.network.policy(),
+            timeout,
+            refused_by_resolver.clone(),
+        )
+        .map_err(|Denial(why)| {
+            log(NetworkDecision::Denied, why.clone());
+            format!("the session's network policy refuses {url}: {why}")
+        })?;
+        let mut headers = HashMap::new();
+        for (header, var) in &server.headers {
+            let value = std::env::var(var).map_err(|_| {
+                format!(
+                    "the environment variable {var} (the value of its {header} header) is not set"
+                )
+            })?;
+            let value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| format!("the value of {var} is not a valid {header} header"))?;
+            let header = reqwest::header::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|e| e.to_string())?;
+            headers.insert(header, value);
+        }
+        let transport = StreamableHttpClientTransport::with_client(
+            http,
+            StreamableHttpClientTransportConfig::with_uri(server.url.clone())
+                .custom_headers(headers),
+        );
+        // Its bytes go through no agent, so they are not counted.
+        let note = format!("{allowed_by}; the MCP server {name}, reached by Crogia itself");
+        match tokio::time::timeout(timeout, ().serve(transport)).await {
+            Ok(Ok(client)) => {
+                log(NetworkDecision::Allowed, note);
+                Ok(client)
+            }
+            Ok(Err(e)) => {
+                match refused_by_resolver.lock().unwrap().take() {
+                    Some(why) => log(NetworkDecision::Denied, why),
+                    None => log(NetworkDecision::Allowed, format!("{note}; {e}")),
+                }
+                Err(format!("connecting to {url}: {e}"))
+            }
+            Err(_) => {
+                let why = format!("connecting took longer than {} s", timeout.as_secs());
+                log(NetworkDecision::Allowed, format!("{note}; {why}"));
+                Err(why)
+            }
+        }
     }
 
     /// The tools the model may be offered of what `server` listed.
@@ -377,14 +534,19 @@ impl McpClients {
             return Err(ToolError::UnknownTool(name.into()));
         };
         let links = self.session(session);
-        let (peer, original) = {
+        let (peer, original, ended) = {
             let links = links.links.lock().await;
             match links.get(server) {
-                Some(Link::Ready { client, names, .. }) if !client.is_closed() => {
+                Some(Link::Ready {
+                    client,
+                    names,
+                    ended,
+                    ..
+                }) if !client.is_closed() => {
                     let original = names
                         .get(name)
                         .ok_or_else(|| ToolError::UnknownTool(name.into()))?;
-                    (client.peer().clone(), original.clone())
+                    (client.peer().clone(), original.clone(), ended.clone())
                 }
                 _ => {
                     return Err(ToolError::Failed(format!(
@@ -419,7 +581,10 @@ impl McpClients {
                 )));
             }
             Err(e) => {
-                let e = ToolError::Failed(format!("the MCP server {server}: {e}"));
+                let e = ToolError::Failed(format!(
+                    "the MCP server {server}: {e}{}",
+                    end_note(ended.as_ref())
+                ));
                 // The connection broke (not the tool): the session's next
                 // listing connects again.
                 links.links.lock().await.remove(server);
@@ -433,6 +598,14 @@ impl McpClients {
             Ok(text)
         }
     }
+}
+
+/// How a stdio server's program ended, when it has, to add to an error.
+fn end_note(ended: Option<&Arc<OnceLock<ProgramEnd>>>) -> String {
+    ended
+        .and_then(|e| e.get())
+        .map(|end| format!(" ({end})"))
+        .unwrap_or_default()
 }
 
 /// A tool result's content as text for the model.
@@ -454,35 +627,34 @@ fn render(content: &[ContentBlock], structured: Option<&serde_json::Value>) -> S
     parts.join("\n")
 }
 
-/// An HTTP client that reaches `url` only as the session's `policy`
-/// allows: its host is checked before anything is sent, a name is resolved
-/// here and each address checked, and nothing is followed elsewhere (no
-/// proxy, no redirects).
+/// An HTTP client that reaches `host`:`port` only as the session's
+/// `policy` allows (and which pattern allows it): the host is checked
+/// before anything is sent, a name is resolved here and each address
+/// checked (a refusal is also left in `refused`), and nothing is followed
+/// elsewhere (no proxy, no redirects).
 fn allowed_client(
-    url: &str,
+    host: &Host,
+    port: u16,
     policy: Arc<Policy>,
     timeout: Duration,
-) -> Result<reqwest::Client, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
-    let port = parsed
-        .port_or_known_default()
-        .ok_or_else(|| format!("{url} has no port"))?;
-    let host = match parsed.host_str() {
-        Some(name) => Host::parse(name.trim_start_matches('[').trim_end_matches(']')),
-        None => return Err(format!("{url} names no host")),
-    };
-    let refused = |Denial(why)| format!("the session's network policy refuses {url}: {why}");
-    policy.check_host(&host, port).map_err(refused)?;
+    refused: Arc<Mutex<Option<String>>>,
+) -> Result<(reqwest::Client, String), Denial> {
+    let allowed_by = policy.check_host(host, port)?;
     if let Host::Address(addr) = host {
-        policy.check_address(addr, port).map_err(refused)?;
+        policy.check_address(*addr, port)?;
     }
-    reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(timeout)
-        .dns_resolver(Arc::new(PolicyResolver { policy, port }))
+        .dns_resolver(Arc::new(PolicyResolver {
+            policy,
+            port,
+            refused,
+        }))
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| Denial(format!("cannot make an HTTP client: {e}")))?;
+    Ok((client, allowed_by))
 }
 
 /// Resolves names for [`allowed_client`], keeping only addresses the
@@ -490,11 +662,13 @@ fn allowed_client(
 struct PolicyResolver {
     policy: Arc<Policy>,
     port: u16,
+    /// Why it refused a name, last.
+    refused: Arc<Mutex<Option<String>>>,
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let (policy, port) = (self.policy.clone(), self.port);
+        let (policy, port, last) = (self.policy.clone(), self.port, self.refused.clone());
         Box::pin(async move {
             let found = tokio::net::lookup_host((name.as_str(), port)).await?;
             let mut refused = None;
@@ -508,8 +682,10 @@ impl reqwest::dns::Resolve for PolicyResolver {
                 })
                 .collect();
             if allowed.is_empty() {
-                let why =
-                    refused.unwrap_or_else(|| format!("{} resolves to nothing", name.as_str()));
+                let Some(why) = refused else {
+                    return Err(format!("{} resolves to nothing", name.as_str()).into());
+                };
+                *last.lock().unwrap() = Some(why.clone());
                 return Err(format!("the session's network policy refuses it: {why}").into());
             }
             Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)

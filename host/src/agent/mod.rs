@@ -356,6 +356,7 @@ impl Agent {
     /// Forgets a deleted session: its queue is dropped and whatever still
     /// runs is stopped.
     pub fn forget(&self, session_id: &str) {
+        self.mcp.forget(session_id);
         let state = self.tasks.lock().unwrap().remove(session_id);
         if let Some(state) = state {
             if let Some(running) = state.running {

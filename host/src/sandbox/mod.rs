@@ -13,6 +13,7 @@ mod exec;
 mod files;
 mod processes;
 mod scripts;
+mod stdio;
 mod watch;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ pub use egress::EgressConnection;
 pub use engine::DockerEngine;
 pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
+pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
 use crogia_sandbox_agent::CONTAINER_BINARY;

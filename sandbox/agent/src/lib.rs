@@ -20,6 +20,7 @@ pub mod protocol;
 pub mod pty;
 pub mod search;
 pub mod server;
+pub mod stdio;
 pub mod watch;
 
 /// Where the agent listens inside the container. `/tmp` is a writable tmpfs

@@ -4,21 +4,44 @@
 //! stream stops even while it has nothing to send.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use hyper::HeaderMap;
 use hyper::body::{Body, Frame};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-/// The body end: what the sender sends, in order, until it is dropped.
+/// The body end: what the sender sends, in order, until it is dropped;
+/// then the trailers, where the body has some.
 #[derive(Debug)]
-pub struct Pipe(mpsc::Receiver<Bytes>);
+pub struct Pipe {
+    data: mpsc::Receiver<Bytes>,
+    trailers: Option<oneshot::Receiver<HeaderMap>>,
+}
 
 /// A sender and the body it feeds, holding at most `capacity` chunks.
 pub fn pipe(capacity: usize) -> (mpsc::Sender<Bytes>, Pipe) {
     let (tx, rx) = mpsc::channel(capacity);
-    (tx, Pipe(rx))
+    (
+        tx,
+        Pipe {
+            data: rx,
+            trailers: None,
+        },
+    )
+}
+
+/// As [`pipe`], and the trailers that end the body once every data sender
+/// is dropped (none when their sender is dropped unused).
+pub fn pipe_with_trailers(
+    capacity: usize,
+) -> (mpsc::Sender<Bytes>, oneshot::Sender<HeaderMap>, Pipe) {
+    let (tx, mut body) = pipe(capacity);
+    let (trailers_tx, trailers_rx) = oneshot::channel();
+    body.trailers = Some(trailers_rx);
+    (tx, trailers_tx, body)
 }
 
 impl Body for Pipe {
@@ -29,8 +52,16 @@ impl Body for Pipe {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        match self.data.poll_recv(cx) {
+            Poll::Ready(Some(chunk)) => return Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {}
+        }
+        let Some(trailers) = self.trailers.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let done = std::task::ready!(Pin::new(trailers).poll(cx));
+        self.trailers = None;
+        Poll::Ready(done.ok().map(|t| Ok(Frame::trailers(t))))
     }
 }

@@ -51,6 +51,44 @@ pub const PTY_ID_HEADER: &str = "x-crogia-pty";
 /// Most terminals one agent keeps open at once.
 pub const MAX_PTYS: usize = 16;
 
+/// `POST /v1/stdio?spec=…` ([`StdioQuery`]): a program (no shell) with
+/// piped standard streams, for a server that speaks over them (an MCP
+/// stdio server). The request body, streamed, is its stdin; the end of the
+/// body closes its stdin. The answer, streamed, is its stdout, and ends
+/// with the trailers [`STDIO_EXIT_TRAILER`] and [`STDIO_STDERR_TRAILER`]
+/// once it has exited. It and everything it started are killed when the
+/// caller goes away, and when it exits.
+pub const STDIO: &str = "/v1/stdio";
+/// The trailer saying how a program ended: `code N` or `signal N`.
+pub const STDIO_EXIT_TRAILER: &str = "x-crogia-exit";
+/// The trailer with the end of what a program wrote on stderr (at most
+/// [`STDIO_STDERR_TAIL`] bytes, escaped as Rust's `escape_default` does,
+/// so it is plain ASCII).
+pub const STDIO_STDERR_TRAILER: &str = "x-crogia-stderr";
+/// Most bytes of a program's stderr kept (its end); the rest is read and
+/// dropped.
+pub const STDIO_STDERR_TAIL: usize = 2048;
+/// Most programs one agent runs through [`STDIO`] at once.
+pub const MAX_STDIO: usize = 32;
+
+/// The query of [`STDIO`]: the JSON of a [`StdioSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioQuery {
+    pub spec: String,
+}
+
+/// A program to run with piped standard streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StdioSpec {
+    /// The program (looked up in `PATH`) and its arguments.
+    pub argv: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: String,
+}
+
 /// `POST /v1/egress`: an endless answer, one JSON [`EgressAsk`] per line:
 /// each connection a program in the container asked the agent's proxy for.
 /// The server answers each with [`EGRESS_OPEN`] or [`EGRESS_REFUSE`]. One

@@ -17,7 +17,7 @@ use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
     self, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery,
-    PtyResize, ReadRequest, SearchRequest, TailRequest, WriteQuery,
+    PtyResize, ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -62,6 +62,9 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
     }
     if request.method() == Method::POST && request.uri().path() == protocol::PTY {
         return Ok(pty_stream(request));
+    }
+    if request.method() == Method::POST && request.uri().path() == protocol::STDIO {
+        return Ok(stdio_stream(request));
     }
     if request.method() == Method::POST && request.uri().path() == protocol::EGRESS {
         return Ok(streaming(crate::egress::follow(), "application/x-ndjson"));
@@ -154,6 +157,35 @@ fn pty_stream(request: Request<Incoming>) -> Response<Body> {
             answer
         }
         Err(e) => pty_error(e).map(Either::Left),
+    }
+}
+
+/// `STDIO`: a program whose stdin is the request's body and whose stdout
+/// is the answer's.
+fn stdio_stream(request: Request<Incoming>) -> Response<Body> {
+    let query = request.uri().query().unwrap_or_default();
+    let spec = serde_urlencoded::from_str::<StdioQuery>(query)
+        .map_err(|e| e.to_string())
+        .and_then(|q| serde_json::from_str::<StdioSpec>(&q.spec).map_err(|e| e.to_string()));
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(e) => {
+            return error(StatusCode::UNPROCESSABLE_ENTITY, format!("query: {e}"))
+                .map(Either::Left);
+        }
+    };
+    match crate::stdio::open(&spec, request.into_body()) {
+        Ok(output) => streaming(output, "application/octet-stream"),
+        Err(e) => {
+            use crate::stdio::StdioError;
+            let status = match e {
+                StdioError::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                StdioError::BadSpec(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                // Not the agent's fault: the program is missing or not runnable.
+                StdioError::Spawn { .. } => StatusCode::NOT_FOUND,
+            };
+            error(status, e.to_string()).map(Either::Left)
+        }
     }
 }
 

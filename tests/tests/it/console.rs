@@ -104,7 +104,17 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
         Reply::Text("I wrote app.py with a Flask app and started it in the background.".into()),
     ])
     .await;
-    let server = server_with_model(&model, |_| {}).await;
+    // An MCP server that cannot start: the tools view reports it.
+    let server = server_with_model(&model, |c| {
+        c.mcp.servers.insert(
+            "broken".into(),
+            crogia_host::config::McpServerConfig {
+                command: vec!["/nonexistent/mcp-server".into()],
+                ..Default::default()
+            },
+        );
+    })
+    .await;
     let driver = Driver::start().await;
     let c = browser(&driver).await;
     let wait = Duration::from_secs(30);
@@ -219,6 +229,24 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
         .for_element(Locator::Css("#tools-table tbody tr"))
         .await
         .unwrap();
+    let broken = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#mcp-table tr.mcp-server"))
+        .await
+        .unwrap()
+        // (below the fold of the scrolled panel, so not "visible" text)
+        .prop("textContent")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(
+        broken.contains("broken")
+            && broken.contains("failed")
+            && broken.contains("container: /nonexistent/mcp-server")
+            && broken.contains("cannot start /nonexistent/mcp-server"),
+        "{broken}"
+    );
     screenshot(&c, "console-tools").await;
     c.close().await.unwrap();
     drop(driver);

@@ -1,6 +1,7 @@
 //! MCP both ways, with real peers: the official Python `mcp` package as a
 //! client of a session's tools over streamable HTTP and through
-//! `crogia mcp`.
+//! `crogia mcp`, and as a remote server whose tools the model calls; a
+//! stdio server run inside the session's container.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -329,6 +330,7 @@ impl RemoteServer {
             crogia_host::config::McpServerConfig {
                 url: format!("http://127.0.0.1:{}/mcp", self.port),
                 headers: [("X-Api-Key".to_string(), KEY_VAR.to_string())].into(),
+                ..Default::default()
             },
         );
         c.mcp.retry_secs = 0;
@@ -372,6 +374,25 @@ fn results(events: &[Value]) -> Vec<(String, String, bool)> {
             )
         })
         .collect()
+}
+
+/// The first `network_request` event of `id` for `host` (replayed from the
+/// start; 20 s at most).
+async fn network_event(server: &TestServer, id: &str, host: &str) -> Value {
+    let mut ws = server.ws(id, Some(0)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.read(left).await {
+            crogia_tests::WsRead::Event(e)
+                if e["type"] == "network_request" && e["host"] == host =>
+            {
+                return e;
+            }
+            crogia_tests::WsRead::Event(_) => {}
+            other => panic!("no network_request for {host}: {other:?}"),
+        }
+    }
 }
 
 /// A remote MCP server the network policy allows: its tools are offered to
@@ -418,6 +439,20 @@ async fn a_remote_mcp_servers_tools_are_offered_to_the_model_and_called() {
     let status = &plugins["mcp_servers"][0];
     assert_eq!(status["name"], "remote");
     assert_eq!(status["state"], "ready", "{status}");
+    // The connection is in the session's network log.
+    let logged = network_event(&server, &id, "127.0.0.1").await;
+    assert_eq!(
+        (&logged["decision"], &logged["port"]),
+        (&json!("allowed"), &json!(remote.port)),
+        "{logged}"
+    );
+    assert!(
+        logged["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the MCP server remote"),
+        "{logged}"
+    );
     assert_eq!(status["skipped"][0]["tool"], "bad.name", "{status}");
     // The same tools over the session's own MCP endpoint.
     let report = python_client_tools(&server, &id).await;
@@ -470,6 +505,8 @@ async fn an_mcp_server_refused_by_the_policy_or_crashing_never_breaks_the_sessio
     assert!(!offered(&model, 0).iter().any(|t| t.starts_with("remote__")));
     let (_, plugins) = server.get("/api/plugins").await;
     assert_eq!(plugins["mcp_servers"][0]["state"], "failed");
+    let refused = network_event(&server, &id, "127.0.0.1").await;
+    assert_eq!(refused["decision"], "denied", "{refused}");
     drop(server);
 
     // Allowed, then it dies: the crash and the next call are failed results;
@@ -552,4 +589,259 @@ async fn a_plugins_tool_keeps_a_name_an_mcp_server_also_offers() {
                 && s["reason"] == "a plugin's tool is already named remote__echo"),
         "{skipped}"
     );
+}
+
+/// `[mcp.servers.local]`: `tests/mcp/stdio_server.py`, run inside each
+/// session's container from its workspace, its GREETING taken from
+/// [`KEY_VAR`].
+fn configure_stdio(c: &mut crogia_host::config::Config) {
+    c.mcp.servers.insert(
+        "local".into(),
+        crogia_host::config::McpServerConfig {
+            command: vec!["python3".into(), "stdio_server.py".into()],
+            env: [("GREETING".to_string(), KEY_VAR.to_string())].into(),
+            ..Default::default()
+        },
+    );
+    c.mcp.retry_secs = 0;
+}
+
+/// A session (made with `body`) whose workspace holds the stdio server and
+/// a marker file with `marker` in it.
+async fn stdio_session(server: &TestServer, body: Value, marker: &str) -> String {
+    let (status, created) = server.post("/api/sessions", body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["session_id"].as_str().unwrap().to_string();
+    let script = std::fs::read_to_string(repo_root().join("tests/mcp/stdio_server.py")).unwrap();
+    for (path, content) in [("stdio_server.py", script.as_str()), ("marker.txt", marker)] {
+        let (status, out) = server
+            .post(
+                &format!("/api/sessions/{id}/files/content"),
+                json!({"path": path, "content": content}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+    }
+    id
+}
+
+/// The JSON a `local__where` call answered.
+fn where_report(result: &str) -> Value {
+    serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"))
+}
+
+/// A stdio MCP server runs inside the session's container: started on the
+/// first listing, it sees the workspace and its configured environment;
+/// its connections go through the session's egress policy (an allowed
+/// upstream answers, another host is refused with a `network_request`
+/// event); when it crashes the call fails saying how (its exit code and
+/// stderr), and the next listing starts it again.
+#[tokio::test]
+async fn a_stdio_mcp_server_runs_in_the_container_under_the_sessions_policy() {
+    let upstream = crogia_tests::upstream::Upstream::start().await;
+    let allowed = format!("http://127.0.0.1:{}/", upstream.port);
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("local__where".into(), json!({}))]),
+        Reply::Tools(vec![
+            ("local__fetch".into(), json!({"url": allowed})),
+            (
+                "local__fetch".into(),
+                json!({"url": "http://denied.example.com/"}),
+            ),
+        ]),
+        Reply::Tools(vec![("local__crash".into(), json!({}))]),
+        Reply::Tools(vec![("local__where".into(), json!({}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let port = upstream.port;
+    let server = server_with_model(&model, |c| {
+        configure_stdio(c);
+        c.network.allow.push(format!("127.0.0.1:{port}"));
+    })
+    .await;
+    let marker = format!("only in the workspace {}", std::process::id());
+    let id = stdio_session(&server, json!({}), &marker).await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let results = results(&events);
+    assert_eq!(results.len(), 5, "{results:?}");
+
+    let first = where_report(&results[0].1);
+    assert_eq!(first["marker"], marker.as_str(), "{first}");
+    assert_eq!(first["cwd"], "/workspace", "{first}");
+    let key = std::env::var(KEY_VAR).unwrap();
+    assert_eq!(first["greeting"], key.as_str(), "{first}");
+
+    assert_eq!(
+        results[1],
+        (
+            "local__fetch".into(),
+            format!("200 {}", crogia_tests::upstream::HELLO),
+            false
+        )
+    );
+    assert_eq!(upstream.hits(), 1);
+    assert!(
+        results[2].1.starts_with("403 ") && results[2].1.contains("denied.example.com"),
+        "{:?}",
+        results[2]
+    );
+
+    let (name, crashed, failed) = &results[3];
+    assert_eq!((name.as_str(), *failed), ("local__crash", true));
+    assert!(
+        crashed.contains("exited with code 3") && crashed.contains("crashing on purpose"),
+        "{crashed}"
+    );
+    // Started again for the next turn: a new process, the same workspace.
+    let again = where_report(&results[4].1);
+    assert_eq!(again["marker"], marker.as_str(), "{again}");
+    assert_ne!(again["pid"], first["pid"], "{again}");
+    assert!(offered(&model, 3).contains(&"local__where".to_string()));
+
+    // The refused connection is the session's network event.
+    let denied = network_event(&server, &id, "denied.example.com").await;
+    assert_eq!(denied["decision"], "denied", "{denied}");
+
+    // It runs in the container, as a process of the session's.
+    let (_, ps) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "ps -eo args"}),
+        )
+        .await;
+    assert!(
+        ps["stdout"].as_str().unwrap().contains("stdio_server.py"),
+        "{ps}"
+    );
+    let (_, plugins) = server.get("/api/plugins").await;
+    let status = &plugins["mcp_servers"][0];
+    assert_eq!(status["name"], "local", "{status}");
+    assert_eq!(status["command"], json!(["python3", "stdio_server.py"]));
+    assert_eq!(status["url"], "", "{status}");
+    assert_eq!(status["state"], "ready", "{status}");
+    let (_, tools) = server.get("/api/tools").await;
+    assert!(
+        tools
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "local__fetch" && t["server"] == "local"),
+        "{tools}"
+    );
+}
+
+/// A stdio server that cannot start, or exits at once, leaves the session
+/// working: its tools are left out, an `error` event says why (the
+/// missing program; the exit code and the end of its stderr), and
+/// `GET /api/plugins` reports it failed.
+#[tokio::test]
+async fn a_stdio_mcp_server_that_cannot_start_never_breaks_the_session() {
+    let model = ScriptedModel::start(vec![Reply::Text("Fine without them.".into())]).await;
+    let server = server_with_model(&model, |c| {
+        for (name, command) in [
+            ("missing", vec!["/nonexistent/mcp-server".to_string()]),
+            (
+                "dies",
+                vec![
+                    "python3".to_string(),
+                    "-c".to_string(),
+                    "import sys; sys.stderr.write('no module named boom\\n'); sys.exit(2)"
+                        .to_string(),
+                ],
+            ),
+        ] {
+            c.mcp.servers.insert(
+                name.into(),
+                crogia_host::config::McpServerConfig {
+                    command,
+                    ..Default::default()
+                },
+            );
+        }
+    })
+    .await;
+    let id = server.session().await;
+    let events = run_task(&server, &id).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let errors: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "error")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|m| m.contains("MCP server missing")
+            && m.contains("cannot start /nonexistent/mcp-server")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|m| m.contains("MCP server dies")
+            && m.contains("exited with code 2")
+            && m.contains("no module named boom")),
+        "{errors:?}"
+    );
+    assert!(
+        !offered(&model, 0)
+            .iter()
+            .any(|t| t.starts_with("missing__") || t.starts_with("dies__"))
+    );
+    assert!(offered(&model, 0).contains(&"read_file".to_string()));
+    let (_, plugins) = server.get("/api/plugins").await;
+    for status in plugins["mcp_servers"].as_array().unwrap() {
+        assert_eq!(status["state"], "failed", "{status}");
+    }
+    let (status, out) = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "echo still here"}),
+        )
+        .await;
+    assert_eq!(
+        (status, out["stdout"].clone()),
+        (200, json!("still here\n"))
+    );
+}
+
+/// An MCP server's tool is never taken for read-only: a session that asks
+/// before every tool asks before it, and a person's denial is what the
+/// model reads.
+#[tokio::test]
+async fn an_mcp_servers_tool_asks_in_a_session_that_asks_for_everything() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("local__where".into(), json!({}))]),
+        Reply::Text("Understood.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, configure_stdio).await;
+    let id = stdio_session(&server, json!({"approval": "all"}), "x").await;
+    let mut ws = server.ws(&id, None).await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tasks"), json!({"task": "go"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let asked = loop {
+        let e = ws.event().await;
+        if e["type"] == "approval_requested" {
+            break e;
+        }
+    };
+    assert_eq!(asked["tool_name"], "local__where", "{asked}");
+    let approval = asked["approval_id"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/approvals/{approval}"),
+            json!({"decision": "deny", "message": "not that server"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = ws.until_completed(1).await;
+    let results = results(&events);
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(
+        results[0].2 && results[0].1.contains("not that server"),
+        "{results:?}"
+    );
+    let told = model.requests()[1]["messages"].to_string();
+    assert!(told.contains("not that server"), "{told}");
 }

@@ -343,3 +343,94 @@ async fn a_streamed_command_shows_its_output_as_it_comes_and_dies_with_its_calle
         "the streamed command outlived its caller"
     );
 }
+
+/// Reads `program`'s stdout until it holds `want` (10 s at most).
+async fn read_until(stdout: &mut (impl tokio::io::AsyncRead + Unpin), want: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stdout.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {want:?} in {:?}", String::from_utf8_lossy(&seen)))
+            .unwrap();
+        assert!(n > 0, "stdout ended before {want:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A program with piped standard streams (how stdio MCP servers run): what
+/// is written reaches its stdin, its stdout comes back, closing its stdin
+/// lets it exit, and its exit code and the end of its stderr follow (the
+/// rest of an endless stderr dropped); what it left running is killed when
+/// it exits, and a program whose caller goes away is killed with what it
+/// started, even one that never stops writing.
+#[tokio::test]
+async fn a_stdio_program_talks_ends_with_its_exit_and_dies_with_its_caller() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let caps = server.state.sessions.get(&id).unwrap().caps.clone();
+    let argv = |script: &str| ["sh".to_string(), "-c".to_string(), script.to_string()];
+
+    let mut program = caps
+        .open_stdio(
+            &argv("head -c 100000 /dev/zero | tr '\\0' e >&2; sleep 4441 & echo \"$GREETING\"; cat; echo bye >&2; exit 7"),
+            &[("GREETING".into(), "hello from the env".into())],
+            "/workspace",
+        )
+        .await
+        .unwrap();
+    read_until(&mut program.stdout, "hello from the env\n").await;
+    program.stdin.write_all(b"ping\n").await.unwrap();
+    program.stdin.flush().await.unwrap();
+    read_until(&mut program.stdout, "ping\n").await;
+    assert!(server.process_running(&id, "sleep 4441").await);
+    program.stdin.shutdown().await.unwrap();
+    drop(program.stdin);
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        program.stdout.read_to_end(&mut rest),
+    )
+    .await
+    .expect("stdout ends once the program exits")
+    .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    let end = program.ended.get().expect("how it ended").clone();
+    assert_eq!(end.exit, "code 7");
+    assert!(end.stderr.ends_with("eeebye\\n"), "{}", end.stderr);
+    assert!(end.stderr.len() <= 2048 + 2, "{}", end.stderr.len());
+    assert!(
+        !still_running(&server, &id, "sleep 4441").await,
+        "what it left running outlived it"
+    );
+
+    // A missing program is refused at once.
+    let missing = caps
+        .open_stdio(&["/nonexistent/program".to_string()], &[], "/workspace")
+        .await
+        .err()
+        .expect("a missing program is refused");
+    assert!(
+        missing
+            .to_string()
+            .contains("cannot start /nonexistent/program"),
+        "{missing}"
+    );
+
+    // Its caller goes away: it goes, with what it started, though it
+    // never stops writing.
+    let program = caps
+        .open_stdio(&argv("sleep 4442 & yes"), &[], "/workspace")
+        .await
+        .unwrap();
+    wait_running(&server, &id, "sleep 4442").await;
+    drop(program);
+    assert!(
+        !still_running(&server, &id, "sleep 4442").await,
+        "the program outlived its caller"
+    );
+    assert!(!still_running(&server, &id, "yes").await);
+}
