@@ -125,6 +125,10 @@ impl McpServerConfig {
     }
 }
 
+/// Most stdio MCP servers (`command`): each session runs them all, and its
+/// agent runs at most `MAX_STDIO` such programs.
+pub const MAX_MCP_PROGRAMS: usize = crogia_sandbox_agent::protocol::MAX_STDIO / 2;
+
 /// The rule for an MCP server's name in `[mcp.servers.<name>]`.
 pub const MCP_SERVER_NAME_RULE: &str = "lowercase letters and digits, words joined by single '_', starting with a letter, at most 32 characters";
 
@@ -864,6 +868,12 @@ impl Config {
                 }
             }
         }
+        let programs = self.mcp.servers.values().filter(|s| !s.command.is_empty());
+        if programs.count() > MAX_MCP_PROGRAMS {
+            bail!(
+                "mcp.servers: at most {MAX_MCP_PROGRAMS} command servers (each session runs all of them in its container)"
+            );
+        }
         for (name, server) in &self.mcp.servers {
             if !valid_mcp_server_name(name) {
                 bail!("mcp.servers.{name}: a server's name must be {MCP_SERVER_NAME_RULE}");
@@ -1116,6 +1126,12 @@ mod tests {
             (
                 "[mcp.servers.x]\ncommand = [\"y\"]\ncwd = \"rel\"\n",
                 "absolute path",
+            ),
+            (
+                &(0..=MAX_MCP_PROGRAMS)
+                    .map(|i| format!("[mcp.servers.s{i}]\ncommand = [\"y\"]\n"))
+                    .collect::<String>(),
+                "at most 16 command servers",
             ),
         ] {
             let err = format!("{:#}", load(text).unwrap_err());

@@ -96,7 +96,11 @@ struct Catalog {
 }
 
 /// One session's connection to one server.
+#[derive(Default)]
 enum Link {
+    /// None yet, or the last one broke: made at the next listing.
+    #[default]
+    None,
     Ready {
         client: RunningService<RoleClient, ()>,
         /// The model's name of each tool → the server's.
@@ -109,10 +113,12 @@ enum Link {
     Failed(Instant),
 }
 
-/// One session's connections, dropped (and closed) once it is deleted.
+/// One session's connections, one slot per configured server (each
+/// locked on its own, so servers connect side by side and a slow one holds
+/// up no other), dropped (and closed) once the session is deleted.
 struct SessionLinks {
     deleted: CancellationToken,
-    links: tokio::sync::Mutex<BTreeMap<String, Link>>,
+    links: BTreeMap<String, tokio::sync::Mutex<Link>>,
 }
 
 /// The configured MCP servers and every session's connections to them.
@@ -196,7 +202,13 @@ impl McpClients {
             .or_insert_with(|| {
                 Arc::new(SessionLinks {
                     deleted: session.deleted.clone(),
-                    links: tokio::sync::Mutex::default(),
+                    links: self
+                        .config
+                        .mcp
+                        .servers
+                        .keys()
+                        .map(|name| (name.clone(), tokio::sync::Mutex::default()))
+                        .collect(),
                 })
             })
             .clone()
@@ -214,52 +226,67 @@ impl McpClients {
             return Vec::new();
         }
         let links = self.session(session);
-        let mut links = links.links.lock().await;
+        let listings = self.config.mcp.servers.iter().map(|(name, server)| {
+            let slot = &links.links[name];
+            self.server_tools(session, name, server, slot, taken)
+        });
+        futures_util::future::join_all(listings)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One server's tools for `session`, connecting when its link is not
+    /// live (and its last failure not too recent).
+    async fn server_tools(
+        &self,
+        session: &Session,
+        name: &str,
+        server: &McpServerConfig,
+        slot: &tokio::sync::Mutex<Link>,
+        taken: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Vec<ToolInfo> {
         let retry = Duration::from_secs(self.config.mcp.retry_secs);
-        let mut out = Vec::new();
-        for (name, server) in &self.config.mcp.servers {
-            match links.get(name) {
-                Some(Link::Ready { client, .. }) if !client.is_closed() => {}
-                Some(Link::Failed(at)) if at.elapsed() < retry => continue,
-                previous => {
-                    if let Some(Link::Ready {
-                        ended: Some(ended), ..
-                    }) = previous
-                    {
-                        let how = ended.get().map_or_else(
-                            || "its connection closed".to_string(),
-                            ToString::to_string,
-                        );
-                        tracing::info!(session = %session.id, server = %name, "MCP server's program ended ({how}); starting it again");
-                    }
-                    let link = match self.connect(session, name, server, taken).await {
-                        Ok(link) => link,
-                        Err(why) => {
-                            let message = format!(
-                                "MCP server {name}: {why}; its tools are left out (tried again in {} s)",
-                                retry.as_secs()
-                            );
-                            tracing::warn!(session = %session.id, server = %name, error = %why, "MCP server unavailable");
-                            self.failed(name, &message);
-                            let _ = session
-                                .events
-                                .publish(EventKind::Error {
-                                    message,
-                                    task_id: None,
-                                })
-                                .await;
-                            links.insert(name.clone(), Link::Failed(Instant::now()));
-                            continue;
-                        }
-                    };
-                    links.insert(name.clone(), link);
+        let mut link = slot.lock().await;
+        match &*link {
+            Link::Ready { client, .. } if !client.is_closed() => {}
+            Link::Failed(at) if at.elapsed() < retry => return Vec::new(),
+            previous => {
+                if let Link::Ready {
+                    ended: Some(ended), ..
+                } = previous
+                {
+                    let how = ended
+                        .get()
+                        .map_or_else(|| "its connection closed".to_string(), ToString::to_string);
+                    tracing::info!(session = %session.id, server = %name, "MCP server's program ended ({how}); starting it again");
                 }
-            }
-            if let Some(Link::Ready { tools, .. }) = links.get(name) {
-                out.extend(tools.iter().filter(|t| t.enabled).cloned());
+                *link = match self.connect(session, name, server, taken).await {
+                    Ok(made) => made,
+                    Err(why) => {
+                        let message = format!(
+                            "MCP server {name}: {why}; its tools are left out (tried again in {} s)",
+                            retry.as_secs()
+                        );
+                        tracing::warn!(session = %session.id, server = %name, error = %why, "MCP server unavailable");
+                        self.failed(name, &message);
+                        let _ = session
+                            .events
+                            .publish(EventKind::Error {
+                                message,
+                                task_id: None,
+                            })
+                            .await;
+                        Link::Failed(Instant::now())
+                    }
+                };
             }
         }
-        out
+        match &*link {
+            Link::Ready { tools, .. } => tools.iter().filter(|t| t.enabled).cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     fn failed(&self, server: &str, message: &str) {
@@ -534,15 +561,17 @@ impl McpClients {
             return Err(ToolError::UnknownTool(name.into()));
         };
         let links = self.session(session);
+        let Some(slot) = links.links.get(server) else {
+            return Err(ToolError::UnknownTool(name.into()));
+        };
         let (peer, original, ended) = {
-            let links = links.links.lock().await;
-            match links.get(server) {
-                Some(Link::Ready {
+            match &*slot.lock().await {
+                Link::Ready {
                     client,
                     names,
                     ended,
                     ..
-                }) if !client.is_closed() => {
+                } if !client.is_closed() => {
                     let original = names
                         .get(name)
                         .ok_or_else(|| ToolError::UnknownTool(name.into()))?;
@@ -587,7 +616,7 @@ impl McpClients {
                 ));
                 // The connection broke (not the tool): the session's next
                 // listing connects again.
-                links.links.lock().await.remove(server);
+                *slot.lock().await = Link::None;
                 return Err(e);
             }
         };
