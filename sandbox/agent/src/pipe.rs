@@ -8,10 +8,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::HeaderMap;
 use hyper::body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, oneshot};
+
+/// Bytes read from a source at a time by [`forward`].
+const READ_CHUNK: usize = 16 * 1024;
 
 /// The body end: what the sender sends, in order, until it is dropped;
 /// then the trailers, where the body has some.
@@ -63,5 +67,26 @@ impl Body for Pipe {
         let done = std::task::ready!(Pin::new(trailers).poll(cx));
         self.trailers = None;
         Poll::Ready(done.ok().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+/// Sends what `from` gives into `tx` until it ends (or fails: a terminal
+/// whose last holder exited answers EIO) or nobody reads any more, even
+/// while `from` is silent.
+pub async fn forward(from: &mut (impl AsyncRead + Unpin), tx: &mpsc::Sender<Bytes>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    loop {
+        buf.reserve(READ_CHUNK);
+        tokio::select! {
+            read = from.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if tx.send(buf.split().freeze()).await.is_err() {
+                        return;
+                    }
+                }
+            },
+            () = tx.closed() => return,
+        }
     }
 }

@@ -9,17 +9,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
-use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::fs::CONTAINER_ROOT;
-use crate::pipe::{Pipe, pipe};
+use crate::pipe::{Pipe, forward, pipe};
 use crate::protocol::{MAX_PTYS, PtyQuery, PtyResize};
-
-/// Bytes read from a terminal at a time.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// The open terminals by id: a duplicate of each one's controlling side,
 /// to resize it.
@@ -96,7 +92,7 @@ pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Pipe), PtyError> {
             // The caller went away (or closed its side): the shell goes too.
             () = typing => {}
             // The shell ended (or the caller stopped reading).
-            () = show(&mut from_shell, tx) => {}
+            () = forward(&mut from_shell, &tx) => {}
         }
         OPEN.lock().unwrap().remove(&id);
         if let Some(pid) = pid {
@@ -105,24 +101,6 @@ pub fn open(size: PtyQuery, input: Incoming) -> Result<(u64, Pipe), PtyError> {
         let _ = child.kill().await;
     });
     Ok((id, body))
-}
-
-/// Sends what the terminal shows until it closes (its shell, and whatever
-/// held it, exited) or nobody reads it any more.
-async fn show(from_shell: &mut pty_process::OwnedReadPty, tx: tokio::sync::mpsc::Sender<Bytes>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    loop {
-        buf.reserve(READ_CHUNK);
-        match from_shell.read_buf(&mut buf).await {
-            // EIO: every process holding the terminal is gone.
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if tx.send(buf.split().freeze()).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 /// Gives terminal `id` a new size (the shell gets SIGWINCH).

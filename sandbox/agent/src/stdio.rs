@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::HeaderMap;
 use hyper::body::Incoming;
@@ -18,13 +18,11 @@ use hyper::header::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin};
 
-use crate::pipe::{Pipe, pipe_with_trailers};
+use crate::pipe::{Pipe, forward, pipe_with_trailers};
 use crate::protocol::{
     MAX_STDIO, STDIO_EXIT_TRAILER, STDIO_STDERR_TAIL, STDIO_STDERR_TRAILER, StdioSpec,
 };
 
-/// Bytes read from a program's stdout at a time.
-const READ_CHUNK: usize = 16 * 1024;
 /// How long output may keep flowing after the program exited (something
 /// it started can hold its stdout open).
 const DRAIN: Duration = Duration::from_millis(500);
@@ -111,10 +109,10 @@ async fn run(mut child: Child, input: Incoming, tx: tokio::sync::mpsc::Sender<By
         // The caller went away: the program goes too.
         () = feed(input, stdin) => {}
         // Its stdout closed, or the caller stopped reading.
-        () = show(&mut stdout, &tx) => {}
+        () = forward(&mut stdout, &tx) => {}
         exited = child.wait() => {
             status = exited.ok();
-            let _ = tokio::time::timeout(DRAIN, show(&mut stdout, &tx)).await;
+            let _ = tokio::time::timeout(DRAIN, forward(&mut stdout, &tx)).await;
         }
     }
     drop(tx);
@@ -182,26 +180,6 @@ async fn feed(mut input: Incoming, mut stdin: Option<ChildStdin>) {
                 drop(stdin);
                 return std::future::pending().await;
             }
-        }
-    }
-}
-
-/// Sends what the program writes on stdout until it closes or nobody reads.
-async fn show(stdout: &mut (impl AsyncRead + Unpin), tx: &tokio::sync::mpsc::Sender<Bytes>) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
-    loop {
-        buf.reserve(READ_CHUNK);
-        tokio::select! {
-            read = stdout.read_buf(&mut buf) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    if tx.send(buf.split().freeze()).await.is_err() {
-                        return;
-                    }
-                }
-            },
-            // The caller went away while the program was silent.
-            () = tx.closed() => return,
         }
     }
 }
