@@ -11,12 +11,14 @@ inside the session's container. Its tools:
   the GREETING variable from its configured environment);
 - `fetch`: an HTTP GET through the container's egress proxy (even for a
   loopback address), answering the status and body;
+- `sleep`: answers after `seconds`;
 - `crash`: writes a line on stderr and exits with code 3.
 """
 
 import json
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -33,6 +35,14 @@ TOOLS = [
             "type": "object",
             "properties": {"url": {"type": "string"}},
             "required": ["url"],
+        },
+    },
+    {
+        "name": "sleep",
+        "description": "Wait, then answer.",
+        "inputSchema": {
+            "type": "object",
+            "properties": {"seconds": {"type": "number"}},
         },
     },
     {
@@ -79,6 +89,9 @@ def call(name, arguments):
         return where()
     if name == "fetch":
         return fetch(arguments.get("url", ""))
+    if name == "sleep":
+        time.sleep(float(arguments.get("seconds", 1)))
+        return "awake"
     if name == "crash":
         sys.stderr.write("crashing on purpose\n")
         sys.stderr.flush()

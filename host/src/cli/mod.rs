@@ -436,6 +436,45 @@ pub async fn tools(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
             first_sentence(&t.description)
         );
     }
+    // The configured MCP servers: where each runs, and how it stands.
+    let plugins = c.call(reqwest::Method::GET, "/api/plugins", None).await?;
+    let servers = plugins["mcp_servers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if !servers.is_empty() {
+        println!("\nMCP servers:");
+    }
+    for m in &servers {
+        let command: Vec<&str> = m["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let runs = if command.is_empty() {
+            m["url"].as_str().unwrap_or_default().to_string()
+        } else {
+            format!("container: {}", command.join(" "))
+        };
+        let state = m["state"].as_str().unwrap_or_default();
+        let shown = match state {
+            "ready" => style(state).green(),
+            "failed" => style(state).red(),
+            _ => style(state).dim(),
+        };
+        let tools = m["tools"].as_array().map_or(0, Vec::len);
+        println!(
+            "{:<16}{:<8}{:<5}{}",
+            m["name"].as_str().unwrap_or_default(),
+            shown,
+            tools,
+            runs
+        );
+        if let Some(error) = m["error"].as_str() {
+            println!("    {}", style(error).red());
+        }
+    }
     Ok(0)
 }
 

@@ -305,7 +305,17 @@ async fn tools_call_runs_a_tool_and_exits_by_its_outcome() {
 
 #[tokio::test]
 async fn tools_list_asks_the_server_with_a_url() {
-    let server = TestServer::start().await;
+    let model = ScriptedModel::start(vec![Reply::Text("Fine.".into())]).await;
+    let server = server_with_model(&model, |c| {
+        c.mcp.servers.insert(
+            "broken".into(),
+            crogia_host::config::McpServerConfig {
+                command: vec!["/nonexistent/mcp-server".into()],
+                ..Default::default()
+            },
+        );
+    })
+    .await;
     let out = crogia(&server, &["tools", "list", "--url", &server.base.clone()]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
@@ -314,6 +324,37 @@ async fn tools_list_asks_the_server_with_a_url() {
             .any(|l| l.starts_with("shell") && l.contains(" exec ")),
         "{}",
         out.stdout
+    );
+    // The MCP server no session has started yet.
+    assert!(
+        out.stdout.lines().any(|l| l.starts_with("broken")
+            && l.contains("unused")
+            && l.contains("container: /nonexistent/mcp-server")),
+        "{}",
+        out.stdout
+    );
+    // Once a session has tried it, it says why it failed.
+    let id = server.session().await;
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "anything"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut failed = String::new();
+    for _ in 0..100 {
+        failed = crogia(&server, &["tools", "list", "--url", &server.base.clone()])
+            .await
+            .stdout;
+        if failed.contains("failed") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        failed.contains("cannot start /nonexistent/mcp-server"),
+        "{failed}"
     );
     let json: Value = serde_json::from_str(
         &crogia(

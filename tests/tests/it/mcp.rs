@@ -845,3 +845,53 @@ async fn an_mcp_servers_tool_asks_in_a_session_that_asks_for_everything() {
     let told = model.requests()[1]["messages"].to_string();
     assert!(told.contains("not that server"), "{told}");
 }
+
+/// An MCP server's tools obey `[tools.<server>__<tool>]`: a disabled one
+/// is not offered and is refused when called directly; one past its
+/// `timeout_ms` fails as a timeout, and the server answers the next call
+/// (one without a limit of its own, which waits for it).
+#[tokio::test]
+async fn an_mcp_servers_tools_obey_their_tool_settings() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![("local__sleep".into(), json!({"seconds": 4}))]),
+        Reply::Tools(vec![("local__where".into(), json!({}))]),
+        Reply::Text("Done.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |c| {
+        configure_stdio(c);
+        c.tools.insert(
+            "local__crash".into(),
+            crogia_host::config::ToolConfig {
+                enabled: false,
+                ..Default::default()
+            },
+        );
+        c.tools.insert(
+            "local__sleep".into(),
+            crogia_host::config::ToolConfig {
+                timeout_ms: Some(1000),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let id = stdio_session(&server, json!({}), "x").await;
+    let events = run_task(&server, &id).await;
+    let results = results(&events);
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(
+        results[0].2 && results[0].1.contains("1000 ms"),
+        "{results:?}"
+    );
+    // The server is still there (this call waits for it to wake up).
+    assert!(!results[1].2, "{results:?}");
+    assert_eq!(where_report(&results[1].1)["marker"], "x");
+    let tools = offered(&model, 0);
+    assert!(tools.contains(&"local__sleep".to_string()), "{tools:?}");
+    assert!(!tools.contains(&"local__crash".to_string()), "{tools:?}");
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/tools/local__crash"), json!({}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+}
