@@ -20,6 +20,7 @@ use crate::sandbox::{
     AgentError, BackgroundProcess, ExecChunk, ExecOutput, ExecRequest, ProcessState, ProcessStatus,
     Sandbox, SandboxError, StdioProgram, StopOutcome, Terminal,
 };
+pub use crate::sandbox::{CheckpointDiff, FileDiff, FileStatus, Restored, SkippedFile, Taken};
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
 };
@@ -309,6 +310,42 @@ impl Capabilities {
     /// `cols` x `rows`.
     pub async fn open_terminal(&self, cols: u16, rows: u16) -> Result<Terminal, CapabilityError> {
         self.in_container(|| self.sandbox.open_terminal(&self.container_id, cols, rows))
+            .await
+    }
+
+    /// Records the workspace as a checkpoint after `parent`, leaving out
+    /// files over `max_file_bytes`.
+    pub async fn take_checkpoint(
+        &self,
+        parent: Option<&str>,
+        message: &str,
+        max_file_bytes: u64,
+    ) -> Result<Taken, CapabilityError> {
+        self.in_container(|| {
+            self.sandbox
+                .take_checkpoint(&self.container_id, parent, message, max_file_bytes)
+        })
+        .await
+    }
+
+    /// What changed from checkpoint `from` to `to` (the workspace now when
+    /// `None`).
+    pub async fn checkpoint_diff(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        max_file_bytes: u64,
+    ) -> Result<CheckpointDiff, CapabilityError> {
+        self.in_container(|| {
+            self.sandbox
+                .checkpoint_diff(&self.container_id, from, to, max_file_bytes)
+        })
+        .await
+    }
+
+    /// Puts the workspace back as checkpoint `id` recorded it.
+    pub async fn restore_checkpoint(&self, id: &str) -> Result<Restored, CapabilityError> {
+        self.in_container(|| self.sandbox.restore_checkpoint(&self.container_id, id))
             .await
     }
 

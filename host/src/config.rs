@@ -381,6 +381,15 @@ pub struct WorkspaceConfig {
     pub search_max_file_bytes: u64,
     /// Publish `file_changed` events for what changes in each workspace.
     pub file_events: bool,
+    /// Record the workspace as a checkpoint when a session is made and after
+    /// each task (in a git object store in the container, outside the
+    /// workspace). Off by default while issue 20 is being finished: a
+    /// read-only root with a configured user cannot hand the store over
+    /// yet.
+    pub checkpoints: bool,
+    /// Files larger than this are left out of checkpoints (and listed), in
+    /// bytes.
+    pub checkpoint_max_file_bytes: u64,
 }
 
 impl Default for WorkspaceConfig {
@@ -391,6 +400,8 @@ impl Default for WorkspaceConfig {
             search_max_line_chars: 500,
             search_max_file_bytes: 50 * 1024 * 1024,
             file_events: true,
+            checkpoints: false,
+            checkpoint_max_file_bytes: 8 * 1024 * 1024,
         }
     }
 }

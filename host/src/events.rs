@@ -134,6 +134,29 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// The workspace was recorded as a checkpoint (additive): when the
+    /// session was made (`task_id` null) and after each task, its changes
+    /// counted against the checkpoint before it.
+    CheckpointCreated {
+        checkpoint_id: String,
+        task_id: Option<String>,
+        files_changed: u64,
+        insertions: u64,
+        deletions: u64,
+        /// Files it left out: larger than
+        /// `workspace.checkpoint_max_file_bytes`, or not a regular file.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<String>,
+    },
+    /// The session went back to a checkpoint (additive): its files, its
+    /// conversation, or both. Nothing of the event log is removed.
+    Rewound {
+        checkpoint_id: String,
+        scope: RewindScope,
+        files_written: u64,
+        files_removed: u64,
+        messages_dropped: u64,
+    },
     /// Connections a program in the sandbox asked for (additive): one event
     /// per host, port, decision and reason, coalescing the connections that
     /// came close together (`connections` of them; bytes summed; the
@@ -148,6 +171,27 @@ pub enum EventKind {
         duration_ms: u64,
         connections: u64,
     },
+}
+
+/// What a rewind puts back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RewindScope {
+    /// The workspace's files, as the checkpoint recorded them.
+    Files,
+    /// The conversation, cut after the checkpoint's task.
+    Conversation,
+    Both,
+}
+
+impl RewindScope {
+    pub fn files(self) -> bool {
+        matches!(self, Self::Files | Self::Both)
+    }
+
+    pub fn conversation(self) -> bool {
+        matches!(self, Self::Conversation | Self::Both)
+    }
 }
 
 /// Who called a tool, when not the model.
@@ -638,6 +682,21 @@ mod tests {
             EventKind::Error {
                 message: "boom".into(),
                 task_id: None,
+            },
+            EventKind::CheckpointCreated {
+                checkpoint_id: "0123456789abcdef0123456789abcdef01234567".into(),
+                task_id: Some("1".into()),
+                files_changed: 2,
+                insertions: 3,
+                deletions: 1,
+                skipped: vec!["big.bin".into()],
+            },
+            EventKind::Rewound {
+                checkpoint_id: "0123456789abcdef0123456789abcdef01234567".into(),
+                scope: RewindScope::Both,
+                files_written: 2,
+                files_removed: 1,
+                messages_dropped: 4,
             },
             EventKind::TaskCompleted {
                 session_id: "0000abcd".into(),

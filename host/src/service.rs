@@ -4,7 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::agent::{Agent, AgentError, Submitted, ToolInfo, ToolOutcome, ToolSource};
+use crate::agent::{
+    Agent, AgentError, CheckpointDiff, CheckpointRecord, RewindScope, Rewound, Submitted, ToolInfo,
+    ToolOutcome, ToolSource,
+};
 use crate::session::{ApprovalMode, Session, SessionError, SessionManager, SessionNetwork};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,8 @@ impl SessionService {
             .sessions
             .create(task.clone(), network, approval)
             .await?;
+        // The empty workspace, the first state a rewind can go back to.
+        self.agent.checkpoint_or_say(&session, None).await;
         // Taken before the task starts, so `?since=` this follows the whole
         // task from its `task_started`.
         let last_event_seq = session.events.last_seq();
@@ -93,6 +98,39 @@ impl SessionService {
     pub async fn tools(&self, session_id: &str) -> Result<Vec<ToolInfo>, ServiceError> {
         let session = self.sessions.get(session_id)?;
         Ok(self.agent.enabled_tools(&session).await)
+    }
+
+    /// A session's checkpoints, oldest first.
+    pub async fn checkpoints(
+        &self,
+        session_id: &str,
+    ) -> Result<Vec<CheckpointRecord>, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self.agent.checkpoints(&session).await?)
+    }
+
+    /// The changes between two of a session's checkpoints (see
+    /// [`Agent::diff`]).
+    pub async fn diff(
+        &self,
+        session_id: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<CheckpointDiff, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self.agent.diff(&session, from, to).await?)
+    }
+
+    /// Takes a session back to one of its checkpoints (see
+    /// [`Agent::rewind`]).
+    pub async fn rewind(
+        &self,
+        session_id: &str,
+        checkpoint_id: &str,
+        scope: RewindScope,
+    ) -> Result<Rewound, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self.agent.rewind(&session, checkpoint_id, scope).await?)
     }
 
     /// Queues a task and records it as the session's latest.

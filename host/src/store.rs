@@ -40,6 +40,24 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// A checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub seq: u64,
+    /// The commit id in the sandbox's store.
+    pub id: String,
+    pub task_id: Option<String>,
+    pub task: Option<String>,
+    pub created: DateTime<Utc>,
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+    /// JSON: the files it left out.
+    pub skipped: String,
+    /// The conversation's next message number when it was taken.
+    pub messages: u64,
+}
+
 /// A session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -447,6 +465,108 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The number the next message of a session's conversation gets.
+    pub async fn next_message_seq(&self, session_id: &str) -> StoreResult<u64> {
+        let row =
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?")
+                .bind(session_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.get::<i64, _>(0) as u64)
+    }
+
+    /// Records a checkpoint as the session's `seq`th and makes it the one
+    /// its workspace is at.
+    pub async fn insert_checkpoint(
+        &self,
+        session_id: &str,
+        c: &CheckpointRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(c.seq as i64)
+        .bind(&c.id)
+        .bind(&c.task_id)
+        .bind(&c.task)
+        .bind(time(c.created))
+        .bind(c.files_changed as i64)
+        .bind(c.insertions as i64)
+        .bind(c.deletions as i64)
+        .bind(&c.skipped)
+        .bind(c.messages as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+            .bind(&c.id)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A session's checkpoints, oldest first.
+    pub async fn checkpoints(&self, session_id: &str) -> StoreResult<Vec<CheckpointRecord>> {
+        let rows = sqlx::query(
+            "SELECT seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = ? ORDER BY seq",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| CheckpointRecord {
+                seq: r.get::<i64, _>(0) as u64,
+                id: r.get(1),
+                task_id: r.get(2),
+                task: r.get(3),
+                created: parse_time(r.get::<&str, _>(4)),
+                files_changed: r.get::<i64, _>(5) as u64,
+                insertions: r.get::<i64, _>(6) as u64,
+                deletions: r.get::<i64, _>(7) as u64,
+                skipped: r.get(8),
+                messages: r.get::<i64, _>(9) as u64,
+            })
+            .collect())
+    }
+
+    /// Makes `checkpoint` the one the session's workspace is at.
+    pub async fn set_session_checkpoint(
+        &self,
+        session_id: &str,
+        checkpoint: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+            .bind(checkpoint)
+            .bind(session_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Drops the messages of a session with `seq >= from` (a rewound
+    /// conversation); how many there were.
+    pub async fn delete_messages_from(&self, session_id: &str, from: u64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM messages WHERE session_id = ? AND seq >= ?")
+            .bind(session_id)
+            .bind(from as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The checkpoint a session's workspace is at, if any.
+    pub async fn session_checkpoint(&self, session_id: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT checkpoint FROM sessions WHERE id = ?")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|r| r.get(0)))
     }
 
     pub async fn insert_task(&self, session_id: &str, id: &str, task: &str) -> StoreResult<()> {

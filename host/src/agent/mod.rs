@@ -16,6 +16,7 @@
 //! - `messages.rs`, `conversation.rs`: the conversation, in the project's
 //!   own versioned types, persisted message by message.
 
+mod checkpoints;
 mod conversation;
 mod messages;
 mod model;
@@ -37,14 +38,18 @@ pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnReques
 pub use run::{StopReason, TaskEnd};
 pub use tools::{ToolOutcome, ToolRunner, Toolbox};
 
+pub use crate::capabilities::{CheckpointDiff, FileDiff, FileStatus};
 use crate::config::Config;
+pub use crate::events::RewindScope;
 use crate::events::{EventKind, TaskOutcome, Usage};
 use crate::mcp::McpClients;
 pub use crate::mcp::McpServerStatus;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
 use crate::session::{Session, SessionManager};
+pub use crate::store::CheckpointRecord;
 use crate::store::{Store, TaskStatus};
+pub use checkpoints::{Rewound, skipped_files};
 use run::{StopSignal, TaskRun};
 
 /// How long a worker may take to record the end of a task it was told to
@@ -65,6 +70,14 @@ pub enum AgentError {
     Events(String),
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Capability(#[from] crate::capabilities::CapabilityError),
+    #[error("Session {0} is running a task; cancel it or wait for it to end")]
+    TaskRunning(String),
+    #[error("no checkpoint {0} in this session")]
+    UnknownCheckpoint(String),
+    #[error("there is no earlier checkpoint to compare with")]
+    NoEarlierCheckpoint,
 }
 
 /// Where a submitted task stands.
@@ -344,6 +357,18 @@ impl Agent {
         }
     }
 
+    /// Holds an idle session (nothing running or queued) so that no task
+    /// starts until [`Agent::release`]; refused when it is not idle.
+    pub(crate) fn hold_idle(&self, session_id: &str) -> Result<(), AgentError> {
+        let mut tasks = self.tasks.lock().unwrap();
+        let state = tasks.entry(session_id.to_string()).or_default();
+        if state.held || state.running.is_some() || !state.queue.is_empty() || state.reserved > 0 {
+            return Err(AgentError::TaskRunning(session_id.to_string()));
+        }
+        state.held = true;
+        Ok(())
+    }
+
     /// Lets a held session's queued tasks run again.
     pub fn release(self: &Arc<Self>, session: &Arc<Session>) {
         let mut tasks = self.tasks.lock().unwrap();
@@ -553,6 +578,11 @@ impl Agent {
     /// Publishes a task's `error` (if any) and its `task_completed`, and
     /// records its final status.
     async fn finish(&self, session: &Session, task_id: &str, task: &str, end: &TaskEnd) {
+        // What the task left, recorded before anyone hears it ended (not
+        // when the server is stopping: it would hold the shutdown up).
+        if end.outcome != TaskOutcome::Interrupted {
+            self.checkpoint_or_say(session, Some((task_id, task))).await;
+        }
         if let Some(message) = &end.error {
             let event = EventKind::Error {
                 message: message.clone(),

@@ -173,6 +173,11 @@ impl From<AgentError> for ApiError {
             e @ AgentError::ToolDisabled(_) => Self::new(StatusCode::FORBIDDEN, e.to_string()),
             AgentError::Store(e) => Self::internal(e.to_string()),
             AgentError::Events(e) => Self::internal(e),
+            AgentError::Capability(e) => e.into(),
+            e @ AgentError::TaskRunning(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            e @ (AgentError::UnknownCheckpoint(_) | AgentError::NoEarlierCheckpoint) => {
+                Self::not_found(e.to_string())
+            }
         }
     }
 }

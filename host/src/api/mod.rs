@@ -6,6 +6,7 @@
 
 mod approvals;
 mod auth;
+mod checkpoints;
 mod console;
 mod error;
 mod extract;
@@ -84,6 +85,7 @@ fn api_routes() -> ApiRouter<Arc<AppState>> {
         .merge(network::routes())
         .merge(approvals::routes())
         .merge(tools::routes())
+        .merge(checkpoints::routes())
 }
 
 /// The OpenAPI document of every route, generated from the handlers' types.
@@ -128,6 +130,10 @@ fn base_document() -> OpenApi {
             ),
             tag("approvals", "Tool calls waiting for a person's approval"),
             tag("tools", "The agent's tool plugins"),
+            tag(
+                "checkpoints",
+                "A session's workspace recorded when it was made and after each task",
+            ),
         ],
         ..OpenApi::default()
     }

@@ -162,7 +162,7 @@ impl Sandbox {
 
     /// Sends a request and returns the agent's answer as it starts, its
     /// body still to be read (a stream, for a watch).
-    async fn agent_open(
+    pub(crate) async fn agent_open(
         &self,
         container: &str,
         path_and_query: &str,

@@ -7,6 +7,7 @@
 //! container's network address.
 
 mod agent;
+mod checkpoints;
 mod egress;
 mod engine;
 mod exec;
@@ -28,6 +29,9 @@ use bollard::query_parameters::{
 };
 
 pub use agent::{AgentError, Terminal};
+pub use crogia_sandbox_agent::checkpoint::{
+    Diff as CheckpointDiff, FileDiff, FileStatus, Restored, SkippedFile, Taken,
+};
 pub use egress::EgressConnection;
 pub use engine::DockerEngine;
 pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
@@ -35,7 +39,7 @@ pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome}
 pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
-use crogia_sandbox_agent::CONTAINER_BINARY;
+use crogia_sandbox_agent::{CHECKPOINT_STORE, CONTAINER_BINARY};
 
 use crate::config::SandboxConfig;
 use crate::workspace::{CONTAINER_ROOT, Workspace};
@@ -73,6 +77,23 @@ fn container_env(c: &SandboxConfig) -> Vec<String> {
         }
     }
     env
+}
+
+/// A tar archive whose one entry is the directory `path` (absolute),
+/// owned by `uid:gid`: extracted at `/` over a mount point, it hands the
+/// volume mounted there to that user.
+fn owned_dir(path: &str, uid: u32, gid: u32) -> bytes::Bytes {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_uid(uid.into());
+    header.set_gid(gid.into());
+    header.set_size(0);
+    let mut archive = tar::Builder::new(Vec::new());
+    archive
+        .append_data(&mut header, path.trim_start_matches('/'), std::io::empty())
+        .expect("writing to memory");
+    archive.into_inner().expect("writing to memory").into()
 }
 
 /// Label on every container this server creates.
@@ -238,7 +259,14 @@ impl Sandbox {
             working_dir: Some(CONTAINER_ROOT.into()),
             labels: Some(labels),
             env: Some(container_env(c)),
-            volumes: agent.is_some().then(|| vec![agent_dir().to_string()]),
+            // Volumes of the container's own: the checkpoint store (outside
+            // the workspace, kept as long as the container), and the agent's
+            // directory when it is uploaded.
+            volumes: Some(
+                std::iter::once(CHECKPOINT_STORE.to_string())
+                    .chain(agent.is_some().then(|| agent_dir().to_string()))
+                    .collect(),
+            ),
             host_config: Some(HostConfig {
                 binds: Some(binds),
                 memory: Some(memory),
@@ -279,6 +307,15 @@ impl Sandbox {
         let ready = async {
             if let Some(archive) = agent {
                 self.upload(&created.id, agent_dir(), archive).await?;
+            }
+            if let Some((uid, gid)) = c.user_ids()
+                && !c.read_only_root
+            {
+                // The container's user must own its checkpoint store (an
+                // upload cannot reach a read-only root: checkpoints then fail
+                // with an error event).
+                let store = owned_dir(CHECKPOINT_STORE, uid, gid);
+                self.upload(&created.id, "/", store).await?;
             }
             self.start(&created.id).await
         };
@@ -351,19 +388,8 @@ impl Sandbox {
             .create_container(None::<CreateContainerOptions>, body)
             .await
             .map_err(|e| self.engine.classify(e))?;
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_uid(uid.into());
-        header.set_gid(gid.into());
-        header.set_size(0);
-        let mut archive = tar::Builder::new(Vec::new());
-        let mount_point = CONTAINER_ROOT.trim_start_matches('/');
-        archive
-            .append_data(&mut header, mount_point, std::io::empty())
-            .expect("writing to memory");
-        let archive = archive.into_inner().expect("writing to memory");
-        let handed = self.upload(&helper.id, "/", archive.into()).await;
+        let archive = owned_dir(CONTAINER_ROOT, uid, gid);
+        let handed = self.upload(&helper.id, "/", archive).await;
         self.remove(&helper.id).await?;
         handed
     }

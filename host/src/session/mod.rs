@@ -115,6 +115,8 @@ pub struct Session {
     pub network: Arc<SessionEgress>,
     /// Tool calls waiting for a person, and the rules they left.
     pub approvals: Arc<SessionApprovals>,
+    /// Held while a checkpoint is taken, compared or put back.
+    pub checkpointing: tokio::sync::Mutex<()>,
     last_task: Mutex<Option<String>>,
     deleting: AtomicBool,
 }
@@ -154,6 +156,7 @@ impl Session {
             network,
             approvals,
             last_task: Mutex::new(last_task),
+            checkpointing: tokio::sync::Mutex::default(),
             deleting: AtomicBool::new(false),
         }
     }

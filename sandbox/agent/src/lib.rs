@@ -11,6 +11,7 @@
 //! [`search`] work on the workspace, [`server`] serves them all. The binary (`src/main.rs`) is built static and injected into every
 //! container.
 
+pub mod checkpoint;
 pub mod egress;
 pub mod exec;
 pub mod fs;
@@ -26,6 +27,10 @@ pub mod watch;
 /// Where the agent listens inside the container. `/tmp` is a writable tmpfs
 /// in every sandbox, even with a read-only root.
 pub const SOCKET_PATH: &str = "/tmp/.crogia-agent.sock";
+
+/// The checkpoint store: a volume of the container's own, outside the
+/// workspace, kept as long as the container.
+pub const CHECKPOINT_STORE: &str = "/.crogia-checkpoints";
 
 /// Where the agent's binary is mounted in the container.
 pub const CONTAINER_BINARY: &str = "/.crogia/crogia-agent";

@@ -89,6 +89,39 @@ pub struct StdioSpec {
     pub cwd: String,
 }
 
+/// `POST /v1/checkpoint/take` ([`CheckpointTake`] → [`crate::checkpoint::Taken`]):
+/// records the workspace in the sandbox's checkpoint store.
+pub const CHECKPOINT_TAKE: &str = "/v1/checkpoint/take";
+/// `POST /v1/checkpoint/diff` ([`CheckpointDiff`] → [`crate::checkpoint::Diff`]).
+pub const CHECKPOINT_DIFF: &str = "/v1/checkpoint/diff";
+/// `POST /v1/checkpoint/restore` ([`CheckpointRestore`] →
+/// [`crate::checkpoint::Restored`]): the workspace put back as a checkpoint
+/// recorded it.
+pub const CHECKPOINT_RESTORE: &str = "/v1/checkpoint/restore";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointTake {
+    /// The checkpoint the workspace was at (none for the first).
+    pub parent: Option<String>,
+    /// The commit's message.
+    pub message: String,
+    /// Larger files are left out (and listed).
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointDiff {
+    pub from: String,
+    /// `None`: the workspace as it is now.
+    pub to: Option<String>,
+    pub max_file_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointRestore {
+    pub checkpoint: String,
+}
+
 /// `POST /v1/egress`: an endless answer, one JSON [`EgressAsk`] per line:
 /// each connection a program in the container asked the agent's proxy for.
 /// The server answers each with [`EGRESS_OPEN`] or [`EGRESS_REFUSE`]. One

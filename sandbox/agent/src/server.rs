@@ -13,11 +13,13 @@ use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixListener;
 
+use crate::checkpoint::{CheckpointError, Store};
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
-    self, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery,
-    PtyResize, ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest, WriteQuery,
+    self, CheckpointDiff, CheckpointRestore, CheckpointTake, EgressOpenQuery, EgressRefusal,
+    ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize, ReadRequest, SearchRequest,
+    StdioQuery, StdioSpec, TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -268,6 +270,30 @@ async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
                 }
             }
         },
+        (&Method::POST, protocol::CHECKPOINT_TAKE) => match body::<CheckpointTake>(request).await {
+            Err(response) => response,
+            Ok(r) => {
+                checkpoint(move |store, ws| {
+                    store.take(ws, r.parent.as_deref(), &r.message, r.max_file_bytes)
+                })
+                .await
+            }
+        },
+        (&Method::POST, protocol::CHECKPOINT_DIFF) => match body::<CheckpointDiff>(request).await {
+            Err(response) => response,
+            Ok(r) => {
+                checkpoint(move |store, ws| {
+                    store.diff(ws, &r.from, r.to.as_deref(), r.max_file_bytes)
+                })
+                .await
+            }
+        },
+        (&Method::POST, protocol::CHECKPOINT_RESTORE) => {
+            match body::<CheckpointRestore>(request).await {
+                Err(response) => response,
+                Ok(r) => checkpoint(move |store, ws| store.restore(ws, &r.checkpoint)).await,
+            }
+        }
         (&Method::POST, protocol::PTY_RESIZE) => match body::<PtyResize>(request).await {
             Err(response) => response,
             Ok(r) => match crate::pty::resize(&r) {
@@ -324,6 +350,43 @@ async fn on_workspace<T: Send + 'static>(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the operation failed: {e}"),
         )),
+    }
+}
+
+/// One checkpoint operation at a time (they share the store's cache and
+/// ref, and a restore must not race a snapshot).
+static CHECKPOINTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `f` on the blocking pool with the checkpoint store and the
+/// workspace opened, one at a time.
+async fn checkpoint<T: Serialize + Send + 'static>(
+    f: impl FnOnce(&Store, &Workspace) -> Result<T, CheckpointError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    let _one = CHECKPOINTS.lock().await;
+    let done = tokio::task::spawn_blocking(move || {
+        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        let ws = Workspace::open(CONTAINER_ROOT)
+            .map_err(|e| CheckpointError::Workspace(e.to_string()))?;
+        f(&store, &ws)
+    })
+    .await;
+    match done {
+        Ok(Ok(value)) => json(StatusCode::OK, &value),
+        Ok(Err(e)) => {
+            let status = match e {
+                CheckpointError::Unknown(_) => StatusCode::NOT_FOUND,
+                CheckpointError::BadId(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                CheckpointError::TooMany => StatusCode::PAYLOAD_TOO_LARGE,
+                CheckpointError::Store { .. } | CheckpointError::Workspace(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            };
+            error(status, e.to_string())
+        }
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the checkpoint operation failed: {e}"),
+        ),
     }
 }
 

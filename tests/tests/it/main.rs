@@ -5,6 +5,7 @@ mod agent;
 mod api;
 mod approvals;
 mod capabilities;
+mod checkpoints;
 mod cli;
 mod console;
 mod contract_examples;

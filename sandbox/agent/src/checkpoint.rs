@@ -1,0 +1,1251 @@
+//! Checkpoints: the workspace's state recorded in a git object store kept
+//! outside it, diffs between two states, and the workspace put back as a
+//! state was, byte for byte.
+//!
+//! The store is a bare git repository (loose objects, written with
+//! gitoxide), so `git --git-dir=<store> log -p` reads it. A checkpoint is a
+//! commit whose tree is the workspace: regular files (git's `100644` or
+//! `100755`), symlinks (`120000`, the target as the blob) and directories.
+//! What git cannot say travels in a blob the commit names in its
+//! `crogia-meta` header ([`Meta`]): each file's exact permission bits where
+//! they are not git's `0644`/`0755`, the empty directories, and the files
+//! left out (over the size limit, not a regular file or symlink, a name
+//! that is not UTF-8). A user's own `.git` is recorded like any other files
+//! and never touched as a repository.
+//!
+//! Taking a checkpoint costs a walk of the workspace (`lstat` of each
+//! entry) and the reading of files that changed: a stat cache beside the
+//! objects remembers each file's size, times, inode and mode with its blob,
+//! as git's index does. An entry recorded less than [`RACY`] before its
+//! snapshot is not trusted (its file may change again within the same tick).
+//!
+//! Everything under the workspace was made by untrusted code: the walk
+//! never follows a symlink, opens files `O_NOFOLLOW | O_NONBLOCK` and keeps
+//! them only if `fstat` says they are regular, so a FIFO or a device is
+//! listed as left out, never read. The store itself is inside the sandbox
+//! too, so what is read back from it is bounded ([`MAX_OBJECT_BYTES`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::io::{Read, Write as _};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
+use gix_hash::ObjectId;
+use gix_object::bstr::{BString, ByteSlice};
+use gix_object::tree::{Entry, EntryKind, EntryMode};
+use gix_object::{Kind, Write as _, WriteTo as _};
+use serde::{Deserialize, Serialize};
+
+use crate::fs::Workspace;
+
+/// Deepest directory level recorded.
+pub const MAX_DEPTH: usize = 64;
+/// Most entries (files, links, directories) one checkpoint records.
+pub const MAX_ENTRIES: usize = 200_000;
+/// Largest object read back from the store.
+pub const MAX_OBJECT_BYTES: u64 = 256 << 20;
+/// How long before its snapshot an entry's file must have last changed for
+/// the stat cache to trust it.
+pub const RACY: Duration = Duration::from_secs(2);
+/// Most bytes of a diff's `patch`; the rest is cut, with a line saying so.
+pub const MAX_PATCH_BYTES: usize = 4 << 20;
+/// Longest a diff of one file may take before it is shown coarser.
+const DIFF_TIMEOUT: Duration = Duration::from_millis(500);
+/// The bytes git looks at to tell binary from text.
+const BINARY_PROBE: usize = 8000;
+/// The ref the latest checkpoint is kept under (so `git log` finds them).
+const REF: &str = "refs/heads/checkpoints";
+/// The stat cache, beside the objects.
+const CACHE_FILE: &str = "crogia-cache.json";
+/// The commit header naming a checkpoint's [`Meta`] blob.
+const META_HEADER: &str = "crogia-meta";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("the checkpoint store at {path}: {message}")]
+    Store { path: String, message: String },
+    #[error("no checkpoint {0} in this sandbox's store")]
+    Unknown(String),
+    #[error("{0:?} is not a checkpoint id")]
+    BadId(String),
+    #[error(
+        "the workspace holds more than {MAX_ENTRIES} entries; a checkpoint records at most that"
+    )]
+    TooMany,
+    #[error("the workspace: {0}")]
+    Workspace(String),
+}
+
+/// A file a checkpoint left out, and why.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedFile {
+    pub path: String,
+    /// Its size, for a file over the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    pub reason: String,
+}
+
+/// What git's tree cannot say about a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Permission bits (`0o777`; setuid, setgid and sticky are not kept)
+    /// of files whose mode is not git's.
+    #[serde(default)]
+    pub modes: BTreeMap<String, u32>,
+    /// Directories with nothing recorded in them.
+    #[serde(default)]
+    pub empty_dirs: Vec<String>,
+    #[serde(default)]
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// A checkpoint just taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Taken {
+    /// The commit's id (hex).
+    pub checkpoint: String,
+    /// Against its parent (everything, for the first).
+    pub files_changed: usize,
+    pub insertions: usize,
+    pub deletions: usize,
+    pub skipped: Vec<SkippedFile>,
+}
+
+/// How a file differs between two states.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileStatus {
+    Added,
+    Modified,
+    Deleted,
+}
+
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDiff {
+    pub path: String,
+    pub status: FileStatus,
+    pub insertions: usize,
+    pub deletions: usize,
+    pub binary: bool,
+}
+
+/// Two states compared.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Diff {
+    pub files: Vec<FileDiff>,
+    /// A unified diff, as `git diff` prints it.
+    pub patch: String,
+}
+
+/// What putting a state back changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    pub written: usize,
+    pub removed: usize,
+}
+
+/// One recorded entry of a state, by workspace-relative path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Recorded {
+    mode: EntryMode,
+    oid: ObjectId,
+}
+
+/// What the stat cache knows of one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stat {
+    size: u64,
+    mtime: i64,
+    mtime_ns: i64,
+    ctime: i64,
+    ctime_ns: i64,
+    ino: u64,
+    mode: u32,
+    oid: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cache {
+    /// When (seconds since the epoch, as a float) the snapshot that filled
+    /// it started.
+    taken_at: f64,
+    files: HashMap<String, Stat>,
+}
+
+/// A checkpoint store (see the module's documentation).
+pub struct Store {
+    dir: PathBuf,
+    odb: gix_odb::loose::Store,
+}
+
+impl Store {
+    /// Opens the store at `dir`, making it (a bare repository) if needed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let dir = dir.into();
+        let store_err = |e: std::io::Error| CheckpointError::Store {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir.join("objects")).map_err(store_err)?;
+        std::fs::create_dir_all(dir.join("refs/heads")).map_err(store_err)?;
+        if !dir.join("HEAD").exists() {
+            std::fs::write(dir.join("HEAD"), format!("ref: {REF}\n")).map_err(store_err)?;
+            std::fs::write(
+                dir.join("config"),
+                "[core]\n\trepositoryformatversion = 0\n\tbare = true\n",
+            )
+            .map_err(store_err)?;
+        }
+        let odb = gix_odb::loose::Store::at(dir.join("objects"), gix_hash::Kind::Sha1);
+        Ok(Self { dir, odb })
+    }
+
+    fn err(&self, message: impl ToString) -> CheckpointError {
+        CheckpointError::Store {
+            path: self.dir.display().to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Writes an object unless the store has it; its id.
+    fn put(&self, kind: Kind, data: &[u8]) -> Result<ObjectId, CheckpointError> {
+        let id =
+            gix_object::compute_hash(gix_hash::Kind::Sha1, kind, data).map_err(|e| self.err(e))?;
+        if !self.odb.contains(&id) {
+            self.odb
+                .write_buf_with_known_id(kind, data, id)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(id)
+    }
+
+    /// Reads an object of `kind`, refusing one larger than `limit`.
+    fn get(&self, id: &ObjectId, kind: Kind, limit: u64) -> Result<Vec<u8>, CheckpointError> {
+        match self.odb.try_header(id).map_err(|e| self.err(e))? {
+            None => return Err(CheckpointError::Unknown(id.to_string())),
+            Some((size, found)) if found != kind || size > limit => {
+                return Err(self.err(format!(
+                    "object {id} is a {found} of {size} bytes, not a {kind} of at most {limit}"
+                )));
+            }
+            Some(_) => {}
+        }
+        let mut buf = Vec::new();
+        let data = self
+            .odb
+            .try_find(id, &mut buf)
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| CheckpointError::Unknown(id.to_string()))?;
+        Ok(data.data.to_vec())
+    }
+
+    /// Parses a checkpoint id given by a caller.
+    pub fn parse_id(id: &str) -> Result<ObjectId, CheckpointError> {
+        if id.len() != 40 {
+            return Err(CheckpointError::BadId(id.into()));
+        }
+        ObjectId::from_hex(id.as_bytes()).map_err(|_| CheckpointError::BadId(id.into()))
+    }
+
+    /// A checkpoint's tree and meta.
+    fn checkpoint(&self, id: &ObjectId) -> Result<(ObjectId, Meta), CheckpointError> {
+        let bytes = self.get(id, Kind::Commit, 1 << 20)?;
+        let commit = gix_object::CommitRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+            .map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
+        let tree = commit.tree();
+        let meta = match commit
+            .extra_headers()
+            .find(META_HEADER)
+            .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok())
+        {
+            Some(meta) => {
+                let bytes = self.get(&meta, Kind::Blob, 64 << 20)?;
+                serde_json::from_slice(&bytes).map_err(|e| self.err(format!("meta {meta}: {e}")))?
+            }
+            None => Meta::default(),
+        };
+        Ok((tree, meta))
+    }
+
+    /// Records the workspace as a checkpoint whose parent is `parent`
+    /// (none for the first), leaving out files over `max_file_bytes`.
+    pub fn take(
+        &self,
+        ws: &Workspace,
+        parent: Option<&str>,
+        message: &str,
+        max_file_bytes: u64,
+    ) -> Result<Taken, CheckpointError> {
+        let parent = parent.map(Self::parse_id).transpose()?;
+        let (tree, meta) = self.record(ws, max_file_bytes)?;
+        let mut meta_bytes = serde_json::to_vec(&meta).expect("meta serialises");
+        meta_bytes.push(b'\n');
+        let meta_id = self.put(Kind::Blob, &meta_bytes)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
+        let signature = gix_actor::Signature {
+            name: "Crogia".into(),
+            email: "crogia@localhost".into(),
+            time: gix_object::date::Time {
+                seconds: now,
+                offset: 0,
+            },
+        };
+        let commit = gix_object::Commit {
+            tree,
+            parents: parent.into_iter().collect(),
+            author: signature.clone(),
+            committer: signature,
+            encoding: None,
+            message: BString::from(format!("{}\n", message.trim_end())),
+            extra_headers: vec![(META_HEADER.into(), meta_id.to_string().into())],
+        };
+        let mut bytes = Vec::new();
+        commit.write_to(&mut bytes).map_err(|e| self.err(e))?;
+        let id = self.put(Kind::Commit, &bytes)?;
+        std::fs::write(self.dir.join(REF), format!("{id}\n")).map_err(|e| self.err(e))?;
+        let before = match parent {
+            Some(p) => self.flatten(&self.checkpoint(&p)?.0)?,
+            None => BTreeMap::new(),
+        };
+        let after = self.flatten(&tree)?;
+        let diff = self.compare(&before, &after, false)?;
+        Ok(Taken {
+            checkpoint: id.to_string(),
+            files_changed: diff.files.len(),
+            insertions: diff.files.iter().map(|f| f.insertions).sum(),
+            deletions: diff.files.iter().map(|f| f.deletions).sum(),
+            skipped: meta.skipped,
+        })
+    }
+
+    /// The changes from checkpoint `from` to checkpoint `to`, or to the
+    /// workspace as it is now when `to` is `None`.
+    pub fn diff(
+        &self,
+        ws: &Workspace,
+        from: &str,
+        to: Option<&str>,
+        max_file_bytes: u64,
+    ) -> Result<Diff, CheckpointError> {
+        let from = self.checkpoint(&Self::parse_id(from)?)?.0;
+        let to = match to {
+            Some(to) => self.checkpoint(&Self::parse_id(to)?)?.0,
+            None => self.record(ws, max_file_bytes)?.0,
+        };
+        let (before, after) = (self.flatten(&from)?, self.flatten(&to)?);
+        self.compare(&before, &after, true)
+    }
+
+    /// Puts the workspace back as checkpoint `id` recorded it: its files'
+    /// bytes and modes, its symlinks and empty directories; what it did not
+    /// hold is removed, except what it left out.
+    pub fn restore(&self, ws: &Workspace, id: &str) -> Result<Restored, CheckpointError> {
+        let (tree, meta) = self.checkpoint(&Self::parse_id(id)?)?;
+        let target = self.flatten(&tree)?;
+        let keep: BTreeSet<&str> = meta.skipped.iter().map(|s| s.path.as_str()).collect();
+        let mut wanted_dirs: BTreeSet<String> = meta.empty_dirs.iter().cloned().collect();
+        for path in target.keys() {
+            let mut p = path.as_str();
+            while let Some((parent, _)) = p.rsplit_once('/') {
+                wanted_dirs.insert(parent.to_string());
+                p = parent;
+            }
+        }
+        let mut done = Restored::default();
+        // What is there now that should not be.
+        let root = ws.dir().try_clone().map_err(|e| self.ws_err(e))?;
+        self.prune(&root, "", &target, &wanted_dirs, &keep, &mut done)?;
+        for dir in &wanted_dirs {
+            match root.symlink_metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    root.remove_file(dir).map_err(|e| self.ws_err(e))?;
+                    root.create_dir_all(dir).map_err(|e| self.ws_err(e))?;
+                }
+                Err(_) => root.create_dir_all(dir).map_err(|e| self.ws_err(e))?,
+            }
+        }
+        let cache = self.load_cache();
+        for (path, entry) in &target {
+            let mode = meta.modes.get(path).copied().unwrap_or(
+                if entry.mode.kind() == EntryKind::BlobExecutable {
+                    0o755
+                } else {
+                    0o644
+                },
+            );
+            if self.unchanged(&root, path, entry, mode, &cache) {
+                continue;
+            }
+            let data = self.get(&entry.oid, Kind::Blob, MAX_OBJECT_BYTES)?;
+            let (parent, name) = split(path);
+            let dir = if parent.is_empty() {
+                root.try_clone().map_err(|e| self.ws_err(e))?
+            } else {
+                root.open_dir(parent).map_err(|e| self.ws_err(e))?
+            };
+            if let Ok(m) = dir.symlink_metadata(name) {
+                if m.is_dir() {
+                    dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
+                } else {
+                    dir.remove_file(name).map_err(|e| self.ws_err(e))?;
+                }
+            }
+            if entry.mode.is_link() {
+                rustix::fs::symlinkat(OsStr::from_bytes(&data), &dir, name)
+                    .map_err(|e| self.ws_err(std::io::Error::from(e)))?;
+            } else {
+                let mut opts = OpenOptions::new();
+                opts.write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+                let mut file = dir.open_with(name, &opts).map_err(|e| self.ws_err(e))?;
+                file.write_all(&data).map_err(|e| self.ws_err(e))?;
+                file.set_permissions(cap_std::fs::Permissions::from_std(
+                    std::fs::Permissions::from_mode(mode),
+                ))
+                .map_err(|e| self.ws_err(e))?;
+            }
+            done.written += 1;
+        }
+        Ok(done)
+    }
+
+    fn ws_err(&self, e: std::io::Error) -> CheckpointError {
+        CheckpointError::Workspace(e.to_string())
+    }
+
+    /// Whether the file at `path` is already what `entry` (with `mode`)
+    /// records, by the stat cache (a file it does not know is rewritten).
+    fn unchanged(
+        &self,
+        root: &Dir,
+        path: &str,
+        entry: &Recorded,
+        mode: u32,
+        cache: &Cache,
+    ) -> bool {
+        let Some(known) = cache.files.get(path) else {
+            return false;
+        };
+        let Ok(m) = root.symlink_metadata(path) else {
+            return false;
+        };
+        let is_link = m.file_type().is_symlink();
+        ObjectId::from_hex(known.oid.as_bytes()).is_ok_and(|oid| oid == entry.oid)
+            && is_link == entry.mode.is_link()
+            && (is_link || m.mode() & 0o777 == mode)
+            && stat_matches(known, &m, cache.taken_at)
+    }
+
+    /// Removes under `dir` (at `rel`) what the target state does not hold.
+    fn prune(
+        &self,
+        dir: &Dir,
+        rel: &str,
+        target: &BTreeMap<String, Recorded>,
+        dirs: &BTreeSet<String>,
+        keep: &BTreeSet<&str>,
+        done: &mut Restored,
+    ) -> Result<(), CheckpointError> {
+        let entries: Vec<_> = dir
+            .entries()
+            .map_err(|e| self.ws_err(e))?
+            .flatten()
+            .collect();
+        for entry in entries {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            let path = join(rel, name);
+            if keep.contains(path.as_str()) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                if dirs.contains(&path) {
+                    let sub = open_subdir(dir, OsStr::new(name)).map_err(|e| self.ws_err(e))?;
+                    self.prune(&sub, &path, target, dirs, keep, done)?;
+                } else if !keep.iter().any(|k| k.starts_with(&format!("{path}/"))) {
+                    dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
+                    done.removed += 1;
+                }
+            } else if !target.contains_key(&path) {
+                dir.remove_file(name).map_err(|e| self.ws_err(e))?;
+                done.removed += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_cache(&self) -> Cache {
+        std::fs::read(self.dir.join(CACHE_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_cache(&self, cache: &Cache) -> Result<(), CheckpointError> {
+        let tmp = self.dir.join(format!("{CACHE_FILE}.tmp"));
+        let bytes = serde_json::to_vec(cache).expect("the cache serialises");
+        std::fs::write(&tmp, bytes).map_err(|e| self.err(e))?;
+        std::fs::rename(&tmp, self.dir.join(CACHE_FILE)).map_err(|e| self.err(e))
+    }
+
+    /// Writes the workspace's tree (and the objects it needs); its id and
+    /// what the tree cannot say.
+    fn record(
+        &self,
+        ws: &Workspace,
+        max_file_bytes: u64,
+    ) -> Result<(ObjectId, Meta), CheckpointError> {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let old = self.load_cache();
+        let mut walk = Walk {
+            store: self,
+            old,
+            new: Cache {
+                taken_at: started,
+                files: HashMap::new(),
+            },
+            meta: Meta::default(),
+            max_file_bytes,
+            entries: 0,
+        };
+        let root = ws.dir().try_clone().map_err(|e| self.ws_err(e))?;
+        let tree = walk.dir(&root, "", 0)?.unwrap_or_else(|| {
+            // The empty tree: written so that it can be read back.
+            ObjectId::empty_tree(gix_hash::Kind::Sha1)
+        });
+        if !self.odb.contains(&tree) {
+            self.put(Kind::Tree, &[])?;
+        }
+        self.save_cache(&walk.new)?;
+        Ok((tree, walk.meta))
+    }
+
+    /// Every file and symlink of tree `id`, by path.
+    fn flatten(&self, id: &ObjectId) -> Result<BTreeMap<String, Recorded>, CheckpointError> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![(String::new(), *id, 0usize)];
+        while let Some((prefix, tree, depth)) = stack.pop() {
+            if depth > MAX_DEPTH || out.len() > MAX_ENTRIES {
+                return Err(CheckpointError::TooMany);
+            }
+            let bytes = self.get(&tree, Kind::Tree, 64 << 20)?;
+            let parsed = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                .map_err(|e| self.err(format!("tree {tree}: {e}")))?;
+            for e in parsed.entries {
+                let Ok(name) = e.filename.to_str() else {
+                    continue;
+                };
+                let path = join(&prefix, name);
+                if e.mode.is_tree() {
+                    stack.push((path, e.oid.to_owned(), depth + 1));
+                } else if e.mode.is_blob_or_symlink() {
+                    out.insert(
+                        path,
+                        Recorded {
+                            mode: e.mode,
+                            oid: e.oid.to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The differences between two flattened states; the patch too when
+    /// `patch` is asked for.
+    fn compare(
+        &self,
+        before: &BTreeMap<String, Recorded>,
+        after: &BTreeMap<String, Recorded>,
+        patch: bool,
+    ) -> Result<Diff, CheckpointError> {
+        let mut diff = Diff::default();
+        let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+        for path in paths {
+            let (old, new) = (before.get(path), after.get(path));
+            let status = match (old, new) {
+                (Some(o), Some(n)) if o == n => continue,
+                (Some(_), Some(_)) => FileStatus::Modified,
+                (None, Some(_)) => FileStatus::Added,
+                (Some(_), None) => FileStatus::Deleted,
+                (None, None) => continue,
+            };
+            let read = |r: Option<&Recorded>| -> Result<Vec<u8>, CheckpointError> {
+                match r {
+                    Some(r) => self.get(&r.oid, Kind::Blob, MAX_OBJECT_BYTES),
+                    None => Ok(Vec::new()),
+                }
+            };
+            let (a, b) = (read(old)?, read(new)?);
+            let binary = is_binary(&a) || is_binary(&b);
+            let mut file = FileDiff {
+                path: path.clone(),
+                status,
+                insertions: 0,
+                deletions: 0,
+                binary,
+            };
+            let mut text = String::new();
+            if patch {
+                text.push_str(&format!("diff --git a/{path} b/{path}\n"));
+                match (old, new) {
+                    (None, Some(n)) => text.push_str(&format!("new file mode {}\n", mode_str(n))),
+                    (Some(o), None) => {
+                        text.push_str(&format!("deleted file mode {}\n", mode_str(o)));
+                    }
+                    (Some(o), Some(n)) if o.mode != n.mode => {
+                        text.push_str(&format!(
+                            "old mode {}\nnew mode {}\n",
+                            mode_str(o),
+                            mode_str(n)
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if binary {
+                if patch && a != b {
+                    let (l, r) = labels(path, old, new);
+                    text.push_str(&format!("Binary files {l} and {r} differ\n"));
+                }
+            } else {
+                let (a, b) = (String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+                let lines = similar::TextDiff::configure()
+                    .timeout(DIFF_TIMEOUT)
+                    .diff_lines(a.as_ref(), b.as_ref());
+                for change in lines.iter_all_changes() {
+                    match change.tag() {
+                        similar::ChangeTag::Insert => file.insertions += 1,
+                        similar::ChangeTag::Delete => file.deletions += 1,
+                        similar::ChangeTag::Equal => {}
+                    }
+                }
+                if patch && a != b {
+                    let (l, r) = labels(path, old, new);
+                    let unified = lines
+                        .unified_diff()
+                        .context_radius(3)
+                        .header(&l, &r)
+                        .to_string();
+                    text.push_str(&unified);
+                }
+            }
+            if patch {
+                if diff.patch.len() + text.len() > MAX_PATCH_BYTES {
+                    if !diff.patch.ends_with("[cut]\n") {
+                        diff.patch.push_str(&format!(
+                            "[the patch is longer than {MAX_PATCH_BYTES} bytes; the rest is cut]\n"
+                        ));
+                    }
+                } else {
+                    diff.patch.push_str(&text);
+                }
+            }
+            diff.files.push(file);
+        }
+        Ok(diff)
+    }
+}
+
+/// `a/<path>` and `b/<path>`, or `/dev/null` for a side without the file.
+fn labels(path: &str, old: Option<&Recorded>, new: Option<&Recorded>) -> (String, String) {
+    (
+        old.map_or_else(|| "/dev/null".into(), |_| format!("a/{path}")),
+        new.map_or_else(|| "/dev/null".into(), |_| format!("b/{path}")),
+    )
+}
+
+fn mode_str(r: &Recorded) -> &'static str {
+    match r.mode.kind() {
+        EntryKind::BlobExecutable => "100755",
+        EntryKind::Link => "120000",
+        _ => "100644",
+    }
+}
+
+/// Whether `data` looks binary to git: a NUL in its first 8000 bytes.
+fn is_binary(data: &[u8]) -> bool {
+    data[..data.len().min(BINARY_PROBE)].contains(&0)
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+fn split(path: &str) -> (&str, &str) {
+    path.rsplit_once('/').unwrap_or(("", path))
+}
+
+/// Whether a file's metadata is still what the cache recorded, and the
+/// record old enough to be trusted.
+fn stat_matches(known: &Stat, m: &cap_std::fs::Metadata, taken_at: f64) -> bool {
+    let mtime = m.mtime() as f64 + m.mtime_nsec() as f64 / 1e9;
+    mtime < taken_at - RACY.as_secs_f64()
+        && known.size == m.len()
+        && known.mtime == m.mtime()
+        && known.mtime_ns == m.mtime_nsec()
+        && known.ctime == m.ctime()
+        && known.ctime_ns == m.ctime_nsec()
+        && known.ino == m.ino()
+        && known.mode == m.mode()
+}
+
+/// Opens the directory `name` in `dir`, refusing a symlink.
+fn open_subdir(dir: &Dir, name: &OsStr) -> std::io::Result<Dir> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = dir.open_with(name, &opts)?;
+    Ok(Dir::from_std_file(file.into_std()))
+}
+
+/// One snapshot's walk of the workspace.
+struct Walk<'a> {
+    store: &'a Store,
+    old: Cache,
+    new: Cache,
+    meta: Meta,
+    max_file_bytes: u64,
+    entries: usize,
+}
+
+impl Walk<'_> {
+    fn skip(&mut self, path: String, size: Option<u64>, reason: &str) {
+        self.meta.skipped.push(SkippedFile {
+            path,
+            size,
+            reason: reason.into(),
+        });
+    }
+
+    /// The tree of `dir` (at `rel`), or `None` when nothing in it is
+    /// recorded.
+    fn dir(
+        &mut self,
+        dir: &Dir,
+        rel: &str,
+        depth: usize,
+    ) -> Result<Option<ObjectId>, CheckpointError> {
+        let mut names: Vec<_> = dir
+            .entries()
+            .map_err(|e| self.store.ws_err(e))?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            self.entries += 1;
+            if self.entries > MAX_ENTRIES {
+                return Err(CheckpointError::TooMany);
+            }
+            let Some(name_str) = name.to_str() else {
+                self.skip(
+                    format!("{}", Path::new(rel).join(&name).display()),
+                    None,
+                    "its name is not UTF-8",
+                );
+                continue;
+            };
+            let path = join(rel, name_str);
+            let Ok(m) = dir.symlink_metadata(&name) else {
+                continue; // gone since the listing
+            };
+            let kind = m.file_type();
+            let (mode, oid) = if kind.is_dir() {
+                if depth >= MAX_DEPTH {
+                    self.skip(path, None, "it is nested too deep");
+                    continue;
+                }
+                let Ok(sub) = open_subdir(dir, &name) else {
+                    self.skip(path, None, "it cannot be opened");
+                    continue;
+                };
+                match self.dir(&sub, &path, depth + 1)? {
+                    Some(tree) => (EntryKind::Tree.into(), tree),
+                    None => {
+                        self.meta.empty_dirs.push(path);
+                        continue;
+                    }
+                }
+            } else if kind.is_symlink() {
+                let Ok(target) = dir.read_link_contents(&name) else {
+                    continue;
+                };
+                let oid = self.store.put(Kind::Blob, target.as_os_str().as_bytes())?;
+                self.remember(&path, &m, oid);
+                (EntryKind::Link.into(), oid)
+            } else if kind.is_file() {
+                if m.len() > self.max_file_bytes {
+                    let size = m.len();
+                    self.skip(
+                        path,
+                        Some(size),
+                        &format!("it is larger than {} bytes", self.max_file_bytes),
+                    );
+                    continue;
+                }
+                let oid = match self.cached(&path, &m) {
+                    Some(oid) => oid,
+                    None => match self.read(dir, &name)? {
+                        Some(data) => self.store.put(Kind::Blob, &data)?,
+                        None => {
+                            self.skip(path, None, "it changed into something else while read");
+                            continue;
+                        }
+                    },
+                };
+                self.remember(&path, &m, oid);
+                // setuid, setgid and sticky bits are not kept.
+                let perms = m.mode() & 0o777;
+                let executable = perms & 0o111 != 0;
+                if perms != if executable { 0o755 } else { 0o644 } {
+                    self.meta.modes.insert(path, perms);
+                }
+                let kind = if executable {
+                    EntryKind::BlobExecutable
+                } else {
+                    EntryKind::Blob
+                };
+                (kind.into(), oid)
+            } else {
+                self.skip(
+                    path,
+                    None,
+                    "it is not a regular file, a directory or a symlink",
+                );
+                continue;
+            };
+            entries.push(Entry {
+                mode,
+                filename: name_str.into(),
+                oid,
+            });
+        }
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        entries.sort();
+        let tree = gix_object::Tree { entries };
+        let mut bytes = Vec::new();
+        tree.write_to(&mut bytes).map_err(|e| self.store.err(e))?;
+        Ok(Some(self.store.put(Kind::Tree, &bytes)?))
+    }
+
+    /// A file's blob from the last snapshot, when its metadata says it has
+    /// not changed since.
+    fn cached(&self, path: &str, m: &cap_std::fs::Metadata) -> Option<ObjectId> {
+        let known = self.old.files.get(path)?;
+        if !stat_matches(known, m, self.old.taken_at) {
+            return None;
+        }
+        ObjectId::from_hex(known.oid.as_bytes()).ok()
+    }
+
+    fn remember(&mut self, path: &str, m: &cap_std::fs::Metadata, oid: ObjectId) {
+        self.new.files.insert(
+            path.to_string(),
+            Stat {
+                size: m.len(),
+                mtime: m.mtime(),
+                mtime_ns: m.mtime_nsec(),
+                ctime: m.ctime(),
+                ctime_ns: m.ctime_nsec(),
+                ino: m.ino(),
+                mode: m.mode(),
+                oid: oid.to_string(),
+            },
+        );
+    }
+
+    /// A regular file's bytes (at most the limit), or `None` when what is
+    /// there now is not a regular file.
+    fn read(&self, dir: &Dir, name: &OsStr) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let mut opts = OpenOptions::new();
+        opts.read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let Ok(file) = dir.open_with(name, &opts) else {
+            return Ok(None);
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            _ => return Ok(None),
+        }
+        let mut data = Vec::new();
+        file.take(self.max_file_bytes + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| self.store.ws_err(e))?;
+        if data.len() as u64 > self.max_file_bytes {
+            return Ok(None);
+        }
+        Ok(Some(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    use std::process::Command;
+
+    use super::*;
+
+    const LIMIT: u64 = 1 << 20;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        store: Store,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().join("workspace");
+            std::fs::create_dir(&root).unwrap();
+            let store = Store::open(dir.path().join("store")).unwrap();
+            Self {
+                _dir: dir,
+                root,
+                store,
+            }
+        }
+
+        fn ws(&self) -> Workspace {
+            Workspace::open(&self.root).unwrap()
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            self.root.join(rel)
+        }
+
+        fn write(&self, rel: &str, data: &[u8]) {
+            let p = self.path(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, data).unwrap();
+        }
+
+        fn chmod(&self, rel: &str, mode: u32) {
+            std::fs::set_permissions(self.path(rel), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+
+        fn mode(&self, rel: &str) -> u32 {
+            std::fs::symlink_metadata(self.path(rel))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        }
+
+        fn take(&self, parent: Option<&str>) -> Taken {
+            self.store.take(&self.ws(), parent, "test", LIMIT).unwrap()
+        }
+
+        /// Every file, symlink and directory under the workspace with its
+        /// content (a link's target) and mode.
+        fn state(&self) -> BTreeMap<String, (Vec<u8>, u32)> {
+            let mut out = BTreeMap::new();
+            let mut stack = vec![self.root.clone()];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).unwrap() {
+                    let p = e.unwrap().path();
+                    let rel = p.strip_prefix(&self.root).unwrap().display().to_string();
+                    let m = std::fs::symlink_metadata(&p).unwrap();
+                    let mode = m.permissions().mode() & 0o777;
+                    if m.file_type().is_symlink() {
+                        let target = std::fs::read_link(&p).unwrap();
+                        out.insert(rel, (target.as_os_str().as_bytes().to_vec(), 0));
+                    } else if m.is_dir() {
+                        out.insert(format!("{rel}/"), (Vec::new(), mode));
+                        stack.push(p);
+                    } else {
+                        out.insert(rel, (std::fs::read(&p).unwrap(), mode));
+                    }
+                }
+            }
+            out
+        }
+    }
+
+    fn backdate(path: &Path) {
+        // Old enough for the stat cache to trust it.
+        let old = SystemTime::now() - Duration::from_secs(60);
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(old).unwrap();
+    }
+
+    #[test]
+    fn a_rewind_puts_back_bytes_modes_links_deletions_and_new_files() {
+        let f = Fixture::new();
+        f.write("app.py", b"print('one')\n");
+        f.write("src/lib/util.py", b"def f():\n    return 1\n");
+        f.write("bin/run.sh", b"#!/bin/sh\necho run\n");
+        f.chmod("bin/run.sh", 0o755);
+        f.write("secret.txt", b"only me\n");
+        f.chmod("secret.txt", 0o600);
+        f.write("data.bin", &[0, 1, 2, 255, 0, 7]);
+        symlink("app.py", f.path("link")).unwrap();
+        std::fs::create_dir(f.path("empty")).unwrap();
+        let first = f.take(None);
+        assert_eq!(first.files_changed, 6, "{first:?}");
+        let before = f.state();
+
+        // A task: edits, creates, deletes, chmods, retargets a link.
+        f.write("app.py", b"print('two')\nprint('three')\n");
+        f.write("new/file.txt", b"new\n");
+        std::fs::remove_file(f.path("src/lib/util.py")).unwrap();
+        f.chmod("secret.txt", 0o644);
+        f.chmod("app.py", 0o700);
+        std::fs::remove_file(f.path("link")).unwrap();
+        symlink("/etc/passwd", f.path("link")).unwrap();
+        f.write("data.bin", &[9, 0, 9]);
+        std::fs::remove_dir(f.path("empty")).unwrap();
+        let second = f.take(Some(&first.checkpoint));
+        // secret.txt's new mode is no change git can see (its bits are
+        // kept for a rewind); the link's target is a line of text.
+        assert_eq!(second.files_changed, 5, "{second:?}");
+        assert_eq!(
+            (second.insertions, second.deletions),
+            (2 + 1 + 1, 1 + 2 + 1)
+        );
+
+        let diff = f
+            .store
+            .diff(&f.ws(), &first.checkpoint, Some(&second.checkpoint), LIMIT)
+            .unwrap();
+        let statuses: Vec<(&str, FileStatus, bool)> = diff
+            .files
+            .iter()
+            .map(|d| (d.path.as_str(), d.status, d.binary))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("app.py", FileStatus::Modified, false),
+                ("data.bin", FileStatus::Modified, true),
+                ("link", FileStatus::Modified, false),
+                ("new/file.txt", FileStatus::Added, false),
+                ("src/lib/util.py", FileStatus::Deleted, false),
+                ("secret.txt", FileStatus::Modified, false),
+            ]
+            .into_iter()
+            .filter(|(p, _, _)| *p != "secret.txt")
+            .collect::<Vec<_>>(),
+            "a mode that git cannot see is no content change: {diff:?}"
+        );
+        assert!(
+            diff.patch
+                .contains("-print('one')\n+print('two')\n+print('three')\n"),
+            "{}",
+            diff.patch
+        );
+        assert!(
+            diff.patch.contains("old mode 100644\nnew mode 100755\n"),
+            "{}",
+            diff.patch
+        );
+        assert!(
+            diff.patch
+                .contains("Binary files a/data.bin and b/data.bin differ"),
+            "{}",
+            diff.patch
+        );
+        assert!(
+            diff.patch.contains("--- /dev/null\n+++ b/new/file.txt\n"),
+            "{}",
+            diff.patch
+        );
+        assert!(
+            diff.patch.contains("deleted file mode 100644"),
+            "{}",
+            diff.patch
+        );
+
+        let restored = f.store.restore(&f.ws(), &first.checkpoint).unwrap();
+        assert_eq!(f.state(), before);
+        assert_eq!(f.mode("secret.txt"), 0o600);
+        assert_eq!(f.mode("bin/run.sh"), 0o755);
+        assert!(
+            restored.written >= 5 && restored.removed >= 1,
+            "{restored:?}"
+        );
+        // And forward again.
+        f.store.restore(&f.ws(), &second.checkpoint).unwrap();
+        assert_eq!(std::fs::read(f.path("new/file.txt")).unwrap(), b"new\n");
+        assert_eq!(f.mode("app.py"), 0o700);
+        assert!(!f.path("src/lib/util.py").exists());
+        assert!(!f.path("empty").exists());
+    }
+
+    #[test]
+    fn large_files_and_fifos_are_left_out_listed_and_never_removed_by_a_rewind() {
+        let f = Fixture::new();
+        f.write("small.txt", b"small\n");
+        f.write("big.bin", &vec![7u8; (LIMIT + 1) as usize]);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            f.path("pipe"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        let taken = f.take(None);
+        let skipped: Vec<(&str, Option<u64>)> = taken
+            .skipped
+            .iter()
+            .map(|s| (s.path.as_str(), s.size))
+            .collect();
+        assert_eq!(skipped, [("big.bin", Some(LIMIT + 1)), ("pipe", None)]);
+        assert_eq!(taken.files_changed, 1);
+        f.write("small.txt", b"changed\n");
+        f.store.restore(&f.ws(), &taken.checkpoint).unwrap();
+        assert_eq!(std::fs::read(f.path("small.txt")).unwrap(), b"small\n");
+        assert!(f.path("big.bin").exists() && f.path("pipe").exists());
+    }
+
+    #[test]
+    fn the_tree_is_the_one_git_writes_and_git_reads_the_store() {
+        let f = Fixture::new();
+        f.write("a.txt", b"a\n");
+        f.write("dir/b.txt", b"b\n");
+        f.write("dir-x/c.sh", b"c\n");
+        f.chmod("dir-x/c.sh", 0o755);
+        f.write("dir.d/e", b"e\n");
+        symlink("a.txt", f.path("l")).unwrap();
+        let taken = f.take(None);
+        // git's own tree of the same files.
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["--git-dir", &format!("{}/../g", f.root.display())])
+                .args(["--work-tree", &f.root.display().to_string()])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        git(&["init", "-q"]);
+        git(&["add", "-A", "-f", "."]);
+        let expected = git(&["write-tree"]);
+        let store = f._dir.path().join("store");
+        let ours = Command::new("git")
+            .args(["--git-dir", &store.display().to_string()])
+            .args(["rev-parse", &format!("{}^{{tree}}", taken.checkpoint)])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&ours.stdout), expected);
+        let log = Command::new("git")
+            .args([
+                "--git-dir",
+                &store.display().to_string(),
+                "log",
+                "--format=%s",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&log.stdout), "test\n");
+
+        // A user's own repository is files like any other (git itself
+        // would never add them).
+        f.write(".git/HEAD", b"ref: refs/heads/main\n");
+        let with_git = f.take(Some(&taken.checkpoint));
+        let listed = Command::new("git")
+            .args([
+                "--git-dir",
+                &store.display().to_string(),
+                "ls-tree",
+                "-r",
+                "--name-only",
+            ])
+            .arg(&with_git.checkpoint)
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&listed.stdout)
+                .lines()
+                .any(|l| l == ".git/HEAD"),
+            "{}",
+            String::from_utf8_lossy(&listed.stdout)
+        );
+    }
+
+    #[test]
+    fn unchanged_files_are_not_read_again_and_a_quick_change_is_still_seen() {
+        let f = Fixture::new();
+        for i in 0..50 {
+            f.write(&format!("f{i}.txt"), format!("{i}\n").as_bytes());
+            backdate(&f.path(&format!("f{i}.txt")));
+        }
+        let first = f.take(None);
+        let again = f.take(Some(&first.checkpoint));
+        assert_eq!(again.files_changed, 0, "{again:?}");
+        // The cache is believed, not the file, while the metadata holds:
+        // a cache that lies about f1.txt's blob shows in the next one.
+        let lie = f
+            .store
+            .put(Kind::Blob, b"not what the file holds\n")
+            .unwrap();
+        let mut cache = f.store.load_cache();
+        cache.files.get_mut("f1.txt").unwrap().oid = lie.to_string();
+        f.store.save_cache(&cache).unwrap();
+        let believed = f.take(Some(&again.checkpoint));
+        assert_eq!(believed.files_changed, 1, "{believed:?}");
+        let again = f.take(Some(&first.checkpoint));
+        assert_eq!(again.files_changed, 1, "still believed: {again:?}");
+        // Changed within the same second as the snapshot that saw it last.
+        f.write("f2.txt", b"2\n");
+        let seen = f.take(Some(&again.checkpoint));
+        f.write("f2.txt", b"x\n");
+        let again = f.take(Some(&seen.checkpoint));
+        assert_eq!(again.files_changed, 1, "{again:?}");
+    }
+
+    #[test]
+    fn a_bad_or_unknown_id_is_refused() {
+        let f = Fixture::new();
+        assert!(matches!(
+            f.store.restore(&f.ws(), "nope"),
+            Err(CheckpointError::BadId(_))
+        ));
+        let missing = "0123456789012345678901234567890123456789";
+        assert!(matches!(
+            f.store.restore(&f.ws(), missing),
+            Err(CheckpointError::Unknown(_))
+        ));
+        // The empty workspace is a checkpoint too, and restoring it empties.
+        let empty = f.take(None);
+        f.write("x", b"x");
+        f.store.restore(&f.ws(), &empty.checkpoint).unwrap();
+        assert!(f.state().is_empty());
+    }
+}

@@ -1,0 +1,368 @@
+//! Checkpoints (issue 20): the workspace recorded by the sandbox agent in a
+//! git object store of the container's own, outside the workspace; diffs
+//! between states; a state put back byte for byte.
+
+use crogia_host::capabilities::CapabilityError;
+use crogia_host::sandbox::{FileStatus, SandboxError};
+use crogia_tests::TestServer;
+use serde_json::json;
+
+/// Runs `cmd` in the session's workspace; its stdout (it must succeed).
+async fn sh(server: &TestServer, id: &str, cmd: &str) -> String {
+    let (status, out) = server
+        .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": cmd}))
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["exit_code"], 0, "{cmd}: {out}");
+    out["stdout"].as_str().unwrap().to_string()
+}
+
+/// What a rewind must put back: each path's content hash, mode and type.
+const STATE: &str = "find . -path ./.crogia -prune -o -print | sort | while read -r p; do \
+    if [ -L \"$p\" ]; then echo \"$p link $(readlink \"$p\")\"; \
+    elif [ -p \"$p\" ]; then echo \"$p fifo\"; \
+    elif [ -d \"$p\" ]; then echo \"$p dir $(stat -c %a \"$p\")\"; \
+    else echo \"$p $(stat -c %a \"$p\") $(sha256sum < \"$p\" | cut -c1-16)\"; fi; done";
+
+#[tokio::test]
+async fn a_checkpoint_records_diffs_and_puts_back_the_workspace_in_the_container() {
+    let server = TestServer::with_config(|c| c.workspace.checkpoints = true).await;
+    let id = server.session().await;
+    let caps = server.state.sessions.get(&id).unwrap().caps.clone();
+    sh(
+        &server,
+        &id,
+        "printf 'one\\n' > a.txt && chmod 600 a.txt && mkdir -p d/e && printf 'x' > d/b.txt \
+         && printf '#!/bin/sh\\necho hi\\n' > run.sh && ln -s a.txt link && mkdir empty \
+         && head -c 3000000 /dev/urandom > big.bin && mkfifo pipe",
+    )
+    .await;
+    let first = caps
+        .take_checkpoint(None, "created", 1 << 20)
+        .await
+        .unwrap();
+    let skipped: Vec<(&str, Option<u64>)> = first
+        .skipped
+        .iter()
+        .map(|s| (s.path.as_str(), s.size))
+        .collect();
+    assert_eq!(skipped, [("big.bin", Some(3_000_000)), ("pipe", None)]);
+    assert_eq!(first.files_changed, 4, "{first:?}");
+    let before = sh(&server, &id, STATE).await;
+
+    // A task's work: an edit, a chmod +x, a deletion, a new binary file,
+    // a new mode git cannot see.
+    sh(
+        &server,
+        &id,
+        "printf 'two\\n' >> a.txt && chmod 640 a.txt && chmod +x run.sh && rm d/b.txt \
+         && printf '\\000\\001' > bin.dat && rmdir empty",
+    )
+    .await;
+    let second = caps
+        .take_checkpoint(Some(&first.checkpoint), "task 1", 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (second.files_changed, second.insertions, second.deletions),
+        (4, 1, 1),
+        "{second:?}"
+    );
+    let diff = caps
+        .checkpoint_diff(&first.checkpoint, Some(&second.checkpoint), 1 << 20)
+        .await
+        .unwrap();
+    let files: Vec<(&str, FileStatus, bool)> = diff
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.status, f.binary))
+        .collect();
+    assert_eq!(
+        files,
+        [
+            ("a.txt", FileStatus::Modified, false),
+            ("bin.dat", FileStatus::Added, true),
+            ("d/b.txt", FileStatus::Deleted, false),
+            ("run.sh", FileStatus::Modified, false),
+        ]
+    );
+    assert!(diff.patch.contains(" one\n+two\n"), "{}", diff.patch);
+    assert!(
+        diff.patch.contains("old mode 100644\nnew mode 100755"),
+        "{}",
+        diff.patch
+    );
+    // Against the workspace as it is now.
+    sh(&server, &id, "echo three >> a.txt").await;
+    let now = caps
+        .checkpoint_diff(&second.checkpoint, None, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(now.files.len(), 1, "{now:?}");
+    assert_eq!(
+        (now.files[0].path.as_str(), now.files[0].insertions),
+        ("a.txt", 1)
+    );
+
+    // Back to the first: bytes, modes, links, deletions, new files; what
+    // it left out stays.
+    let restored = caps.restore_checkpoint(&first.checkpoint).await.unwrap();
+    assert!(
+        restored.written >= 3 && restored.removed >= 1,
+        "{restored:?}"
+    );
+    assert_eq!(sh(&server, &id, STATE).await, before);
+    // And forward again.
+    caps.restore_checkpoint(&second.checkpoint).await.unwrap();
+    assert_eq!(
+        sh(&server, &id, "stat -c %a a.txt run.sh").await,
+        "640\n755\n"
+    );
+
+    // The store is outside the workspace, and git reads it.
+    assert!(!sh(&server, &id, "ls -a").await.contains("crogia"));
+    assert_eq!(
+        sh(
+            &server,
+            &id,
+            "git --git-dir=/.crogia-checkpoints log --format=%s"
+        )
+        .await,
+        "task 1\ncreated\n"
+    );
+    let unknown = caps
+        .restore_checkpoint("0123456789012345678901234567890123456789")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(unknown, CapabilityError::Sandbox(SandboxError::NotFound(_))),
+        "{unknown:?}"
+    );
+}
+
+/// Through the API: a checkpoint when the session is made and after each
+/// task (its event before `task_completed`), listed oldest first; the diff
+/// of a task as JSON and as `text/x-diff`, and against the workspace now.
+#[tokio::test]
+async fn each_task_leaves_a_checkpoint_whose_diff_the_api_shows() {
+    use crogia_tests::model::{Reply, ScriptedModel};
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "app.py", "content": "print('hello')\n"}),
+        )]),
+        Reply::Text("Written.".into()),
+    ])
+    .await;
+    let server = crogia_tests::server_with_model(&model, |c| c.workspace.checkpoints = true).await;
+    let id = server.session().await;
+    let (status, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["task_id"], json!(null));
+    assert_eq!(list[0]["seq"], 1);
+    let created = list[0]["checkpoint_id"].as_str().unwrap().to_string();
+
+    let mut ws = server.ws(&id, Some(0)).await;
+    let (status, task) = server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "write it"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{task}");
+    let events = ws.until_completed(1).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let checkpoint = events
+        .iter()
+        .rposition(|e| e["type"] == "checkpoint_created")
+        .expect("a checkpoint_created event");
+    assert_eq!(kinds[checkpoint + 1], "task_completed", "{kinds:?}");
+    let event = &events[checkpoint];
+    assert_eq!(event["task_id"], task["task_id"], "{event}");
+    assert_eq!(
+        (
+            &event["files_changed"],
+            &event["insertions"],
+            &event["deletions"]
+        ),
+        (&json!(1), &json!(1), &json!(0)),
+        "{event}"
+    );
+
+    let (_, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["task"], "write it");
+    assert_eq!(list[1]["seq"], 2);
+    let after = list[1]["checkpoint_id"].as_str().unwrap();
+    assert_eq!(event["checkpoint_id"], after);
+
+    // The task's diff: from defaults to the checkpoint before `to`.
+    let (status, diff) = server
+        .get(&format!("/api/sessions/{id}/diff?to={after}"))
+        .await;
+    assert_eq!(status, 200, "{diff}");
+    assert_eq!(
+        diff["files"],
+        json!([{"path": "app.py", "status": "added", "insertions": 1, "deletions": 0, "binary": false}])
+    );
+    assert!(
+        diff["patch"].as_str().unwrap().contains("+print('hello')"),
+        "{diff}"
+    );
+    let text = server
+        .client
+        .get(server.url(&format!(
+            "/api/sessions/{id}/diff?from={created}&to={after}"
+        )))
+        .header("accept", "text/x-diff")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(text.status(), 200);
+    assert!(
+        text.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/x-diff")
+    );
+    let patch = text.text().await.unwrap();
+    assert!(
+        patch.starts_with("diff --git a/app.py b/app.py\nnew file mode 100644\n"),
+        "{patch}"
+    );
+
+    // Since the latest: nothing, then a change made outside any task.
+    let (_, none) = server.get(&format!("/api/sessions/{id}/diff")).await;
+    assert_eq!(none["files"], json!([]), "{none}");
+    sh(&server, &id, "echo more >> app.py").await;
+    let (_, now) = server
+        .get(&format!("/api/sessions/{id}/diff?to=current"))
+        .await;
+    assert_eq!(now["files"][0]["status"], "modified", "{now}");
+
+    let missing = "0123456789012345678901234567890123456789";
+    let (status, body) = server
+        .get(&format!("/api/sessions/{id}/diff?from={missing}"))
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = server.get("/api/sessions/ffffffff/checkpoints").await;
+    assert_eq!(status, 404);
+}
+
+/// A rewind of the files puts back the workspace; of the conversation,
+/// the model no longer sees the later turns (its request log shows it);
+/// `rewound` says so, the next checkpoint follows the one gone back to,
+/// and nothing is rewound while a task runs.
+#[tokio::test]
+async fn a_rewind_takes_back_files_and_conversation_and_waits_for_no_task() {
+    use std::time::Duration;
+
+    use crogia_tests::model::{Reply, ScriptedModel};
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "notes.txt", "content": "first\n"}),
+        )]),
+        Reply::Text("Remembered ALPHA.".into()),
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "notes.txt", "content": "second\n"}),
+        )]),
+        Reply::Text("Remembered BRAVO.".into()),
+        Reply::Delay(
+            Duration::from_secs(3),
+            Box::new(Reply::Text("Slow.".into())),
+        ),
+        Reply::Text("What I know.".into()),
+    ])
+    .await;
+    let server = crogia_tests::server_with_model(&model, |c| c.workspace.checkpoints = true).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    let run = |task: &'static str| {
+        let server = &server;
+        let id = id.clone();
+        async move {
+            let (status, body) = server
+                .post(&format!("/api/sessions/{id}/tasks"), json!({"task": task}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    run("remember ALPHA").await;
+    ws.until_completed(1).await;
+    run("remember BRAVO").await;
+    ws.until_completed(1).await;
+    let (_, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
+    let after_alpha = list[1]["checkpoint_id"].as_str().unwrap().to_string();
+    assert_eq!(sh(&server, &id, "cat notes.txt").await, "second\n");
+
+    // While a task runs: 409, and nothing changes.
+    run("be slow").await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": after_alpha, "scope": "both"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    ws.until_completed(1).await;
+
+    let (status, done) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": after_alpha, "scope": "both"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["scope"], "both");
+    assert!(done["files_written"].as_u64().unwrap() >= 1, "{done}");
+    assert!(done["messages_dropped"].as_u64().unwrap() >= 4, "{done}");
+    assert_eq!(sh(&server, &id, "cat notes.txt").await, "first\n");
+    let event = ws.event().await;
+    assert_eq!(event["type"], "rewound", "{event}");
+    assert_eq!(event["checkpoint_id"], after_alpha.as_str());
+
+    // The model's next request holds ALPHA's turn but not BRAVO's.
+    run("what do you know").await;
+    ws.until_completed(1).await;
+    let last = model.requests().last().unwrap()["messages"].to_string();
+    assert!(
+        last.contains("remember ALPHA") && last.contains("Remembered ALPHA"),
+        "{last}"
+    );
+    assert!(
+        !last.contains("BRAVO") && !last.contains("be slow"),
+        "{last}"
+    );
+    // The next checkpoint follows the one gone back to.
+    let (_, diff) = server.get(&format!("/api/sessions/{id}/diff")).await;
+    assert_eq!(diff["files"], json!([]), "{diff}");
+    let (_, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
+    let latest = list.as_array().unwrap().last().unwrap().clone();
+    let (_, since) = server
+        .get(&format!(
+            "/api/sessions/{id}/diff?from={after_alpha}&to={}",
+            latest["checkpoint_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(since["files"], json!([]), "{since}");
+
+    // Bad requests.
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": after_alpha, "scope": "everything"}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, _) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": "0123456789012345678901234567890123456789", "scope": "files"}),
+        )
+        .await;
+    assert_eq!(status, 404);
+}
