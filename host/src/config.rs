@@ -383,9 +383,7 @@ pub struct WorkspaceConfig {
     pub file_events: bool,
     /// Record the workspace as a checkpoint when a session is made and after
     /// each task (in a git object store in the container, outside the
-    /// workspace). Off by default while issue 20 is being finished: a
-    /// read-only root with a configured user cannot hand the store over
-    /// yet.
+    /// workspace). Off by default while issue 20 is being finished.
     pub checkpoints: bool,
     /// Files larger than this are left out of checkpoints (and listed), in
     /// bytes.

@@ -39,7 +39,7 @@ pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome}
 pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
-use crogia_sandbox_agent::{CHECKPOINT_STORE, CONTAINER_BINARY};
+use crogia_sandbox_agent::{CHECKPOINT_STORE, CHECKPOINT_VOLUME, CONTAINER_BINARY};
 
 use crate::config::SandboxConfig;
 use crate::workspace::{CONTAINER_ROOT, Workspace};
@@ -79,9 +79,10 @@ fn container_env(c: &SandboxConfig) -> Vec<String> {
     env
 }
 
-/// A tar archive whose one entry is the directory `path` (absolute),
-/// owned by `uid:gid`: extracted at `/` over a mount point, it hands the
-/// volume mounted there to that user.
+/// A tar archive whose one entry is the directory `path`, owned by
+/// `uid:gid`: extracted at `/` over a mount point, it hands the volume
+/// mounted there to that user; extracted in a volume, it makes a directory
+/// of that user's there.
 fn owned_dir(path: &str, uid: u32, gid: u32) -> bytes::Bytes {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Directory);
@@ -263,7 +264,7 @@ impl Sandbox {
             // the workspace, kept as long as the container), and the agent's
             // directory when it is uploaded.
             volumes: Some(
-                std::iter::once(CHECKPOINT_STORE.to_string())
+                std::iter::once(CHECKPOINT_VOLUME.to_string())
                     .chain(agent.is_some().then(|| agent_dir().to_string()))
                     .collect(),
             ),
@@ -308,14 +309,15 @@ impl Sandbox {
             if let Some(archive) = agent {
                 self.upload(&created.id, agent_dir(), archive).await?;
             }
-            if let Some((uid, gid)) = c.user_ids()
-                && !c.read_only_root
-            {
-                // The container's user must own its checkpoint store (an
-                // upload cannot reach a read-only root: checkpoints then fail
-                // with an error event).
-                let store = owned_dir(CHECKPOINT_STORE, uid, gid);
-                self.upload(&created.id, "/", store).await?;
+            if let Some((uid, gid)) = c.user_ids() {
+                // The container's user must own its checkpoint store: a
+                // directory made in the volume by an upload (which reaches a
+                // volume under a read-only root too).
+                let name = CHECKPOINT_STORE
+                    .strip_prefix(CHECKPOINT_VOLUME)
+                    .expect("the store is in its volume");
+                let store = owned_dir(name, uid, gid);
+                self.upload(&created.id, CHECKPOINT_VOLUME, store).await?;
             }
             self.start(&created.id).await
         };

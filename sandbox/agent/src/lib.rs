@@ -28,9 +28,14 @@ pub mod watch;
 /// in every sandbox, even with a read-only root.
 pub const SOCKET_PATH: &str = "/tmp/.crogia-agent.sock";
 
-/// The checkpoint store: a volume of the container's own, outside the
-/// workspace, kept as long as the container.
-pub const CHECKPOINT_STORE: &str = "/.crogia-checkpoints";
+/// A volume of the container's own, outside the workspace, kept as long as
+/// the container: it holds the checkpoint store.
+pub const CHECKPOINT_VOLUME: &str = "/.crogia-checkpoints";
+/// The checkpoint store, in [`CHECKPOINT_VOLUME`]: a directory of its own,
+/// so that the server can hand it to the container's user (an upload into
+/// a volume can create a directory owned by anyone, even under a read-only
+/// root, but cannot change the owner of the volume's root).
+pub const CHECKPOINT_STORE: &str = "/.crogia-checkpoints/store";
 
 /// Where the agent's binary is mounted in the container.
 pub const CONTAINER_BINARY: &str = "/.crogia/crogia-agent";

@@ -125,7 +125,7 @@ async fn a_checkpoint_records_diffs_and_puts_back_the_workspace_in_the_container
         sh(
             &server,
             &id,
-            "git --git-dir=/.crogia-checkpoints log --format=%s"
+            "git --git-dir=/.crogia-checkpoints/store log --format=%s"
         )
         .await,
         "task 1\ncreated\n"
@@ -365,4 +365,34 @@ async fn a_rewind_takes_back_files_and_conversation_and_waits_for_no_task() {
         )
         .await;
     assert_eq!(status, 404);
+}
+
+/// With the hardened configuration (a read-only root, a user of its own),
+/// the store belongs to that user and checkpoints work.
+#[tokio::test]
+async fn checkpoints_work_under_a_read_only_root_as_the_containers_user() {
+    let server = TestServer::with_config(|c| {
+        c.sandbox.user = "1000:1000".into();
+        c.sandbox.read_only_root = true;
+        c.workspace.checkpoints = true;
+    })
+    .await;
+    let id = server.session().await;
+    assert_eq!(
+        sh(&server, &id, "stat -c %u:%g /.crogia-checkpoints/store").await,
+        "1000:1000\n"
+    );
+    let (_, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
+    let first = list[0]["checkpoint_id"].as_str().unwrap().to_string();
+    sh(&server, &id, "echo made > new.txt").await;
+    let (_, diff) = server.get(&format!("/api/sessions/{id}/diff")).await;
+    assert_eq!(diff["files"][0]["path"], "new.txt", "{diff}");
+    let (status, done) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": first, "scope": "files"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(sh(&server, &id, "ls").await, "");
 }
