@@ -75,7 +75,7 @@ test: setup build-plugins test-clients
     bash tests/fuzz/api.sh 5
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
-# Name groups to run only those (start create shell files agent egress grep fanout throughput pool plugin); the table is then only printed.
+# Name groups to run only those (start create shell files agent egress grep checkpoint fanout throughput pool plugin); the table is then only printed.
 bench *GROUPS: setup build-plugins
     @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
     @command -v rg >/dev/null || { echo "bench: installing ripgrep (Debian package), the grep baseline"; apt-get install -y -qq ripgrep >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }; }

@@ -135,6 +135,7 @@ async function openSession(id) {
   toolBlocks.clear();
   approvalBlocks.clear();
   lastSeq = 0;
+  picked = null;
   closeTerminal();
   connect();
   selectTab("activity");
@@ -145,8 +146,9 @@ document.querySelectorAll(".tabs button").forEach((b) => (b.onclick = () => sele
 
 function selectTab(name) {
   document.querySelectorAll(".tabs button").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
-  for (const t of ["activity", "files", "processes", "shell", "terminal"]) $(`#tab-${t}`).hidden = t !== name;
+  for (const t of ["activity", "files", "processes", "shell", "terminal", "changes"]) $(`#tab-${t}`).hidden = t !== name;
   if (name === "files") loadTree();
+  if (name === "changes") loadCheckpoints();
   if (name === "processes") loadProcesses();
   if (name === "terminal") openTerminal().catch((e) => toast(e.message));
 }
@@ -329,6 +331,26 @@ function render(e) {
       refreshSessions();
       break;
     }
+    case "checkpoint_created":
+      append(el("div", {
+        className: "event checkpoint",
+        textContent: `Checkpoint ${e.checkpoint_id.slice(0, 10)} · ${e.files_changed} files +${e.insertions} -${e.deletions}`
+          + (e.skipped && e.skipped.length ? ` · left out: ${e.skipped.join(", ")}` : ""),
+      }));
+      if (!$("#tab-changes").hidden) loadCheckpoints();
+      break;
+    case "rewound":
+      append(el("div", {
+        className: "event checkpoint",
+        textContent: `Rewound to ${e.checkpoint_id.slice(0, 10)} (${e.scope}): ${e.files_written} files written, ${e.files_removed} removed, ${e.messages_dropped} messages dropped`,
+      }));
+      break;
+    case "forked":
+      append(el("div", {
+        className: "event checkpoint",
+        textContent: `Forked from session ${e.parent_session_id} at checkpoint ${e.checkpoint_id.slice(0, 10)}`,
+      }));
+      break;
     case "network_request": {
       // A line per coalesced group: what was reached or refused, and why.
       const times = e.connections > 1 ? ` ×${e.connections}` : "";
@@ -457,6 +479,94 @@ $("#save-file").onclick = async () => {
   try {
     await api("POST", `/api/sessions/${current}/files/content`, { path, content: $("#file-content").value });
     $("#file-path").textContent = `${path} — saved`;
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+// ---- changes: checkpoints, their diffs, rewind and fork ---------------------
+
+let picked = null; // the checkpoint whose diff is shown: {checkpoint_id, seq, ...}
+
+async function loadCheckpoints() {
+  try {
+    const list = await api("GET", `/api/sessions/${current}/checkpoints`);
+    const ul = $("#checkpoints");
+    ul.replaceChildren();
+    for (const c of list.slice().reverse()) {
+      const li = el("li", { className: picked && picked.checkpoint_id === c.checkpoint_id ? "selected" : "" },
+        el("div", {}, el("span", { className: "id", textContent: `#${c.seq} ${c.checkpoint_id.slice(0, 10)}` }), " ",
+          el("span", { className: "plus", textContent: `+${c.insertions}` }), " ",
+          el("span", { className: "minus", textContent: `-${c.deletions}` }), " ",
+          el("span", { className: "muted", textContent: `${c.files_changed} files` })),
+        el("div", { className: "task", textContent: c.task || (c.seq === 1 ? "(the session as it was made)" : "(taken on request)") }),
+        ...(c.skipped.length ? [el("div", { className: "skipped", textContent: `left out: ${c.skipped.map((s) => s.path).join(", ")}` })] : []));
+      li.dataset.checkpoint = c.checkpoint_id;
+      li.onclick = () => showCheckpoint(c, list);
+      ul.append(li);
+    }
+    if (!list.length) ul.append(el("li", { className: "muted", textContent: "No checkpoints (workspace.checkpoints is off)." }));
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+// The diff of a checkpoint against the one before it (the first: against
+// nothing, so everything it holds).
+async function showCheckpoint(c, list) {
+  picked = c;
+  document.querySelectorAll("#checkpoints li").forEach((li) => li.classList.toggle("selected", li.dataset.checkpoint === c.checkpoint_id));
+  $("#fork-checkpoint").disabled = false;
+  $("#rewind-checkpoint").disabled = false;
+  $("#diff-title").textContent = `#${c.seq} ${c.task ? `after “${c.task}”` : c.seq === 1 ? "the session as it was made" : "taken on request"}`;
+  const files = $("#diff-files");
+  const patch = $("#diff-patch");
+  files.replaceChildren();
+  patch.replaceChildren();
+  const index = list.findIndex((x) => x.checkpoint_id === c.checkpoint_id);
+  if (index === 0) {
+    patch.textContent = `${c.files_changed} files recorded (+${c.insertions}).`;
+    return;
+  }
+  try {
+    const diff = await api("GET", `/api/sessions/${current}/diff?from=${list[index - 1].checkpoint_id}&to=${c.checkpoint_id}`);
+    for (const f of diff.files) {
+      files.append(el("li", {}, el("span", { className: `status ${f.status}`, textContent: f.status }), " ",
+        el("code", { textContent: f.path }), " ",
+        f.binary ? el("span", { className: "muted", textContent: "binary" })
+          : el("span", {}, el("span", { className: "plus", textContent: `+${f.insertions}` }), " ", el("span", { className: "minus", textContent: `-${f.deletions}` }))));
+    }
+    if (!diff.files.length) files.append(el("li", { className: "muted", textContent: "No changes." }));
+    for (const line of diff.patch.split("\n")) {
+      const kind = line.startsWith("+++") || line.startsWith("---") ? "head"
+        : line.startsWith("+") ? "plus" : line.startsWith("-") ? "minus" : line.startsWith("@@") ? "hunk" : "";
+      patch.append(el("span", { className: kind, textContent: `${line}\n` }));
+    }
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+$("#rewind-checkpoint").onclick = async () => {
+  if (!picked) return;
+  const scope = $("#rewind-scope").value;
+  if (!confirm(`Take session ${current} back to checkpoint #${picked.seq} (${scope})? Later changes are lost from the workspace.`)) return;
+  try {
+    const r = await api("POST", `/api/sessions/${current}/rewind`, { checkpoint_id: picked.checkpoint_id, scope });
+    toast(`Rewound: ${r.files_written} files written, ${r.files_removed} removed, ${r.messages_dropped} messages dropped.`);
+    loadCheckpoints();
+  } catch (err) {
+    toast(err.message);
+  }
+};
+
+$("#fork-checkpoint").onclick = async () => {
+  if (!picked) return;
+  try {
+    const s = await api("POST", `/api/sessions/${current}/fork`, { checkpoint_id: picked.checkpoint_id });
+    picked = null;
+    await refreshSessions();
+    openSession(s.session_id);
   } catch (err) {
     toast(err.message);
   }

@@ -20,7 +20,9 @@ use crate::sandbox::{
     AgentError, BackgroundProcess, ExecChunk, ExecOutput, ExecRequest, ProcessState, ProcessStatus,
     Sandbox, SandboxError, StdioProgram, StopOutcome, Terminal,
 };
-pub use crate::sandbox::{CheckpointDiff, FileDiff, FileStatus, Restored, SkippedFile, Taken};
+pub use crate::sandbox::{
+    CheckpointDiff, FileDiff, FileStatus, Imported, Restored, SkippedFile, Taken,
+};
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
 };
@@ -347,6 +349,21 @@ impl Capabilities {
     pub async fn restore_checkpoint(&self, id: &str) -> Result<Restored, CapabilityError> {
         self.in_container(|| self.sandbox.restore_checkpoint(&self.container_id, id))
             .await
+    }
+
+    /// Copies checkpoint `id`, with its history, into the checkpoint store
+    /// of `other` (a fork's sandbox).
+    pub async fn copy_checkpoint_to(
+        &self,
+        other: &Capabilities,
+        id: &str,
+    ) -> Result<Imported, CapabilityError> {
+        other.check_usable()?;
+        self.in_container(|| {
+            self.sandbox
+                .copy_checkpoint(&self.container_id, &other.container_id, id)
+        })
+        .await
     }
 
     /// Starts `argv` (no shell) in the container's `cwd` with `env` added,

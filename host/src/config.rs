@@ -383,7 +383,7 @@ pub struct WorkspaceConfig {
     pub file_events: bool,
     /// Record the workspace as a checkpoint when a session is made and after
     /// each task (in a git object store in the container, outside the
-    /// workspace). Off by default while issue 20 is being finished.
+    /// workspace), for diffs, rewinds and forks.
     pub checkpoints: bool,
     /// Files larger than this are left out of checkpoints (and listed), in
     /// bytes.
@@ -398,7 +398,7 @@ impl Default for WorkspaceConfig {
             search_max_line_chars: 500,
             search_max_file_bytes: 50 * 1024 * 1024,
             file_events: true,
-            checkpoints: false,
+            checkpoints: true,
             checkpoint_max_file_bytes: 8 * 1024 * 1024,
         }
     }

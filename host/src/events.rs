@@ -157,6 +157,13 @@ pub enum EventKind {
         files_removed: u64,
         messages_dropped: u64,
     },
+    /// The session was made as a fork of another (additive), with its
+    /// workspace as `checkpoint_id` recorded it and its conversation up to
+    /// that checkpoint; the first event of a fork's log.
+    Forked {
+        parent_session_id: String,
+        checkpoint_id: String,
+    },
     /// Connections a program in the sandbox asked for (additive): one event
     /// per host, port, decision and reason, coalescing the connections that
     /// came close together (`connections` of them; bytes summed; the
@@ -697,6 +704,10 @@ mod tests {
                 files_written: 2,
                 files_removed: 1,
                 messages_dropped: 4,
+            },
+            EventKind::Forked {
+                parent_session_id: "0000abcd".into(),
+                checkpoint_id: "0123456789abcdef0123456789abcdef01234567".into(),
             },
             EventKind::TaskCompleted {
                 session_id: "0000abcd".into(),

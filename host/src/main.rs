@@ -125,6 +125,36 @@ enum Command {
         session: String,
         path: Option<String>,
     },
+    /// List a session's checkpoints, oldest first (its workspace recorded
+    /// when it was made and after each task).
+    Checkpoints {
+        session: String,
+        /// Record the workspace as a checkpoint now, first.
+        #[arg(long)]
+        take: bool,
+    },
+    /// What changed: the workspace now against the latest checkpoint; from
+    /// FROM (to now); or from FROM to TO (`current`: now). A checkpoint is
+    /// its number, or a prefix of its id.
+    Diff {
+        session: String,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// Take a session back to a checkpoint: its files, its conversation or
+    /// both (refused while a task runs).
+    Rewind {
+        session: String,
+        checkpoint: String,
+        #[arg(long, default_value = "both", value_parser = ["files", "conversation", "both"])]
+        scope: String,
+    },
+    /// Make a new session from a checkpoint (by default the latest) of a
+    /// session; prints its id.
+    Fork {
+        session: String,
+        checkpoint: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +298,39 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
         Command::Mcp { session } => cli::mcp(&remote.client()?, &session).await,
         Command::Files { session, path } => {
             cli::files(&remote.client()?, &session, path.as_deref(), remote.json).await
+        }
+        Command::Checkpoints { session, take } => {
+            cli::checkpoints(&remote.client()?, &session, take, remote.json).await
+        }
+        Command::Diff { session, from, to } => {
+            let c = remote.client()?;
+            cli::diff(&c, &session, from.as_deref(), to.as_deref(), remote.json).await
+        }
+        Command::Rewind {
+            session,
+            checkpoint,
+            scope,
+        } => {
+            cli::rewind(
+                &remote.client()?,
+                &session,
+                &checkpoint,
+                &scope,
+                remote.json,
+            )
+            .await
+        }
+        Command::Fork {
+            session,
+            checkpoint,
+        } => {
+            cli::fork(
+                &remote.client()?,
+                &session,
+                checkpoint.as_deref(),
+                remote.json,
+            )
+            .await
         }
         Command::Serve { .. } => unreachable!("handled by main"),
     }

@@ -109,6 +109,13 @@ impl SessionService {
         Ok(self.agent.checkpoints(&session).await?)
     }
 
+    /// Records a session's workspace as a checkpoint now (see
+    /// [`Agent::checkpoint_now`]).
+    pub async fn checkpoint_now(&self, session_id: &str) -> Result<CheckpointRecord, ServiceError> {
+        let session = self.sessions.get(session_id)?;
+        Ok(self.agent.checkpoint_now(&session).await?)
+    }
+
     /// The changes between two of a session's checkpoints (see
     /// [`Agent::diff`]).
     pub async fn diff(
@@ -131,6 +138,39 @@ impl SessionService {
     ) -> Result<Rewound, ServiceError> {
         let session = self.sessions.get(session_id)?;
         Ok(self.agent.rewind(&session, checkpoint_id, scope).await?)
+    }
+
+    /// Makes a new session from one of a session's checkpoints (its latest
+    /// by default): its own sandbox with the workspace as the checkpoint
+    /// recorded it, the conversation up to it, and an event log that starts
+    /// with `forked`. On failure nothing of the new session remains.
+    pub async fn fork(
+        &self,
+        session_id: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Created, ServiceError> {
+        let parent = self.sessions.get(session_id)?;
+        let point = self.agent.fork_point(&parent, checkpoint_id).await?;
+        let child = self
+            .sessions
+            .create(
+                point.task.clone(),
+                Some(parent.network.settings()),
+                parent.approvals.mode(),
+            )
+            .await?;
+        if let Err(e) = self.agent.fork_into(&parent, &child, &point).await {
+            if let Err(undo) = self.delete(&child.id).await {
+                tracing::error!(session = %child.id, error = %undo, "could not remove a fork that failed");
+            }
+            return Err(e.into());
+        }
+        tracing::info!(session = %child.id, parent = %parent.id, checkpoint = %point.id, "session forked");
+        Ok(Created {
+            last_event_seq: child.events.last_seq(),
+            session: child,
+            first_task: None,
+        })
     }
 
     /// Queues a task and records it as the session's latest.

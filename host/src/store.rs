@@ -535,6 +535,41 @@ impl Store {
             .collect())
     }
 
+    /// Gives the new session `child` the history of `parent` up to its
+    /// checkpoint `upto` (a fork): those checkpoints, the messages of the
+    /// conversation before it, and `upto` as the one its workspace is at.
+    pub async fn fork_history(
+        &self,
+        parent: &str,
+        child: &str,
+        upto: &CheckpointRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) SELECT ?, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = ? AND seq <= ?",
+        )
+        .bind(child)
+        .bind(parent)
+        .bind(upto.seq as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO messages (session_id, seq, message) SELECT ?, seq, message FROM messages WHERE session_id = ? AND seq < ?",
+        )
+        .bind(child)
+        .bind(parent)
+        .bind(upto.messages as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+            .bind(&upto.id)
+            .bind(child)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Makes `checkpoint` the one the session's workspace is at.
     pub async fn set_session_checkpoint(
         &self,

@@ -545,8 +545,9 @@ async fn main() {
         });
     }
 
-    // Grep over a generated 10,000-file, 100 MB workspace.
-    if wanted("grep") {
+    // Grep over a generated 10,000-file, 100 MB workspace; checkpoints and
+    // forks of it.
+    if wanted("grep") || wanted("checkpoint") {
         let generate = "python3 - <<'PY'\nimport os, random\nrandom.seed(7)\nwords = [''.join(random.choice('abcdefghij') for _ in range(7)) for _ in range(5000)]\nfor d in range(100):\n    os.makedirs(f'src/d{d}', exist_ok=True)\n    for f in range(100):\n        lines = [' '.join(random.choices(words, k=12)) for _ in range(120)]\n        if (d * 100 + f) % 997 == 0:\n            lines[60] = 'the needle_in_haystack is here'\n        open(f'src/d{d}/f{f}.txt', 'w').write('\\n'.join(lines) + '\\n')\nPY\ndu -sm src | cut -f1";
         let out = post(
             &client,
@@ -559,6 +560,11 @@ async fn main() {
         // The same directory as the host sees it (the bind mount): `rg`
         // straight over it is the most direct way to do the same search.
         let workdir = session["workdir"].as_str().unwrap().to_string();
+        if wanted("checkpoint") {
+            rows.extend(
+                checkpoint_rows(&client, &base, &t, &config, &sid, &workdir, &size_mb).await,
+            );
+        }
         let grep_path = format!("/api/sessions/{sid}/search/grep");
         let grep = || {
             post(
@@ -568,7 +574,12 @@ async fn main() {
                 json!({"pattern": "needle_in_haystack"}),
             )
         };
-        for threads in [None, Some("1")] {
+        let thread_counts = if wanted("grep") {
+            vec![None, Some("1")]
+        } else {
+            Vec::new()
+        };
+        for threads in thread_counts {
             let rg = |times: &mut Vec<Duration>| {
                 let started = Instant::now();
                 let mut cmd = std::process::Command::new("rg");
@@ -787,6 +798,121 @@ async fn main() {
     }
 
     report(&rows, only.is_empty());
+}
+
+/// A checkpoint after a one-file change in the generated workspace against
+/// `git add -A && git commit` on the same directory (a repository kept
+/// outside it); a fork of that workspace against `docker run -d` plus a copy
+/// of the directory.
+async fn checkpoint_rows(
+    client: &reqwest::Client,
+    base: &str,
+    t: &TestSandbox,
+    config: &Config,
+    sid: &str,
+    workdir: &str,
+    size_mb: &str,
+) -> Vec<Row> {
+    let git_dir = t.tmp.path().join("bench-git");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg(format!("--git-dir={}", git_dir.display()))
+            .arg(format!("--work-tree={workdir}"))
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let commit = || {
+        git(&["add", "-A"]);
+        git(&["commit", "-q", "--allow-empty", "-m", "bench"]);
+    };
+    let checkpoints = format!("{base}/api/sessions/{sid}/checkpoints");
+    let take = || async {
+        let resp = client.post(&checkpoints).send().await.unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json::<Value>().await.unwrap()
+    };
+    let touch = |round: usize, who: &str| {
+        use std::io::Write as _;
+        let path = format!("{workdir}/src/d{}/f{}.txt", round % 100, round % 97);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        writeln!(f, "changed by {who} in round {round}").unwrap();
+    };
+    std::process::Command::new("git")
+        .args(["init", "-q", "--bare"])
+        .arg(&git_dir)
+        .status()
+        .unwrap();
+    git(&["config", "core.bare", "false"]);
+    // Warm-up: both read every file once and fill their caches.
+    for _ in 0..3 {
+        commit();
+        take().await;
+    }
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..15 {
+        touch(round, "git");
+        let started = Instant::now();
+        commit();
+        a.push(started.elapsed());
+        touch(round, "crogia");
+        let taken = timed(&mut b, take()).await;
+        assert_eq!(taken["files_changed"], 1, "{taken}");
+    }
+    let mut rows = vec![ratio_row(
+        &format!(
+            "checkpoint after a one-file change in the 10,000-file, {size_mb} MB workspace via API"
+        ),
+        "`git add -A && git commit` run directly on the workspace's directory",
+        median(a),
+        median(b),
+        1.0,
+    )];
+
+    // Fork: a new session with the workspace as the latest checkpoint has it.
+    let fork_path = format!("/api/sessions/{sid}/fork");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        let copy = t.tmp.path().join(format!("fork-copy-{round}"));
+        let copy_str = copy.to_str().unwrap().to_string();
+        let run_args = docker_run_args(config, &t.label, &copy_str);
+        let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let status = std::process::Command::new("cp")
+            .args(["-a", workdir, &copy_str])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let id = docker(&run_args);
+        a.push(started.elapsed());
+        docker(&["rm", "-f", &id]);
+        std::fs::remove_dir_all(&copy).unwrap();
+
+        let forked = timed(&mut b, post(client, base, &fork_path, json!({}))).await;
+        let id = forked["session_id"].as_str().unwrap();
+        client
+            .delete(format!("{base}/api/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    rows.push(ratio_row(
+        &format!("fork of the 10,000-file, {size_mb} MB workspace via API, until it runs"),
+        "`cp -a` of the directory, then `docker run -d` on the copy",
+        median(a),
+        median(b),
+        1.0,
+    ));
+    rows
 }
 
 /// Medians of `docker run -d` (A) and `POST /api/sessions` (B), alternating;

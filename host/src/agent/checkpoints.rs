@@ -28,9 +28,10 @@ impl Agent {
         }
         let _one = session.checkpointing.lock().await;
         let parent = self.store.session_checkpoint(&session.id).await?;
-        let message = match task {
-            Some((id, text)) => format!("Task {id}: {text}"),
-            None => "The session was made".to_string(),
+        let message = match (task, &parent) {
+            (Some((id, text)), _) => format!("Task {id}: {text}"),
+            (None, None) => "The session was made".to_string(),
+            (None, Some(_)) => "Taken on request".to_string(),
         };
         let taken = session
             .caps
@@ -73,6 +74,22 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
         Ok(Some(record))
+    }
+
+    /// Records the workspace as a checkpoint now, for a client (after
+    /// changes made through the API or a terminal), with no task. Refused
+    /// while a task runs or waits, as its changes would then be split.
+    pub async fn checkpoint_now(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+    ) -> Result<CheckpointRecord, AgentError> {
+        if !self.config.workspace.checkpoints {
+            return Err(AgentError::CheckpointsOff);
+        }
+        self.hold_idle(&session.id)?;
+        let done = self.checkpoint(session, None).await;
+        self.release(session);
+        done?.ok_or(AgentError::CheckpointsOff)
     }
 
     /// [`Agent::checkpoint`] where a failure must not stop what called it
@@ -153,6 +170,56 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
         Ok(done)
+    }
+
+    /// The checkpoint of `session` a fork starts from: `id`, or its latest.
+    pub async fn fork_point(
+        &self,
+        session: &Session,
+        id: Option<&str>,
+    ) -> Result<CheckpointRecord, AgentError> {
+        if !self.config.workspace.checkpoints {
+            return Err(AgentError::CheckpointsOff);
+        }
+        let all = self.store.checkpoints(&session.id).await?;
+        match id {
+            Some(id) => all.into_iter().find(|c| c.id == id),
+            None => all.into_iter().last(),
+        }
+        .ok_or_else(|| AgentError::UnknownCheckpoint(id.unwrap_or("(none yet)").to_string()))
+    }
+
+    /// Makes the new session `child` what `parent` was at checkpoint
+    /// `point`: its log starts with `forked`; the checkpoint's objects (with
+    /// its history) are copied from sandbox to sandbox, the workspace put
+    /// back as it recorded it, and the checkpoints and conversation up to it
+    /// copied. The parent may be running a task meanwhile: a checkpoint
+    /// never changes once taken.
+    pub async fn fork_into(
+        &self,
+        parent: &Session,
+        child: &Session,
+        point: &CheckpointRecord,
+    ) -> Result<(), AgentError> {
+        let _one = child.checkpointing.lock().await;
+        let event = EventKind::Forked {
+            parent_session_id: parent.id.clone(),
+            checkpoint_id: point.id.clone(),
+        };
+        child
+            .events
+            .publish(event)
+            .await
+            .map_err(|e| AgentError::Events(e.to_string()))?;
+        parent
+            .caps
+            .copy_checkpoint_to(&child.caps, &point.id)
+            .await?;
+        child.caps.restore_checkpoint(&point.id).await?;
+        self.store
+            .fork_history(&parent.id, &child.id, point)
+            .await?;
+        Ok(())
     }
 
     /// The session's checkpoints, oldest first.

@@ -78,6 +78,8 @@ pub enum AgentError {
     UnknownCheckpoint(String),
     #[error("there is no earlier checkpoint to compare with")]
     NoEarlierCheckpoint,
+    #[error("checkpoints are turned off on this server (workspace.checkpoints)")]
+    CheckpointsOff,
 }
 
 /// Where a submitted task stands.

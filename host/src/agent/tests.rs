@@ -133,6 +133,8 @@ fn call(id: &str, tool: &str) -> Result<Turn, ModelError> {
 async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
+    // No container stands behind these sessions to record checkpoints in.
+    config.workspace.checkpoints = false;
     configure(&mut config);
     let store = Store::open(dir.path()).await.unwrap();
     let id = "0000abcd".to_string();

@@ -1,7 +1,8 @@
 //! A session's checkpoints: its workspace recorded when it was made and
 //! after each task.
 //!
-//! - `GET /api/sessions/{session_id}/checkpoints` — oldest first.
+//! - `GET /api/sessions/{session_id}/checkpoints` — oldest first; `POST`
+//!   records one now (201; 409 while a task runs).
 //! - `GET /api/sessions/{session_id}/diff?from=&to=` — what changed from
 //!   checkpoint `from` to checkpoint `to` (`current`, the default: the
 //!   workspace as it is now); `from` defaults to the checkpoint before `to`.
@@ -10,6 +11,8 @@
 //! - `POST /api/sessions/{session_id}/rewind` — `{"checkpoint_id", "scope":
 //!   "files" | "conversation" | "both"}`: back to a checkpoint; 409 while a
 //!   task runs.
+//! - `POST /api/sessions/{session_id}/fork` — `{"checkpoint_id"}` (optional:
+//!   the latest): a new session from a checkpoint; 201 with the create body.
 
 use std::sync::Arc;
 
@@ -28,6 +31,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::sessions::SessionInfo;
 use super::{ApiError, SessionPath};
 use crate::agent::{CheckpointDiff, CheckpointRecord, RewindScope, Rewound, skipped_files};
 use crate::sandbox::SkippedFile;
@@ -81,6 +85,15 @@ pub struct DiffQuery {
     pub to: Option<String>,
 }
 
+/// Where a fork starts.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkRequest {
+    /// A checkpoint of the session; by default its latest.
+    #[serde(default)]
+    pub checkpoint_id: Option<String>,
+}
+
 /// What a rewind puts back.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -107,9 +120,33 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
             }),
         )
         .api_route(
+            "/api/sessions/{session_id}/fork",
+            post_with(fork, |op| {
+                op.summary("Make a new session from a checkpoint of this one")
+                    .description(
+                        "201 with the same body as session create: a new session with its \
+                         own container, the workspace as the checkpoint (by default the \
+                         latest) recorded it, and the conversation up to it; its event log \
+                         starts with `forked`. The parent may be running a task. 409 when \
+                         checkpoints are turned off.",
+                    )
+                    .tag("checkpoints")
+            }),
+        )
+        .api_route(
             "/api/sessions/{session_id}/checkpoints",
             get_with(list, |op| {
                 op.summary("List a session's checkpoints, oldest first")
+                    .tag("checkpoints")
+            })
+            .post_with(take, |op| {
+                op.summary("Record the workspace as a checkpoint now")
+                    .description(
+                        "201 with the checkpoint (no task; its changes counted against the \
+                         one before). For changes made through the API or a terminal, before \
+                         a fork or a risky edit. 409 while a task runs or waits, or when \
+                         checkpoints are turned off.",
+                    )
                     .tag("checkpoints")
             }),
         )
@@ -137,6 +174,54 @@ async fn rewind(
         .rewind(&path.session_id, &req.checkpoint_id, req.scope)
         .await?;
     Ok(Json(done))
+}
+
+async fn take(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<SessionPath>,
+) -> Result<Created<CheckpointInfo>, ApiError> {
+    let taken = state.service.checkpoint_now(&path.session_id).await?;
+    Ok(Created(CheckpointInfo::from(&taken)))
+}
+
+async fn fork(
+    State(state): State<Arc<AppState>>,
+    ApiPath(path): ApiPath<SessionPath>,
+    ApiJson(req): ApiJson<ForkRequest>,
+) -> Result<Created<SessionInfo>, ApiError> {
+    let created = state
+        .service
+        .fork(&path.session_id, req.checkpoint_id.as_deref())
+        .await?;
+    Ok(Created(SessionInfo::created(&state.sessions, &created)))
+}
+
+/// 201 with what was made.
+pub struct Created<T>(T);
+
+impl<T: Serialize> IntoResponse for Created<T> {
+    fn into_response(self) -> Response {
+        (axum::http::StatusCode::CREATED, Json(self.0)).into_response()
+    }
+}
+
+impl<T: JsonSchema> OperationOutput for Created<T> {
+    type Inner = T;
+
+    fn operation_response(ctx: &mut GenContext, operation: &mut Operation) -> Option<ApiResponse> {
+        let mut response = Json::<T>::operation_response(ctx, operation)?;
+        response.description = "Made".into();
+        Some(response)
+    }
+
+    fn inferred_responses(
+        ctx: &mut GenContext,
+        operation: &mut Operation,
+    ) -> Vec<(Option<ApiStatus>, ApiResponse)> {
+        Self::operation_response(ctx, operation)
+            .map(|r| vec![(Some(ApiStatus::Code(201)), r)])
+            .unwrap_or_default()
+    }
 }
 
 async fn list(

@@ -174,7 +174,9 @@ impl From<AgentError> for ApiError {
             AgentError::Store(e) => Self::internal(e.to_string()),
             AgentError::Events(e) => Self::internal(e),
             AgentError::Capability(e) => e.into(),
-            e @ AgentError::TaskRunning(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            e @ (AgentError::TaskRunning(_) | AgentError::CheckpointsOff) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
             e @ (AgentError::UnknownCheckpoint(_) | AgentError::NoEarlierCheckpoint) => {
                 Self::not_found(e.to_string())
             }

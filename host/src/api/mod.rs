@@ -38,6 +38,7 @@ use axum::{Extension, Json, Router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use checkpoints::CheckpointInfo;
 pub use error::{ApiError, ErrorBody};
 // The response types, shared with the command-line client (which reads
 // them back), so a renamed field breaks the build instead of the client.

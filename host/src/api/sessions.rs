@@ -25,6 +25,7 @@ use super::extract::{ApiJson, ApiPath};
 use super::network::NetworkSettings;
 use super::types::FirstTaskText;
 use super::{ApiError, MessageResponse, SessionPath};
+use crate::service::Created;
 use crate::session::{ApprovalMode, Session, SessionManager, SessionStatus};
 use crate::state::AppState;
 
@@ -56,6 +57,13 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// A session just made: its events so far are as of its making.
+    pub(super) fn created(sessions: &SessionManager, created: &Created) -> Self {
+        let mut info = Self::new(sessions, &created.session);
+        info.last_event_seq = created.last_event_seq;
+        info
+    }
+
     fn new(sessions: &SessionManager, s: &Session) -> Self {
         let report = sessions.status(s);
         Self {
@@ -133,9 +141,7 @@ async fn create(
             req.approval,
         )
         .await?;
-    let mut info = SessionInfo::new(&state.sessions, &created.session);
-    info.last_event_seq = created.last_event_seq;
-    Ok(Json(info))
+    Ok(Json(SessionInfo::created(&state.sessions, &created)))
 }
 
 async fn get(

@@ -1,14 +1,16 @@
 //! The command-line client: `crogia session …`, `crogia task …`,
-//! `crogia shell …`, `crogia files …`, `crogia tools list --url …` talk to a
-//! running server over its REST and WebSocket API.
+//! `crogia shell …`, `crogia files …`, `crogia tools list --url …`,
+//! `crogia diff|rewind|fork …` talk to a running server over its REST and WebSocket API.
 //!
 //! Human output by default (a spinner while the model thinks, tool calls in
 //! colour); `--json` prints the server's JSON for scripts. Exit codes: 0 on
 //! success, 1 when the server refused or the task did not complete, and for
 //! `shell` the command's own exit code.
 
+mod checkpoints;
 mod mcp;
 
+pub use checkpoints::{checkpoints, diff, fork, rewind};
 pub use mcp::mcp;
 
 use std::io::Write as _;

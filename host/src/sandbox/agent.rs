@@ -135,28 +135,43 @@ impl Sandbox {
         let answer = self
             .agent_open(container, path_and_query, content_type, body)
             .await?;
-        let status = answer.status();
-        let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| SandboxError::Engine(format!("reading the sandbox agent's answer: {e}")))?
-            .to_bytes();
-        if status == StatusCode::OK {
-            return Ok(bytes);
+        read_answer(answer).await
+    }
+
+    /// Sends `body` to `path_and_query` of the agent in `container`,
+    /// streamed as it comes (from another container's agent), and reads the
+    /// answer's bytes. Never sent twice (a stream cannot be), so the link is
+    /// made anew first if it is found broken. A body that breaks off ends
+    /// the request early: the receiving end must check that what it got is
+    /// whole.
+    pub(crate) async fn agent_upload(
+        &self,
+        container: &str,
+        path_and_query: &str,
+        mut body: hyper::body::Incoming,
+    ) -> Result<Bytes, AgentError> {
+        let mut link = self.agent_link(container, false).await?;
+        if link.ready().await.is_err() {
+            link = self.agent_link(container, true).await?;
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(ErrorBody {
-                fault: Some(fault), ..
-            }) => Err(AgentError::Refused(fault)),
-            Ok(ErrorBody { error, .. }) => Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {error}"
-            ))
-            .into()),
-            Err(_) => Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            ))
-            .into()),
+        let (mut input, channel) = Channel::new(16);
+        let request = Request::post(format!("http://agent{path_and_query}"))
+            .header("content-type", "application/octet-stream")
+            .body(Either::Right(channel))
+            .expect("a valid request");
+        let pump = async move {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data()
+                    && input.send_data(data).await.is_err()
+                {
+                    break;
+                }
+            }
+        };
+        let (answer, ()) = tokio::join!(link.send_request(request), pump);
+        match answer {
+            Ok(answer) => read_answer(answer).await,
+            Err(e) => Err(self.link_failed(container, e).await.into()),
         }
     }
 
@@ -214,13 +229,7 @@ impl Sandbox {
         let (input, answer) = self.agent_duplex(container, &path).await?;
         let status = answer.status();
         if status != StatusCode::OK {
-            let error = refusal(answer).await;
-            return Err(match status {
-                StatusCode::TOO_MANY_REQUESTS => SandboxError::Conflict(error),
-                StatusCode::UNPROCESSABLE_ENTITY => SandboxError::InvalidInput(error),
-                _ => SandboxError::Engine(format!("the sandbox agent answered {status}: {error}")),
-            }
-            .into());
+            return Err(refused(status, refusal(answer).await).into());
         }
         let id = answer
             .headers()
@@ -302,13 +311,53 @@ impl Sandbox {
             .await?;
         if answer.status() != StatusCode::OK {
             let status = answer.status();
-            let error = refusal(answer).await;
-            return Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {error}"
-            ))
-            .into());
+            return Err(refused(status, refusal(answer).await).into());
         }
         Ok(answer)
+    }
+}
+
+/// An answer's bytes when it is a 200; else the error it carries.
+async fn read_answer(answer: hyper::Response<hyper::body::Incoming>) -> Result<Bytes, AgentError> {
+    let status = answer.status();
+    let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| SandboxError::Engine(format!("reading the sandbox agent's answer: {e}")))?
+        .to_bytes();
+    if status == StatusCode::OK {
+        return Ok(bytes);
+    }
+    Err(answer_error(status, &bytes))
+}
+
+/// The error a whole answer other than 200 carries: the agent's refusal
+/// when it names its fault, else its status as [`refused`] maps it.
+fn answer_error(status: StatusCode, bytes: &[u8]) -> AgentError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(ErrorBody {
+            fault: Some(fault), ..
+        }) => AgentError::Refused(fault),
+        parsed => {
+            let error = parsed
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned());
+            refused(status, error).into()
+        }
+    }
+}
+
+/// What the agent's refusal with `status` means to the server's callers:
+/// what was asked for is not there (404), the request is wrong (422, 413),
+/// or the sandbox is at a limit (429); anything else is the agent failing.
+pub(crate) fn refused(status: StatusCode, error: String) -> SandboxError {
+    match status {
+        StatusCode::NOT_FOUND => SandboxError::NotFound(error),
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
+            SandboxError::InvalidInput(error)
+        }
+        StatusCode::TOO_MANY_REQUESTS => SandboxError::Conflict(error),
+        _ => SandboxError::Engine(format!("the sandbox agent answered {status}: {error}")),
     }
 }
 

@@ -2,21 +2,13 @@
 //! workspace recorded in the container's own checkpoint store (a volume
 //! outside the workspace), two states compared, a state put back.
 
-use bytes::Bytes;
-use crogia_sandbox_agent::checkpoint::{Diff, Restored, Taken};
+use crogia_sandbox_agent::checkpoint::{Diff, Imported, Restored, Taken};
 use crogia_sandbox_agent::protocol::{
-    self, CheckpointDiff, CheckpointRestore, CheckpointTake, ErrorBody,
+    self, CheckpointDiff, CheckpointImportQuery, CheckpointRestore, CheckpointTake,
 };
-use http_body_util::{BodyExt, Limited};
-use hyper::StatusCode;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::agent::AgentError;
 use super::{Sandbox, SandboxError};
-
-/// Most bytes of a checkpoint answer read (a diff's patch is at most 4 MiB).
-const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 impl Sandbox {
     /// Records `container`'s workspace as a checkpoint after `parent`.
@@ -32,7 +24,7 @@ impl Sandbox {
             message: message.to_string(),
             max_file_bytes,
         };
-        self.checkpoint_call(container, protocol::CHECKPOINT_TAKE, &body)
+        self.agent_call(container, protocol::CHECKPOINT_TAKE, &body)
             .await
     }
 
@@ -50,7 +42,7 @@ impl Sandbox {
             to: to.map(str::to_string),
             max_file_bytes,
         };
-        self.checkpoint_call(container, protocol::CHECKPOINT_DIFF, &body)
+        self.agent_call(container, protocol::CHECKPOINT_DIFF, &body)
             .await
     }
 
@@ -63,44 +55,34 @@ impl Sandbox {
         let body = CheckpointRestore {
             checkpoint: id.to_string(),
         };
-        self.checkpoint_call(container, protocol::CHECKPOINT_RESTORE, &body)
+        self.agent_call(container, protocol::CHECKPOINT_RESTORE, &body)
             .await
     }
 
-    /// A checkpoint request; the agent's refusals become the sandbox
-    /// errors the API maps (an unknown checkpoint: not found; a malformed
-    /// id or too many files: invalid input).
-    async fn checkpoint_call<B: Serialize, T: DeserializeOwned>(
+    /// Copies checkpoint `id` with its history from the store of `from`
+    /// into the store of `to`, streamed from agent to agent through the
+    /// server; `to`'s agent checks every object and that the checkpoint is
+    /// whole.
+    pub async fn copy_checkpoint(
         &self,
-        container: &str,
-        path: &str,
-        body: &B,
-    ) -> Result<T, AgentError> {
-        let json = serde_json::to_vec(body).expect("requests serialise");
-        let answer = self
-            .agent_open(container, path, "application/json", Bytes::from(json))
+        from: &str,
+        to: &str,
+        id: &str,
+    ) -> Result<Imported, AgentError> {
+        let asked = CheckpointRestore {
+            checkpoint: id.to_string(),
+        };
+        let export = self
+            .agent_stream(from, protocol::CHECKPOINT_EXPORT, &asked)
             .await?;
-        let status = answer.status();
-        let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| SandboxError::Engine(format!("reading the sandbox agent's answer: {e}")))?
-            .to_bytes();
-        if status == StatusCode::OK {
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}")).into()
-            });
-        }
-        let error = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(match status {
-            StatusCode::NOT_FOUND => SandboxError::NotFound(error),
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
-                SandboxError::InvalidInput(error)
-            }
-            _ => SandboxError::Engine(format!("the sandbox agent answered {status}: {error}")),
-        }
-        .into())
+        let query = serde_urlencoded::to_string(CheckpointImportQuery {
+            checkpoint: id.to_string(),
+        })
+        .expect("queries serialise");
+        let path = format!("{}?{query}", protocol::CHECKPOINT_IMPORT);
+        let bytes = self.agent_upload(to, &path, export.into_body()).await?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}")).into()
+        })
     }
 }

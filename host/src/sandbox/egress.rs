@@ -7,8 +7,8 @@ use crogia_sandbox_agent::protocol::{self, EgressAsk, EgressRefusal};
 use http_body_util::channel::Sender;
 use hyper::StatusCode;
 
-use super::agent::{AgentError, ndjson, refusal};
-use super::{Sandbox, SandboxError};
+use super::Sandbox;
+use super::agent::{AgentError, ndjson, refusal, refused};
 
 /// A connection the server dialled, as the program's side sees it: what
 /// is sent on `to_program` reaches the program; `from_program` is what the
@@ -58,12 +58,7 @@ impl Sandbox {
                 to_program,
                 from_program: answer.into_body(),
             }),
-            StatusCode::NOT_FOUND => Err(SandboxError::NotFound(refusal(answer).await).into()),
-            status => Err(SandboxError::Engine(format!(
-                "the sandbox agent answered {status}: {}",
-                refusal(answer).await
-            ))
-            .into()),
+            status => Err(refused(status, refusal(answer).await).into()),
         }
     }
 }

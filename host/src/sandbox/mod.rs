@@ -30,7 +30,7 @@ use bollard::query_parameters::{
 
 pub use agent::{AgentError, Terminal};
 pub use crogia_sandbox_agent::checkpoint::{
-    Diff as CheckpointDiff, FileDiff, FileStatus, Restored, SkippedFile, Taken,
+    Diff as CheckpointDiff, FileDiff, FileStatus, Imported, Restored, SkippedFile, Taken,
 };
 pub use egress::EgressConnection;
 pub use engine::DockerEngine;

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use hyper::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
-use super::agent::{AgentError, refusal};
+use super::agent::{AgentError, refusal, refused};
 use super::{Sandbox, SandboxError};
 
 /// Most bytes written to a program's stdin in one piece.
@@ -77,11 +77,10 @@ impl Sandbox {
         if status != StatusCode::OK {
             let error = refusal(answer).await;
             return Err(match status {
-                // The program is missing or cannot run: the agent says which.
+                // The program is missing or cannot run (the configuration
+                // is wrong): the agent says which.
                 StatusCode::NOT_FOUND => SandboxError::InvalidInput(error),
-                StatusCode::TOO_MANY_REQUESTS => SandboxError::Conflict(error),
-                StatusCode::UNPROCESSABLE_ENTITY => SandboxError::InvalidInput(error),
-                _ => SandboxError::Engine(format!("the sandbox agent answered {status}: {error}")),
+                _ => refused(status, error),
             }
             .into());
         }

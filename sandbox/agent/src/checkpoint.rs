@@ -25,7 +25,7 @@
 //! listed as left out, never read. The store itself is inside the sandbox
 //! too, so what is read back from it is bounded ([`MAX_OBJECT_BYTES`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::io::{Read, Write as _};
 use std::os::unix::ffi::OsStrExt;
@@ -51,6 +51,8 @@ pub const MAX_OBJECT_BYTES: u64 = 256 << 20;
 /// How long before its snapshot an entry's file must have last changed for
 /// the stat cache to trust it.
 pub const RACY: Duration = Duration::from_secs(2);
+/// Most objects one export or import carries.
+pub const MAX_TRANSFER_OBJECTS: usize = 4 * MAX_ENTRIES;
 /// Most bytes of a diff's `patch`; the rest is cut, with a line saying so.
 pub const MAX_PATCH_BYTES: usize = 4 << 20;
 /// Longest a diff of one file may take before it is shown coarser.
@@ -78,6 +80,8 @@ pub enum CheckpointError {
     TooMany,
     #[error("the workspace: {0}")]
     Workspace(String),
+    #[error("the import is refused: {0}")]
+    BadImport(String),
 }
 
 /// A file a checkpoint left out, and why.
@@ -153,6 +157,15 @@ pub struct Restored {
     pub removed: usize,
 }
 
+/// What an import added to the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Imported {
+    /// Objects received (those the store already held included).
+    pub objects: usize,
+    /// Their bytes, uncompressed.
+    pub bytes: u64,
+}
+
 /// One recorded entry of a state, by workspace-relative path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Recorded {
@@ -218,8 +231,21 @@ impl Store {
 
     /// Writes an object unless the store has it; its id.
     fn put(&self, kind: Kind, data: &[u8]) -> Result<ObjectId, CheckpointError> {
-        let id =
-            gix_object::compute_hash(gix_hash::Kind::Sha1, kind, data).map_err(|e| self.err(e))?;
+        let id = self.hash(kind, data)?;
+        self.put_known(kind, data, id)
+    }
+
+    fn hash(&self, kind: Kind, data: &[u8]) -> Result<ObjectId, CheckpointError> {
+        gix_object::compute_hash(gix_hash::Kind::Sha1, kind, data).map_err(|e| self.err(e))
+    }
+
+    /// Writes an object whose id is known to be `id`, unless the store has it.
+    fn put_known(
+        &self,
+        kind: Kind,
+        data: &[u8],
+        id: ObjectId,
+    ) -> Result<ObjectId, CheckpointError> {
         if !self.odb.contains(&id) {
             self.odb
                 .write_buf_with_known_id(kind, data, id)
@@ -285,7 +311,12 @@ impl Store {
         message: &str,
         max_file_bytes: u64,
     ) -> Result<Taken, CheckpointError> {
-        let parent = parent.map(Self::parse_id).transpose()?;
+        // A parent the store no longer holds (its volume was lost): this
+        // checkpoint starts a history of its own rather than none ever again.
+        let parent = parent
+            .map(Self::parse_id)
+            .transpose()?
+            .filter(|p| self.odb.contains(p));
         let (tree, meta) = self.record(ws, max_file_bytes)?;
         let mut meta_bytes = serde_json::to_vec(&meta).expect("meta serialises");
         meta_bytes.push(b'\n');
@@ -423,6 +454,132 @@ impl Store {
         Ok(done)
     }
 
+    /// Every object checkpoint `id` stands on: its commit and each
+    /// ancestor, their meta blobs, trees and blobs, each once. Fails when
+    /// one is missing, so a store that answers is whole.
+    pub fn closure(&self, id: &str) -> Result<Vec<(Kind, ObjectId)>, CheckpointError> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut commits = vec![Self::parse_id(id)?];
+        let mut trees = Vec::new();
+        let mut blob = |out: &mut Vec<(Kind, ObjectId)>, id: ObjectId| {
+            if !seen.insert(id) {
+                return Ok(());
+            }
+            if !self.odb.contains(&id) {
+                return Err(CheckpointError::Unknown(id.to_string()));
+            }
+            out.push((Kind::Blob, id));
+            Ok(())
+        };
+        let mut commits_seen = HashSet::new();
+        while let Some(c) = commits.pop() {
+            if !commits_seen.insert(c) {
+                continue;
+            }
+            let bytes = self.get(&c, Kind::Commit, 1 << 20)?;
+            let commit = gix_object::CommitRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                .map_err(|e| self.err(format!("checkpoint {c}: {e}")))?;
+            out.push((Kind::Commit, c));
+            trees.push(commit.tree());
+            if let Some(meta) = commit
+                .extra_headers()
+                .find(META_HEADER)
+                .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok())
+            {
+                blob(&mut out, meta)?;
+            }
+            commits.extend(commit.parents());
+        }
+        let mut trees_seen = HashSet::new();
+        while let Some(t) = trees.pop() {
+            if out.len() > MAX_TRANSFER_OBJECTS {
+                return Err(CheckpointError::TooMany);
+            }
+            if !trees_seen.insert(t) {
+                continue;
+            }
+            let bytes = self.get(&t, Kind::Tree, 64 << 20)?;
+            let parsed = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                .map_err(|e| self.err(format!("tree {t}: {e}")))?;
+            out.push((Kind::Tree, t));
+            for e in parsed.entries {
+                if e.mode.is_tree() {
+                    trees.push(e.oid.to_owned());
+                } else if e.mode.is_blob_or_symlink() {
+                    blob(&mut out, e.oid.to_owned())?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes `objects` to `out` as a tar stream, one entry `<kind>/<id>`
+    /// holding each object's bytes.
+    pub fn export(
+        &self,
+        objects: &[(Kind, ObjectId)],
+        out: impl std::io::Write,
+    ) -> Result<(), CheckpointError> {
+        let mut tar = tar::Builder::new(out);
+        for (kind, id) in objects {
+            let data = self.get(id, *kind, MAX_OBJECT_BYTES)?;
+            let mut header = tar::Header::new_ustar();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            tar.append_data(&mut header, format!("{kind}/{id}"), data.as_slice())
+                .map_err(|e| self.err(format!("exporting: {e}")))?;
+        }
+        tar.finish()
+            .map_err(|e| self.err(format!("exporting: {e}")))
+    }
+
+    /// Adds the objects of an [`Store::export`] stream to this store, each
+    /// checked against its id, then makes `checkpoint` the latest and
+    /// checks that it is whole.
+    pub fn import(&self, input: impl Read, checkpoint: &str) -> Result<Imported, CheckpointError> {
+        let target = Self::parse_id(checkpoint)?;
+        let bad = |m: String| CheckpointError::BadImport(m);
+        let mut done = Imported::default();
+        let mut archive = tar::Archive::new(input);
+        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
+            if done.objects >= MAX_TRANSFER_OBJECTS {
+                return Err(CheckpointError::TooMany);
+            }
+            let path = entry.path_bytes().into_owned();
+            let name = String::from_utf8_lossy(&path);
+            let (kind, id) = name
+                .split_once('/')
+                .and_then(|(k, id)| Some((Kind::from_bytes(k.as_bytes()).ok()?, id)))
+                .ok_or_else(|| bad(format!("{name:?} is not <kind>/<id>")))?;
+            let id = Self::parse_id(id).map_err(|_| bad(format!("{name:?} names no object")))?;
+            let size = entry.size();
+            if entry.header().entry_type() != tar::EntryType::Regular || size > MAX_OBJECT_BYTES {
+                return Err(bad(format!(
+                    "{name:?} is not an object of at most {MAX_OBJECT_BYTES} bytes"
+                )));
+            }
+            let mut data = Vec::with_capacity(size as usize);
+            entry
+                .read_to_end(&mut data)
+                .map_err(|e| bad(format!("{name:?}: {e}")))?;
+            if self.hash(kind, &data)? != id {
+                return Err(bad(format!("{name:?} does not hold that object")));
+            }
+            self.put_known(kind, &data, id)?;
+            done.objects += 1;
+            done.bytes += data.len() as u64;
+        }
+        self.closure(checkpoint).map_err(|e| match e {
+            CheckpointError::Unknown(o) => bad(format!("checkpoint {target} lacks object {o}")),
+            e => e,
+        })?;
+        std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
+        Ok(done)
+    }
+
     fn ws_err(&self, e: std::io::Error) -> CheckpointError {
         CheckpointError::Workspace(e.to_string())
     }
@@ -478,10 +635,13 @@ impl Store {
                 continue;
             };
             if kind.is_dir() {
-                if dirs.contains(&path) {
+                let inside = format!("{path}/");
+                if dirs.contains(&path) || keep.iter().any(|k| k.starts_with(&inside)) {
+                    // Wanted, or holding something left out: kept, and
+                    // what else is in it is looked at.
                     let sub = open_subdir(dir, OsStr::new(name)).map_err(|e| self.ws_err(e))?;
                     self.prune(&sub, &path, target, dirs, keep, done)?;
-                } else if !keep.iter().any(|k| k.starts_with(&format!("{path}/"))) {
+                } else {
                     dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
                     done.removed += 1;
                 }
@@ -1102,6 +1262,115 @@ mod tests {
         assert_eq!(f.mode("app.py"), 0o700);
         assert!(!f.path("src/lib/util.py").exists());
         assert!(!f.path("empty").exists());
+    }
+
+    #[test]
+    fn an_export_imported_elsewhere_restores_the_same_workspace_with_its_history() {
+        let a = Fixture::new();
+        a.write("src/main.rs", b"fn main() {}\n");
+        a.write("bin/run", b"#!/bin/sh\n");
+        a.chmod("bin/run", 0o750);
+        symlink("src/main.rs", a.path("link")).unwrap();
+        std::fs::create_dir(a.path("empty")).unwrap();
+        let first = a.take(None);
+        a.write("src/main.rs", b"fn main() { println!(); }\n");
+        let second = a.take(Some(&first.checkpoint));
+        let objects = a.store.closure(&second.checkpoint).unwrap();
+        let mut tar = Vec::new();
+        a.store.export(&objects, &mut tar).unwrap();
+
+        let b = Fixture::new();
+        b.write("stale.txt", b"not in the checkpoint\n");
+        let imported = b.store.import(tar.as_slice(), &second.checkpoint).unwrap();
+        assert_eq!(imported.objects, objects.len());
+        b.store.restore(&b.ws(), &second.checkpoint).unwrap();
+        assert_eq!(b.state(), a.state());
+        // The history came too: the first state can be compared with and
+        // gone back to, and the next checkpoint follows on.
+        let diff = b
+            .store
+            .diff(&b.ws(), &first.checkpoint, None, LIMIT)
+            .unwrap();
+        assert_eq!(diff.files.len(), 1, "{diff:?}");
+        b.store.restore(&b.ws(), &first.checkpoint).unwrap();
+        assert_eq!(
+            std::fs::read(b.path("src/main.rs")).unwrap(),
+            b"fn main() {}\n"
+        );
+        let third = b.take(Some(&second.checkpoint));
+        assert_eq!(third.files_changed, 1);
+    }
+
+    #[test]
+    fn an_import_that_is_tampered_with_or_incomplete_is_refused() {
+        let a = Fixture::new();
+        a.write("file.txt", b"original bytes\n");
+        let taken = a.take(None);
+        let objects = a.store.closure(&taken.checkpoint).unwrap();
+        let mut tar = Vec::new();
+        a.store.export(&objects, &mut tar).unwrap();
+
+        // One object's bytes changed: its id no longer matches.
+        let at = tar.windows(8).position(|w| w == b"original").unwrap();
+        let mut forged = tar.clone();
+        forged[at..at + 8].copy_from_slice(b"replaced");
+        let b = Fixture::new();
+        let err = b
+            .store
+            .import(forged.as_slice(), &taken.checkpoint)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::BadImport(m) if m.contains("does not hold")),
+            "{err}"
+        );
+
+        // The blobs left out: the checkpoint is not whole.
+        let commits_only: Vec<_> = objects
+            .iter()
+            .filter(|(k, _)| *k != Kind::Blob)
+            .cloned()
+            .collect();
+        let mut partial = Vec::new();
+        a.store.export(&commits_only, &mut partial).unwrap();
+        let c = Fixture::new();
+        let err = c
+            .store
+            .import(partial.as_slice(), &taken.checkpoint)
+            .unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::BadImport(m) if m.contains("lacks object")),
+            "{err}"
+        );
+        // An unknown checkpoint has nothing to export.
+        assert!(matches!(
+            a.store.closure(&"1".repeat(40)),
+            Err(CheckpointError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn a_parent_the_store_lost_starts_a_new_history() {
+        let f = Fixture::new();
+        f.write("a.txt", b"a\n");
+        let lost = "2".repeat(40);
+        let taken = f.take(Some(&lost));
+        assert_eq!(taken.files_changed, 1);
+        // And the one after it follows on as usual.
+        f.write("a.txt", b"b\n");
+        assert_eq!(f.take(Some(&taken.checkpoint)).files_changed, 1);
+    }
+
+    #[test]
+    fn a_rewind_looks_inside_a_directory_kept_for_a_file_left_out() {
+        let f = Fixture::new();
+        f.write("data/big.bin", &vec![1u8; (LIMIT + 1) as usize]);
+        let taken = f.take(None);
+        assert_eq!(taken.skipped.len(), 1);
+        f.write("data/new.txt", b"made after\n");
+        let done = f.store.restore(&f.ws(), &taken.checkpoint).unwrap();
+        assert!(f.path("data/big.bin").exists());
+        assert!(!f.path("data/new.txt").exists());
+        assert_eq!(done.removed, 1);
     }
 
     #[test]

@@ -98,6 +98,16 @@ pub const CHECKPOINT_DIFF: &str = "/v1/checkpoint/diff";
 /// [`crate::checkpoint::Restored`]): the workspace put back as a checkpoint
 /// recorded it.
 pub const CHECKPOINT_RESTORE: &str = "/v1/checkpoint/restore";
+/// `POST /v1/checkpoint/export` ([`CheckpointRestore`] → a tar stream):
+/// every object a checkpoint stands on (its commit and ancestors, their
+/// trees and blobs), one entry `<kind>/<id>` of the object's bytes each,
+/// for [`CHECKPOINT_IMPORT`] into another sandbox's store.
+pub const CHECKPOINT_EXPORT: &str = "/v1/checkpoint/export";
+/// `POST /v1/checkpoint/import?checkpoint=…` ([`CheckpointImportQuery`];
+/// the body: an export's tar stream → [`crate::checkpoint::Imported`]):
+/// each object's id is checked against its bytes, and the checkpoint must
+/// be whole at the end.
+pub const CHECKPOINT_IMPORT: &str = "/v1/checkpoint/import";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointTake {
@@ -119,6 +129,12 @@ pub struct CheckpointDiff {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRestore {
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointImportQuery {
+    /// The checkpoint the import must make whole.
     pub checkpoint: String,
 }
 

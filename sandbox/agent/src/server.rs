@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,9 +18,9 @@ use crate::checkpoint::{CheckpointError, Store};
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
-    self, CheckpointDiff, CheckpointRestore, CheckpointTake, EgressOpenQuery, EgressRefusal,
-    ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize, ReadRequest, SearchRequest,
-    StdioQuery, StdioSpec, TailRequest, WriteQuery,
+    self, CheckpointDiff, CheckpointImportQuery, CheckpointRestore, CheckpointTake,
+    EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize,
+    ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -73,6 +74,9 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Body>, Infallible
     }
     if request.method() == Method::POST && request.uri().path() == protocol::EGRESS_OPEN {
         return Ok(egress_open(request));
+    }
+    if request.method() == Method::POST && request.uri().path() == protocol::CHECKPOINT_EXPORT {
+        return Ok(export(request).await);
     }
     Ok(answer_whole(request).await.map(Either::Left))
 }
@@ -294,6 +298,7 @@ async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
                 Ok(r) => checkpoint(move |store, ws| store.restore(ws, &r.checkpoint)).await,
             }
         }
+        (&Method::POST, protocol::CHECKPOINT_IMPORT) => import(request).await,
         (&Method::POST, protocol::PTY_RESIZE) => match body::<PtyResize>(request).await {
             Err(response) => response,
             Ok(r) => match crate::pty::resize(&r) {
@@ -370,12 +375,20 @@ async fn checkpoint<T: Serialize + Send + 'static>(
         f(&store, &ws)
     })
     .await;
+    checkpoint_answer(done)
+}
+
+fn checkpoint_answer<T: Serialize>(
+    done: Result<Result<T, CheckpointError>, tokio::task::JoinError>,
+) -> Response<Full<Bytes>> {
     match done {
         Ok(Ok(value)) => json(StatusCode::OK, &value),
         Ok(Err(e)) => {
             let status = match e {
                 CheckpointError::Unknown(_) => StatusCode::NOT_FOUND,
-                CheckpointError::BadId(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                CheckpointError::BadId(_) | CheckpointError::BadImport(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
                 CheckpointError::TooMany => StatusCode::PAYLOAD_TOO_LARGE,
                 CheckpointError::Store { .. } | CheckpointError::Workspace(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
@@ -388,6 +401,72 @@ async fn checkpoint<T: Serialize + Send + 'static>(
             format!("the checkpoint operation failed: {e}"),
         ),
     }
+}
+
+/// `CHECKPOINT_EXPORT`: the objects are listed first (an unknown or
+/// broken checkpoint is refused before anything is sent), then streamed as
+/// they are read. Not one at a time with the other checkpoint operations:
+/// objects never change once written.
+async fn export(request: Request<Incoming>) -> Response<Body> {
+    let asked = match body::<CheckpointRestore>(request).await {
+        Ok(asked) => asked,
+        Err(response) => return response.map(Either::Left),
+    };
+    let listed = tokio::task::spawn_blocking(move || {
+        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        let objects = store.closure(&asked.checkpoint)?;
+        Ok((store, objects))
+    })
+    .await;
+    let (store, objects) = match listed {
+        Ok(Ok(listed)) => listed,
+        Ok(Err(e)) => return checkpoint_answer::<()>(Ok(Err(e))).map(Either::Left),
+        Err(e) => return checkpoint_answer::<()>(Err(e)).map(Either::Left),
+    };
+    let (tx, body) = pipe(16);
+    tokio::task::spawn_blocking(move || {
+        let out = std::io::BufWriter::with_capacity(64 << 10, ChunkSender(tx));
+        // A failure ends the stream early; the importer finds the
+        // checkpoint incomplete and says so.
+        if let Err(e) = store.export(&objects, out) {
+            eprintln!("crogia-agent: export: {e}");
+        }
+    });
+    streaming(body, "application/x-tar")
+}
+
+/// Bytes written to it are sent to a streamed answer (from a blocking
+/// thread); once the caller has gone, writing fails.
+struct ChunkSender(tokio::sync::mpsc::Sender<Bytes>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `CHECKPOINT_IMPORT`: the body, streamed into the store as it comes.
+async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let query = request.uri().query().unwrap_or_default();
+    let target: CheckpointImportQuery = match serde_urlencoded::from_str(query) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, format!("query: {e}")),
+    };
+    let chunks = http_body_util::BodyDataStream::new(request.into_body())
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
+    let done = tokio::task::spawn_blocking(move || {
+        Store::open(crate::CHECKPOINT_STORE)?.import(input, &target.checkpoint)
+    })
+    .await;
+    checkpoint_answer(done)
 }
 
 fn answer<T: Serialize>(done: Result<T, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {

@@ -52,12 +52,16 @@ async fn a_task_drives_real_plugins_and_streams_every_step() {
             "tool_complete"
         ]
     );
+    // The answer, then the task's checkpoint, then its end.
     assert!(
-        types(&events)[5..events.len() - 1]
+        types(&events)[5..events.len() - 2]
             .iter()
             .all(|t| *t == "text_delta")
     );
-    assert_eq!(*types(&events).last().unwrap(), "task_completed");
+    assert_eq!(
+        types(&events)[events.len() - 2..],
+        ["checkpoint_created", "task_completed"]
+    );
     assert_contiguous(&events, events[0]["seq"].as_u64().unwrap());
 
     let started = &events[0];
@@ -210,7 +214,9 @@ async fn replay_with_since_has_no_gap_and_no_duplicate_while_events_arrive() {
     assert_contiguous(&first, 1);
     assert_contiguous(&late_events, resume_from + 1);
     assert_eq!(late_events.last(), first.last());
-    assert_eq!(first.len(), 300 + 2);
+    // The session's first checkpoint, the task's start, 300 pieces, the
+    // task's checkpoint and its end.
+    assert_eq!(first.len(), 1 + 300 + 3);
 }
 
 #[tokio::test]
@@ -253,9 +259,12 @@ async fn cancel_stops_the_running_task_and_the_session_stays_usable() {
         )
     );
     let events = ws.until_completed(1).await;
-    assert_eq!(types(&events), ["error", "task_completed"]);
-    assert_eq!(events[0]["message"], "The task was cancelled.");
-    assert_eq!(events[1]["status"], "cancelled");
+    assert_eq!(
+        types(&events),
+        ["checkpoint_created", "error", "task_completed"]
+    );
+    assert_eq!(events[1]["message"], "The task was cancelled.");
+    assert_eq!(events[2]["status"], "cancelled");
     assert_eq!(
         server
             .post(&format!("/api/sessions/{id}/tasks/cancel"), json!({}))
@@ -341,18 +350,26 @@ async fn a_model_that_keeps_failing_ends_the_task_with_an_error_and_the_session_
     let mut ws = server.ws(&id, None).await;
     post_task(&server, &id, "doomed").await;
     let events = ws.until_completed(1).await;
-    assert_eq!(types(&events), ["task_started", "error", "task_completed"]);
-    let message = events[1]["message"].as_str().unwrap();
+    assert_eq!(
+        types(&events),
+        [
+            "task_started",
+            "checkpoint_created",
+            "error",
+            "task_completed"
+        ]
+    );
+    let message = events[2]["message"].as_str().unwrap();
     assert!(
         message.contains("failed after 2 attempts") && message.contains("503"),
         "{message}"
     );
-    assert_eq!(events[2]["status"], "failed");
+    assert_eq!(events[3]["status"], "failed");
     // A client error is not retried.
     model.push([Reply::Status(400)]);
     post_task(&server, &id, "bad request").await;
     let events = ws.until_completed(1).await;
-    assert!(events[1]["message"].as_str().unwrap().contains("400"));
+    assert!(events[2]["message"].as_str().unwrap().contains("400"));
     assert_eq!(model.requests().len(), 3);
     // The session still works.
     model.push([Reply::Text("fine".into())]);
@@ -390,13 +407,21 @@ async fn without_a_model_a_task_fails_at_once_saying_how_to_configure_one() {
     let mut ws = server.ws(&id, None).await;
     post_task(&server, &id, "anything").await;
     let events = ws.until_completed(1).await;
-    assert_eq!(types(&events), ["task_started", "error", "task_completed"]);
-    let message = events[1]["message"].as_str().unwrap();
+    assert_eq!(
+        types(&events),
+        [
+            "task_started",
+            "checkpoint_created",
+            "error",
+            "task_completed"
+        ]
+    );
+    let message = events[2]["message"].as_str().unwrap();
     assert!(
         message.starts_with("No model is configured") && message.contains("base_url"),
         "{message}"
     );
-    assert_eq!(events[2]["status"], "failed");
+    assert_eq!(events[3]["status"], "failed");
     assert_eq!(server.get("/api/health").await.0, 200);
     assert_eq!(
         server
@@ -455,8 +480,11 @@ async fn a_session_created_with_a_task_starts_working_on_it() {
     let id = created["session_id"].as_str().unwrap();
     let mut ws = server.ws(id, Some(0)).await;
     let events = ws.until_completed(1).await;
-    assert_eq!(events[0]["type"], "task_started");
-    assert_eq!(events[0]["task"], "from the start");
+    // The empty workspace's checkpoint comes first, then the task.
+    assert_eq!(events[0]["type"], "checkpoint_created");
+    assert_eq!(events[0]["task_id"], json!(null));
+    assert_eq!(events[1]["type"], "task_started");
+    assert_eq!(events[1]["task"], "from the start");
 }
 
 #[tokio::test]
@@ -485,7 +513,8 @@ async fn a_client_too_far_behind_is_told_and_closed_while_others_get_everything(
     let mut fast = server.ws(&id, None).await;
     post_task(&server, &id, "flood").await;
     let all = fast.until_completed(1).await;
-    assert_eq!(all.len(), 120 + 2);
+    // The task's start, 120 pieces, its checkpoint and its end.
+    assert_eq!(all.len(), 120 + 3);
     // Now read the slow one: some events, then an error frame and a close.
     let mut last_seq = 0;
     let error = loop {
@@ -549,7 +578,16 @@ async fn stopping_the_server_marks_the_running_task_interrupted() {
     let server = TestServer::start_with(fixture).await;
     let mut replay = server.ws(&id, Some(0)).await;
     let all = replay.until_completed(1).await;
-    assert_eq!(types(&all), ["task_started", "error", "task_completed"]);
+    // No checkpoint after an interrupted task: only the session's first.
+    assert_eq!(
+        types(&all),
+        [
+            "checkpoint_created",
+            "task_started",
+            "error",
+            "task_completed"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -622,6 +660,7 @@ async fn a_stream_that_breaks_after_text_fails_the_task_without_retrying_or_repe
             "task_started",
             "text_delta",
             "text_delta",
+            "checkpoint_created",
             "error",
             "task_completed"
         ]
@@ -632,7 +671,7 @@ async fn a_stream_that_breaks_after_text_fails_the_task_without_retrying_or_repe
         .map(|e| e["content"].as_str().unwrap())
         .collect();
     assert_eq!(text, ["Half ", "an answer"]);
-    assert_eq!(events[4]["status"], "failed");
+    assert_eq!(events[5]["status"], "failed");
     assert_eq!(model.requests().len(), 1, "the broken stream was retried");
     // The session goes on: the next task gets the reply the retry would have.
     post_task(&server, &id, "again").await;

@@ -47,7 +47,8 @@ async fn session_create_get_list_delete_follow_the_contract() {
     expected.insert("approval".into());
     assert_eq!(keys(&created), expected);
     assert_eq!(created["approval"], "default");
-    assert_eq!(created["last_event_seq"], 0);
+    // The session's first event is its first checkpoint.
+    assert_eq!(created["last_event_seq"], 1);
     let id = created["session_id"].as_str().unwrap();
     assert!(
         id.len() == 8
@@ -90,7 +91,15 @@ async fn session_create_get_list_delete_follow_the_contract() {
         .iter()
         .map(|e| e["type"].clone())
         .collect();
-    assert_eq!(types, ["task_started", "error", "task_completed"]);
+    assert_eq!(
+        types,
+        [
+            "task_started",
+            "checkpoint_created",
+            "error",
+            "task_completed"
+        ]
+    );
 
     let (status, body) = server.delete(&format!("/api/sessions/{id}")).await;
     assert_eq!(

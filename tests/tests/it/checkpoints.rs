@@ -26,7 +26,7 @@ const STATE: &str = "find . -path ./.crogia -prune -o -print | sort | while read
 
 #[tokio::test]
 async fn a_checkpoint_records_diffs_and_puts_back_the_workspace_in_the_container() {
-    let server = TestServer::with_config(|c| c.workspace.checkpoints = true).await;
+    let server = TestServer::start().await;
     let id = server.session().await;
     let caps = server.state.sessions.get(&id).unwrap().caps.clone();
     sh(
@@ -154,7 +154,7 @@ async fn each_task_leaves_a_checkpoint_whose_diff_the_api_shows() {
         Reply::Text("Written.".into()),
     ])
     .await;
-    let server = crogia_tests::server_with_model(&model, |c| c.workspace.checkpoints = true).await;
+    let server = crogia_tests::server_with_model(&model, |_| {}).await;
     let id = server.session().await;
     let (status, list) = server.get(&format!("/api/sessions/{id}/checkpoints")).await;
     assert_eq!(status, 200, "{list}");
@@ -278,7 +278,7 @@ async fn a_rewind_takes_back_files_and_conversation_and_waits_for_no_task() {
         Reply::Text("What I know.".into()),
     ])
     .await;
-    let server = crogia_tests::server_with_model(&model, |c| c.workspace.checkpoints = true).await;
+    let server = crogia_tests::server_with_model(&model, |_| {}).await;
     let id = server.session().await;
     let mut ws = server.ws(&id, None).await;
     let run = |task: &'static str| {
@@ -374,7 +374,6 @@ async fn checkpoints_work_under_a_read_only_root_as_the_containers_user() {
     let server = TestServer::with_config(|c| {
         c.sandbox.user = "1000:1000".into();
         c.sandbox.read_only_root = true;
-        c.workspace.checkpoints = true;
     })
     .await;
     let id = server.session().await;
@@ -395,4 +394,343 @@ async fn checkpoints_work_under_a_read_only_root_as_the_containers_user() {
         .await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(sh(&server, &id, "ls").await, "");
+}
+
+/// Every file, link and directory of the session's workspace (content hash,
+/// mode), as [`STATE`] lists them.
+async fn state(server: &TestServer, id: &str) -> String {
+    sh(server, id, STATE).await
+}
+
+/// A fork (issue 20): a new session with its own container, the workspace
+/// as the checkpoint recorded it (bytes and modes; a file too large to
+/// record is listed, over REST too, and not carried), the conversation up
+/// to it, its log starting with `forked`, the parent's checkpoints; then the
+/// two are independent both ways, even once the parent is gone.
+#[tokio::test]
+async fn a_fork_is_its_parent_at_a_checkpoint_and_then_independent_both_ways() {
+    use crogia_tests::model::{Reply, ScriptedModel};
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "notes.txt", "content": "ALPHA\n"}),
+        )]),
+        Reply::Text("Remembered ALPHA.".into()),
+        Reply::Text("What the fork knows.".into()),
+    ])
+    .await;
+    let server = crogia_tests::server_with_model(&model, |_| {}).await;
+    let parent = server.session().await;
+    sh(
+        &server,
+        &parent,
+        "mkdir -p src && printf 'fn main() {}\\n' > src/main.rs && chmod 640 src/main.rs \
+         && printf '#!/bin/sh\\n' > run.sh && chmod 755 run.sh && ln -s src/main.rs link \
+         && head -c 9000000 /dev/zero > big.bin",
+    )
+    .await;
+    let mut ws = server.ws(&parent, None).await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{parent}/tasks"),
+            json!({"task": "remember ALPHA"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    ws.until_completed(1).await;
+    let (_, parent_points) = server
+        .get(&format!("/api/sessions/{parent}/checkpoints"))
+        .await;
+    let latest = parent_points.as_array().unwrap().last().unwrap().clone();
+    // The file over workspace.checkpoint_max_file_bytes, listed over REST.
+    assert_eq!(
+        latest["skipped"],
+        json!([{"path": "big.bin", "size": 9_000_000, "reason": latest["skipped"][0]["reason"]}]),
+        "{latest}"
+    );
+    let recorded: String = state(&server, &parent)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with("./big.bin"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let child = forked["session_id"].as_str().unwrap().to_string();
+    assert_ne!(child, parent);
+    assert_eq!(forked["status"], "active", "{forked}");
+    let child_container = server
+        .state
+        .sessions
+        .get(&child)
+        .unwrap()
+        .container_id
+        .clone();
+    assert_ne!(
+        child_container,
+        server.state.sessions.get(&parent).unwrap().container_id
+    );
+
+    // Its log starts with `forked`, and nothing before it.
+    let mut child_ws = server.ws(&child, Some(0)).await;
+    let first = child_ws.event().await;
+    assert_eq!(first["type"], "forked", "{first}");
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["parent_session_id"], parent.as_str());
+    assert_eq!(first["checkpoint_id"], latest["checkpoint_id"]);
+    assert_eq!(forked["last_event_seq"], 1, "{forked}");
+
+    // The workspace as recorded: the same bytes, modes and link; the file
+    // left out is not there.
+    let child_state = state(&server, &child).await;
+    assert_eq!(child_state, recorded);
+    assert!(child_state.contains("./src/main.rs 640"), "{child_state}");
+    assert!(!child_state.contains("big.bin"), "{child_state}");
+    // Its checkpoints are the parent's up to the fork.
+    let (_, child_points) = server
+        .get(&format!("/api/sessions/{child}/checkpoints"))
+        .await;
+    assert_eq!(child_points, parent_points);
+    let (status, diff) = server
+        .get(&format!(
+            "/api/sessions/{child}/diff?from={}&to={}",
+            parent_points[0]["checkpoint_id"].as_str().unwrap(),
+            latest["checkpoint_id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{diff}");
+    assert!(
+        diff["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["path"] == "notes.txt"),
+        "{diff}"
+    );
+
+    // Independent both ways.
+    sh(&server, &child, "echo child > only-child.txt && rm run.sh").await;
+    sh(&server, &parent, "echo parent > only-parent.txt").await;
+    let parent_now = sh(&server, &parent, "ls").await;
+    let child_now = sh(&server, &child, "ls").await;
+    assert!(parent_now.contains("only-parent.txt") && parent_now.contains("run.sh"));
+    assert!(!parent_now.contains("only-child.txt"), "{parent_now}");
+    assert!(child_now.contains("only-child.txt") && !child_now.contains("run.sh"));
+    assert!(!child_now.contains("only-parent.txt"), "{child_now}");
+
+    // The conversation came along: the fork's next task is seen by the
+    // model after ALPHA's turn.
+    let (status, deleted) = server.delete(&format!("/api/sessions/{parent}")).await;
+    assert_eq!(status, 200, "{deleted}");
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{child}/tasks"),
+            json!({"task": "what do you know"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = child_ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let last = model.requests().last().unwrap()["messages"].to_string();
+    assert!(
+        last.contains("remember ALPHA") && last.contains("Remembered ALPHA"),
+        "{last}"
+    );
+    // And its own next checkpoint follows the fork's.
+    let (_, diff) = server
+        .get(&format!(
+            "/api/sessions/{child}/diff?from={}",
+            latest["checkpoint_id"].as_str().unwrap()
+        ))
+        .await;
+    let paths: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["only-child.txt", "run.sh"], "{diff}");
+}
+
+/// A fork while the parent runs a task takes the checkpoint, not the work
+/// in progress, and the parent's task goes on undisturbed; an earlier
+/// checkpoint can be named.
+#[tokio::test]
+async fn a_fork_while_the_parent_runs_a_task_takes_the_checkpoint_not_the_work_in_progress() {
+    use std::time::Duration;
+
+    use crogia_tests::model::{Reply, ScriptedModel};
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "done.txt", "content": "one\n"}),
+        )]),
+        Reply::Text("First done.".into()),
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "wip.txt", "content": "half\n"}),
+        )]),
+        Reply::Delay(
+            Duration::from_secs(4),
+            Box::new(Reply::Text("Second done.".into())),
+        ),
+    ])
+    .await;
+    let server = crogia_tests::server_with_model(&model, |_| {}).await;
+    let parent = server.session().await;
+    let mut ws = server.ws(&parent, None).await;
+    let task = |text: &'static str| {
+        let server = &server;
+        let parent = parent.clone();
+        async move {
+            let (status, body) = server
+                .post(
+                    &format!("/api/sessions/{parent}/tasks"),
+                    json!({"task": text}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    task("first").await;
+    ws.until_completed(1).await;
+    task("second").await;
+    loop {
+        let e = ws.event().await;
+        if e["type"] == "tool_complete" {
+            break;
+        }
+    }
+    assert_eq!(sh(&server, &parent, "cat wip.txt").await, "half\n");
+    // No checkpoint on request in the middle of a task.
+    let (status, body) = server
+        .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let child = forked["session_id"].as_str().unwrap().to_string();
+    assert_eq!(sh(&server, &child, "ls").await, "done.txt\n");
+
+    // The parent's task ends as it would have.
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    assert_eq!(sh(&server, &parent, "ls").await, "done.txt\nwip.txt\n");
+
+    // From the first checkpoint (the session as it was made): empty.
+    let (_, points) = server
+        .get(&format!("/api/sessions/{parent}/checkpoints"))
+        .await;
+    assert_eq!(points.as_array().unwrap().len(), 3, "{points}");
+    let (status, forked) = server
+        .post(
+            &format!("/api/sessions/{parent}/fork"),
+            json!({"checkpoint_id": points[0]["checkpoint_id"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let empty = forked["session_id"].as_str().unwrap();
+    assert_eq!(sh(&server, empty, "ls").await, "");
+    let (_, points) = server
+        .get(&format!("/api/sessions/{empty}/checkpoints"))
+        .await;
+    assert_eq!(points.as_array().unwrap().len(), 1, "{points}");
+
+    // A change made by hand, recorded on request, is what the next fork
+    // gets.
+    sh(&server, &parent, "echo by hand > manual.txt").await;
+    let (status, taken) = server
+        .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{taken}");
+    assert_eq!(taken["seq"], 4, "{taken}");
+    assert_eq!(taken["files_changed"], 1, "{taken}");
+    assert_eq!(taken["task"], json!(null), "{taken}");
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let latest = forked["session_id"].as_str().unwrap();
+    assert_eq!(sh(&server, latest, "cat manual.txt").await, "by hand\n");
+}
+
+async fn sessions(server: &TestServer) -> usize {
+    server
+        .get("/api/sessions")
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+/// Forks that cannot be made say why, and leave no session behind: an
+/// unknown checkpoint or session (404), a parent whose checkpoint store was
+/// tampered with (the import is refused), checkpoints turned off (409).
+#[tokio::test]
+async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let parent = server.session().await;
+    assert_eq!(sessions(&server).await, 1);
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{parent}/fork"),
+            json!({"checkpoint_id": "0123456789012345678901234567890123456789"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = server.post("/api/sessions/ffffffff/fork", json!({})).await;
+    assert_eq!(status, 404);
+
+    // The parent's sandbox spoils a blob of its checkpoint: the fork's
+    // sandbox refuses the copy and the fork is undone.
+    sh(&server, &parent, "echo data > file.txt").await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{parent}/tasks"),
+            json!({"task": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut ws = server.ws(&parent, None).await;
+    ws.until_completed(1).await;
+    let blob = sh(
+        &server,
+        &parent,
+        "git --git-dir=/.crogia-checkpoints/store rev-parse HEAD:file.txt",
+    )
+    .await;
+    let blob = blob.trim();
+    sh(
+        &server,
+        &parent,
+        &format!(
+            "f=/.crogia-checkpoints/store/objects/{}/{}; chmod u+w $f; \
+             printf 'blob 5\\0spoilt' | python3 -c 'import sys,zlib; \
+             sys.stdout.buffer.write(zlib.compress(sys.stdin.buffer.read()))' > $f",
+            &blob[..2],
+            &blob[2..]
+        ),
+    )
+    .await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert!(status >= 400 && status != 404, "{status} {body}");
+    assert_eq!(sessions(&server).await, 1, "the failed fork left a session");
+
+    // Checkpoints off: 409.
+    let off = TestServer::with_config(|c| c.workspace.checkpoints = false).await;
+    let id = off.session().await;
+    let (status, body) = off
+        .post(&format!("/api/sessions/{id}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("workspace.checkpoints"), "{body}");
 }

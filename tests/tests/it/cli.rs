@@ -559,3 +559,87 @@ async fn network_shows_and_changes_a_sessions_policy() {
     assert_eq!(info["allow"], Value::Null);
     assert_eq!(info["deny"], json!([]));
 }
+
+/// `crogia checkpoints`, `diff`, `rewind` and `fork`, a checkpoint named by
+/// its number or an id prefix; a refusal exits 1 with the server's reason.
+#[tokio::test]
+async fn checkpoint_commands_list_diff_rewind_and_fork() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "notes.txt", "content": "one\ntwo\n"}),
+        )]),
+        Reply::Text("Written.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let task = crogia(&server, &["task", &id, "write the notes"]).await;
+    assert_eq!(task.code, 0, "{}", task.stderr);
+
+    let list = crogia(&server, &["checkpoints", &id]).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    assert!(list.stdout.contains("write the notes"), "{}", list.stdout);
+    assert!(list.stdout.contains("(session made)"), "{}", list.stdout);
+    let listed: Value = serde_json::from_str(
+        &crogia(&server, &["checkpoints", &id, "--json"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    let first = listed[0]["checkpoint_id"].as_str().unwrap().to_string();
+    let second = listed[1]["checkpoint_id"].as_str().unwrap().to_string();
+
+    // What the task did: from checkpoint 1 to 2, by number and by prefix.
+    let diff = crogia(&server, &["diff", &id, "1", &second[..8]]).await;
+    assert_eq!(diff.code, 0, "{}", diff.stderr);
+    assert!(diff.stdout.contains("added"), "{}", diff.stdout);
+    assert!(diff.stdout.contains("+++ b/notes.txt"), "{}", diff.stdout);
+    assert!(diff.stdout.contains("+two"), "{}", diff.stdout);
+    let json_diff: Value = serde_json::from_str(
+        &crogia(&server, &["diff", &id, &first, "--json"])
+            .await
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(json_diff["files"][0]["path"], "notes.txt", "{json_diff}");
+    assert_eq!(json_diff["files"][0]["insertions"], 2, "{json_diff}");
+    let none = crogia(&server, &["diff", &id]).await;
+    assert_eq!(none.stdout.trim(), "no changes", "{}", none.stdout);
+    // A change by hand, recorded on request.
+    crogia(&server, &["shell", &id, "echo three >> notes.txt"]).await;
+    let taken = crogia(&server, &["checkpoints", &id, "--take"]).await;
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    assert!(
+        taken.stdout.contains("(taken on request)"),
+        "{}",
+        taken.stdout
+    );
+    let diff = crogia(&server, &["diff", &id, "2", "3"]).await;
+    assert!(diff.stdout.contains("+three"), "{}", diff.stdout);
+
+    // A fork from the first checkpoint, then the parent rewound to it.
+    let fork = crogia(&server, &["fork", &id, "1"]).await;
+    assert_eq!(fork.code, 0, "{}", fork.stderr);
+    let child = fork.stdout.trim().to_string();
+    assert_eq!(child.len(), 8, "{}", fork.stdout);
+    let ls = crogia(&server, &["shell", &child, "ls"]).await;
+    assert_eq!(ls.stdout, "", "{}", ls.stdout);
+    let rewind = crogia(&server, &["rewind", &id, &first[..6], "--scope", "files"]).await;
+    assert_eq!(rewind.code, 0, "{}", rewind.stderr);
+    assert!(rewind.stdout.contains("1 removed"), "{}", rewind.stdout);
+    let ls = crogia(&server, &["shell", &id, "ls"]).await;
+    assert_eq!(ls.stdout, "", "{}", ls.stdout);
+
+    // Refusals: an unknown checkpoint, a bad scope.
+    let unknown = crogia(&server, &["rewind", &id, "ffffff"]).await;
+    assert_eq!(unknown.code, 1);
+    assert!(
+        unknown.stderr.contains("no checkpoint"),
+        "{}",
+        unknown.stderr
+    );
+    let bad = crogia(&server, &["rewind", &id, "1", "--scope", "all"]).await;
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("files"), "{}", bad.stderr);
+}

@@ -516,3 +516,94 @@ async fn the_console_shows_waiting_approvals_and_its_buttons_answer_them() {
     c.close().await.unwrap();
     drop(driver);
 }
+
+/// The Changes tab lists the session's checkpoints, shows a task's diff,
+/// and forks a new session from one, which the console then opens.
+#[tokio::test]
+async fn the_changes_tab_shows_a_tasks_diff_and_forks_from_it() {
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "notes.txt", "content": "hello from the task\n"}),
+        )]),
+        Reply::Text("Wrote notes.txt.".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let driver = Driver::start().await;
+    let c = browser(&driver).await;
+    let wait = Duration::from_secs(30);
+
+    new_session_with_task(&c, &server, "Write the notes").await;
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css(".event.done.completed"))
+        .await
+        .unwrap();
+    let parent = first_session(&server).await;
+    c.find(Locator::Css("[data-tab=changes]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The task's checkpoint (newest first), then the session's first.
+    c.wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#checkpoints li:nth-child(2)"))
+        .await
+        .unwrap();
+    let newest = c.find(Locator::Css("#checkpoints li")).await.unwrap();
+    assert!(
+        newest.text().await.unwrap().contains("Write the notes"),
+        "{}",
+        newest.text().await.unwrap()
+    );
+    newest.click().await.unwrap();
+    let plus = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#diff-patch .plus"))
+        .await
+        .unwrap();
+    assert_eq!(plus.text().await.unwrap().trim(), "+hello from the task");
+    let files = c.find(Locator::Css("#diff-files")).await.unwrap();
+    let listed = files.text().await.unwrap();
+    assert!(
+        listed.contains("added") && listed.contains("notes.txt"),
+        "{listed}"
+    );
+    screenshot(&c, "console-changes").await;
+
+    // Fork from it: the console opens the new session, whose log starts
+    // with the fork.
+    c.find(Locator::Css("#fork-checkpoint"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let forked = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::XPath(
+            "//div[@id='events']/div[contains(@class, 'checkpoint') and contains(., 'Forked from')]",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        forked
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("Forked from session {parent}")),
+        "{}",
+        forked.text().await.unwrap()
+    );
+    let sessions = server.get("/api/sessions").await.1;
+    assert_eq!(sessions.as_array().unwrap().len(), 2, "{sessions}");
+    let title = c.find(Locator::Css("#session-title")).await.unwrap();
+    assert_ne!(title.text().await.unwrap(), parent);
+    c.close().await.unwrap();
+    drop(driver);
+}
