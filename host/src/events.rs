@@ -343,7 +343,8 @@ impl EventLog {
     /// `buffer` bounds how far a live subscriber may fall behind.
     pub async fn open(store: Store, session_id: &str, buffer: usize) -> Result<Self, StoreError> {
         let last = store.last_event_seq(session_id).await?;
-        let (sender, _) = broadcast::channel(buffer.max(16));
+        let buffer = buffer.max(16);
+        let (sender, _) = broadcast::channel(buffer);
         let shared = Arc::new(Shared {
             session_id: session_id.to_string(),
             assigned: std::sync::Mutex::new(last),
@@ -352,7 +353,10 @@ impl EventLog {
             sender,
         });
         let (queue, pending) = mpsc::channel(WRITE_BATCH * 4);
-        tokio::spawn(write_events(store.clone(), shared.clone(), pending));
+        // A write hands out at most a buffer's worth: a burst larger than
+        // that would put every follower behind at once, however fast.
+        let batch = WRITE_BATCH.min(buffer);
+        tokio::spawn(write_events(store.clone(), shared.clone(), pending, batch));
         Ok(Self {
             store,
             shared,
@@ -439,9 +443,14 @@ fn closed() -> StoreError {
 
 /// The writer: stores what is queued in batches, then broadcasts it. Ends
 /// when the log is dropped and its queue drained.
-async fn write_events(store: Store, shared: Arc<Shared>, mut pending: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while pending.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+async fn write_events(
+    store: Store,
+    shared: Arc<Shared>,
+    mut pending: mpsc::Receiver<Pending>,
+    most: usize,
+) {
+    let mut batch = Vec::with_capacity(most);
+    while pending.recv_many(&mut batch, most).await > 0 {
         let rows: Vec<(u64, &str)> = batch.iter().map(|p| (p.seq, &*p.json)).collect();
         match store.append_events(&shared.session_id, &rows).await {
             Ok(()) => {
@@ -456,6 +465,8 @@ async fn write_events(store: Store, shared: Arc<Shared>, mut pending: mpsc::Rece
                         let _ = done.send(Ok(p.seq));
                     }
                 }
+                // Followers take this batch before the next is sent.
+                tokio::task::yield_now().await;
             }
             Err(e) => {
                 tracing::error!(session = %shared.session_id, error = %e, events = batch.len(), "could not store events");
@@ -896,6 +907,33 @@ mod tests {
         // And broadcast in the same order.
         for i in 1..=301u64 {
             assert_eq!(rx.recv().await.unwrap().seq, i);
+        }
+    }
+
+    /// A burst queued faster than anyone reads (a model's stream read in
+    /// one chunk) never puts a follower that keeps up behind its buffer:
+    /// the writer hands out at most a buffer's worth of events per write
+    /// and lets followers run before the next.
+    #[tokio::test]
+    async fn a_burst_larger_than_the_buffer_does_not_lag_a_follower_that_keeps_up() {
+        let (_d, store, _) = log().await;
+        let log = Arc::new(EventLog::open(store, "s1", 16).await.unwrap());
+        let mut follower = Follower::new(log.clone(), None);
+        for i in 0..200u64 {
+            log.enqueue(EventKind::TextDelta {
+                content: i.to_string(),
+            })
+            .await
+            .unwrap();
+        }
+        for expected in 1..=200u64 {
+            let event = tokio::time::timeout(Duration::from_secs(10), follower.next())
+                .await
+                .expect("an event within 10 s");
+            match event {
+                Ok(Some(p)) => assert_eq!(p.seq, expected),
+                other => panic!("event {expected}: {other:?}"),
+            }
         }
     }
 
