@@ -97,60 +97,89 @@ fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// What `docker run -d` does for a session container, through the Engine
+/// API (create, then start) with the limits Crogia sets: the most direct way
+/// to get a running container with that workspace.
+#[derive(Clone)]
+struct EngineRun {
+    engine: bollard::Docker,
+    body: bollard::models::ContainerCreateBody,
 }
 
-/// `docker run -d` with the flags Crogia uses for a session container.
-fn docker_run_args<'a>(config: &'a Config, label: &'a str, workspace: &'a str) -> Vec<String> {
-    let s = &config.sandbox;
-    let mut args: Vec<String> = [
-        "run",
-        "-d",
-        "--network",
-        &s.network,
-        "--memory",
-        &s.memory.to_string(),
-    ]
-    .iter()
-    .map(|x| x.to_string())
-    .collect();
-    args.extend([
-        "--memory-swap".into(),
-        s.memory.to_string(),
-        "--cpus".into(),
-        s.cpus.to_string(),
-        "--pids-limit".into(),
-        s.pids_limit.to_string(),
-        "--init".into(),
-        "--security-opt".into(),
-        "no-new-privileges".into(),
-        "--cap-drop".into(),
-        "ALL".into(),
-        "--tmpfs".into(),
-        format!("/tmp:rw,nosuid,nodev,size={}", s.tmp_size),
-        "--label".into(),
-        format!("crogia.test={label}"),
-        "-v".into(),
-        format!("{workspace}:/workspace"),
-        "-w".into(),
-        "/workspace".into(),
-    ]);
-    for cap in &s.cap_add {
-        args.push("--cap-add".into());
-        args.push(cap.clone());
+impl EngineRun {
+    async fn new(config: &Config, label: &str) -> Self {
+        use bollard::models::{ContainerCreateBody, HostConfig};
+        let s = &config.sandbox;
+        let engine = bollard::Docker::connect_with_local_defaults()
+            .unwrap()
+            .negotiate_version()
+            .await
+            .unwrap();
+        let memory = s.memory.bytes() as i64;
+        let body = ContainerCreateBody {
+            image: Some(IMAGE.into()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            working_dir: Some("/workspace".into()),
+            labels: Some(std::collections::HashMap::from([(
+                "crogia.test".to_string(),
+                label.to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some((s.cpus * 1e9) as i64),
+                pids_limit: Some(s.pids_limit),
+                network_mode: Some(s.network.clone()),
+                init: Some(true),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                cap_drop: Some(vec!["ALL".into()]),
+                cap_add: Some(s.cap_add.clone()),
+                tmpfs: Some(std::collections::HashMap::from([(
+                    "/tmp".to_string(),
+                    format!("rw,nosuid,nodev,size={}", s.tmp_size),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Self { engine, body }
     }
-    args.extend([IMAGE.to_string(), "sleep".into(), "infinity".into()]);
-    args
+
+    /// Creates and starts a container with `workspace` at /workspace.
+    async fn run(&self, workspace: &str) -> String {
+        let mut body = self.body.clone();
+        if let Some(host) = body.host_config.as_mut() {
+            host.binds = Some(vec![format!("{workspace}:/workspace")]);
+        }
+        let created = self
+            .engine
+            .create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            )
+            .await
+            .unwrap();
+        self.engine
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .unwrap();
+        created.id
+    }
+
+    async fn remove(&self, id: &str) {
+        let options = bollard::query_parameters::RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        self.engine
+            .remove_container(id, Some(options))
+            .await
+            .unwrap();
+    }
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Value {
@@ -270,16 +299,17 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = rss_mb(pid);
 
-    // Session create, until the container runs, against `docker run -d`.
+    // Session create, until the container runs, against the Engine API.
     let scratch = t.tmp.path().join("scratch-ws");
     std::fs::create_dir_all(&scratch).unwrap();
-    let run_args = docker_run_args(&config, &t.label, scratch.to_str().unwrap());
-    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+    let scratch = scratch.to_str().unwrap().to_string();
+    let engine_run = EngineRun::new(&config, &t.label).await;
     if wanted("create") {
-        let (a, b) = create_vs_docker_run(&client, &base, &run_args, Duration::ZERO).await;
+        let (a, b) =
+            create_vs_engine_run(&client, &base, &engine_run, &scratch, Duration::ZERO).await;
         rows.push(ratio_row(
             "session create via API, until the container runs",
-            "`docker run -d`",
+            ENGINE_RUN,
             a,
             b,
             1.0,
@@ -562,7 +592,7 @@ async fn main() {
         let workdir = session["workdir"].as_str().unwrap().to_string();
         if wanted("checkpoint") {
             rows.extend(
-                checkpoint_rows(&client, &base, &t, &config, &sid, &workdir, &size_mb).await,
+                checkpoint_rows(&client, &base, &t, &engine_run, &sid, &workdir, &size_mb).await,
             );
         }
         let grep_path = format!("/api/sessions/{sid}/search/grep");
@@ -780,11 +810,17 @@ async fn main() {
         let pbase = pooled.base.clone();
         tokio::time::sleep(Duration::from_secs(3)).await;
         // Let the pool refill between creations, as it would between requests.
-        let (a, b) =
-            create_vs_docker_run(&client, &pbase, &run_args, Duration::from_millis(1500)).await;
+        let (a, b) = create_vs_engine_run(
+            &client,
+            &pbase,
+            &engine_run,
+            &scratch,
+            Duration::from_millis(1500),
+        )
+        .await;
         rows.push(ratio_row(
             "session create with a warm pool (pool_size = 2)",
-            "`docker run -d`",
+            ENGINE_RUN,
             a,
             b,
             0.2,
@@ -802,13 +838,13 @@ async fn main() {
 
 /// A checkpoint after a one-file change in the generated workspace against
 /// `git add -A && git commit` on the same directory (a repository kept
-/// outside it); a fork of that workspace against `docker run -d` plus a copy
-/// of the directory.
+/// outside it); a fork of that workspace against a copy of the directory
+/// plus the Engine API's create and start on it.
 async fn checkpoint_rows(
     client: &reqwest::Client,
     base: &str,
     t: &TestSandbox,
-    config: &Config,
+    engine_run: &EngineRun,
     sid: &str,
     workdir: &str,
     size_mb: &str,
@@ -879,26 +915,36 @@ async fn checkpoint_rows(
     )];
 
     // Fork: a new session with the workspace as the latest checkpoint has it.
+    // Nothing is removed until every round is done: on ext4, creating
+    // files within minutes of deleting many is far slower (its inode
+    // allocator skips recently deleted inodes), which would make each
+    // round pay for the one before.
     let fork_path = format!("/api/sessions/{sid}/fork");
     let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut copies, mut containers, mut forks) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..5 {
         let copy = t.tmp.path().join(format!("fork-copy-{round}"));
         let copy_str = copy.to_str().unwrap().to_string();
-        let run_args = docker_run_args(config, &t.label, &copy_str);
-        let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
         let started = Instant::now();
         let status = std::process::Command::new("cp")
             .args(["-a", workdir, &copy_str])
             .status()
             .unwrap();
         assert!(status.success());
-        let id = docker(&run_args);
+        containers.push(engine_run.run(&copy_str).await);
         a.push(started.elapsed());
-        docker(&["rm", "-f", &id]);
-        std::fs::remove_dir_all(&copy).unwrap();
+        copies.push(copy);
 
         let forked = timed(&mut b, post(client, base, &fork_path, json!({}))).await;
-        let id = forked["session_id"].as_str().unwrap();
+        forks.push(forked["session_id"].as_str().unwrap().to_string());
+    }
+    for id in &containers {
+        engine_run.remove(id).await;
+    }
+    for copy in &copies {
+        std::fs::remove_dir_all(copy).unwrap();
+    }
+    for id in &forks {
         client
             .delete(format!("{base}/api/sessions/{id}"))
             .send()
@@ -907,7 +953,7 @@ async fn checkpoint_rows(
     }
     rows.push(ratio_row(
         &format!("fork of the 10,000-file, {size_mb} MB workspace via API, until it runs"),
-        "`cp -a` of the directory, then `docker run -d` on the copy",
+        "`cp -a` of the directory, then the Engine API's create and start on the copy",
         median(a),
         median(b),
         1.0,
@@ -915,18 +961,22 @@ async fn checkpoint_rows(
     rows
 }
 
-/// Medians of `docker run -d` (A) and `POST /api/sessions` (B), alternating;
-/// what each made is removed untimed, then `pause` passes.
-async fn create_vs_docker_run(
+/// What the create rows compare with.
+const ENGINE_RUN: &str = "Engine API create + start (what `docker run -d` does)";
+
+/// Medians of the Engine API's create + start (A) and `POST /api/sessions`
+/// (B), alternating; what each made is removed untimed, then `pause` passes.
+async fn create_vs_engine_run(
     client: &reqwest::Client,
     base: &str,
-    run_args: &[&str],
+    engine_run: &EngineRun,
+    workspace: &str,
     pause: Duration,
 ) -> (Duration, Duration) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for _ in 0..8 {
-        let id = timed(&mut a, async { docker(run_args) }).await;
-        docker(&["rm", "-f", &id]);
+        let id = timed(&mut a, engine_run.run(workspace)).await;
+        engine_run.remove(&id).await;
         let session = timed(&mut b, post(client, base, "/api/sessions", json!({}))).await;
         let id = session["session_id"].as_str().unwrap();
         client
@@ -1015,8 +1065,8 @@ fn report(rows: &[Row], write: bool) {
     let doc = format!(
         "# Benchmark results\n\nProduced by `just bench` (tests/benches/suite.rs). Each ratio is ours ÷ the \
          baseline, both measured in the same run, alternating, medians. End-to-end rows drive the release \
-         binary over loopback HTTP and WebSocket; Docker CLI baselines include the CLI's own start-up, \
-         as a user running it would see.\n\n## Machine\n\n{machine}\n## Results\n\n{table}\n\
+         binary over loopback HTTP and WebSocket; Docker baselines go through the Engine API on its \
+         socket (no CLI), the most direct way to do the same work.\n\n## Machine\n\n{machine}\n## Results\n\n{table}\n\
          ## Micro benchmarks (criterion, tests/benches/micro.rs)\n\nMedians of criterion's samples from \
          the same `just bench` run; a row with a baseline (\"against\") shows the difference and the ratio.\n\n{micro}"
     );

@@ -211,14 +211,21 @@ impl Agent {
             .publish(event)
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
-        parent
+        let started = std::time::Instant::now();
+        let copied = parent
             .caps
             .copy_checkpoint_to(&child.caps, &point.id)
             .await?;
-        child.caps.restore_checkpoint(&point.id).await?;
+        let copy_ms = started.elapsed().as_millis() as u64;
+        let restored = child.caps.restore_checkpoint(&point.id).await?;
+        let restore_ms = started.elapsed().as_millis() as u64 - copy_ms;
         self.store
             .fork_history(&parent.id, &child.id, point)
             .await?;
+        tracing::debug!(
+            session = %child.id, objects = copied.objects, bytes = copied.bytes, copy_ms,
+            files = restored.written, restore_ms, "fork's workspace in place"
+        );
         Ok(())
     }
 

@@ -479,6 +479,9 @@ impl Sandbox {
         let reader = tokio_util::io::StreamReader::new(Box::pin(stdout));
         let io = TokioIo::new(tokio::io::join(reader, input));
         let (link, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(protocol::link::STREAM_WINDOW)
+            .initial_connection_window_size(protocol::link::CONNECTION_WINDOW)
+            .max_frame_size(protocol::link::MAX_FRAME)
             .handshake(io)
             .await
             .map_err(|e| SandboxError::Engine(format!("cannot reach the sandbox agent: {e}")))?;

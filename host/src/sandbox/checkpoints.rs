@@ -4,7 +4,8 @@
 
 use crogia_sandbox_agent::checkpoint::{Diff, Imported, Restored, Taken};
 use crogia_sandbox_agent::protocol::{
-    self, CheckpointDiff, CheckpointImportQuery, CheckpointRestore, CheckpointTake,
+    self, CheckpointDiff, CheckpointExport, CheckpointImportQuery, CheckpointRestore,
+    CheckpointTake,
 };
 
 use super::agent::AgentError;
@@ -69,8 +70,12 @@ impl Sandbox {
         to: &str,
         id: &str,
     ) -> Result<Imported, AgentError> {
-        let asked = CheckpointRestore {
+        // A parent whose agent predates `compressed` sends the objects'
+        // bytes instead; the new session's agent, always this server's,
+        // takes either.
+        let asked = CheckpointExport {
             checkpoint: id.to_string(),
+            compressed: true,
         };
         let export = self
             .agent_stream(from, protocol::CHECKPOINT_EXPORT, &asked)

@@ -18,6 +18,9 @@
 //! objects remembers each file's size, times, inode and mode with its blob,
 //! as git's index does. An entry recorded less than [`RACY`] before its
 //! snapshot is not trusted (its file may change again within the same tick).
+//! Directories are walked on several threads (rayon), as git's
+//! `core.preloadIndex` stats the index on several; comparing a checkpoint
+//! with its parent reads only the trees on the way to a change.
 //!
 //! Everything under the workspace was made by untrusted code: the walk
 //! never follows a symlink, opens files `O_NOFOLLOW | O_NONBLOCK` and keeps
@@ -31,6 +34,7 @@ use std::io::{Read, Write as _};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
@@ -38,6 +42,7 @@ use gix_hash::ObjectId;
 use gix_object::bstr::{BString, ByteSlice};
 use gix_object::tree::{Entry, EntryKind, EntryMode};
 use gix_object::{Kind, Write as _, WriteTo as _};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::fs::Workspace;
@@ -61,8 +66,11 @@ const DIFF_TIMEOUT: Duration = Duration::from_millis(500);
 const BINARY_PROBE: usize = 8000;
 /// The ref the latest checkpoint is kept under (so `git log` finds them).
 const REF: &str = "refs/heads/checkpoints";
-/// The stat cache, beside the objects.
-const CACHE_FILE: &str = "crogia-cache.json";
+/// The stat cache, beside the objects (postcard: a 10,000-file cache reads
+/// and writes in a millisecond or two).
+const CACHE_FILE: &str = "crogia-cache.bin";
+/// Where an older agent kept it, as JSON; removed when the new one is written.
+const OLD_CACHE_FILE: &str = "crogia-cache.json";
 /// The commit header naming a checkpoint's [`Meta`] blob.
 const META_HEADER: &str = "crogia-meta";
 
@@ -173,6 +181,53 @@ struct Recorded {
     oid: ObjectId,
 }
 
+/// The entries that differ between two states, by path: what each side
+/// records (nothing on the side that lacks it).
+type Changes = BTreeMap<String, (Option<Recorded>, Option<Recorded>)>;
+
+/// An object read from an import, not yet checked.
+struct Incoming {
+    /// Its entry's name, for errors.
+    name: String,
+    /// Its kind when it came as bytes; `None` when it came as a loose file.
+    form: Option<Kind>,
+    id: ObjectId,
+    data: Vec<u8>,
+}
+
+/// What a loose object file holds: its kind and its bytes, refusing one
+/// that claims or holds more than [`MAX_OBJECT_BYTES`].
+fn inflate_loose(file: &[u8]) -> Result<(Kind, Vec<u8>), String> {
+    let mut inflate = gix_zlib::Inflate::default();
+    let mut head = [0u8; 64];
+    let (_, consumed, written) = inflate
+        .prefix(file, &mut head)
+        .map_err(|e| format!("not a zlib stream: {e}"))?;
+    let (kind, size, header_len) = gix_object::decode::loose_header(&head[..written])
+        .map_err(|e| format!("no object header: {e}"))?;
+    if size > MAX_OBJECT_BYTES {
+        return Err(format!("it claims {size} bytes, over {MAX_OBJECT_BYTES}"));
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    inflate
+        .rest(
+            &file[consumed..],
+            &head[..written],
+            header_len,
+            &mut data,
+            // One more than it says: a stream holding more is refused.
+            size as usize + 1,
+        )
+        .map_err(|e| format!("not a zlib stream: {e}"))?;
+    if data.len() as u64 != size {
+        return Err(format!(
+            "it holds {} bytes, not the {size} its header says",
+            data.len()
+        ));
+    }
+    Ok((kind, data))
+}
+
 /// What the stat cache knows of one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stat {
@@ -183,7 +238,7 @@ struct Stat {
     ctime_ns: i64,
     ino: u64,
     mode: u32,
-    oid: String,
+    oid: [u8; 20],
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -347,11 +402,10 @@ impl Store {
         let id = self.put(Kind::Commit, &bytes)?;
         std::fs::write(self.dir.join(REF), format!("{id}\n")).map_err(|e| self.err(e))?;
         let before = match parent {
-            Some(p) => self.flatten(&self.checkpoint(&p)?.0)?,
-            None => BTreeMap::new(),
+            Some(p) => Some(self.checkpoint(&p)?.0),
+            None => None,
         };
-        let after = self.flatten(&tree)?;
-        let diff = self.compare(&before, &after, false)?;
+        let diff = self.compare(&self.changes(before, Some(tree))?, false)?;
         Ok(Taken {
             checkpoint: id.to_string(),
             files_changed: diff.files.len(),
@@ -375,8 +429,7 @@ impl Store {
             Some(to) => self.checkpoint(&Self::parse_id(to)?)?.0,
             None => self.record(ws, max_file_bytes)?.0,
         };
-        let (before, after) = (self.flatten(&from)?, self.flatten(&to)?);
-        self.compare(&before, &after, true)
+        self.compare(&self.changes(Some(from), Some(to))?, true)
     }
 
     /// Puts the workspace back as checkpoint `id` recorded it: its files'
@@ -409,49 +462,65 @@ impl Store {
             }
         }
         let cache = self.load_cache();
-        for (path, entry) in &target {
-            let mode = meta.modes.get(path).copied().unwrap_or(
-                if entry.mode.kind() == EntryKind::BlobExecutable {
-                    0o755
-                } else {
-                    0o644
-                },
-            );
-            if self.unchanged(&root, path, entry, mode, &cache) {
-                continue;
-            }
-            let data = self.get(&entry.oid, Kind::Blob, MAX_OBJECT_BYTES)?;
-            let (parent, name) = split(path);
-            let dir = if parent.is_empty() {
-                root.try_clone().map_err(|e| self.ws_err(e))?
-            } else {
-                root.open_dir(parent).map_err(|e| self.ws_err(e))?
-            };
-            if let Ok(m) = dir.symlink_metadata(name) {
-                if m.is_dir() {
-                    dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
-                } else {
-                    dir.remove_file(name).map_err(|e| self.ws_err(e))?;
-                }
-            }
-            if entry.mode.is_link() {
-                rustix::fs::symlinkat(OsStr::from_bytes(&data), &dir, name)
-                    .map_err(|e| self.ws_err(std::io::Error::from(e)))?;
-            } else {
-                let mut opts = OpenOptions::new();
-                opts.write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-                let mut file = dir.open_with(name, &opts).map_err(|e| self.ws_err(e))?;
-                file.write_all(&data).map_err(|e| self.ws_err(e))?;
-                file.set_permissions(cap_std::fs::Permissions::from_std(
-                    std::fs::Permissions::from_mode(mode),
-                ))
-                .map_err(|e| self.ws_err(e))?;
-            }
-            done.written += 1;
-        }
+        // Each file on its own: written in parallel.
+        let written: Vec<bool> = target
+            .par_iter()
+            .map(|(path, entry)| self.put_back(&root, path, entry, &meta, &cache))
+            .collect::<Result<_, _>>()?;
+        done.written = written.into_iter().filter(|w| *w).count();
         Ok(done)
+    }
+
+    /// Puts one recorded file or symlink back at `path` unless the stat
+    /// cache says it is there already; whether it was written.
+    fn put_back(
+        &self,
+        root: &Dir,
+        path: &str,
+        entry: &Recorded,
+        meta: &Meta,
+        cache: &Cache,
+    ) -> Result<bool, CheckpointError> {
+        let mode = meta.modes.get(path).copied().unwrap_or(
+            if entry.mode.kind() == EntryKind::BlobExecutable {
+                0o755
+            } else {
+                0o644
+            },
+        );
+        if self.unchanged(root, path, entry, mode, cache) {
+            return Ok(false);
+        }
+        let data = self.get(&entry.oid, Kind::Blob, MAX_OBJECT_BYTES)?;
+        let (parent, name) = split(path);
+        let dir = if parent.is_empty() {
+            root.try_clone().map_err(|e| self.ws_err(e))?
+        } else {
+            root.open_dir(parent).map_err(|e| self.ws_err(e))?
+        };
+        if let Ok(m) = dir.symlink_metadata(name) {
+            if m.is_dir() {
+                dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
+            } else {
+                dir.remove_file(name).map_err(|e| self.ws_err(e))?;
+            }
+        }
+        if entry.mode.is_link() {
+            rustix::fs::symlinkat(OsStr::from_bytes(&data), &dir, name)
+                .map_err(|e| self.ws_err(std::io::Error::from(e)))?;
+        } else {
+            let mut opts = OpenOptions::new();
+            opts.write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+            let mut file = dir.open_with(name, &opts).map_err(|e| self.ws_err(e))?;
+            file.write_all(&data).map_err(|e| self.ws_err(e))?;
+            file.set_permissions(cap_std::fs::Permissions::from_std(
+                std::fs::Permissions::from_mode(mode),
+            ))
+            .map_err(|e| self.ws_err(e))?;
+        }
+        Ok(true)
     }
 
     /// Every object checkpoint `id` stands on: its commit and each
@@ -514,70 +583,208 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes `objects` to `out` as a tar stream, one entry `<kind>/<id>`
-    /// holding each object's bytes.
+    /// Writes `objects` to `out` as a tar stream: with `compressed`, one
+    /// entry `loose/<id>` each holding the object's loose file as it is
+    /// (compressed, header included); else one entry `<kind>/<id>` of its
+    /// bytes.
     pub fn export(
         &self,
         objects: &[(Kind, ObjectId)],
+        compressed: bool,
         out: impl std::io::Write,
     ) -> Result<(), CheckpointError> {
         let mut tar = tar::Builder::new(out);
         for (kind, id) in objects {
-            let data = self.get(id, *kind, MAX_OBJECT_BYTES)?;
+            let (name, data) = if compressed {
+                (format!("loose/{id}"), self.loose_file(id)?)
+            } else {
+                (
+                    format!("{kind}/{id}"),
+                    self.get(id, *kind, MAX_OBJECT_BYTES)?,
+                )
+            };
             let mut header = tar::Header::new_ustar();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(data.len() as u64);
             header.set_mode(0o644);
-            tar.append_data(&mut header, format!("{kind}/{id}"), data.as_slice())
+            tar.append_data(&mut header, name, data.as_slice())
                 .map_err(|e| self.err(format!("exporting: {e}")))?;
         }
         tar.finish()
             .map_err(|e| self.err(format!("exporting: {e}")))
     }
 
-    /// Adds the objects of an [`Store::export`] stream to this store, each
-    /// checked against its id, then makes `checkpoint` the latest and
-    /// checks that it is whole.
+    /// The bytes of object `id`'s loose file. The store is the sandbox's
+    /// to write: it is opened without following a link or waiting on a
+    /// FIFO, and read only if it is a regular file of a bounded size.
+    fn loose_file(&self, id: &ObjectId) -> Result<Vec<u8>, CheckpointError> {
+        let path = self.odb.object_path(id);
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => CheckpointError::Unknown(id.to_string()),
+                _ => self.err(format!("object {id}: {e}")),
+            })?;
+        let meta = file.metadata().map_err(|e| self.err(e))?;
+        if !meta.is_file() || meta.len() > MAX_OBJECT_BYTES {
+            return Err(self.err(format!(
+                "object {id} is not a file of at most {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        let mut data = Vec::with_capacity(meta.len() as usize);
+        file.take(MAX_OBJECT_BYTES)
+            .read_to_end(&mut data)
+            .map_err(|e| self.err(e))?;
+        Ok(data)
+    }
+
+    /// Adds the objects of an [`Store::export`] stream (either form) to
+    /// this store, each checked against its id, then makes `checkpoint`
+    /// the latest and checks that it is whole. Objects are checked and
+    /// written a batch at a time on several threads.
     pub fn import(&self, input: impl Read, checkpoint: &str) -> Result<Imported, CheckpointError> {
+        /// Objects, and their bytes, read before a batch is checked.
+        const BATCH_OBJECTS: usize = 256;
+        const BATCH_BYTES: usize = 16 << 20;
         let target = Self::parse_id(checkpoint)?;
         let bad = |m: String| CheckpointError::BadImport(m);
-        let mut done = Imported::default();
-        let mut archive = tar::Archive::new(input);
-        for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-            let mut entry = entry.map_err(|e| bad(e.to_string()))?;
-            if done.objects >= MAX_TRANSFER_OBJECTS {
-                return Err(CheckpointError::TooMany);
-            }
-            let path = entry.path_bytes().into_owned();
-            let name = String::from_utf8_lossy(&path);
-            let (kind, id) = name
-                .split_once('/')
-                .and_then(|(k, id)| Some((Kind::from_bytes(k.as_bytes()).ok()?, id)))
-                .ok_or_else(|| bad(format!("{name:?} is not <kind>/<id>")))?;
-            let id = Self::parse_id(id).map_err(|_| bad(format!("{name:?} names no object")))?;
-            let size = entry.size();
-            if entry.header().entry_type() != tar::EntryType::Regular || size > MAX_OBJECT_BYTES {
-                return Err(bad(format!(
-                    "{name:?} is not an object of at most {MAX_OBJECT_BYTES} bytes"
-                )));
-            }
-            let mut data = Vec::with_capacity(size as usize);
-            entry
-                .read_to_end(&mut data)
-                .map_err(|e| bad(format!("{name:?}: {e}")))?;
-            if self.hash(kind, &data)? != id {
-                return Err(bad(format!("{name:?} does not hold that object")));
-            }
-            self.put_known(kind, &data, id)?;
-            done.objects += 1;
-            done.bytes += data.len() as u64;
-        }
+        // One thread reads the stream into batches while another checks
+        // and writes the batch before (itself on several threads).
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(1);
+        let done = std::thread::scope(|scope| {
+            let checker = scope.spawn(move || {
+                let mut done = Imported::default();
+                for batch in received {
+                    let sizes: Vec<u64> = batch
+                        .into_par_iter()
+                        .map(|object| self.receive(object))
+                        .collect::<Result<_, _>>()?;
+                    done.objects += sizes.len();
+                    done.bytes += sizes.iter().sum::<u64>();
+                }
+                Ok::<_, CheckpointError>(done)
+            });
+            // Moves the sender in: when reading ends, so do the batches.
+            let read = (move || {
+                let mut archive = tar::Archive::new(input);
+                let (mut batch, mut batch_bytes, mut count) = (Vec::new(), 0, 0);
+                for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
+                    let object = self.incoming(entry.map_err(|e| bad(e.to_string()))?)?;
+                    count += 1;
+                    if count > MAX_TRANSFER_OBJECTS {
+                        return Err(CheckpointError::TooMany);
+                    }
+                    batch_bytes += object.data.len();
+                    batch.push(object);
+                    if batch.len() >= BATCH_OBJECTS || batch_bytes >= BATCH_BYTES {
+                        batch_bytes = 0;
+                        if batches.send(std::mem::take(&mut batch)).is_err() {
+                            break; // the checker failed: its error says why
+                        }
+                    }
+                }
+                let _ = batches.send(batch);
+                Ok(())
+            })();
+            let checked = checker.join().expect("the import's checker does not panic");
+            read.and(checked)
+        })?;
         self.closure(checkpoint).map_err(|e| match e {
             CheckpointError::Unknown(o) => bad(format!("checkpoint {target} lacks object {o}")),
             e => e,
         })?;
         std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
         Ok(done)
+    }
+
+    /// One entry of an import stream, read and named, not yet checked.
+    fn incoming(&self, mut entry: tar::Entry<'_, impl Read>) -> Result<Incoming, CheckpointError> {
+        let bad = |m: String| CheckpointError::BadImport(m);
+        let path = entry.path_bytes().into_owned();
+        let name = String::from_utf8_lossy(&path).into_owned();
+        let (form, id) = name
+            .split_once('/')
+            .ok_or_else(|| bad(format!("{name:?} is not <kind>/<id>")))?;
+        let form = match form {
+            "loose" => None,
+            kind => Some(
+                Kind::from_bytes(kind.as_bytes())
+                    .map_err(|_| bad(format!("{name:?} is not <kind>/<id>")))?,
+            ),
+        };
+        let id = Self::parse_id(id).map_err(|_| bad(format!("{name:?} names no object")))?;
+        let size = entry.size();
+        if entry.header().entry_type() != tar::EntryType::Regular || size > MAX_OBJECT_BYTES {
+            return Err(bad(format!(
+                "{name:?} is not an object of at most {MAX_OBJECT_BYTES} bytes"
+            )));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| bad(format!("{name:?}: {e}")))?;
+        Ok(Incoming {
+            name,
+            form,
+            id,
+            data,
+        })
+    }
+
+    /// Checks one imported object against its id and stores it (unless the
+    /// store has it); its size, uncompressed.
+    fn receive(&self, object: Incoming) -> Result<u64, CheckpointError> {
+        let Incoming {
+            name,
+            form,
+            id,
+            data,
+        } = object;
+        let bad = |m: String| CheckpointError::BadImport(m);
+        let not_it = || bad(format!("{name:?} does not hold that object"));
+        match form {
+            Some(kind) => {
+                if self.hash(kind, &data)? != id {
+                    return Err(not_it());
+                }
+                self.put_known(kind, &data, id)?;
+                Ok(data.len() as u64)
+            }
+            None => {
+                let (kind, inflated) =
+                    inflate_loose(&data).map_err(|e| bad(format!("{name:?}: {e}")))?;
+                if self.hash(kind, &inflated)? != id {
+                    return Err(not_it());
+                }
+                if !self.odb.contains(&id) {
+                    self.write_loose_file(&id, &data)?;
+                }
+                Ok(inflated.len() as u64)
+            }
+        }
+    }
+
+    /// Writes a checked loose file as object `id`'s, read-only as git
+    /// writes them, through a temporary file renamed into place.
+    fn write_loose_file(&self, id: &ObjectId, data: &[u8]) -> Result<(), CheckpointError> {
+        let path = self.odb.object_path(id);
+        let dir = path.parent().expect("a loose object is in a directory");
+        match std::fs::create_dir(dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(self.err(e));
+            }
+            _ => {}
+        }
+        let mut tmp = tempfile::Builder::new()
+            .permissions(std::fs::Permissions::from_mode(0o444))
+            .tempfile_in(self.dir.join("objects"))
+            .map_err(|e| self.err(e))?;
+        tmp.write_all(data).map_err(|e| self.err(e))?;
+        tmp.persist(&path).map_err(|e| self.err(e.error))?;
+        Ok(())
     }
 
     fn ws_err(&self, e: std::io::Error) -> CheckpointError {
@@ -601,7 +808,7 @@ impl Store {
             return false;
         };
         let is_link = m.file_type().is_symlink();
-        ObjectId::from_hex(known.oid.as_bytes()).is_ok_and(|oid| oid == entry.oid)
+        ObjectId::Sha1(known.oid) == entry.oid
             && is_link == entry.mode.is_link()
             && (is_link || m.mode() & 0o777 == mode)
             && stat_matches(known, &m, cache.taken_at)
@@ -653,18 +860,22 @@ impl Store {
         Ok(())
     }
 
+    /// The stat cache; empty when there is none or it cannot be read (it
+    /// only spares reading files, so an empty one just costs time).
     fn load_cache(&self) -> Cache {
         std::fs::read(self.dir.join(CACHE_FILE))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| postcard::from_bytes(&b).ok())
             .unwrap_or_default()
     }
 
     fn save_cache(&self, cache: &Cache) -> Result<(), CheckpointError> {
         let tmp = self.dir.join(format!("{CACHE_FILE}.tmp"));
-        let bytes = serde_json::to_vec(cache).expect("the cache serialises");
+        let bytes = postcard::to_stdvec(cache).map_err(|e| self.err(e))?;
         std::fs::write(&tmp, bytes).map_err(|e| self.err(e))?;
-        std::fs::rename(&tmp, self.dir.join(CACHE_FILE)).map_err(|e| self.err(e))
+        std::fs::rename(&tmp, self.dir.join(CACHE_FILE)).map_err(|e| self.err(e))?;
+        let _ = std::fs::remove_file(self.dir.join(OLD_CACHE_FILE));
+        Ok(())
     }
 
     /// Writes the workspace's tree (and the objects it needs); its id and
@@ -679,27 +890,27 @@ impl Store {
             .unwrap_or_default()
             .as_secs_f64();
         let old = self.load_cache();
-        let mut walk = Walk {
+        let walk = Walk {
             store: self,
-            old,
-            new: Cache {
-                taken_at: started,
-                files: HashMap::new(),
-            },
-            meta: Meta::default(),
+            old: &old,
             max_file_bytes,
-            entries: 0,
+            entries: AtomicUsize::new(0),
         };
         let root = ws.dir().try_clone().map_err(|e| self.ws_err(e))?;
-        let tree = walk.dir(&root, "", 0)?.unwrap_or_else(|| {
+        let mut found = Found::default();
+        let tree = walk.dir(&root, "", 0, &mut found)?.unwrap_or_else(|| {
             // The empty tree: written so that it can be read back.
             ObjectId::empty_tree(gix_hash::Kind::Sha1)
         });
         if !self.odb.contains(&tree) {
             self.put(Kind::Tree, &[])?;
         }
-        self.save_cache(&walk.new)?;
-        Ok((tree, walk.meta))
+        let new = Cache {
+            taken_at: started,
+            files: found.files.into_iter().collect(),
+        };
+        self.save_cache(&new)?;
+        Ok((tree, found.meta))
     }
 
     /// Every file and symlink of tree `id`, by path.
@@ -734,18 +945,75 @@ impl Store {
         Ok(out)
     }
 
-    /// The differences between two flattened states; the patch too when
-    /// `patch` is asked for.
-    fn compare(
+    /// The files and symlinks that differ between trees `before` and
+    /// `after` (either may be absent), by path, with what each side
+    /// records. Only the trees on the way to a change are read: a subtree
+    /// with the same id on both sides is the same.
+    fn changes(
         &self,
-        before: &BTreeMap<String, Recorded>,
-        after: &BTreeMap<String, Recorded>,
-        patch: bool,
-    ) -> Result<Diff, CheckpointError> {
+        before: Option<ObjectId>,
+        after: Option<ObjectId>,
+    ) -> Result<Changes, CheckpointError> {
+        let mut out = Changes::new();
+        let mut stack = vec![(String::new(), before, after, 0usize)];
+        while let Some((prefix, a, b, depth)) = stack.pop() {
+            if a == b {
+                continue;
+            }
+            if depth > MAX_DEPTH || out.len() > MAX_ENTRIES {
+                return Err(CheckpointError::TooMany);
+            }
+            let (a, b) = (self.tree_entries(a)?, self.tree_entries(b)?);
+            let names: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for name in names {
+                let (x, y) = (a.get(name).copied(), b.get(name).copied());
+                let tree = |r: Option<Recorded>| r.filter(|r| r.mode.is_tree()).map(|r| r.oid);
+                let file = |r: Option<Recorded>| r.filter(|r| !r.mode.is_tree());
+                let path = join(&prefix, name);
+                if tree(x) != tree(y) {
+                    stack.push((path.clone(), tree(x), tree(y), depth + 1));
+                }
+                if file(x) != file(y) {
+                    out.insert(path, (file(x), file(y)));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries of tree `id` (none when absent) that a checkpoint
+    /// records: subtrees, files and symlinks with UTF-8 names.
+    fn tree_entries(
+        &self,
+        id: Option<ObjectId>,
+    ) -> Result<BTreeMap<String, Recorded>, CheckpointError> {
+        let Some(id) = id else {
+            return Ok(BTreeMap::new());
+        };
+        let bytes = self.get(&id, Kind::Tree, 64 << 20)?;
+        let parsed = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+            .map_err(|e| self.err(format!("tree {id}: {e}")))?;
+        Ok(parsed
+            .entries
+            .into_iter()
+            .filter(|e| e.mode.is_tree() || e.mode.is_blob_or_symlink())
+            .filter_map(|e| {
+                let name = e.filename.to_str().ok()?;
+                let recorded = Recorded {
+                    mode: e.mode,
+                    oid: e.oid.to_owned(),
+                };
+                Some((name.to_string(), recorded))
+            })
+            .collect())
+    }
+
+    /// What differs between two states ([`Self::changes`]), counted; the
+    /// patch too when `patch` is asked for.
+    fn compare(&self, changes: &Changes, patch: bool) -> Result<Diff, CheckpointError> {
         let mut diff = Diff::default();
-        let paths: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-        for path in paths {
-            let (old, new) = (before.get(path), after.get(path));
+        for (path, (old, new)) in changes {
+            let (old, new) = (old.as_ref(), new.as_ref());
             let status = match (old, new) {
                 (Some(o), Some(n)) if o == n => continue,
                 (Some(_), Some(_)) => FileStatus::Modified,
@@ -761,6 +1029,27 @@ impl Store {
             };
             let (a, b) = (read(old)?, read(new)?);
             let binary = is_binary(&a) || is_binary(&b);
+            if !patch && (old.is_none() || new.is_none()) {
+                // Added or deleted: every line counts, nothing to compare.
+                let lines = if binary {
+                    0
+                } else {
+                    count_lines(&a) + count_lines(&b)
+                };
+                let (insertions, deletions) = if old.is_none() {
+                    (lines, 0)
+                } else {
+                    (0, lines)
+                };
+                diff.files.push(FileDiff {
+                    path: path.clone(),
+                    status,
+                    insertions,
+                    deletions,
+                    binary,
+                });
+                continue;
+            }
             let mut file = FileDiff {
                 path: path.clone(),
                 status,
@@ -846,6 +1135,13 @@ fn mode_str(r: &Recorded) -> &'static str {
     }
 }
 
+/// Lines in a text, as a line diff counts them (a last one without a
+/// newline too).
+fn count_lines(text: &[u8]) -> usize {
+    let newlines = text.iter().filter(|&&b| b == b'\n').count();
+    newlines + usize::from(text.last().is_some_and(|&b| b != b'\n'))
+}
+
 /// Whether `data` looks binary to git: a NUL in its first 8000 bytes.
 fn is_binary(data: &[u8]) -> bool {
     data[..data.len().min(BINARY_PROBE)].contains(&0)
@@ -886,17 +1182,27 @@ fn open_subdir(dir: &Dir, name: &OsStr) -> std::io::Result<Dir> {
     Ok(Dir::from_std_file(file.into_std()))
 }
 
-/// One snapshot's walk of the workspace.
+/// One snapshot's walk of the workspace. Shared by the threads that walk
+/// its directories; what each finds comes back as a [`Found`].
 struct Walk<'a> {
     store: &'a Store,
-    old: Cache,
-    new: Cache,
-    meta: Meta,
+    old: &'a Cache,
     max_file_bytes: u64,
-    entries: usize,
+    /// Entries seen so far, by every thread.
+    entries: AtomicUsize,
 }
 
-impl Walk<'_> {
+/// What the walk of one directory found besides its tree: the stat cache's
+/// entries and what the tree cannot say, in the order of the names (a
+/// directory's findings where its name comes), so a workspace always
+/// yields the same meta.
+#[derive(Default)]
+struct Found {
+    files: Vec<(String, Stat)>,
+    meta: Meta,
+}
+
+impl Found {
     fn skip(&mut self, path: String, size: Option<u64>, reason: &str) {
         self.meta.skipped.push(SkippedFile {
             path,
@@ -905,13 +1211,52 @@ impl Walk<'_> {
         });
     }
 
+    fn absorb(&mut self, other: Found) {
+        self.files.extend(other.files);
+        self.meta.modes.extend(other.meta.modes);
+        self.meta.empty_dirs.extend(other.meta.empty_dirs);
+        self.meta.skipped.extend(other.meta.skipped);
+    }
+
+    fn remember(&mut self, path: &str, m: &cap_std::fs::Metadata, oid: ObjectId) {
+        let mut id = [0; 20];
+        id.copy_from_slice(oid.as_bytes());
+        self.files.push((
+            path.to_string(),
+            Stat {
+                size: m.len(),
+                mtime: m.mtime(),
+                mtime_ns: m.mtime_nsec(),
+                ctime: m.ctime(),
+                ctime_ns: m.ctime_nsec(),
+                ino: m.ino(),
+                mode: m.mode(),
+                oid: id,
+            },
+        ));
+    }
+}
+
+/// An entry of a directory, as its walk first sees it.
+enum Listed {
+    /// Recorded in its place (a file or symlink), or left out.
+    Entry(std::ffi::OsString, cap_std::fs::Metadata),
+    /// A subdirectory: its tree and findings, walked on another thread.
+    Dir(String, Result<(Option<ObjectId>, Found), CheckpointError>),
+    /// A subdirectory left out (too deep, or it cannot be opened).
+    LeftOut(Found),
+}
+
+impl Walk<'_> {
     /// The tree of `dir` (at `rel`), or `None` when nothing in it is
-    /// recorded.
+    /// recorded; what else it finds goes to `found`. Subdirectories are
+    /// walked in parallel.
     fn dir(
-        &mut self,
+        &self,
         dir: &Dir,
         rel: &str,
         depth: usize,
+        found: &mut Found,
     ) -> Result<Option<ObjectId>, CheckpointError> {
         let mut names: Vec<_> = dir
             .entries()
@@ -920,14 +1265,60 @@ impl Walk<'_> {
             .map(|e| e.file_name())
             .collect();
         names.sort();
-        let mut entries = Vec::with_capacity(names.len());
-        for name in names {
-            self.entries += 1;
-            if self.entries > MAX_ENTRIES {
-                return Err(CheckpointError::TooMany);
-            }
+        let count = self.entries.fetch_add(names.len(), Ordering::Relaxed) + names.len();
+        if count > MAX_ENTRIES {
+            return Err(CheckpointError::TooMany);
+        }
+        let listed: Vec<Listed> = names
+            .into_par_iter()
+            .filter_map(|name| {
+                let m = dir.symlink_metadata(&name).ok()?; // gone since the listing
+                if !m.is_dir() {
+                    return Some(Listed::Entry(name, m));
+                }
+                let Some(name_str) = name.to_str() else {
+                    return Some(Listed::Entry(name, m));
+                };
+                let path = join(rel, name_str);
+                let mut sub_found = Found::default();
+                if depth >= MAX_DEPTH {
+                    sub_found.skip(path, None, "it is nested too deep");
+                    return Some(Listed::LeftOut(sub_found));
+                }
+                let Ok(sub) = open_subdir(dir, &name) else {
+                    sub_found.skip(path, None, "it cannot be opened");
+                    return Some(Listed::LeftOut(sub_found));
+                };
+                let walked = self
+                    .dir(&sub, &path, depth + 1, &mut sub_found)
+                    .map(|tree| (tree, sub_found));
+                Some(Listed::Dir(name_str.to_string(), walked))
+            })
+            .collect();
+        let mut entries = Vec::with_capacity(listed.len());
+        for item in listed {
+            let (name, m) = match item {
+                Listed::LeftOut(sub_found) => {
+                    found.absorb(sub_found);
+                    continue;
+                }
+                Listed::Dir(name, walked) => {
+                    let (tree, sub_found) = walked?;
+                    found.absorb(sub_found);
+                    match tree {
+                        Some(tree) => entries.push(Entry {
+                            mode: EntryKind::Tree.into(),
+                            filename: name.as_str().into(),
+                            oid: tree,
+                        }),
+                        None => found.meta.empty_dirs.push(join(rel, &name)),
+                    }
+                    continue;
+                }
+                Listed::Entry(name, m) => (name, m),
+            };
             let Some(name_str) = name.to_str() else {
-                self.skip(
+                found.skip(
                     format!("{}", Path::new(rel).join(&name).display()),
                     None,
                     "its name is not UTF-8",
@@ -935,37 +1326,18 @@ impl Walk<'_> {
                 continue;
             };
             let path = join(rel, name_str);
-            let Ok(m) = dir.symlink_metadata(&name) else {
-                continue; // gone since the listing
-            };
             let kind = m.file_type();
-            let (mode, oid) = if kind.is_dir() {
-                if depth >= MAX_DEPTH {
-                    self.skip(path, None, "it is nested too deep");
-                    continue;
-                }
-                let Ok(sub) = open_subdir(dir, &name) else {
-                    self.skip(path, None, "it cannot be opened");
-                    continue;
-                };
-                match self.dir(&sub, &path, depth + 1)? {
-                    Some(tree) => (EntryKind::Tree.into(), tree),
-                    None => {
-                        self.meta.empty_dirs.push(path);
-                        continue;
-                    }
-                }
-            } else if kind.is_symlink() {
+            let (mode, oid) = if kind.is_symlink() {
                 let Ok(target) = dir.read_link_contents(&name) else {
                     continue;
                 };
                 let oid = self.store.put(Kind::Blob, target.as_os_str().as_bytes())?;
-                self.remember(&path, &m, oid);
+                found.remember(&path, &m, oid);
                 (EntryKind::Link.into(), oid)
             } else if kind.is_file() {
                 if m.len() > self.max_file_bytes {
                     let size = m.len();
-                    self.skip(
+                    found.skip(
                         path,
                         Some(size),
                         &format!("it is larger than {} bytes", self.max_file_bytes),
@@ -977,17 +1349,17 @@ impl Walk<'_> {
                     None => match self.read(dir, &name)? {
                         Some(data) => self.store.put(Kind::Blob, &data)?,
                         None => {
-                            self.skip(path, None, "it changed into something else while read");
+                            found.skip(path, None, "it changed into something else while read");
                             continue;
                         }
                     },
                 };
-                self.remember(&path, &m, oid);
+                found.remember(&path, &m, oid);
                 // setuid, setgid and sticky bits are not kept.
                 let perms = m.mode() & 0o777;
                 let executable = perms & 0o111 != 0;
                 if perms != if executable { 0o755 } else { 0o644 } {
-                    self.meta.modes.insert(path, perms);
+                    found.meta.modes.insert(path, perms);
                 }
                 let kind = if executable {
                     EntryKind::BlobExecutable
@@ -996,7 +1368,7 @@ impl Walk<'_> {
                 };
                 (kind.into(), oid)
             } else {
-                self.skip(
+                found.skip(
                     path,
                     None,
                     "it is not a regular file, a directory or a symlink",
@@ -1023,26 +1395,7 @@ impl Walk<'_> {
     /// not changed since.
     fn cached(&self, path: &str, m: &cap_std::fs::Metadata) -> Option<ObjectId> {
         let known = self.old.files.get(path)?;
-        if !stat_matches(known, m, self.old.taken_at) {
-            return None;
-        }
-        ObjectId::from_hex(known.oid.as_bytes()).ok()
-    }
-
-    fn remember(&mut self, path: &str, m: &cap_std::fs::Metadata, oid: ObjectId) {
-        self.new.files.insert(
-            path.to_string(),
-            Stat {
-                size: m.len(),
-                mtime: m.mtime(),
-                mtime_ns: m.mtime_nsec(),
-                ctime: m.ctime(),
-                ctime_ns: m.ctime_nsec(),
-                ino: m.ino(),
-                mode: m.mode(),
-                oid: oid.to_string(),
-            },
-        );
+        stat_matches(known, m, self.old.taken_at).then_some(ObjectId::Sha1(known.oid))
     }
 
     /// A regular file's bytes (at most the limit), or `None` when what is
@@ -1276,12 +1629,25 @@ mod tests {
         a.write("src/main.rs", b"fn main() { println!(); }\n");
         let second = a.take(Some(&first.checkpoint));
         let objects = a.store.closure(&second.checkpoint).unwrap();
-        let mut tar = Vec::new();
-        a.store.export(&objects, &mut tar).unwrap();
+        // Objects as loose files (what agents send now) and as their bytes
+        // (what older agents send) are both taken.
+        for compressed in [true, false] {
+            let mut tar = Vec::new();
+            a.store.export(&objects, compressed, &mut tar).unwrap();
+            a_copy_has_the_same_workspace_and_history(&a, &tar, &objects, &first, &second);
+        }
+    }
 
+    fn a_copy_has_the_same_workspace_and_history(
+        a: &Fixture,
+        tar: &[u8],
+        objects: &[(Kind, ObjectId)],
+        first: &Taken,
+        second: &Taken,
+    ) {
         let b = Fixture::new();
         b.write("stale.txt", b"not in the checkpoint\n");
-        let imported = b.store.import(tar.as_slice(), &second.checkpoint).unwrap();
+        let imported = b.store.import(tar, &second.checkpoint).unwrap();
         assert_eq!(imported.objects, objects.len());
         b.store.restore(&b.ws(), &second.checkpoint).unwrap();
         assert_eq!(b.state(), a.state());
@@ -1308,7 +1674,7 @@ mod tests {
         let taken = a.take(None);
         let objects = a.store.closure(&taken.checkpoint).unwrap();
         let mut tar = Vec::new();
-        a.store.export(&objects, &mut tar).unwrap();
+        a.store.export(&objects, false, &mut tar).unwrap();
 
         // One object's bytes changed: its id no longer matches.
         let at = tar.windows(8).position(|w| w == b"original").unwrap();
@@ -1331,7 +1697,7 @@ mod tests {
             .cloned()
             .collect();
         let mut partial = Vec::new();
-        a.store.export(&commits_only, &mut partial).unwrap();
+        a.store.export(&commits_only, true, &mut partial).unwrap();
         let c = Fixture::new();
         let err = c
             .store
@@ -1341,6 +1707,44 @@ mod tests {
             matches!(&err, CheckpointError::BadImport(m) if m.contains("lacks object")),
             "{err}"
         );
+        // As loose files: another object's file under this id, a stream
+        // that is not zlib, and a header claiming more than is allowed.
+        let blob = objects.iter().find(|(k, _)| *k == Kind::Blob).unwrap().1;
+        let other = a.store.put(Kind::Blob, b"other bytes\n").unwrap();
+        let huge = {
+            let mut z = gix_zlib::stream::deflate::Write::new(
+                Vec::new(),
+                gix_zlib::Compression::BEST_SPEED,
+            );
+            z.write_all(format!("blob {}\0", MAX_OBJECT_BYTES + 1).as_bytes())
+                .unwrap();
+            z.flush().unwrap();
+            z.into_inner()
+        };
+        for (bytes, says) in [
+            (a.store.loose_file(&other).unwrap(), "does not hold"),
+            (b"not zlib at all".to_vec(), "not a zlib stream"),
+            (huge, "claims"),
+        ] {
+            let mut forged = tar::Builder::new(Vec::new());
+            let mut header = tar::Header::new_ustar();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            forged
+                .append_data(&mut header, format!("loose/{blob}"), bytes.as_slice())
+                .unwrap();
+            let forged = forged.into_inner().unwrap();
+            let d = Fixture::new();
+            let err = d
+                .store
+                .import(forged.as_slice(), &taken.checkpoint)
+                .unwrap_err();
+            assert!(
+                matches!(&err, CheckpointError::BadImport(m) if m.contains(says)),
+                "{says}: {err}"
+            );
+            assert!(!d.store.odb.contains(&blob), "{says}: stored anyway");
+        }
         // An unknown checkpoint has nothing to export.
         assert!(matches!(
             a.store.closure(&"1".repeat(40)),
@@ -1485,7 +1889,12 @@ mod tests {
             .put(Kind::Blob, b"not what the file holds\n")
             .unwrap();
         let mut cache = f.store.load_cache();
-        cache.files.get_mut("f1.txt").unwrap().oid = lie.to_string();
+        cache
+            .files
+            .get_mut("f1.txt")
+            .unwrap()
+            .oid
+            .copy_from_slice(lie.as_bytes());
         f.store.save_cache(&cache).unwrap();
         let believed = f.take(Some(&again.checkpoint));
         assert_eq!(believed.files_changed, 1, "{believed:?}");

@@ -6,6 +6,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::search::{SearchError, SearchLimits, SearchOptions};
 
+/// HTTP/2 settings both ends of the link use. The link is a pipe through
+/// the engine, so bytes in flight cost only memory: windows large enough
+/// that a bulk transfer (a fork's objects) never waits on window updates,
+/// and frames large enough that it is not cut into thousands of pieces.
+pub mod link {
+    /// Per stream.
+    pub const STREAM_WINDOW: u32 = 8 << 20;
+    /// Per connection.
+    pub const CONNECTION_WINDOW: u32 = 16 << 20;
+    /// Largest frame either end accepts.
+    pub const MAX_FRAME: u32 = 256 << 10;
+}
+
 /// `GET /v1/ping`: the agent answers with who it is.
 pub const PING: &str = "/v1/ping";
 /// `POST /v1/exec`: runs a command to its end ([`ExecRequest`] → [`ExecResponse`]).
@@ -98,10 +111,12 @@ pub const CHECKPOINT_DIFF: &str = "/v1/checkpoint/diff";
 /// [`crate::checkpoint::Restored`]): the workspace put back as a checkpoint
 /// recorded it.
 pub const CHECKPOINT_RESTORE: &str = "/v1/checkpoint/restore";
-/// `POST /v1/checkpoint/export` ([`CheckpointRestore`] → a tar stream):
+/// `POST /v1/checkpoint/export` ([`CheckpointExport`] → a tar stream):
 /// every object a checkpoint stands on (its commit and ancestors, their
-/// trees and blobs), one entry `<kind>/<id>` of the object's bytes each,
-/// for [`CHECKPOINT_IMPORT`] into another sandbox's store.
+/// trees and blobs), for [`CHECKPOINT_IMPORT`] into another sandbox's
+/// store: one entry `loose/<id>` each, the object as its loose file holds
+/// it (compressed) when `compressed` is asked for, else `<kind>/<id>` of
+/// its bytes (what agents before `compressed` send).
 pub const CHECKPOINT_EXPORT: &str = "/v1/checkpoint/export";
 /// `POST /v1/checkpoint/import?checkpoint=…` ([`CheckpointImportQuery`];
 /// the body: an export's tar stream → [`crate::checkpoint::Imported`]):
@@ -130,6 +145,15 @@ pub struct CheckpointDiff {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointRestore {
     pub checkpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointExport {
+    pub checkpoint: String,
+    /// Send each object compressed, as its loose file holds it: less to
+    /// carry, and nothing to compress again on the other side.
+    #[serde(default)]
+    pub compressed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

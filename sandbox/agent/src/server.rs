@@ -18,9 +18,10 @@ use crate::checkpoint::{CheckpointError, Store};
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
-    self, CheckpointDiff, CheckpointImportQuery, CheckpointRestore, CheckpointTake,
-    EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping, PtyQuery, PtyResize,
-    ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest, WriteQuery,
+    self, CheckpointDiff, CheckpointExport, CheckpointImportQuery, CheckpointRestore,
+    CheckpointTake, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping,
+    PtyQuery, PtyResize, ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest,
+    WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -36,6 +37,9 @@ pub async fn serve(listener: UnixListener) -> std::io::Result<()> {
 pub async fn serve_connection(io: impl AsyncRead + AsyncWrite + Unpin + Send + 'static) {
     let service = hyper::service::service_fn(handle);
     if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(protocol::link::STREAM_WINDOW)
+        .initial_connection_window_size(protocol::link::CONNECTION_WINDOW)
+        .max_frame_size(protocol::link::MAX_FRAME)
         .serve_connection(TokioIo::new(io), service)
         .await
     {
@@ -408,10 +412,11 @@ fn checkpoint_answer<T: Serialize>(
 /// they are read. Not one at a time with the other checkpoint operations:
 /// objects never change once written.
 async fn export(request: Request<Incoming>) -> Response<Body> {
-    let asked = match body::<CheckpointRestore>(request).await {
+    let asked = match body::<CheckpointExport>(request).await {
         Ok(asked) => asked,
         Err(response) => return response.map(Either::Left),
     };
+    let compressed = asked.compressed;
     let listed = tokio::task::spawn_blocking(move || {
         let store = Store::open(crate::CHECKPOINT_STORE)?;
         let objects = store.closure(&asked.checkpoint)?;
@@ -428,7 +433,7 @@ async fn export(request: Request<Incoming>) -> Response<Body> {
         let out = std::io::BufWriter::with_capacity(64 << 10, ChunkSender(tx));
         // A failure ends the stream early; the importer finds the
         // checkpoint incomplete and says so.
-        if let Err(e) = store.export(&objects, out) {
+        if let Err(e) = store.export(&objects, compressed, out) {
             eprintln!("crogia-agent: export: {e}");
         }
     });

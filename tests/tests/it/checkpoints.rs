@@ -734,3 +734,82 @@ async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
     assert_eq!(status, 409, "{body}");
     assert!(body.to_string().contains("workspace.checkpoints"), "{body}");
 }
+
+/// A workspace that is a git repository of its own: taking checkpoints
+/// never touches its `.git` (the files are recorded like any others), and a
+/// rewind puts the repository back as it was, commits, index and all, and
+/// git finds it whole.
+#[tokio::test]
+async fn a_users_own_git_repository_is_recorded_as_files_and_kept_intact() {
+    let server = TestServer::start().await;
+    let id = server.session().await;
+    let git = "git -c user.name=t -c user.email=t@example.com";
+    sh(
+        &server,
+        &id,
+        &format!(
+            "git init -q -b main . && printf 'v1\\n' > app.py && {git} add app.py \
+             && {git} commit -q -m first"
+        ),
+    )
+    .await;
+    // Every file of the repository with its mode and content.
+    let repo = "find .git -print | sort | while read -r p; do \
+        if [ -d \"$p\" ]; then echo \"$p dir\"; \
+        else echo \"$p $(stat -c %a \"$p\") $(sha256sum < \"$p\" | cut -c1-16)\"; fi; done";
+    let before = sh(&server, &id, repo).await;
+    let (status, taken) = server
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{taken}");
+    let checkpoint = taken["checkpoint_id"].as_str().unwrap().to_string();
+    // Taking it changed nothing in the repository, and it has no object of
+    // the checkpoint's.
+    assert_eq!(sh(&server, &id, repo).await, before);
+    let missing = server
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": format!("git cat-file -e {checkpoint}")}),
+        )
+        .await
+        .1;
+    assert_ne!(missing["exit_code"], 0, "{missing}");
+    // The repository's files are in the checkpoint like any others.
+    let (_, diff) = server
+        .get(&format!("/api/sessions/{id}/diff?to={checkpoint}"))
+        .await;
+    let paths: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(
+        paths.contains(&".git/HEAD") && paths.contains(&"app.py"),
+        "{paths:?}"
+    );
+
+    // Work after it: a second commit, a branch.
+    sh(
+        &server,
+        &id,
+        &format!("printf 'v2\\n' > app.py && {git} commit -q -am second && git branch topic"),
+    )
+    .await;
+    assert_ne!(sh(&server, &id, repo).await, before);
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/rewind"),
+            json!({"checkpoint_id": checkpoint, "scope": "files"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sh(&server, &id, repo).await, before);
+    assert_eq!(sh(&server, &id, "git log --format=%s").await, "first\n");
+    assert_eq!(
+        sh(&server, &id, "git branch --format='%(refname:short)'").await,
+        "main\n"
+    );
+    assert_eq!(sh(&server, &id, "git status --porcelain").await, "");
+    sh(&server, &id, "git fsck --strict --no-dangling").await;
+}
