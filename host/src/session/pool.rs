@@ -84,6 +84,11 @@ impl SessionManager {
             match sandbox.create(&id, &workspace).await {
                 Ok(container_id) => {
                     self.watch.record(&container_id, "running");
+                    // The link to its agent, made now: a session's first
+                    // request (its first checkpoint) does not wait for it.
+                    if let Err(e) = self.sandbox.stat(&container_id, ".").await {
+                        tracing::debug!(container = %container_id, error = %e, "the agent did not answer yet");
+                    }
                     Ok(Prepared {
                         id: id.clone(),
                         workspace,
