@@ -80,7 +80,8 @@ async function refreshSessions() {
     const li = el("li", { className: s.session_id === current ? "selected" : "" },
       el("div", {}, el("span", { className: "id", textContent: s.session_id }), " ",
         el("span", { className: `pill ${s.status}`, textContent: s.status })),
-      el("div", { className: "task", textContent: s.last_task || "no task yet" }));
+      el("div", { className: "task", textContent: s.last_task || "no task yet" }),
+      el("div", { className: "owner", textContent: spending(s) }));
     li.dataset.session = s.session_id;
     li.onclick = () => openSession(s.session_id);
     ul.append(li);
@@ -88,9 +89,15 @@ async function refreshSessions() {
   }
 }
 
+// Whose session it is and what its tasks used (of its budget, if any).
+function spending(s) {
+  const used = `${s.tokens_used || 0}${s.budget_tokens ? ` of ${s.budget_tokens}` : ""} tokens`;
+  return s.owner ? `${s.owner} · ${used}` : used;
+}
+
 function showStatus(s) {
   const pill = $("#session-status");
-  pill.textContent = `${s.status} · ${s.container_status}`;
+  pill.textContent = `${s.status} · ${s.container_status} · ${spending(s)}`;
   pill.className = `pill ${s.status}`;
 }
 
@@ -126,6 +133,7 @@ $("#delete-session").onclick = async () => {
 async function openSession(id) {
   current = id;
   $("#tools").hidden = true;
+  $("#usage").hidden = true;
   $("#empty").hidden = true;
   $("#session").hidden = false;
   $("#session-title").textContent = id;
@@ -338,6 +346,13 @@ function render(e) {
           + (e.skipped && e.skipped.length ? ` · left out: ${e.skipped.join(", ")}` : ""),
       }));
       if (!$("#tab-changes").hidden) loadCheckpoints();
+      break;
+    case "context_compacted":
+      append(el("div", {
+        className: "event checkpoint",
+        textContent: `Conversation ${e.method === "summary" ? "summarised" : "cut"} (${e.reason === "threshold" ? "near the context window" : "the model said it was too long"}): `
+          + `${e.messages_before} → ${e.messages_after} messages, ${e.chars_before} → ${e.chars_after} characters`,
+      }));
       break;
     case "rewound":
       append(el("div", {
@@ -643,6 +658,7 @@ $("#shell-form").onsubmit = async (e) => {
 $("#show-tools").onclick = async () => {
   $("#session").hidden = true;
   $("#empty").hidden = true;
+  $("#usage").hidden = true;
   $("#tools").hidden = false;
   try {
     const tools = await api("GET", "/api/tools");
@@ -674,6 +690,38 @@ $("#show-tools").onclick = async () => {
     toast(err.message);
   }
 };
+
+// ---- usage -------------------------------------------------------------------
+
+// The ledger of model calls: the caller's own, or everyone's for an admin.
+async function loadUsage() {
+  const days = Number($("#usage-days").value);
+  const group = $("#usage-group").value;
+  const from = new Date(Date.now() - (days - 1) * 86400000).toISOString().slice(0, 10);
+  try {
+    const r = await api("GET", `/api/usage?from=${from}&group_by=${group}`);
+    $("#usage-key").textContent = group[0].toUpperCase() + group.slice(1);
+    const cost = (c) => (c === undefined ? "" : c.toFixed(4));
+    const cells = (u) => [u.calls, u.prompt_tokens, u.completion_tokens, u.total_tokens, cost(u.cost)]
+      .map((v) => el("td", { textContent: String(v) }));
+    $("#usage-table tbody").replaceChildren(...r.rows.map((u) => el("tr", { className: "usage-row" },
+      el("td", {}, el("code", { textContent: u.key })), el("td", { textContent: u.model }), ...cells(u))));
+    $("#usage-table tfoot").replaceChildren(el("tr", { className: "usage-total" },
+      el("td", { textContent: r.principal ? `Total of ${r.principal}` : "Total" }), el("td"), ...cells(r.total)));
+  } catch (err) {
+    toast(err.message);
+  }
+}
+
+$("#show-usage").onclick = () => {
+  $("#session").hidden = true;
+  $("#empty").hidden = true;
+  $("#tools").hidden = true;
+  $("#usage").hidden = false;
+  loadUsage();
+};
+$("#usage-days").onchange = loadUsage;
+$("#usage-group").onchange = loadUsage;
 
 $("#set-token").onclick = () => askToken().then(() => refreshSessions().catch((err) => toast(err.message)));
 

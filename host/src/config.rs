@@ -215,6 +215,14 @@ pub struct AuthConfig {
     /// Origins allowed to call the API from a browser (CORS), e.g.
     /// `["https://console.example.com"]`; `["*"]` for any. Empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// Principals: `[[auth.users]]` entries, each a name, the SHA-256 of
+    /// its token (`crogia token new NAME` makes both) and a role. A `user`
+    /// sees and touches only the sessions it created, within its limits;
+    /// an `admin` sees every session. Each of `tokens` is an admin too.
+    pub users: Vec<UserConfig>,
+    /// What each `user` may use, unless its own entry says otherwise
+    /// (admins have no limits but those their entry sets).
+    pub limits: LimitsConfig,
 }
 
 impl Default for AuthConfig {
@@ -223,6 +231,117 @@ impl Default for AuthConfig {
             tokens: Vec::new(),
             public_health: true,
             cors_origins: Vec::new(),
+            users: Vec::new(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Whether requests must carry a token.
+    pub fn enabled(&self) -> bool {
+        !self.tokens.is_empty() || !self.users.is_empty()
+    }
+
+    fn check_users(&self) -> anyhow::Result<()> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut hashes = std::collections::BTreeSet::new();
+        for u in &self.users {
+            if !valid_principal_name(&u.name) {
+                bail!(
+                    "auth.users: {:?} is not a name: 1 to 64 letters, digits, '.', '_' or '-'",
+                    u.name
+                );
+            }
+            if !names.insert(u.name.as_str()) {
+                bail!("auth.users: {:?} is named twice", u.name);
+            }
+            let hash = u.token_sha256.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "auth.users.{}: token_sha256 must be 64 hex characters (`crogia token new {}` prints one)",
+                    u.name,
+                    u.name
+                );
+            }
+            if !hashes.insert(hash) {
+                bail!("auth.users.{}: another user has the same token", u.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `name` can name a principal: 1 to 64 ASCII letters, digits,
+/// `.`, `_` or `-`.
+pub fn valid_principal_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A principal: who a token stands for.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// 1 to 64 letters, digits, `.`, `_` or `-`; unique.
+    pub name: String,
+    /// The SHA-256 of its token, in hex (64 characters): the token itself
+    /// is never stored.
+    pub token_sha256: String,
+    #[serde(default)]
+    pub role: Role,
+    /// Its own limits, in place of `[auth.limits]`' (0: none).
+    #[serde(default)]
+    pub max_sessions: Option<u64>,
+    #[serde(default)]
+    pub max_running_tasks: Option<u64>,
+    #[serde(default)]
+    pub tokens_per_day: Option<u64>,
+}
+
+/// What a principal may do.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Sees and touches only its own sessions.
+    #[default]
+    User,
+    /// Sees and touches every session.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// Limits of one principal; 0 means none.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sessions it has at once.
+    pub max_sessions: u64,
+    /// Its tasks running at once (across its sessions; a task queued
+    /// behind another in the same session does not count).
+    pub max_running_tasks: u64,
+    /// Model tokens (prompt and completion) it may use per UTC day.
+    pub tokens_per_day: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions: 20,
+            max_running_tasks: 4,
+            tokens_per_day: 0,
         }
     }
 }
@@ -414,6 +533,17 @@ pub struct ModelConfig {
     pub model: String,
     /// Name of the environment variable that holds the API key.
     pub api_key_env: String,
+    /// Prices per million tokens, by model name, for the cost in
+    /// `GET /api/usage`: `prices."gpt-4o" = { prompt = 2.5, completion = 10.0 }`.
+    pub prices: BTreeMap<String, Price>,
+}
+
+/// What a million tokens of a model cost, in the operator's currency.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub prompt: f64,
+    pub completion: f64,
 }
 
 impl Default for ModelConfig {
@@ -422,6 +552,7 @@ impl Default for ModelConfig {
             base_url: String::new(),
             model: String::new(),
             api_key_env: "OPENAI_API_KEY".into(),
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -444,9 +575,14 @@ pub struct AgentConfig {
     pub system_prompt: String,
     /// Most model turns one task may take before it is stopped.
     pub max_steps: u32,
-    /// Conversation kept for the model, in characters (about 4 per token);
-    /// older turns are dropped first when it grows past this.
+    /// Conversation kept for the model, in characters (about 4 per token).
+    /// Past `compact_at_percent` of it, or when the model says the request
+    /// is too long, the older turns are summarised by the model into a note
+    /// that replaces them; if that is not enough, the oldest are dropped.
     pub context_chars: usize,
+    /// How full the conversation may get, in percent of `context_chars`,
+    /// before it is compacted.
+    pub compact_at_percent: u8,
     /// Longest tool result sent back to the model, in characters.
     pub tool_result_chars: usize,
     /// Longest tool result carried in a `tool_complete` event, in characters.
@@ -466,6 +602,10 @@ pub struct AgentConfig {
     /// Whether a session may be created with `"approval": "none"` (no tool
     /// call ever asks, whatever `[tools.<name>] approval` says).
     pub allow_approval_none: bool,
+    /// Token budget of a session created without `budget_tokens` (0: none).
+    pub session_budget_tokens: u64,
+    /// Largest `budget_tokens` a session may be created with (0: any).
+    pub max_session_budget_tokens: u64,
 }
 
 impl AgentConfig {
@@ -480,6 +620,7 @@ impl Default for AgentConfig {
             system_prompt: DEFAULT_SYSTEM_PROMPT.into(),
             max_steps: 50,
             context_chars: 400_000,
+            compact_at_percent: 90,
             tool_result_chars: 30_000,
             event_result_chars: 4_000,
             request_timeout_secs: 300,
@@ -488,6 +629,8 @@ impl Default for AgentConfig {
             max_queued_tasks: 32,
             approval_timeout_secs: 600,
             allow_approval_none: false,
+            session_budget_tokens: 0,
+            max_session_budget_tokens: 0,
         }
     }
 }
@@ -855,6 +998,28 @@ impl Config {
                 "sandbox.user must be numeric \"uid:gid\" (e.g. \"1000:1000\"), got {:?}",
                 s.user
             );
+        }
+        self.auth.check_users()?;
+        let a = &self.agent;
+        if !(1..=100).contains(&a.compact_at_percent) {
+            bail!(
+                "agent.compact_at_percent must be between 1 and 100, got {}",
+                a.compact_at_percent
+            );
+        }
+        if a.max_session_budget_tokens > 0 && a.session_budget_tokens > a.max_session_budget_tokens
+        {
+            bail!(
+                "agent.session_budget_tokens ({}) is over agent.max_session_budget_tokens ({})",
+                a.session_budget_tokens,
+                a.max_session_budget_tokens
+            );
+        }
+        for (model, price) in &self.model.prices {
+            let valid = |n: f64| n >= 0.0 && n.is_finite();
+            if !valid(price.prompt) || !valid(price.completion) {
+                bail!("model.prices.{model:?}: prices must be numbers of 0 or more");
+            }
         }
         for (tool, settings) in &self.tools {
             for name in settings.capabilities.iter().flatten() {

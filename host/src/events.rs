@@ -34,6 +34,9 @@ pub enum TaskOutcome {
     Interrupted,
     /// It used `agent.max_steps` model turns.
     MaxSteps,
+    /// The next model call would have gone past the session's token budget
+    /// or its principal's tokens per day (the `error` before it says which).
+    BudgetExceeded,
 }
 
 impl TaskOutcome {
@@ -45,6 +48,7 @@ impl TaskOutcome {
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
             Self::MaxSteps => "max_steps",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -157,6 +161,21 @@ pub enum EventKind {
         files_removed: u64,
         messages_dropped: u64,
     },
+    /// The conversation outgrew the model's window (additive): its older
+    /// turns were summarised into a note that replaces them for the model
+    /// (`method: "summary"`), or, when that was not enough, dropped
+    /// (`"dropped"`). The event log keeps all of them.
+    ContextCompacted {
+        /// `threshold`: it reached `agent.compact_at_percent`;
+        /// `context_length`: the model said the request was too long.
+        reason: CompactReason,
+        method: CompactMethod,
+        messages_before: u64,
+        messages_after: u64,
+        chars_before: u64,
+        chars_after: u64,
+        task_id: Option<String>,
+    },
     /// The session was made as a fork of another (additive), with its
     /// workspace as `checkpoint_id` recorded it and its conversation up to
     /// that checkpoint; the first event of a fork's log.
@@ -178,6 +197,22 @@ pub enum EventKind {
         duration_ms: u64,
         connections: u64,
     },
+}
+
+/// Why a conversation was compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactReason {
+    Threshold,
+    ContextLength,
+}
+
+/// How a conversation was compacted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompactMethod {
+    Summary,
+    Dropped,
 }
 
 /// What a rewind puts back.
@@ -641,6 +676,8 @@ mod tests {
             error: None,
             network: None,
             approval: "default".into(),
+            owner: "local".into(),
+            budget_tokens: None,
         };
         store.insert_session(&record).await.unwrap();
     }

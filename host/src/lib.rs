@@ -13,7 +13,8 @@
 //! - [`capabilities`]: what one session can do, for REST and plugins alike;
 //! - [`sandbox`] (Docker, and the agent in each container), [`workspace`]
 //!   (the host directory, and the types of the agent's file answers), [`store`] (SQLite);
-//! - [`config`], [`datadir`], [`metrics`], [`time`].
+//! - [`principal`] (who a request comes from, and its limits), [`config`],
+//!   [`datadir`], [`metrics`], [`time`].
 
 pub mod agent;
 pub mod api;
@@ -26,6 +27,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod network;
 pub mod plugins;
+pub mod principal;
 pub mod sandbox;
 pub mod server;
 pub mod service;
@@ -42,12 +44,33 @@ mod layers {
 
     /// Which of our modules each module may import.
     const ALLOWED: &[(&str, &[&str])] = &[
-        ("cli", &["api", "events", "plugins", "session", "workspace"]),
+        (
+            "cli",
+            &[
+                "api",
+                "events",
+                "plugins",
+                "principal",
+                "session",
+                "workspace",
+            ],
+        ),
         (
             "server",
             &[
-                "api", "state", "service", "agent", "session", "network", "plugins", "sandbox",
-                "store", "metrics", "config", "datadir",
+                "api",
+                "state",
+                "service",
+                "agent",
+                "session",
+                "network",
+                "plugins",
+                "principal",
+                "sandbox",
+                "store",
+                "metrics",
+                "config",
+                "datadir",
             ],
         ),
         (
@@ -60,6 +83,7 @@ mod layers {
                 "events",
                 "network",
                 "plugins",
+                "principal",
                 "capabilities",
                 "sandbox",
                 "workspace",
@@ -71,10 +95,18 @@ mod layers {
         (
             "state",
             &[
-                "service", "agent", "session", "plugins", "sandbox", "store", "metrics", "config",
+                "service",
+                "agent",
+                "session",
+                "plugins",
+                "principal",
+                "sandbox",
+                "store",
+                "metrics",
+                "config",
             ],
         ),
-        ("service", &["agent", "session"]),
+        ("service", &["agent", "session", "principal", "config"]),
         (
             "agent",
             &[
@@ -82,6 +114,7 @@ mod layers {
                 "session",
                 "events",
                 "plugins",
+                "principal",
                 "capabilities",
                 "store",
                 "metrics",
@@ -123,6 +156,7 @@ mod layers {
         ("sandbox", &["workspace", "metrics", "config"]),
         ("store", &["datadir", "time"]),
         ("workspace", &["config"]),
+        ("principal", &["config"]),
         ("config", &[]),
         ("datadir", &[]),
         ("metrics", &[]),

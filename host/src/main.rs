@@ -155,6 +155,37 @@ enum Command {
         session: String,
         checkpoint: Option<String>,
     },
+    /// Tokens of principals (made here; nothing is sent to a server).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// What the model calls used, from the server's usage ledger (a user
+    /// sees its own; an admin everyone's).
+    Usage {
+        /// First day (UTC, YYYY-MM-DD); default 29 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, included (UTC, YYYY-MM-DD); default today.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "day", value_parser = ["principal", "session", "day"])]
+        group_by: String,
+        /// Only this principal's calls (admins).
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a fresh token for a principal and the `[[auth.users]]` entry
+    /// to paste into the server's config (which keeps only its SHA-256).
+    New {
+        name: String,
+        #[arg(long, default_value = "user", value_parser = ["user", "admin"])]
+        role: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,9 +200,16 @@ enum SessionCommand {
         /// something) or none (where the server permits it).
         #[arg(long, value_parser = ["default", "all", "none"])]
         approval: Option<String>,
+        /// Most model tokens its tasks may use (within the server's cap).
+        #[arg(long)]
+        budget: Option<u64>,
     },
-    /// List sessions.
-    List,
+    /// List sessions (yours; an admin's: everyone's).
+    List {
+        /// Only this principal's (admins).
+        #[arg(long)]
+        owner: Option<String>,
+    },
     /// Show one session.
     Show { session: String },
     /// Delete a session, its container and its workspace.
@@ -265,10 +303,14 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
         Command::Session { command } => {
             let c = remote.client()?;
             match command {
-                SessionCommand::Create { task, approval } => {
-                    cli::session_create(&c, task, approval, remote.json).await
+                SessionCommand::Create {
+                    task,
+                    approval,
+                    budget,
+                } => cli::session_create(&c, task, approval, budget, remote.json).await,
+                SessionCommand::List { owner } => {
+                    cli::session_list(&c, owner.as_deref(), remote.json).await
                 }
-                SessionCommand::List => cli::session_list(&c, remote.json).await,
                 SessionCommand::Show { session } => {
                     cli::session_show(&c, &session, remote.json).await
                 }
@@ -328,6 +370,25 @@ async fn client(command: Command, remote: Remote) -> anyhow::Result<i32> {
                 &remote.client()?,
                 &session,
                 checkpoint.as_deref(),
+                remote.json,
+            )
+            .await
+        }
+        Command::Token {
+            command: TokenCommand::New { name, role },
+        } => cli::token_new(&name, &role, remote.json),
+        Command::Usage {
+            from,
+            to,
+            group_by,
+            principal,
+        } => {
+            cli::usage(
+                &remote.client()?,
+                from.as_deref(),
+                to.as_deref(),
+                &group_by,
+                principal.as_deref(),
                 remote.json,
             )
             .await

@@ -1,6 +1,6 @@
 //! Prometheus metrics, served at `/metrics` (OpenMetrics text): sessions by
 //! status, tasks by outcome, tool calls by tool and outcome with latency
-//! histograms, model tokens, WebSocket clients, and Docker call latencies.
+//! histograms, model tokens (in all and by principal), WebSocket clients, and Docker call latencies.
 //!
 //! One [`Metrics`] per server (its own registry, no global state), shared by
 //! the layers that record into it.
@@ -41,6 +41,12 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PrincipalKindLabels {
+    pub principal: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabel {
     pub decision: String,
 }
@@ -73,6 +79,7 @@ pub struct Metrics {
     pub tool_calls: Family<ToolLabels, Counter>,
     pub tool_seconds: Histograms<ToolLabel>,
     pub model_tokens: Family<KindLabel, Counter>,
+    pub principal_tokens: Family<PrincipalKindLabels, Counter>,
     pub websocket_clients: Gauge,
     pub docker_seconds: Histograms<OperationLabel>,
     pub network_connections: Family<DecisionLabel, Counter>,
@@ -116,6 +123,12 @@ impl Metrics {
             "Model tokens used, by kind (prompt, completion)",
             model_tokens.clone(),
         );
+        let principal_tokens = Family::<PrincipalKindLabels, Counter>::default();
+        registry.register(
+            "principal_tokens",
+            "Model tokens used, by principal (the session's owner) and kind",
+            principal_tokens.clone(),
+        );
         let websocket_clients = Gauge::default();
         registry.register(
             "websocket_clients",
@@ -147,6 +160,7 @@ impl Metrics {
             tool_calls,
             tool_seconds,
             model_tokens,
+            principal_tokens,
             websocket_clients,
             docker_seconds,
             network_connections,
@@ -190,7 +204,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    pub fn tokens(&self, prompt: u64, completion: u64) {
+    pub fn tokens(&self, principal: &str, prompt: u64, completion: u64) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            self.principal_tokens
+                .get_or_create(&PrincipalKindLabels {
+                    principal: principal.into(),
+                    kind: kind.into(),
+                })
+                .inc_by(n);
+        }
         self.model_tokens
             .get_or_create(&KindLabel {
                 kind: "prompt".into(),
@@ -261,7 +283,7 @@ mod tests {
         let m = Metrics::new();
         m.task_finished("completed");
         m.tool_called("shell", "ok", Duration::from_millis(12));
-        m.tokens(10, 5);
+        m.tokens("alice", 10, 5);
         m.set_sessions(&[("active", 3)]);
         {
             let _c = ClientGuard::new(&m);
@@ -270,6 +292,12 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains("crogia_tasks_total{outcome=\"completed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "crogia_principal_tokens_total{principal=\"alice\",kind=\"completion\"} 5"
+            ),
             "{text}"
         );
         assert!(

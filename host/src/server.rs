@@ -25,12 +25,12 @@ const ENGINE_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Refuses to serve a non-loopback address without authentication, unless
 /// the operator insists (`--insecure`).
 pub fn check_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
-    if config.server.bind.ip().is_loopback() || !config.auth.tokens.is_empty() {
+    if config.server.bind.ip().is_loopback() || config.auth.enabled() {
         return Ok(());
     }
     if !insecure {
         anyhow::bail!(
-            "refusing to listen on {} without authentication: set auth.tokens (or CROGIA_AUTH_TOKENS), \
+            "refusing to listen on {} without authentication: set auth.tokens (or CROGIA_AUTH_TOKENS) or [[auth.users]], \
              bind to a loopback address, or pass --insecure",
             config.server.bind
         );
@@ -105,7 +105,7 @@ impl App {
             .await
             .context("recording interrupted tasks")?;
         let shutdown = CancellationToken::new();
-        let service = SessionService::new(sessions.clone(), agent.clone());
+        let service = SessionService::new(sessions.clone(), agent.clone(), config.clone());
         let state = AppState {
             config,
             store,

@@ -2,13 +2,18 @@
 //! one sequence that owns its failure paths. REST handlers translate HTTP to
 //! these calls and back; they never orchestrate the layers below.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use crate::agent::{
     Agent, AgentError, CheckpointDiff, CheckpointRecord, RewindScope, Rewound, Submitted, ToolInfo,
     ToolOutcome, ToolSource,
 };
-use crate::session::{ApprovalMode, Session, SessionError, SessionManager, SessionNetwork};
+use crate::config::Config;
+use crate::principal::{Principal, Quota, QuotaExceeded};
+use crate::session::{
+    ApprovalMode, NewSession, Session, SessionError, SessionManager, SessionNetwork,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -18,6 +23,23 @@ pub enum ServiceError {
     Agent(#[from] AgentError),
     #[error("No task is running in session {0}")]
     NothingRunning(String),
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+    /// A budget larger than the operator permits.
+    #[error("{0}")]
+    BudgetNotPermitted(String),
+}
+
+/// What a client asks of a new session.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    /// A first task (blank means none).
+    pub task: Option<String>,
+    pub network: Option<SessionNetwork>,
+    pub approval: ApprovalMode,
+    /// Most model tokens its tasks may use (the operator's default when
+    /// not given).
+    pub budget_tokens: Option<u64>,
 }
 
 /// A session just created, and its first task if it was given one.
@@ -34,26 +56,102 @@ pub struct Created {
 pub struct SessionService {
     sessions: Arc<SessionManager>,
     agent: Arc<Agent>,
+    config: Arc<Config>,
+    /// Sessions being made, by owner: counted with those made against
+    /// `max_sessions`, so concurrent creations never exceed it.
+    creating: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+/// A place taken against a principal's `max_sessions` while its session is
+/// made; given back when dropped (the session then counts itself).
+struct Making {
+    creating: Arc<Mutex<HashMap<String, u64>>>,
+    owner: String,
+}
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        let mut creating = self.creating.lock().unwrap();
+        if let Some(n) = creating.get_mut(&self.owner) {
+            *n -= 1;
+            if *n == 0 {
+                creating.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl SessionService {
-    pub fn new(sessions: Arc<SessionManager>, agent: Arc<Agent>) -> Self {
-        Self { sessions, agent }
+    pub fn new(sessions: Arc<SessionManager>, agent: Arc<Agent>, config: Arc<Config>) -> Self {
+        Self {
+            sessions,
+            agent,
+            config,
+            creating: Arc::default(),
+        }
     }
 
-    /// Creates a session and hands it its first task (blank means none). If
+    /// A place for one more session of `principal`, or the quota it would
+    /// break.
+    fn make_room(&self, principal: &Principal) -> Result<Making, QuotaExceeded> {
+        let mut creating = self.creating.lock().unwrap();
+        let making = creating.get(&principal.name).copied().unwrap_or(0);
+        if let Some(limit) = principal.limits.max_sessions {
+            let used = self.sessions.count_owned(&principal.name) as u64 + making;
+            Quota::Sessions.check(&principal.name, limit, used)?;
+        }
+        *creating.entry(principal.name.clone()).or_default() += 1;
+        Ok(Making {
+            creating: self.creating.clone(),
+            owner: principal.name.clone(),
+        })
+    }
+
+    /// The budget a new session gets: the one asked for, or the operator's
+    /// default; refused past `agent.max_session_budget_tokens`.
+    fn budget(&self, asked: Option<u64>) -> Result<Option<u64>, ServiceError> {
+        let agent = &self.config.agent;
+        let budget =
+            asked.or((agent.session_budget_tokens > 0).then_some(agent.session_budget_tokens));
+        match budget {
+            Some(b)
+                if agent.max_session_budget_tokens > 0 && b > agent.max_session_budget_tokens =>
+            {
+                Err(ServiceError::BudgetNotPermitted(format!(
+                    "budget_tokens {b} is more than this server permits (agent.max_session_budget_tokens = {})",
+                    agent.max_session_budget_tokens
+                )))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Creates a session for `principal` and hands it its first task. If
     /// the task cannot be queued, the session is deleted again: the client
     /// is told of a failure, so nothing of it may remain.
     pub async fn create(
         &self,
-        task: Option<String>,
-        network: Option<SessionNetwork>,
-        approval: ApprovalMode,
+        principal: &Principal,
+        request: CreateRequest,
     ) -> Result<Created, ServiceError> {
+        let CreateRequest {
+            task,
+            network,
+            approval,
+            budget_tokens,
+        } = request;
         let task = task.filter(|t| !t.trim().is_empty());
+        let budget_tokens = self.budget(budget_tokens)?;
+        let _room = self.make_room(principal)?;
         let session = self
             .sessions
-            .create(task.clone(), network, approval)
+            .create(NewSession {
+                task: task.clone(),
+                network,
+                approval,
+                owner: principal.name.clone(),
+                budget_tokens,
+            })
             .await?;
         // The empty workspace, the first state a rewind can go back to.
         self.agent.checkpoint_or_say(&session, None).await;
@@ -140,24 +238,28 @@ impl SessionService {
         Ok(self.agent.rewind(&session, checkpoint_id, scope).await?)
     }
 
-    /// Makes a new session from one of a session's checkpoints (its latest
-    /// by default): its own sandbox with the workspace as the checkpoint
+    /// Makes a new session for `principal` from one of a session's
+    /// checkpoints (its latest by default): its own sandbox with the workspace as the checkpoint
     /// recorded it, the conversation up to it, and an event log that starts
     /// with `forked`. On failure nothing of the new session remains.
     pub async fn fork(
         &self,
+        principal: &Principal,
         session_id: &str,
         checkpoint_id: Option<&str>,
     ) -> Result<Created, ServiceError> {
         let parent = self.sessions.get(session_id)?;
         let point = self.agent.fork_point(&parent, checkpoint_id).await?;
+        let _room = self.make_room(principal)?;
         let child = self
             .sessions
-            .create(
-                point.task.clone(),
-                Some(parent.network.settings()),
-                parent.approvals.mode(),
-            )
+            .create(NewSession {
+                task: point.task.clone(),
+                network: Some(parent.network.settings()),
+                approval: parent.approvals.mode(),
+                owner: principal.name.clone(),
+                budget_tokens: parent.budget_tokens,
+            })
             .await?;
         if let Err(e) = self.agent.fork_into(&parent, &child, &point).await {
             if let Err(undo) = self.delete(&child.id).await {

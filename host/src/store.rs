@@ -72,6 +72,50 @@ pub struct SessionRecord {
     pub network: Option<String>,
     /// How its tool calls are approved: default, all or none.
     pub approval: String,
+    /// The principal that made it ('' before principals existed).
+    pub owner: String,
+    /// Most model tokens its tasks may use, when limited.
+    pub budget_tokens: Option<u64>,
+}
+
+/// One model call, as the usage ledger records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub principal: String,
+    pub session_id: String,
+    pub task_id: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub at: DateTime<Utc>,
+}
+
+/// How usage is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageGroup {
+    Principal,
+    Session,
+    /// The UTC day (`YYYY-MM-DD`).
+    Day,
+}
+
+/// Usage summed over one group and one model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageSum {
+    /// The principal, the session id or the day.
+    pub key: String,
+    pub model: String,
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A compaction of a conversation: messages up to `upto` replaced by
+/// `summary` (a stored message), or dropped when there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactionRecord {
+    pub upto: u64,
+    pub summary: Option<String>,
 }
 
 /// The columns [`approval_record`] reads, in its order.
@@ -128,10 +172,11 @@ pub enum TaskStatus {
     Cancelled,
     Interrupted,
     MaxSteps,
+    BudgetExceeded,
 }
 
 impl TaskStatus {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Queued,
         Self::Running,
         Self::Completed,
@@ -139,6 +184,7 @@ impl TaskStatus {
         Self::Cancelled,
         Self::Interrupted,
         Self::MaxSteps,
+        Self::BudgetExceeded,
     ];
 
     /// The word stored in the `status` column.
@@ -151,6 +197,7 @@ impl TaskStatus {
             Self::Cancelled => "cancelled",
             Self::Interrupted => "interrupted",
             Self::MaxSteps => "max_steps",
+            Self::BudgetExceeded => "budget_exceeded",
         }
     }
 
@@ -257,7 +304,7 @@ impl Store {
 
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -267,13 +314,15 @@ impl Store {
         .bind(&s.error)
         .bind(&s.network)
         .bind(&s.approval)
+        .bind(&s.owner)
+        .bind(s.budget_tokens.map(|b| b as i64))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network, approval FROM sessions ORDER BY created, id")
+        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens FROM sessions ORDER BY created, id")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows
@@ -287,6 +336,8 @@ impl Store {
                 error: r.get(5),
                 network: r.get(6),
                 approval: r.get(7),
+                owner: r.get(8),
+                budget_tokens: r.get::<Option<i64>, _>(9).map(|b| b as u64),
             })
             .collect())
     }
@@ -417,11 +468,12 @@ impl Store {
 
     /// The highest event sequence number of a session (0 when none).
     pub async fn last_event_seq(&self, session_id: &str) -> StoreResult<u64> {
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?")
-            .bind(session_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.get::<i64, _>(0) as u64)
+        let n: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?")
+                .bind(session_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
     }
 
     /// Appends messages to a session's conversation.
@@ -457,24 +509,152 @@ impl Store {
             .collect())
     }
 
-    /// Drops the messages of a session with `seq < before` (trimming old turns).
-    pub async fn delete_messages_before(&self, session_id: &str, before: u64) -> StoreResult<()> {
-        sqlx::query("DELETE FROM messages WHERE session_id = ? AND seq < ?")
-            .bind(session_id)
-            .bind(before as i64)
-            .execute(&self.pool)
-            .await?;
+    /// A session's latest compaction, if its conversation has one.
+    pub async fn latest_compaction(
+        &self,
+        session_id: &str,
+    ) -> StoreResult<Option<CompactionRecord>> {
+        let row = sqlx::query(
+            "SELECT upto, summary FROM compactions WHERE session_id = ? ORDER BY upto DESC LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| CompactionRecord {
+            upto: r.get::<i64, _>(0) as u64,
+            summary: r.get(1),
+        }))
+    }
+
+    /// Records that the messages up to `c.upto` are, for the model,
+    /// replaced by `c.summary` (or dropped).
+    pub async fn insert_compaction(
+        &self,
+        session_id: &str,
+        c: &CompactionRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO compactions (session_id, upto, summary, created) VALUES (?, ?, ?, ?)",
+        )
+        .bind(session_id)
+        .bind(c.upto as i64)
+        .bind(&c.summary)
+        .bind(time(Utc::now()))
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    /// A session's messages with `seq > after`, oldest first.
+    pub async fn messages_after(
+        &self,
+        session_id: &str,
+        after: u64,
+    ) -> StoreResult<Vec<(u64, String)>> {
+        let rows = sqlx::query(
+            "SELECT seq, message FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(session_id)
+        .bind(after as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
+            .collect())
+    }
+
+    /// Records one model call in the usage ledger.
+    pub async fn insert_usage(&self, u: &UsageRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO usage (principal, session_id, task_id, model, prompt_tokens, completion_tokens, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&u.principal)
+        .bind(&u.session_id)
+        .bind(&u.task_id)
+        .bind(&u.model)
+        .bind(u.prompt_tokens as i64)
+        .bind(u.completion_tokens as i64)
+        .bind(time(u.at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Tokens (prompt and completion) a session's model calls used.
+    pub async fn session_tokens(&self, session_id: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE session_id = ?",
+        )
+        .bind(session_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    /// Tokens a principal's model calls used since `since`.
+    pub async fn principal_tokens_since(
+        &self,
+        principal: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE principal = ? AND at >= ?",
+        )
+        .bind(principal)
+        .bind(time(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
+    }
+
+    /// The ledger between `from` (included) and `to` (excluded), of one
+    /// principal or all, summed by `group` and model.
+    pub async fn usage(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        principal: Option<&str>,
+        group: UsageGroup,
+    ) -> StoreResult<Vec<UsageSum>> {
+        let key = match group {
+            UsageGroup::Principal => "principal",
+            UsageGroup::Session => "session_id",
+            UsageGroup::Day => "substr(at, 1, 10)",
+        };
+        let sql = format!(
+            "SELECT {key}, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) \
+             FROM usage WHERE at >= ? AND at < ? AND (? IS NULL OR principal = ?) \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(time(from))
+            .bind(time(to))
+            .bind(principal)
+            .bind(principal)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UsageSum {
+                key: r.get(0),
+                model: r.get(1),
+                calls: r.get::<i64, _>(2) as u64,
+                prompt_tokens: r.get::<i64, _>(3) as u64,
+                completion_tokens: r.get::<i64, _>(4) as u64,
+            })
+            .collect())
     }
 
     /// The number the next message of a session's conversation gets.
     pub async fn next_message_seq(&self, session_id: &str) -> StoreResult<u64> {
-        let row =
-            sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?")
-                .bind(session_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(row.get::<i64, _>(0) as u64)
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+        )
+        .bind(session_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n as u64)
     }
 
     /// Records a checkpoint as the session's `seq`th and makes it the one
@@ -561,6 +741,14 @@ impl Store {
         .bind(upto.messages as i64)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO compactions (session_id, upto, summary, created) SELECT ?, upto, summary, created FROM compactions WHERE session_id = ? AND upto < ?",
+        )
+        .bind(child)
+        .bind(parent)
+        .bind(upto.messages as i64)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
             .bind(&upto.id)
             .bind(child)
@@ -587,11 +775,19 @@ impl Store {
     /// Drops the messages of a session with `seq >= from` (a rewound
     /// conversation); how many there were.
     pub async fn delete_messages_from(&self, session_id: &str, from: u64) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM messages WHERE session_id = ? AND seq >= ?")
             .bind(session_id)
             .bind(from as i64)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // A compaction that took in messages from there on no longer holds.
+        sqlx::query("DELETE FROM compactions WHERE session_id = ? AND upto >= ?")
+            .bind(session_id)
+            .bind(from as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
@@ -809,6 +1005,8 @@ mod tests {
             error: None,
             network: None,
             approval: "default".into(),
+            owner: "alice".into(),
+            budget_tokens: Some(1000),
         }
     }
 

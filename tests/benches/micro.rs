@@ -103,6 +103,8 @@ fn event_log(c: &mut Criterion) {
                 error: None,
                 network: None,
                 approval: "default".into(),
+                owner: "local".into(),
+                budget_tokens: None,
             })
             .await
             .unwrap();

@@ -326,6 +326,25 @@ impl TestServer {
         .await
     }
 
+    /// `method path` (with a JSON body, if any) carrying `token` as a
+    /// bearer token → (status, JSON body).
+    pub async fn call_as(
+        &self,
+        token: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        Self::parse(req.send().await.unwrap()).await
+    }
+
     /// `DELETE path` → (status, JSON body).
     pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
         Self::parse(self.client.delete(self.url(path)).send().await.unwrap()).await

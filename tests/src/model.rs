@@ -35,6 +35,12 @@ pub enum Reply {
     BrokenAfter(Vec<String>),
     /// Waits, then answers.
     Delay(Duration, Box<Reply>),
+    /// Answers so, reporting this usage (prompt, completion tokens) instead
+    /// of the usual 10 and 5.
+    Usage(u64, u64, Box<Reply>),
+    /// A 400 saying the request is longer than the model's context window,
+    /// as OpenAI words it (`code: context_length_exceeded`).
+    TooLong,
     /// Streams these pieces, then hangs without ever finishing.
     Stall(Vec<String>),
     /// `count` text pieces at `per_second`, each the wall-clock time it was
@@ -111,12 +117,31 @@ async fn completions(
     let Some(mut reply) = reply else {
         return error(400, "scripted model: no more replies in the script");
     };
-    while let Reply::Delay(d, next) = reply {
-        tokio::time::sleep(d).await;
-        reply = *next;
+    let mut usage = (10, 5);
+    loop {
+        match reply {
+            Reply::Delay(d, next) => {
+                tokio::time::sleep(d).await;
+                reply = *next;
+            }
+            Reply::Usage(prompt, completion, next) => {
+                usage = (prompt, completion);
+                reply = *next;
+            }
+            _ => break,
+        }
     }
     match reply {
         Reply::Status(code) => error(code, "scripted failure"),
+        Reply::TooLong => {
+            let body = json!({"error": {
+                "message": "This model's maximum context length is 8192 tokens. However, your messages resulted in 9001 tokens.",
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }});
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
         Reply::Text(text) => {
             let pieces: Vec<String> = text
                 .chars()
@@ -124,10 +149,10 @@ async fn completions(
                 .chunks(4)
                 .map(|c| c.iter().collect())
                 .collect();
-            sse(text_chunks(pieces), false)
+            sse(text_chunks(pieces, usage), false)
         }
-        Reply::Pieces(pieces) => sse(text_chunks(pieces), false),
-        Reply::Tools(calls) => sse(tool_chunks(calls), false),
+        Reply::Pieces(pieces) => sse(text_chunks(pieces, usage), false),
+        Reply::Tools(calls) => sse(tool_chunks(calls, usage), false),
         Reply::Broken => sse(vec![chunk(json!({"role": "assistant"}), None)], true),
         Reply::BrokenAfter(pieces) => {
             let mut chunks = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
@@ -139,7 +164,7 @@ async fn completions(
             sse(chunks, true)
         }
         Reply::Stall(pieces) => {
-            let frames: Vec<Result<Bytes, std::io::Error>> = text_chunks(pieces)
+            let frames: Vec<Result<Bytes, std::io::Error>> = text_chunks(pieces, usage)
                 .into_iter()
                 .take_while(|c| {
                     c["choices"][0]["finish_reason"].is_null()
@@ -159,8 +184,8 @@ async fn completions(
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
-        Reply::Clocked { count, per_second } => clocked(count, per_second),
-        Reply::Delay(..) => unreachable!(),
+        Reply::Clocked { count, per_second } => clocked(count, per_second, usage),
+        Reply::Delay(..) | Reply::Usage(..) => unreachable!(),
     }
 }
 
@@ -180,18 +205,18 @@ fn chunk(delta: Value, finish: Option<&str>) -> Value {
     })
 }
 
-fn usage_chunk() -> Value {
+fn usage_chunk((prompt, completion): (u64, u64)) -> Value {
     json!({
         "id": "chatcmpl-scripted",
         "object": "chat.completion.chunk",
         "created": 1_700_000_000,
         "model": "scripted",
         "choices": [],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     })
 }
 
-fn text_chunks(pieces: Vec<String>) -> Vec<Value> {
+fn text_chunks(pieces: Vec<String>, usage: (u64, u64)) -> Vec<Value> {
     let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
     out.extend(
         pieces
@@ -199,11 +224,11 @@ fn text_chunks(pieces: Vec<String>) -> Vec<Value> {
             .map(|p| chunk(json!({"content": p}), None)),
     );
     out.push(chunk(json!({}), Some("stop")));
-    out.push(usage_chunk());
+    out.push(usage_chunk(usage));
     out
 }
 
-fn tool_chunks(calls: Vec<(String, Value)>) -> Vec<Value> {
+fn tool_chunks(calls: Vec<(String, Value)>, usage: (u64, u64)) -> Vec<Value> {
     let mut out = vec![chunk(json!({"role": "assistant"}), None)];
     for (i, (name, args)) in calls.into_iter().enumerate() {
         let args = args.to_string();
@@ -223,11 +248,11 @@ fn tool_chunks(calls: Vec<(String, Value)>) -> Vec<Value> {
         }
     }
     out.push(chunk(json!({}), Some("tool_calls")));
-    out.push(usage_chunk());
+    out.push(usage_chunk(usage));
     out
 }
 
-fn clocked(count: usize, per_second: usize) -> Response {
+fn clocked(count: usize, per_second: usize, usage: (u64, u64)) -> Response {
     // Each millisecond, the pieces due in it, written together.
     let per_tick = (per_second / 1000).max(1);
     let ticks = count.div_ceil(per_tick);
@@ -266,7 +291,7 @@ fn clocked(count: usize, per_second: usize) -> Response {
             "data: {}\n\n",
             chunk(json!({}), Some("stop"))
         ))),
-        Ok(Bytes::from(format!("data: {}\n\n", usage_chunk()))),
+        Ok(Bytes::from(format!("data: {}\n\n", usage_chunk(usage)))),
         Ok(Bytes::from_static(b"data: [DONE]\n\n")),
     ]);
     Response::builder()

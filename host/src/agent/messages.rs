@@ -41,12 +41,22 @@ pub enum Message {
         tool_call_id: String,
         content: String,
     },
+    /// A note standing for older messages the conversation compacted: the
+    /// model's summary of them (or, when they were dropped, what it must
+    /// not lose). Sent to the model as a user message.
+    Summary { content: String },
 }
 
 impl Message {
     /// Whether this message opens a turn (a task given by the user).
     pub fn is_user(&self) -> bool {
         matches!(self, Self::User { .. })
+    }
+
+    /// Whether the conversation may be cut just before it: anything but a
+    /// tool's result, which must follow the call that asked for it.
+    pub fn starts_a_group(&self) -> bool {
+        !matches!(self, Self::Tool { .. })
     }
 }
 

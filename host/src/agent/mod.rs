@@ -46,9 +46,11 @@ use crate::mcp::McpClients;
 pub use crate::mcp::McpServerStatus;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
+use crate::principal::{Principals, Quota, QuotaExceeded};
 use crate::session::{Session, SessionManager};
 pub use crate::store::CheckpointRecord;
 use crate::store::{Store, TaskStatus};
+pub use crate::store::{UsageGroup, UsageSum};
 pub use checkpoints::{Rewound, skipped_files};
 use run::{StopSignal, TaskRun};
 
@@ -80,6 +82,8 @@ pub enum AgentError {
     NoEarlierCheckpoint,
     #[error("checkpoints are turned off on this server (workspace.checkpoints)")]
     CheckpointsOff,
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
 }
 
 /// Where a submitted task stands.
@@ -105,6 +109,9 @@ struct Running {
 
 #[derive(Default)]
 struct SessionTasks {
+    /// The session's owner, once a task was submitted (for the limit of
+    /// tasks running at once).
+    owner: Option<String>,
     queue: VecDeque<QueuedTask>,
     /// Places taken by submissions still being stored: counted against
     /// `agent.max_queued_tasks` with the queue, so concurrent submits never
@@ -127,6 +134,8 @@ pub struct Agent {
     mcp: Arc<McpClients>,
     metrics: Arc<Metrics>,
     model: Result<Arc<dyn Model>, String>,
+    /// Who owns sessions, and their limits.
+    principals: Arc<Principals>,
     tasks: Mutex<HashMap<String, SessionTasks>>,
     shutting_down: CancellationToken,
 }
@@ -179,6 +188,7 @@ impl Agent {
     ) -> Self {
         Self {
             mcp,
+            principals: Arc::new(Principals::new(&config.auth)),
             config,
             store,
             tools,
@@ -189,8 +199,27 @@ impl Agent {
         }
     }
 
+    /// Who owns sessions, and their limits.
+    pub fn principals(&self) -> &Arc<Principals> {
+        &self.principals
+    }
+
+    /// The usage ledger between `from` (included) and `to` (excluded), of
+    /// one principal or everyone's, summed by `group` and model.
+    pub async fn usage(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        principal: Option<&str>,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageSum>, AgentError> {
+        Ok(self.store.usage(from, to, principal, group).await?)
+    }
+
     /// Queues a task for a session; it starts at once when nothing else runs
-    /// there.
+    /// there. Refused when its owner has used its tokens of the day, or
+    /// would run more tasks at once than it may (a task queued behind
+    /// another in the same session never runs beside it, so it is let in).
     pub async fn submit(
         self: &Arc<Self>,
         session: &Arc<Session>,
@@ -199,12 +228,22 @@ impl Agent {
         if self.shutting_down.is_cancelled() {
             return Err(AgentError::ShuttingDown);
         }
+        let owner = self.principals.named(&session.owner);
+        if let Some(limit) = owner.limits.tokens_per_day {
+            let used = self
+                .store
+                .principal_tokens_since(&owner.name, start_of_today())
+                .await?;
+            Quota::TokensPerDay.check(&owner.name, limit, used)?;
+        }
         let max = self.config.agent.max_queued_tasks;
         let task_id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         // Check and take a place in one step; the task is stored before it
         // joins the queue, and gives the place back if that fails.
         {
             let mut tasks = self.tasks.lock().unwrap();
+            let busy =
+                |t: &SessionTasks| t.running.is_some() || !t.queue.is_empty() || t.reserved > 0;
             let state = tasks.entry(session.id.clone()).or_default();
             if state.queue.len() + state.reserved >= max {
                 return Err(AgentError::QueueFull {
@@ -212,6 +251,17 @@ impl Agent {
                     max,
                 });
             }
+            if let Some(limit) = owner.limits.max_running_tasks
+                && !busy(state)
+            {
+                let used = tasks
+                    .values()
+                    .filter(|t| t.owner.as_deref() == Some(session.owner.as_str()) && busy(t))
+                    .count() as u64;
+                Quota::RunningTasks.check(&owner.name, limit, used)?;
+            }
+            let state = tasks.get_mut(&session.id).expect("made above");
+            state.owner = Some(session.owner.clone());
             state.reserved += 1;
         }
         let stored = self.store.insert_task(&session.id, &task_id, &text).await;
@@ -439,6 +489,7 @@ impl Agent {
                     tracing::info!(session = %session.id, task = %t.task_id, "resuming a task that waits for approval");
                     let mut tasks = self.tasks.lock().unwrap();
                     let state = tasks.entry(session.id.clone()).or_default();
+                    state.owner = Some(session.owner.clone());
                     state.queue.push_front(QueuedTask {
                         id: t.task_id.clone(),
                         text: t.task.clone(),
@@ -561,7 +612,10 @@ impl Agent {
         Some(match &self.model {
             Err(why) => TaskEnd::new(TaskOutcome::Failed, Usage::default(), 0, Some(why.clone())),
             Ok(model) => {
+                let principal = self.principals.named(&session.owner);
                 let run = TaskRun {
+                    principal: &principal,
+                    model_name: &self.config.model.model,
                     settings: &self.config.agent,
                     tool_config: &self.config.tools,
                     task_id: &task.id,
@@ -617,6 +671,15 @@ impl Agent {
     }
 }
 
+/// Midnight, UTC, today: where a day's tokens are counted from.
+pub(super) fn start_of_today() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+}
+
 /// The stored status of a task that ended so.
 fn task_status(outcome: TaskOutcome) -> TaskStatus {
     match outcome {
@@ -625,5 +688,6 @@ fn task_status(outcome: TaskOutcome) -> TaskStatus {
         TaskOutcome::Cancelled => TaskStatus::Cancelled,
         TaskOutcome::Interrupted => TaskStatus::Interrupted,
         TaskOutcome::MaxSteps => TaskStatus::MaxSteps,
+        TaskOutcome::BudgetExceeded => TaskStatus::BudgetExceeded,
     }
 }

@@ -53,11 +53,12 @@ pub struct TurnRequest<'a> {
 /// A model the agent can ask for a turn: the seam between the agent's loop
 /// and any model API.
 pub trait Model: Send + Sync {
-    /// Runs one turn, publishing its text deltas to `events` as they arrive.
+    /// Runs one turn, publishing its text deltas to `events` (if given) as
+    /// they arrive.
     fn turn<'a>(
         &'a self,
         request: TurnRequest<'a>,
-        events: &'a EventLog,
+        events: Option<&'a EventLog>,
     ) -> BoxFuture<'a, Result<Turn, ModelError>>;
 }
 
@@ -68,6 +69,9 @@ pub enum ModelError {
     Transient(String),
     #[error("{0}")]
     Fatal(String),
+    /// The request does not fit the model's context window.
+    #[error("{0}")]
+    ContextTooLong(String),
     #[error("could not record an event: {0}")]
     Events(String),
 }
@@ -115,7 +119,7 @@ impl ModelClient {
     async fn run_turn(
         &self,
         request: TurnRequest<'_>,
-        events: &EventLog,
+        events: Option<&EventLog>,
     ) -> Result<Turn, ModelError> {
         let messages = openai_messages(request.system_prompt, request.messages);
         let tools = openai_tools(request.tools);
@@ -151,7 +155,7 @@ impl ModelClient {
         &self,
         messages: Vec<ChatCompletionRequestMessage>,
         tools: Vec<ChatCompletionTools>,
-        events: &EventLog,
+        events: Option<&EventLog>,
         published: &mut bool,
     ) -> Result<Turn, ModelError> {
         let request = CreateChatCompletionRequest {
@@ -197,13 +201,15 @@ impl ModelClient {
                 continue;
             };
             if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                events
-                    .enqueue(EventKind::TextDelta {
-                        content: text.clone(),
-                    })
-                    .await
-                    .map_err(|e| ModelError::Events(e.to_string()))?;
-                *published = true;
+                if let Some(events) = events {
+                    events
+                        .enqueue(EventKind::TextDelta {
+                            content: text.clone(),
+                        })
+                        .await
+                        .map_err(|e| ModelError::Events(e.to_string()))?;
+                    *published = true;
+                }
                 turn.text.push_str(&text);
             }
             for piece in choice.delta.tool_calls.unwrap_or_default() {
@@ -243,7 +249,7 @@ impl Model for ModelClient {
     fn turn<'a>(
         &'a self,
         request: TurnRequest<'a>,
-        events: &'a EventLog,
+        events: Option<&'a EventLog>,
     ) -> BoxFuture<'a, Result<Turn, ModelError>> {
         Box::pin(self.run_turn(request, events))
     }
@@ -291,6 +297,12 @@ fn openai_messages(system_prompt: &str, messages: &[Message]) -> Vec<ChatComplet
             content: ChatCompletionRequestToolMessageContent::Text(content.clone()),
             tool_call_id: tool_call_id.clone(),
         }),
+        Message::Summary { content } => {
+            ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage {
+                content: ChatCompletionRequestUserMessageContent::Text(content.clone()),
+                name: None,
+            })
+        }
     });
     std::iter::once(system).chain(rest).collect()
 }
@@ -319,7 +331,10 @@ fn classify(e: OpenAIError) -> ModelError {
                 "the model endpoint answered {status}: {}",
                 resp.api_error.message
             );
-            if status == 429 || status == 408 || status >= 500 {
+            let code = resp.api_error.code.as_deref().unwrap_or_default();
+            if matches!(status, 400 | 413) && too_long(code, &resp.api_error.message) {
+                ModelError::ContextTooLong(message)
+            } else if status == 429 || status == 408 || status >= 500 {
                 ModelError::Transient(message)
             } else {
                 ModelError::Fatal(message)
@@ -331,6 +346,23 @@ fn classify(e: OpenAIError) -> ModelError {
         OpenAIError::StreamError(e) => ModelError::Transient(format!("the stream broke: {e}")),
         other => ModelError::Fatal(other.to_string()),
     }
+}
+
+/// Whether an error says the request is longer than the model's window:
+/// OpenAI's `context_length_exceeded` code, or the words other servers use
+/// (vLLM, llama.cpp, Ollama, LiteLLM, Anthropic-compatible proxies).
+fn too_long(code: &str, message: &str) -> bool {
+    const WORDS: [&str; 7] = [
+        "context length",
+        "context_length",
+        "context window",
+        "maximum context",
+        "prompt is too long",
+        "exceeds the available context",
+        "too many tokens",
+    ];
+    let message = message.to_ascii_lowercase();
+    code == "context_length_exceeded" || WORDS.iter().any(|w| message.contains(w))
 }
 
 /// `base * 2^attempt`, capped at 30 s, with up to 25% jitter.

@@ -32,7 +32,7 @@ impl Model for DrivenModel {
     fn turn<'a>(
         &'a self,
         request: TurnRequest<'a>,
-        _events: &'a crate::events::EventLog,
+        _events: Option<&'a crate::events::EventLog>,
     ) -> BoxFuture<'a, Result<Turn, ModelError>> {
         let (answer, reply) = oneshot::channel();
         let _ = self.asked.send(Asked {
@@ -148,6 +148,8 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
             error: None,
             network: None,
             approval: "default".into(),
+            owner: "local".into(),
+            budget_tokens: None,
         })
         .await
         .unwrap();
@@ -189,6 +191,9 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
                 .expect("the default network settings are valid"),
         ),
         approvals: Arc::new(approvals),
+        owner: crate::principal::LOCAL.into(),
+        budget_tokens: None,
+        tokens_used: 0,
     }));
     let (tx, asked) = mpsc::unbounded_channel();
     let agent = Agent::with_parts(

@@ -1,4 +1,9 @@
-//! Authentication: API tokens from `auth.tokens`.
+//! Authentication: each request's token names its principal
+//! (`auth.tokens`, `[[auth.users]]`; see [`crate::principal`]), which the
+//! handlers get as an `Extension<Arc<Principal>>`; without tokens every
+//! request is `local`'s, an admin. Then [`session_access`]: a request about
+//! a session its principal may not see is answered as if there were no
+//! such session.
 //!
 //! Every request except `GET /api/health` (when `auth.public_health`) and the
 //! documentation pages and the web console's static files must carry a token:
@@ -15,41 +20,31 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::principal::{Principal, Principals};
+use crate::state::AppState;
 
-/// The hashed tokens and what is public.
+/// The principals and what is public.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    hashes: Vec<[u8; 32]>,
+    principals: Arc<Principals>,
+    /// Every request's principal when there are no tokens.
+    local: Arc<Principal>,
     public_health: bool,
 }
 
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 impl Auth {
-    pub fn new(tokens: &[String], public_health: bool) -> Self {
+    pub fn new(principals: Arc<Principals>, public_health: bool) -> Self {
         Self {
-            hashes: tokens.iter().map(|t| hash(t)).collect(),
+            principals,
+            local: Arc::new(Principal::local()),
             public_health,
         }
     }
 
     pub fn enabled(&self) -> bool {
-        !self.hashes.is_empty()
-    }
-
-    /// Whether `token` is one of ours, looking at every one of them.
-    fn accepts(&self, token: &str) -> bool {
-        let given = hash(token);
-        self.hashes
-            .iter()
-            .fold(0u8, |ok, h| ok | h.ct_eq(&given).unwrap_u8())
-            == 1
+        self.principals.enabled()
     }
 
     fn is_public(&self, path: &str) -> bool {
@@ -86,16 +81,25 @@ fn presented(req: &Request) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-pub async fn require_token(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if !auth.enabled()
-        || auth.is_public(req.uri().path())
-        || req.method() == axum::http::Method::OPTIONS
-    {
+pub async fn require_token(
+    State(auth): State<Arc<Auth>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if !auth.enabled() {
+        req.extensions_mut().insert(auth.local.clone());
         return next.run(req).await;
     }
-    match presented(&req) {
-        Some(token) if auth.accepts(&token) => next.run(req).await,
-        given => {
+    if auth.is_public(req.uri().path()) || req.method() == axum::http::Method::OPTIONS {
+        return next.run(req).await;
+    }
+    match presented(&req).and_then(|token| auth.principals.authenticate(&token)) {
+        Some(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        None => {
+            let given = presented(&req);
             let detail = if given.is_some() {
                 "Invalid token"
             } else {
@@ -111,25 +115,112 @@ pub async fn require_token(State(auth): State<Arc<Auth>>, req: Request, next: Ne
     }
 }
 
+/// The session a path is about: `/api/sessions/{id}...`, `/ws/{id}...`
+/// or `/mcp/{id}...`.
+fn session_in_path(path: &str) -> Option<&str> {
+    ["/api/sessions/", "/ws/", "/mcp/"]
+        .iter()
+        .find_map(|prefix| {
+            let id = path.strip_prefix(prefix)?.split('/').next()?;
+            (!id.is_empty()).then_some(id)
+        })
+}
+
+/// A request about a session its principal may not see is a 404, as for a
+/// session that does not exist (one that does not is left to the handler,
+/// which says the same). The event WebSocket closes with 4004 instead, by
+/// its own check, as it does for an unknown session.
+pub async fn session_access(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let (Some(id), Some(principal)) = (
+        session_in_path(path),
+        req.extensions().get::<Arc<Principal>>(),
+    ) else {
+        return next.run(req).await;
+    };
+    let hidden = state
+        .sessions
+        .get(id)
+        .is_ok_and(|s| !principal.may_see(&s.owner));
+    let events_socket = path
+        .strip_prefix("/ws/")
+        .is_some_and(|rest| !rest.contains('/'));
+    if hidden && !events_socket {
+        return ApiError::not_found("Session not found").into_response();
+    }
+    next.run(req).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AuthConfig;
 
     #[test]
-    fn accepts_only_configured_tokens() {
+    fn only_configured_tokens_name_a_principal() {
         let auth = Auth::new(
-            &[
-                "a-long-enough-token-1".into(),
-                "another-long-token-2".into(),
-            ],
+            Arc::new(Principals::new(&AuthConfig {
+                tokens: vec![
+                    "a-long-enough-token-1".into(),
+                    "another-long-token-2".into(),
+                ],
+                ..AuthConfig::default()
+            })),
             true,
         );
-        assert!(auth.accepts("a-long-enough-token-1"));
-        assert!(auth.accepts("another-long-token-2"));
-        assert!(!auth.accepts("a-long-enough-token-"));
-        assert!(!auth.accepts(""));
+        assert!(auth.enabled());
+        assert!(
+            auth.principals
+                .authenticate("a-long-enough-token-1")
+                .is_some()
+        );
+        assert!(
+            auth.principals
+                .authenticate("another-long-token-2")
+                .is_some()
+        );
+        assert!(
+            auth.principals
+                .authenticate("a-long-enough-token-")
+                .is_none()
+        );
         assert!(auth.is_public("/api/health"));
-        assert!(!Auth::new(&["x".repeat(16)], false).is_public("/api/health"));
+        let private = Auth::new(Arc::new(Principals::new(&AuthConfig::default())), false);
+        assert!(!private.is_public("/api/health"));
+    }
+
+    #[test]
+    fn the_session_a_path_is_about() {
+        assert_eq!(session_in_path("/api/sessions/abcd0123"), Some("abcd0123"));
+        assert_eq!(
+            session_in_path("/api/sessions/abcd0123/files/content"),
+            Some("abcd0123")
+        );
+        assert_eq!(session_in_path("/ws/abcd0123"), Some("abcd0123"));
+        assert_eq!(session_in_path("/ws/abcd0123/pty"), Some("abcd0123"));
+        assert_eq!(session_in_path("/mcp/abcd0123"), Some("abcd0123"));
+        assert_eq!(session_in_path("/api/sessions"), None);
+        assert_eq!(session_in_path("/api/sessions/"), None);
+        assert_eq!(session_in_path("/api/usage"), None);
+    }
+
+    /// Every route about one session is under a prefix [`session_access`]
+    /// checks, so none can reach another principal's session.
+    #[test]
+    fn every_session_route_is_under_a_checked_prefix() {
+        let api = crate::api::openapi();
+        for (path, _) in api.paths.iter().flat_map(|p| p.paths.iter()) {
+            if path.contains("{session_id}") {
+                assert!(
+                    session_in_path(&path.replace("{session_id}", "abcd0123")) == Some("abcd0123"),
+                    "{path} is about a session but not checked"
+                );
+            }
+        }
     }
 
     #[test]

@@ -23,10 +23,10 @@ use aide::generate::GenContext;
 use aide::openapi::{
     MediaType, Operation, Response as ApiResponse, SchemaObject, StatusCode as ApiStatus,
 };
-use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +34,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::sessions::SessionInfo;
 use super::{ApiError, SessionPath};
 use crate::agent::{CheckpointDiff, CheckpointRecord, RewindScope, Rewound, skipped_files};
+use crate::principal::Principal;
 use crate::sandbox::SkippedFile;
 use crate::state::AppState;
 
@@ -113,7 +114,8 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
                         "`files`: the workspace as the checkpoint recorded it (bytes, modes, \
                          links; what was made since is removed, what it left out is kept); \
                          `conversation`: the model forgets the turns after the checkpoint's \
-                         task; `both`. 409 while a task runs. Events are never removed: a \
+                         task; `both`. 409 while a task runs or when the session has no such \
+                         checkpoint. Events are never removed: a \
                          `rewound` event says what happened.",
                     )
                     .tag("checkpoints")
@@ -128,7 +130,8 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
                          own container, the workspace as the checkpoint (by default the \
                          latest) recorded it, and the conversation up to it; its event log \
                          starts with `forked`. The parent may be running a task. 409 when \
-                         checkpoints are turned off.",
+                         checkpoints are turned off or the session has no such \
+                         checkpoint.",
                     )
                     .tag("checkpoints")
             }),
@@ -157,7 +160,8 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
                     .description(
                         "`to`: a checkpoint id or `current` (the default), the workspace as \
                          it is now; `from`: a checkpoint id, by default the one before `to`. \
-                         JSON, or the unified diff alone with `Accept: text/x-diff`.",
+                         JSON, or the unified diff alone with `Accept: text/x-diff`. 409 when \
+                         either names no checkpoint of the session, or `to` has none before it.",
                     )
                     .tag("checkpoints")
             }),
@@ -186,12 +190,13 @@ async fn take(
 
 async fn fork(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiPath(path): ApiPath<SessionPath>,
     ApiJson(req): ApiJson<ForkRequest>,
 ) -> Result<Created<SessionInfo>, ApiError> {
     let created = state
         .service
-        .fork(&path.session_id, req.checkpoint_id.as_deref())
+        .fork(&principal, &path.session_id, req.checkpoint_id.as_deref())
         .await?;
     Ok(Created(SessionInfo::created(&state.sessions, &created)))
 }

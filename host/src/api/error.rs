@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::AgentError;
 use crate::capabilities::CapabilityError;
+use crate::principal::QuotaExceeded;
 use crate::sandbox::SandboxError;
 use crate::service::ServiceError;
 use crate::session::SessionError;
@@ -22,6 +23,8 @@ use crate::workspace::WorkspaceError;
 pub struct ApiError {
     pub status: StatusCode,
     pub detail: String,
+    /// The limit a 429 is about, when it is a principal's.
+    pub quota: Option<QuotaBody>,
 }
 
 /// The body of every error response.
@@ -29,6 +32,35 @@ pub struct ApiError {
 pub struct ErrorBody {
     /// What went wrong, for humans.
     pub detail: String,
+    /// On a 429 for a principal's limit (additive): which one, its value
+    /// and what is used now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaBody>,
+}
+
+/// A principal's limit that a request reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QuotaBody {
+    /// `max_sessions`, `max_running_tasks` or `tokens_per_day`.
+    pub name: String,
+    pub principal: String,
+    pub limit: u64,
+    pub used: u64,
+}
+
+impl From<QuotaExceeded> for ApiError {
+    fn from(e: QuotaExceeded) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            detail: e.to_string(),
+            quota: Some(QuotaBody {
+                name: e.quota.as_str().into(),
+                principal: e.principal,
+                limit: e.limit,
+                used: e.used,
+            }),
+        }
+    }
 }
 
 impl ApiError {
@@ -36,6 +68,7 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            quota: None,
         }
     }
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -61,6 +94,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 detail: self.detail,
+                quota: self.quota,
             }),
         )
             .into_response()
@@ -156,6 +190,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Session(e) => e.into(),
             ServiceError::Agent(e) => e.into(),
             e @ ServiceError::NothingRunning(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            ServiceError::Quota(e) => e.into(),
+            ServiceError::BudgetNotPermitted(m) => Self::new(StatusCode::FORBIDDEN, m),
         }
     }
 }
@@ -177,9 +213,12 @@ impl From<AgentError> for ApiError {
             e @ (AgentError::TaskRunning(_) | AgentError::CheckpointsOff) => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
+            // The session exists (the path found it) but its state has no
+            // such checkpoint: a 404 would say the session is gone.
             e @ (AgentError::UnknownCheckpoint(_) | AgentError::NoEarlierCheckpoint) => {
-                Self::not_found(e.to_string())
+                Self::new(StatusCode::CONFLICT, e.to_string())
             }
+            AgentError::Quota(e) => e.into(),
         }
     }
 }

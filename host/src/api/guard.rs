@@ -46,7 +46,7 @@ pub struct BrowserGuard {
 impl BrowserGuard {
     pub fn new(config: &Config) -> Self {
         Self {
-            enabled: config.auth.tokens.is_empty(),
+            enabled: !config.auth.enabled(),
             bind: config.server.bind.ip(),
             allowed_hosts: config
                 .server

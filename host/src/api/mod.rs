@@ -24,6 +24,7 @@ mod shell;
 mod tasks;
 mod tools;
 mod types;
+mod usage;
 mod ws;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub use sessions::SessionInfo;
 pub use shell::{ExecChunk, ShellResponse};
 pub use tasks::TaskResponse;
 pub use tools::ToolCallResult;
+pub use usage::UsageReport;
 
 use crate::state::AppState;
 
@@ -87,6 +89,7 @@ fn api_routes() -> ApiRouter<Arc<AppState>> {
         .merge(approvals::routes())
         .merge(tools::routes())
         .merge(checkpoints::routes())
+        .merge(usage::routes())
 }
 
 /// The OpenAPI document of every route, generated from the handlers' types.
@@ -135,6 +138,7 @@ fn base_document() -> OpenApi {
                 "checkpoints",
                 "A session's workspace recorded when it was made and after each task",
             ),
+            tag("usage", "Model tokens used, from the usage ledger"),
         ],
         ..OpenApi::default()
     }
@@ -147,7 +151,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let routes = api_routes().finish_api(&mut api);
     let api = Arc::new(api);
     let auth = Arc::new(auth::Auth::new(
-        &state.config.auth.tokens,
+        state.agent.principals().clone(),
         state.config.auth.public_health,
     ));
     let cors = cors_layer(&state.config.auth.cors_origins);
@@ -176,6 +180,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(api))
         .layer(DefaultBodyLimit::max(max_body))
+        // Runs after the token's check (layers run from the last added).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::session_access,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_token,

@@ -24,7 +24,7 @@ use crate::session::{Session, SessionNetwork};
 use crate::state::AppState;
 
 /// A session's own network settings, as created or changed.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     /// Host patterns this session may reach, each within the operator's
@@ -37,6 +37,38 @@ pub struct NetworkSettings {
     #[serde(default)]
     #[schemars(length(max = 256))]
     pub deny: Vec<HostPattern>,
+}
+
+/// Read only from a JSON object, as the document says: serde's derived
+/// form also takes an array of the fields in order (`[]` would pass as
+/// `{}`), which the extractor's check sees only at the top of a body.
+impl<'de> Deserialize<'de> for NetworkSettings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            allow: Option<Vec<HostPattern>>,
+            #[serde(default)]
+            deny: Vec<HostPattern>,
+        }
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = NetworkSettings;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object with `allow` and `deny`")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let Fields { allow, deny } =
+                    Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(NetworkSettings { allow, deny })
+            }
+        }
+        d.deserialize_map(Object)
+    }
 }
 
 impl From<NetworkSettings> for SessionNetwork {
@@ -131,4 +163,27 @@ async fn put(
         .set_network(&session, settings.into())
         .await?;
     Ok(Json(NetworkInfo::new(&session)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_read_only_from_an_object_of_known_fields() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<NetworkSettings>(v);
+        let s = parse(serde_json::json!({"allow": ["pypi.org"]})).unwrap();
+        assert_eq!(s.allow.map(|a| a.len()), Some(1));
+        assert!(s.deny.is_empty());
+        assert!(parse(serde_json::json!({})).unwrap().allow.is_none());
+        // The fuzzer's find: an array was taken as the empty object.
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!([null, []]),
+            serde_json::json!({"allow": [], "other": 1}),
+            serde_json::json!("allow"),
+        ] {
+            assert!(parse(bad.clone()).is_err(), "{bad}");
+        }
+    }
 }

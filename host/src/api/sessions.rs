@@ -1,6 +1,7 @@
 //! Sessions: list, create, get, delete.
 //!
-//! - `GET /api/sessions` — every session, oldest first.
+//! - `GET /api/sessions` — the sessions the caller may see, oldest first
+//!   (a user: its own; an admin: all, or one owner's with `?owner=`).
 //! - `POST /api/sessions` — `{"task": "..."}` (optional): creates the workspace
 //!   and the container; a non-empty task is recorded as `last_task` and handed
 //!   to the agent. 503 when the Docker engine is unavailable.
@@ -8,6 +9,9 @@
 //!   programs may reach (403 when the operator's policy does not permit it).
 //!   `"approval": "default" | "all" | "none"` (optional) says which tool
 //!   calls wait for a person (`none`: 403 unless the operator permits it).
+//!   `"budget_tokens": N` (optional) caps the model tokens its tasks use
+//!   (403 past `agent.max_session_budget_tokens`). 429 when the caller has
+//!   `max_sessions` already.
 //! - `GET /api/sessions/{session_id}` — one session; 404 `Session not found`.
 //! - `DELETE /api/sessions/{session_id}` — removes the container, the
 //!   workspace and everything stored; a second delete is a 404.
@@ -16,16 +20,17 @@ use std::sync::Arc;
 
 use aide::axum::ApiRouter;
 use aide::axum::routing::get_with;
-use axum::Json;
 use axum::extract::State;
+use axum::{Extension, Json};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::network::NetworkSettings;
-use super::types::FirstTaskText;
+use super::types::{Bounded, FirstTaskText};
 use super::{ApiError, MessageResponse, SessionPath};
-use crate::service::Created;
+use crate::principal::Principal;
+use crate::service::{CreateRequest, Created};
 use crate::session::{ApprovalMode, Session, SessionManager, SessionStatus};
 use crate::state::AppState;
 
@@ -54,6 +59,16 @@ pub struct SessionInfo {
     pub last_event_seq: u64,
     /// How its tool calls are approved: default, all or none (additive).
     pub approval: ApprovalMode,
+    /// The principal that made it (additive; empty for sessions made
+    /// before principals, which only admins see).
+    #[serde(default)]
+    pub owner: String,
+    /// Most model tokens its tasks may use, when limited (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    /// Model tokens its tasks used so far (additive).
+    #[serde(default)]
+    pub tokens_used: u64,
 }
 
 impl SessionInfo {
@@ -77,8 +92,22 @@ impl SessionInfo {
             error: report.error,
             last_event_seq: s.events.last_seq(),
             approval: s.approvals.mode(),
+            owner: s.owner.clone(),
+            budget_tokens: s.budget_tokens,
+            tokens_used: s.tokens_used(),
         }
     }
+}
+
+/// The largest `budget_tokens` the API takes (the operator may permit
+/// less).
+pub const MAX_BUDGET_TOKENS: u64 = 1_000_000_000_000;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct ListQuery {
+    /// Only the sessions of this principal (admins; a user sees only its
+    /// own anyway).
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -97,6 +126,12 @@ pub struct CreateSessionRequest {
     /// permits it).
     #[serde(default)]
     pub approval: ApprovalMode,
+    /// Most model tokens its tasks may use (additive; default
+    /// `agent.session_budget_tokens`, at most
+    /// `agent.max_session_budget_tokens` or a 403). A task whose next model
+    /// call would go past it ends with status `budget_exceeded`.
+    #[serde(default)]
+    pub budget_tokens: Option<Bounded<1, MAX_BUDGET_TOKENS>>,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -118,12 +153,18 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
         )
 }
 
-async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<SessionInfo>> {
+async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Json<Vec<SessionInfo>> {
     let sessions = &state.sessions;
     Json(
         sessions
             .list()
             .iter()
+            .filter(|s| principal.may_see(&s.owner))
+            .filter(|s| query.owner.as_ref().is_none_or(|o| *o == s.owner))
             .map(|s| SessionInfo::new(sessions, s))
             .collect(),
     )
@@ -131,16 +172,16 @@ async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<SessionInfo>> {
 
 async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateSessionRequest>,
 ) -> Result<Json<SessionInfo>, ApiError> {
-    let created = state
-        .service
-        .create(
-            req.task.map(FirstTaskText::into_inner),
-            req.network.map(Into::into),
-            req.approval,
-        )
-        .await?;
+    let request = CreateRequest {
+        task: req.task.map(FirstTaskText::into_inner),
+        network: req.network.map(Into::into),
+        approval: req.approval,
+        budget_tokens: req.budget_tokens.map(Bounded::get),
+    };
+    let created = state.service.create(&principal, request).await?;
     Ok(Json(SessionInfo::created(&state.sessions, &created)))
 }
 

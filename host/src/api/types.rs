@@ -104,6 +104,7 @@ macro_rules! checked_string {
                 &self.0
             }
 
+            #[allow(dead_code, reason = "not every field is taken whole")]
             pub fn into_inner(self) -> String {
                 self.0
             }
@@ -278,6 +279,41 @@ checked_string!(
                         it cannot hold a line feed.",
     })
 );
+
+checked_string!(
+    /// A UTC day, `YYYY-MM-DD` (RFC 3339's full-date), checked by parsing
+    /// it as one.
+    Day,
+    |s| parse_day(s).map(|_| ()),
+    || json_schema!({
+        "type": "string",
+        "format": "date",
+        "description": "A UTC day, `YYYY-MM-DD`.",
+    })
+);
+
+impl Day {
+    pub fn date(&self) -> chrono::NaiveDate {
+        parse_day(&self.0).expect("checked when made")
+    }
+}
+
+/// RFC 3339's full-date and nothing else: four digits of year (chrono's
+/// `%Y` alone would take a sign or more digits).
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    let shape = s.len() == 10
+        && s.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    shape
+        .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten()
+        .ok_or_else(|| format!("{s:?} is not a day (YYYY-MM-DD)"))
+}
 
 /// A number of seconds greater than zero.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -518,5 +554,26 @@ mod tests {
         assert!(parse::<PositiveSeconds>(0.5.into()).is_ok());
         assert!(parse::<PositiveSeconds>(0.into()).is_err());
         assert!(parse::<PositiveSeconds>((-2).into()).is_err());
+    }
+
+    #[test]
+    fn days_are_full_dates_and_nothing_else() {
+        let day = parse::<Day>("2026-12-03".into()).unwrap();
+        assert_eq!(
+            day.date(),
+            chrono::NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()
+        );
+        for bad in [
+            "2026-02-30",
+            "2026-13-01",
+            "+2026-12-03",
+            "20261203",
+            "2026-12-3",
+            "2026-12-03T00:00:00Z",
+            " 2026-12-03",
+            "",
+        ] {
+            assert!(parse::<Day>(bad.into()).is_err(), "{bad:?}");
+        }
     }
 }

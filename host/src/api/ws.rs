@@ -5,7 +5,8 @@
 //! events before reading the store, and drops live events it already sent.
 //! Without `since` only new events are sent.
 //!
-//! - Unknown session: closed with code 4004.
+//! - Unknown session, or one the caller's principal may not see: closed
+//!   with code 4004.
 //! - A client too slow to keep up (more than `server.ws_buffer_events` behind)
 //!   gets an `error` frame saying where to resume, and is closed with 4008.
 //!   The agent and other clients never wait for it.
@@ -39,6 +40,7 @@ use super::ApiError;
 use super::extract::ApiQuery;
 use crate::config::ServerConfig;
 use crate::events::{FollowError, Follower, Published};
+use crate::principal::Principal;
 use crate::state::AppState;
 
 /// Close code: no such session.
@@ -139,6 +141,7 @@ async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<Arc<AppState>>,
     Extension(connections): Extension<Arc<Connections>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Path(session_id): Path<String>,
     ApiQuery(query): ApiQuery<WsQuery>,
 ) -> Response {
@@ -155,7 +158,7 @@ async fn upgrade(
         .max_frame_size(MAX_INBOUND_BYTES)
         .max_message_size(MAX_INBOUND_BYTES)
         .on_upgrade(move |socket| async move {
-            serve(socket, state, session_id, query.since).await;
+            serve(socket, state, principal, session_id, query.since).await;
             drop(slot);
         })
 }
@@ -224,9 +227,20 @@ pub(super) fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
-async fn serve(socket: WebSocket, state: Arc<AppState>, session_id: String, since: Option<u64>) {
+async fn serve(
+    socket: WebSocket,
+    state: Arc<AppState>,
+    principal: Arc<Principal>,
+    session_id: String,
+    since: Option<u64>,
+) {
     let (mut tx, mut rx) = socket.split();
-    let Ok(session) = state.sessions.get(&session_id) else {
+    let Some(session) = state
+        .sessions
+        .get(&session_id)
+        .ok()
+        .filter(|s| principal.may_see(&s.owner))
+    else {
         let _ = tx.send(close(CLOSE_NOT_FOUND, "Session not found")).await;
         return;
     };

@@ -9,9 +9,11 @@
 
 mod checkpoints;
 mod mcp;
+mod usage;
 
 pub use checkpoints::{checkpoints, diff, fork, rewind};
 pub use mcp::mcp;
+pub use usage::{token_new, usage};
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -152,11 +154,15 @@ pub async fn session_create(
     c: &ApiClient,
     task: Option<String>,
     approval: Option<String>,
+    budget_tokens: Option<u64>,
     json_out: bool,
 ) -> anyhow::Result<i32> {
     let mut body = json!({ "task": task });
     if let Some(approval) = approval {
         body["approval"] = json!(approval);
+    }
+    if let Some(budget) = budget_tokens {
+        body["budget_tokens"] = json!(budget);
     }
     let (s, json) = c
         .fetch::<SessionInfo>(reqwest::Method::POST, "/api/sessions", Some(body))
@@ -169,17 +175,28 @@ pub async fn session_create(
     Ok(0)
 }
 
-pub async fn session_list(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> {
+pub async fn session_list(
+    c: &ApiClient,
+    owner: Option<&str>,
+    json_out: bool,
+) -> anyhow::Result<i32> {
+    let path = match owner {
+        Some(owner) => format!(
+            "/api/sessions?{}",
+            serde_urlencoded::to_string([("owner", owner)])?
+        ),
+        None => "/api/sessions".into(),
+    };
     let (list, json) = c
-        .fetch::<Vec<SessionInfo>>(reqwest::Method::GET, "/api/sessions", None)
+        .fetch::<Vec<SessionInfo>>(reqwest::Method::GET, &path, None)
         .await?;
     if json_out {
         print_json(&json);
         return Ok(0);
     }
     println!(
-        "{:<10}{:<9}{:<11}{:<26}LAST TASK",
-        "SESSION", "STATUS", "CONTAINER", "CREATED"
+        "{:<10}{:<9}{:<11}{:<26}{:<13}LAST TASK",
+        "SESSION", "STATUS", "CONTAINER", "CREATED", "OWNER"
     );
     for s in &list {
         let shown = match s.status {
@@ -188,11 +205,12 @@ pub async fn session_list(c: &ApiClient, json_out: bool) -> anyhow::Result<i32> 
             SessionStatus::Stopped => style("stopped").yellow(),
         };
         println!(
-            "{:<10}{:<9}{:<11}{:<26}{}",
+            "{:<10}{:<9}{:<11}{:<26}{:<13}{}",
             s.session_id,
             shown,
             s.container_status,
             s.created,
+            one_line(&s.owner, 12),
             one_line(s.last_task.as_deref().unwrap_or(""), 60)
         );
     }

@@ -24,7 +24,7 @@ mod registry;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -117,8 +117,26 @@ pub struct Session {
     pub approvals: Arc<SessionApprovals>,
     /// Held while a checkpoint is taken, compared or put back.
     pub checkpointing: tokio::sync::Mutex<()>,
+    /// The principal that made it ('' for sessions made before principals).
+    pub owner: String,
+    /// Most model tokens its tasks may use, when limited.
+    pub budget_tokens: Option<u64>,
+    /// Model tokens its tasks used, as the usage ledger sums them.
+    tokens_used: AtomicU64,
     last_task: Mutex<Option<String>>,
     deleting: AtomicBool,
+}
+
+/// What a new session is made with.
+#[derive(Debug, Clone, Default)]
+pub struct NewSession {
+    /// Its first task (recorded as `last_task`; the caller hands it over).
+    pub task: Option<String>,
+    pub network: Option<SessionNetwork>,
+    pub approval: ApprovalMode,
+    /// The principal making it.
+    pub owner: String,
+    pub budget_tokens: Option<u64>,
 }
 
 /// What a [`Session`] is made of.
@@ -131,6 +149,9 @@ pub struct SessionParts {
     pub last_task: Option<String>,
     pub network: Arc<SessionEgress>,
     pub approvals: Arc<SessionApprovals>,
+    pub owner: String,
+    pub budget_tokens: Option<u64>,
+    pub tokens_used: u64,
 }
 
 impl Session {
@@ -145,6 +166,9 @@ impl Session {
             last_task,
             network,
             approvals,
+            owner,
+            budget_tokens,
+            tokens_used,
         } = parts;
         Self {
             id,
@@ -157,8 +181,21 @@ impl Session {
             approvals,
             last_task: Mutex::new(last_task),
             checkpointing: tokio::sync::Mutex::default(),
+            owner,
+            budget_tokens,
+            tokens_used: AtomicU64::new(tokens_used),
             deleting: AtomicBool::new(false),
         }
+    }
+
+    /// Model tokens its tasks used so far.
+    pub fn tokens_used(&self) -> u64 {
+        self.tokens_used.load(Ordering::Relaxed)
+    }
+
+    /// Counts `tokens` more as used (once the ledger has them).
+    pub fn add_tokens(&self, tokens: u64) {
+        self.tokens_used.fetch_add(tokens, Ordering::Relaxed);
     }
 
     pub fn last_task(&self) -> Option<String> {

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::approvals::{ApprovalMode, SessionApprovals};
 use super::{
-    Prepared, Session, SessionError, SessionManager, SessionParts, SessionStatus, StatusReport,
+    NewSession, Prepared, Session, SessionError, SessionManager, SessionParts, SessionStatus,
+    StatusReport,
 };
 use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
 use crate::config::Config;
@@ -123,7 +124,11 @@ impl SessionManager {
             self.config.agent.approval_timeout(),
             self.store.approval_rules(&record.id).await?,
         );
+        let tokens_used = self.store.session_tokens(&record.id).await?;
         let session = Arc::new(Session::new(SessionParts {
+            owner: record.owner,
+            budget_tokens: record.budget_tokens,
+            tokens_used,
             id: record.id,
             created: record.created,
             container_id: record.container_id,
@@ -183,6 +188,16 @@ impl SessionManager {
             return Err(SessionError::NotFound);
         }
         Ok(session)
+    }
+
+    /// How many sessions `owner` has.
+    pub fn count_owned(&self, owner: &str) -> usize {
+        self.sessions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|s| s.owner == owner && !s.deleting.load(Ordering::SeqCst))
+            .count()
     }
 
     /// Every session, oldest first.
@@ -247,13 +262,15 @@ impl SessionManager {
 
     /// Creates a session: workspace, container, record. On failure nothing
     /// is left behind.
-    #[tracing::instrument(skip(self, task))]
-    pub async fn create(
-        self: &Arc<Self>,
-        task: Option<String>,
-        network: Option<SessionNetwork>,
-        approval: ApprovalMode,
-    ) -> Result<Arc<Session>, SessionError> {
+    #[tracing::instrument(skip_all, fields(owner = %new.owner))]
+    pub async fn create(self: &Arc<Self>, new: NewSession) -> Result<Arc<Session>, SessionError> {
+        let NewSession {
+            task,
+            network,
+            approval,
+            owner,
+            budget_tokens,
+        } = new;
         // Refused before anything is made.
         if approval == ApprovalMode::None && !self.config.agent.allow_approval_none {
             return Err(SessionError::ApprovalNotPermitted(
@@ -288,6 +305,8 @@ impl SessionManager {
             error: None,
             network,
             approval: approval.as_str().into(),
+            owner,
+            budget_tokens,
         };
         if let Err(e) = self.store.insert_session(&record).await {
             let _ = self.sandbox.remove(&container_id).await;

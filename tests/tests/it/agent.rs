@@ -615,30 +615,174 @@ async fn a_task_stops_at_max_steps() {
     assert_eq!(model.requests().len(), 2);
 }
 
+/// The user messages of a request the model got.
+fn user_texts(request: &Value) -> Vec<String> {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "user")
+        .map(|m| m["content"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn compactions(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "context_compacted")
+        .collect()
+}
+
+/// Past `compact_at_percent` of `context_chars`, the older turns are
+/// summarised by the model (asked with the summary prompt, not streamed)
+/// into a note the next call sees in their place; a `context_compacted`
+/// event gives the sizes.
 #[tokio::test]
-async fn old_turns_are_dropped_when_the_conversation_outgrows_the_context() {
-    let long = "x".repeat(3000);
+async fn a_conversation_near_its_window_is_summarised_and_the_next_call_sees_the_summary() {
+    // Two answers of 2,400 characters: past 90% of 5,000 at the third task.
+    let long = "x".repeat(2400);
     let model = ScriptedModel::start(vec![
         Reply::Text(long.clone()),
         Reply::Text(long.clone()),
+        Reply::Text("SUMMARY-7f3a: the user said one and two".into()),
         Reply::Text("third".into()),
     ])
     .await;
-    let server = server_with_model(&model, |c| c.agent.context_chars = 5000).await;
+    let server = server_with_model(&model, |c| {
+        c.agent.context_chars = 5000;
+        c.agent.compact_at_percent = 90;
+    })
+    .await;
     let id = server.session().await;
     let mut ws = server.ws(&id, None).await;
+    let mut events = Vec::new();
     for task in ["one", "two", "three"] {
         post_task(&server, &id, task).await;
-        ws.until_completed(1).await;
+        events = ws.until_completed(1).await;
     }
-    let third = model.requests()[2]["messages"].as_array().unwrap().clone();
-    let users: Vec<&str> = third
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    // The summary request: its own prompt, the older turns as a transcript.
+    let ask = &requests[2];
+    assert!(
+        ask["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("compact the conversation"),
+        "{ask}"
+    );
+    let transcript = ask["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        transcript.contains("User: one") && transcript.contains("User: two"),
+        "{transcript}"
+    );
+    // The next call: the summary in place of "one" and "two".
+    let users = user_texts(&requests[3]);
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert!(users[0].contains("SUMMARY-7f3a"), "{users:?}");
+    assert_eq!(users[1], "three");
+    // The summary was not streamed; the event says what was done.
+    assert!(
+        !events.iter().any(
+            |e| e["type"] == "text_delta" && e["content"].as_str().unwrap().contains("SUMMARY")
+        )
+    );
+    let done = compactions(&events);
+    assert_eq!(done.len(), 1, "{events:?}");
+    let c = done[0];
+    assert_eq!(
+        (c["reason"].as_str(), c["method"].as_str()),
+        (Some("threshold"), Some("summary"))
+    );
+    assert!(
+        c["chars_after"].as_u64() < c["chars_before"].as_u64(),
+        "{c}"
+    );
+    assert!(
+        c["messages_after"].as_u64() < c["messages_before"].as_u64(),
+        "{c}"
+    );
+    assert_eq!(events.last().unwrap()["status"], "completed");
+}
+
+/// A context-length error from the model: the older turns are summarised
+/// and the call tried again, once.
+#[tokio::test]
+async fn a_context_length_error_compacts_and_retries_once() {
+    let model = ScriptedModel::start(vec![
+        Reply::Text("first answer".into()),
+        Reply::TooLong,
+        Reply::Text("SUMMARY-c0de of the first task".into()),
+        Reply::Text("second answer".into()),
+    ])
+    .await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "first").await;
+    ws.until_completed(1).await;
+    post_task(&server, &id, "second").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let done = compactions(&events);
+    assert_eq!(done.len(), 1, "{events:?}");
+    assert_eq!(done[0]["reason"], "context_length");
+    assert_eq!(done[0]["method"], "summary");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    // The refused request and the retry: the same task, the summary in
+    // place of the first.
+    assert_eq!(user_texts(&requests[1]), ["first", "second"]);
+    let retried = user_texts(&requests[3]);
+    assert!(retried[0].contains("SUMMARY-c0de"), "{retried:?}");
+    assert_eq!(retried.last().unwrap(), "second");
+    assert!(!retried.iter().any(|u| u == "first"), "{retried:?}");
+}
+
+/// A model that answers "too long" whatever it is sent: summarised, then
+/// the oldest turns dropped (each with its event), then the task fails
+/// saying why; the requests are bounded, never a loop. The session goes
+/// on afterwards.
+#[tokio::test]
+async fn a_model_that_keeps_answering_too_long_fails_the_task_after_bounded_tries() {
+    let mut script = vec![
+        Reply::Text("first answer".into()),
+        Reply::TooLong,
+        Reply::Text("SUMMARY-9 of the first task".into()),
+    ];
+    script.extend((0..10).map(|_| Reply::TooLong));
+    let model = ScriptedModel::start(script).await;
+    let server = server_with_model(&model, |_| {}).await;
+    let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
+    post_task(&server, &id, "first").await;
+    ws.until_completed(1).await;
+    post_task(&server, &id, "second").await;
+    let events = ws.until_completed(1).await;
+    let end = events.last().unwrap();
+    assert_eq!(end["status"], "failed", "{end}");
+    let error = events.iter().rev().find(|e| e["type"] == "error").unwrap();
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("too long for the model"),
+        "{error}"
+    );
+    let methods: Vec<&str> = compactions(&events)
         .iter()
-        .filter(|m| m["role"] == "user")
-        .map(|m| m["content"].as_str().unwrap())
+        .map(|c| c["method"].as_str().unwrap())
         .collect();
-    // "one" (and its long answer) no longer fit; "two" does; "three" is current.
-    assert_eq!(users, ["two", "three"]);
+    assert_eq!(methods, ["summary", "dropped"], "{events:?}");
+    // The first task's call; then: refused, summary, refused, refused.
+    assert_eq!(model.requests().len(), 5);
+    let last = user_texts(model.requests().last().unwrap());
+    assert_eq!(last, ["second"], "the oldest turns were dropped");
+    // The next task fails too, after as few tries.
+    post_task(&server, &id, "third").await;
+    let events = ws.until_completed(1).await;
+    assert_eq!(events.last().unwrap()["status"], "failed");
+    assert!(model.requests().len() <= 8, "{}", model.requests().len());
 }
 
 #[tokio::test]

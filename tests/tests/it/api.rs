@@ -40,13 +40,18 @@ async fn session_create_get_list_delete_follow_the_contract() {
         )
         .await;
     assert_eq!(status, 200, "{created}");
-    // The contract's fields, plus the additive `last_event_seq` and
-    // `approval`.
+    // The contract's fields, plus the additive `last_event_seq`,
+    // `approval`, `owner` and `tokens_used` (`budget_tokens` only when
+    // the session has one).
     let mut expected = set(SESSION_FIELDS);
-    expected.insert("last_event_seq".into());
-    expected.insert("approval".into());
+    for additive in ["last_event_seq", "approval", "owner", "tokens_used"] {
+        expected.insert(additive.into());
+    }
     assert_eq!(keys(&created), expected);
     assert_eq!(created["approval"], "default");
+    // Without auth, everything is the local principal's.
+    assert_eq!(created["owner"], "local");
+    assert_eq!(created["tokens_used"], 0);
     // The session's first event is its first checkpoint.
     assert_eq!(created["last_event_seq"], 1);
     let id = created["session_id"].as_str().unwrap();

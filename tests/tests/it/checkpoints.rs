@@ -246,7 +246,7 @@ async fn each_task_leaves_a_checkpoint_whose_diff_the_api_shows() {
     let (status, body) = server
         .get(&format!("/api/sessions/{id}/diff?from={missing}"))
         .await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 409, "{body}");
     let (status, _) = server.get("/api/sessions/ffffffff/checkpoints").await;
     assert_eq!(status, 404);
 }
@@ -364,7 +364,7 @@ async fn a_rewind_takes_back_files_and_conversation_and_waits_for_no_task() {
             json!({"checkpoint_id": "0123456789012345678901234567890123456789", "scope": "files"}),
         )
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 409);
 }
 
 /// With the hardened configuration (a read-only root, a user of its own),
@@ -671,7 +671,7 @@ async fn sessions(server: &TestServer) -> usize {
 }
 
 /// Forks that cannot be made say why, and leave no session behind: an
-/// unknown checkpoint or session (404), a parent whose checkpoint store was
+/// unknown checkpoint (409) or session (404), a parent whose checkpoint store was
 /// tampered with (the import is refused), checkpoints turned off (409).
 #[tokio::test]
 async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
@@ -684,7 +684,7 @@ async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
             json!({"checkpoint_id": "0123456789012345678901234567890123456789"}),
         )
         .await;
-    assert_eq!(status, 404, "{body}");
+    assert_eq!(status, 409, "{body}");
     let (status, _) = server.post("/api/sessions/ffffffff/fork", json!({})).await;
     assert_eq!(status, 404);
 

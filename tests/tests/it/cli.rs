@@ -643,3 +643,107 @@ async fn checkpoint_commands_list_diff_rewind_and_fork() {
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("files"), "{}", bad.stderr);
 }
+
+/// `crogia token new` makes a token whose printed entry, pasted into the
+/// config, lets it in as that principal; `session create --budget`,
+/// `session list --owner` and `usage` work as that user.
+#[tokio::test]
+async fn a_token_made_by_the_cli_works_once_pasted_and_its_user_sees_its_usage() {
+    let made = tokio::process::Command::new(binary())
+        .args(["token", "new", "carol", "--json"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: Value = serde_json::from_slice(&made.stdout).unwrap();
+    let token = made["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        made["token_sha256"],
+        crogia_host::principal::token_sha256(&token)
+    );
+    assert_eq!(made["role"], "user");
+    // The printed entry is TOML the config takes as it is.
+    let text = tokio::process::Command::new(binary())
+        .args(["token", "new", "carol"])
+        .output()
+        .await
+        .unwrap();
+    let entry = String::from_utf8_lossy(&text.stdout).into_owned();
+    let pasted: toml::Value = toml::from_str(
+        entry
+            .lines()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .as_str(),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {entry}"));
+    assert_eq!(
+        pasted["auth"]["users"][0]["name"].as_str(),
+        Some("carol"),
+        "{entry}"
+    );
+    let bad = tokio::process::Command::new(binary())
+        .args(["token", "new", "no spaces"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let hash = made["token_sha256"].as_str().unwrap().to_string();
+    let server = TestServer::with_config(move |c| {
+        c.auth.tokens = vec!["admin-token-0123456789abcdef".into()];
+        c.auth.users = vec![crogia_host::config::UserConfig {
+            name: "carol".into(),
+            token_sha256: hash,
+            role: crogia_host::config::Role::User,
+            max_sessions: None,
+            max_running_tasks: None,
+            tokens_per_day: None,
+        }];
+    })
+    .await;
+    let as_carol = |args: &[&str]| {
+        let mut all = vec!["--token", token.as_str()];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(String::from).collect();
+        let server = &server;
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            crogia(server, &refs).await
+        }
+    };
+    let created = as_carol(&["session", "create", "--budget", "5000", "--json"]).await;
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let created: Value = serde_json::from_str(&created.stdout).unwrap();
+    assert_eq!(
+        (created["owner"].as_str(), created["budget_tokens"].as_u64()),
+        (Some("carol"), Some(5000))
+    );
+    let list = as_carol(&["session", "list", "--owner", "carol"]).await;
+    assert!(list.stdout.contains("carol"), "{}", list.stdout);
+    let usage = as_carol(&["usage", "--group-by", "session", "--json"]).await;
+    assert_eq!(usage.code, 0, "{}", usage.stderr);
+    let usage: Value = serde_json::from_str(&usage.stdout).unwrap();
+    assert_eq!(
+        (usage["principal"].as_str(), &usage["total"]["calls"]),
+        (Some("carol"), &json!(0))
+    );
+    let table = as_carol(&["usage"]).await;
+    assert!(table.stdout.contains("TOTAL"), "{}", table.stdout);
+    let theirs = as_carol(&["usage", "--principal", "someone"]).await;
+    assert_ne!(theirs.code, 0);
+    let id = created["session_id"].as_str().unwrap();
+    server
+        .call_as(
+            "admin-token-0123456789abcdef",
+            reqwest::Method::DELETE,
+            &format!("/api/sessions/{id}"),
+            None,
+        )
+        .await;
+}

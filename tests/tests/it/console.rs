@@ -248,6 +248,37 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
         "{broken}"
     );
     screenshot(&c, "console-tools").await;
+
+    // The usage view: the task's three model calls, from the ledger.
+    c.find(Locator::Css("#show-usage"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let row = c
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css("#usage-table tr.usage-row"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row.contains("scripted"), "{row}");
+    let total = c
+        .find(Locator::Css("#usage-table tr.usage-total"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let numbers: Vec<&str> = total.split_whitespace().collect();
+    assert!(
+        numbers.windows(4).any(|w| w == ["3", "30", "15", "45"]),
+        "calls, prompt, completion and total tokens of the three calls: {total}"
+    );
+    screenshot(&c, "console-usage").await;
     c.close().await.unwrap();
     drop(driver);
 }

@@ -15,6 +15,7 @@ mod lifecycle;
 mod mcp;
 mod network;
 mod plugins;
+mod principals;
 mod remote_engine;
 mod sandbox;
 mod sandbox_agent;
