@@ -266,6 +266,16 @@ async fn the_console_runs_a_task_shows_its_file_and_stops_its_process() {
         .await
         .unwrap();
     assert!(row.contains("scripted"), "{row}");
+    // Only the usage view shows, not the session behind it.
+    assert!(
+        !c.find(Locator::Css("#session"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "the session's panel shows under the usage view"
+    );
     let total = c
         .find(Locator::Css("#usage-table tr.usage-total"))
         .await
