@@ -548,3 +548,49 @@ async fn the_usage_ledger_sums_what_task_completed_reported() {
             .await;
     }
 }
+
+/// After a restart, a session still belongs to its owner (the other user
+/// still gets a 404), and its budget and the tokens it used are still
+/// counted: a task past the budget still stops before calling the model.
+#[tokio::test]
+async fn owners_budgets_and_spent_tokens_survive_a_restart() {
+    let model = ScriptedModel::start(vec![Reply::Usage(
+        4_000,
+        900,
+        Box::new(Reply::Text("spent".into())),
+    )])
+    .await;
+    let server = server_with_model(&model, |c| principals(c, |_| {})).await;
+    let (status, made) = create(&server, ALICE, json!({"budget_tokens": 5_000})).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["session_id"].as_str().unwrap().to_string();
+    let mut ws = ws_as(&server, ALICE, &id).await;
+    task(&server, ALICE, &id, "spend").await;
+    assert_eq!(
+        ws.until_completed(1).await.last().unwrap()["status"],
+        "completed"
+    );
+    drop(ws);
+
+    let server = TestServer::start_with(server.stop().await).await;
+    let path = format!("/api/sessions/{id}");
+    let (status, info) = server.call_as(ALICE, Method::GET, &path, None).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(
+        (
+            info["owner"].as_str(),
+            info["budget_tokens"].as_u64(),
+            info["tokens_used"].as_u64()
+        ),
+        (Some("alice"), Some(5_000), Some(4_900)),
+        "{info}"
+    );
+    let (status, _) = server.call_as(BOB, Method::GET, &path, None).await;
+    assert_eq!(status, 404);
+    let mut ws = ws_as(&server, ALICE, &id).await;
+    task(&server, ALICE, &id, "more").await;
+    let events = ws.until_completed(2).await;
+    assert_eq!(events.last().unwrap()["status"], "budget_exceeded");
+    assert_eq!(model.requests().len(), 1);
+    server.call_as(ADMIN, Method::DELETE, &path, None).await;
+}
