@@ -468,12 +468,11 @@ impl Store {
 
     /// The highest event sequence number of a session (0 when none).
     pub async fn last_event_seq(&self, session_id: &str) -> StoreResult<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?")
-                .bind(session_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(n as u64)
+        self.session_number(
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+            session_id,
+        )
+        .await
     }
 
     /// Appends messages to a session's conversation.
@@ -581,15 +580,22 @@ impl Store {
         Ok(())
     }
 
+    /// The one number `sql` gives for a session (a sum, a maximum).
+    async fn session_number(&self, sql: &'static str, session_id: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(sql)
+            .bind(session_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+
     /// Tokens (prompt and completion) a session's model calls used.
     pub async fn session_tokens(&self, session_id: &str) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
+        self.session_number(
             "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE session_id = ?",
+            session_id,
         )
-        .bind(session_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
+        .await
     }
 
     /// Tokens a principal's model calls used since `since`.
@@ -648,13 +654,11 @@ impl Store {
 
     /// The number the next message of a session's conversation gets.
     pub async fn next_message_seq(&self, session_id: &str) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
+        self.session_number(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+            session_id,
         )
-        .bind(session_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n as u64)
+        .await
     }
 
     /// Records a checkpoint as the session's `seq`th and makes it the one
