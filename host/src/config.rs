@@ -609,6 +609,11 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// Characters past which the conversation is compacted before a call.
+    pub fn compact_threshold(&self) -> usize {
+        self.context_chars / 100 * usize::from(self.compact_at_percent)
+    }
+
     pub fn approval_timeout(&self) -> Duration {
         Duration::from_secs(self.approval_timeout_secs)
     }

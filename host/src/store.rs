@@ -495,19 +495,6 @@ impl Store {
         Ok(())
     }
 
-    /// A session's conversation, oldest first, with sequence numbers.
-    pub async fn messages(&self, session_id: &str) -> StoreResult<Vec<(u64, String)>> {
-        let rows =
-            sqlx::query("SELECT seq, message FROM messages WHERE session_id = ? ORDER BY seq")
-                .bind(session_id)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get::<i64, _>(0) as u64, r.get(1)))
-            .collect())
-    }
-
     /// A session's latest compaction, if its conversation has one.
     pub async fn latest_compaction(
         &self,
@@ -544,7 +531,8 @@ impl Store {
         Ok(())
     }
 
-    /// A session's messages with `seq > after`, oldest first.
+    /// A session's messages with `seq > after` (0: all of them), oldest
+    /// first, with their sequence numbers.
     pub async fn messages_after(
         &self,
         session_id: &str,
@@ -1086,6 +1074,12 @@ mod tests {
         store.delete_session("00000001").await.unwrap();
         assert!(store.sessions().await.unwrap().is_empty());
         assert_eq!(store.last_event_seq("00000001").await.unwrap(), 0);
-        assert!(store.messages("00000001").await.unwrap().is_empty());
+        assert!(
+            store
+                .messages_after("00000001", 0)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -307,8 +307,7 @@ impl Spending<'_> {
     /// dropped, and tried once more; then the task fails. Never more.
     async fn ask(&mut self, conversation: &mut Conversation) -> Result<Turn, Asked> {
         let settings = self.run.settings;
-        let threshold = settings.context_chars / 100 * usize::from(settings.compact_at_percent);
-        if conversation.chars() > threshold {
+        if conversation.chars() > settings.compact_threshold() {
             self.compact(conversation, CompactReason::Threshold).await?;
         }
         let tools = self.run.tools.enabled_tools(self.run.session).await;
@@ -445,8 +444,7 @@ impl Spending<'_> {
         reason: CompactReason,
     ) -> Result<bool, Asked> {
         let settings = self.run.settings;
-        let threshold = settings.context_chars / 100 * usize::from(settings.compact_at_percent);
-        let Some(cut) = conversation.cut(threshold / 2) else {
+        let Some(cut) = conversation.cut(settings.compact_threshold() / 2) else {
             return self.drop_oldest(conversation, reason).await;
         };
         let summary = match self.summarise(conversation, cut).await {
