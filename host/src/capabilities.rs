@@ -352,8 +352,9 @@ impl Capabilities {
     }
 
     /// Copies checkpoint `id`, with its history, into the checkpoint store
-    /// of `other` (a fork's sandbox).
-    pub async fn copy_checkpoint_to(
+    /// of `other` (a fork's sandbox), whose workspace is then as the
+    /// checkpoint recorded it.
+    pub async fn fork_checkpoint_to(
         &self,
         other: &Capabilities,
         id: &str,
@@ -361,7 +362,7 @@ impl Capabilities {
         other.check_usable()?;
         self.in_container(|| {
             self.sandbox
-                .copy_checkpoint(&self.container_id, &other.container_id, id)
+                .copy_checkpoint(&self.container_id, &other.container_id, id, true)
         })
         .await
     }

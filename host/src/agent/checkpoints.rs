@@ -214,17 +214,20 @@ impl Agent {
         let started = std::time::Instant::now();
         let copied = parent
             .caps
-            .copy_checkpoint_to(&child.caps, &point.id)
+            .fork_checkpoint_to(&child.caps, &point.id)
             .await?;
-        let copy_ms = started.elapsed().as_millis() as u64;
-        let restored = child.caps.restore_checkpoint(&point.id).await?;
-        let restore_ms = started.elapsed().as_millis() as u64 - copy_ms;
+        let written = match copied.restored {
+            Some(restored) => restored.written,
+            // An agent that only stores what it imports: put back after.
+            None => child.caps.restore_checkpoint(&point.id).await?.written,
+        };
         self.store
             .fork_history(&parent.id, &child.id, point)
             .await?;
         tracing::debug!(
-            session = %child.id, objects = copied.objects, bytes = copied.bytes, copy_ms,
-            files = restored.written, restore_ms, "fork's workspace in place"
+            session = %child.id, objects = copied.objects, bytes = copied.bytes,
+            files = written, ms = started.elapsed().as_millis() as u64,
+            "fork's workspace in place"
         );
         Ok(())
     }

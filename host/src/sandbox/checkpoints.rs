@@ -63,12 +63,14 @@ impl Sandbox {
     /// Copies checkpoint `id` with its history from the store of `from`
     /// into the store of `to`, streamed from agent to agent through the
     /// server; `to`'s agent checks every object and that the checkpoint is
-    /// whole.
+    /// whole. With `restore`, `to`'s workspace is then as the checkpoint
+    /// recorded it, written as the objects come (a fork's).
     pub async fn copy_checkpoint(
         &self,
         from: &str,
         to: &str,
         id: &str,
+        restore: bool,
     ) -> Result<Imported, AgentError> {
         // A parent whose agent predates `compressed` sends the objects'
         // bytes instead; the new session's agent, always this server's,
@@ -82,6 +84,7 @@ impl Sandbox {
             .await?;
         let query = serde_urlencoded::to_string(CheckpointImportQuery {
             checkpoint: id.to_string(),
+            restore,
         })
         .expect("queries serialise");
         let path = format!("{}?{query}", protocol::CHECKPOINT_IMPORT);

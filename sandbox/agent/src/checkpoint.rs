@@ -73,6 +73,12 @@ const CACHE_FILE: &str = "crogia-cache.bin";
 const OLD_CACHE_FILE: &str = "crogia-cache.json";
 /// The commit header naming a checkpoint's [`Meta`] blob.
 const META_HEADER: &str = "crogia-meta";
+/// The zlib level objects are written at. Not git's loose default (1):
+/// zlib-rs's level 1 is its quick strategy (static Huffman codes), which
+/// left the bench's 118 MB of text at 0.79 of its size against 0.47 at
+/// level 2 for about the same time; every fork carries these bytes
+/// through the server twice. Any level reads back the same.
+const LOOSE_LEVEL: i32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -172,6 +178,10 @@ pub struct Imported {
     pub objects: usize,
     /// Their bytes, uncompressed.
     pub bytes: u64,
+    /// When the import was also to put the checkpoint in the workspace:
+    /// what that changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
 }
 
 /// One recorded entry of a state, by workspace-relative path.
@@ -193,6 +203,128 @@ struct Incoming {
     form: Option<Kind>,
     id: ObjectId,
     data: Vec<u8>,
+    /// The workspace files it is the content of, to write once it is
+    /// checked (see [`Plan`]).
+    files: Vec<PlannedFile>,
+}
+
+/// A file an import writes into the workspace from a blob it brings.
+struct PlannedFile {
+    path: String,
+    link: bool,
+    mode: u32,
+}
+
+/// Where an import that restores as it goes puts each blob: learnt, in
+/// the stream's order, from the checkpoint's commit, its meta and its
+/// trees, each checked against its id before it is read. A blob that comes
+/// before the tree naming it (or before the meta) is left to the restore
+/// that ends the import.
+struct Plan {
+    target: ObjectId,
+    meta_id: Option<ObjectId>,
+    meta: Option<Meta>,
+    /// Trees still to come, with the paths (and depths) they are at.
+    trees: HashMap<ObjectId, Vec<(String, usize)>>,
+    /// Blobs still to come, with the paths they are the content of.
+    blobs: HashMap<ObjectId, Vec<(String, EntryMode)>>,
+    entries: usize,
+}
+
+impl Plan {
+    fn new(target: ObjectId) -> Self {
+        Self {
+            target,
+            meta_id: None,
+            meta: None,
+            trees: HashMap::new(),
+            blobs: HashMap::new(),
+            entries: 0,
+        }
+    }
+
+    /// Learns what `object` says of the checkpoint; the files it is the
+    /// content of.
+    fn see(&mut self, store: &Store, object: &Incoming) -> Vec<PlannedFile> {
+        let id = object.id;
+        if let Some(meta) = &self.meta
+            && let Some(paths) = self.blobs.remove(&id)
+        {
+            return paths
+                .into_iter()
+                .map(|(path, kind)| PlannedFile {
+                    link: kind.is_link(),
+                    mode: file_mode(meta, &path, kind),
+                    path,
+                })
+                .collect();
+        }
+        let tree_at = self.trees.remove(&id);
+        if id != self.target && Some(id) != self.meta_id && tree_at.is_none() {
+            return Vec::new();
+        }
+        // Read only once checked: a forged object teaches nothing (the
+        // import refuses it after).
+        let decoded = match object.form {
+            Some(kind) => Some((kind, object.data.clone())),
+            None => inflate_loose(&object.data).ok(),
+        };
+        let Some((kind, bytes)) =
+            decoded.filter(|(kind, bytes)| store.hash(*kind, bytes).is_ok_and(|h| h == id))
+        else {
+            return Vec::new();
+        };
+        match kind {
+            Kind::Commit if id == self.target => {
+                let Ok(commit) = gix_object::CommitRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                else {
+                    return Vec::new();
+                };
+                self.trees
+                    .entry(commit.tree())
+                    .or_default()
+                    .push((String::new(), 0));
+                self.meta_id = commit
+                    .extra_headers()
+                    .find(META_HEADER)
+                    .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok());
+                if self.meta_id.is_none() {
+                    self.meta = Some(Meta::default());
+                }
+            }
+            Kind::Blob if Some(id) == self.meta_id => {
+                self.meta = serde_json::from_slice(&bytes).ok();
+            }
+            Kind::Tree => {
+                let Ok(parsed) = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                else {
+                    return Vec::new();
+                };
+                for (prefix, depth) in tree_at.unwrap_or_default() {
+                    for e in &parsed.entries {
+                        let Ok(name) = e.filename.to_str() else {
+                            continue;
+                        };
+                        let path = join(&prefix, name);
+                        if e.mode.is_tree() && depth < MAX_DEPTH {
+                            self.trees
+                                .entry(e.oid.to_owned())
+                                .or_default()
+                                .push((path, depth + 1));
+                        } else if e.mode.is_blob_or_symlink() && self.entries < MAX_ENTRIES {
+                            self.entries += 1;
+                            self.blobs
+                                .entry(e.oid.to_owned())
+                                .or_default()
+                                .push((path, e.mode));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Vec::new()
+    }
 }
 
 /// What a loose object file holds: its kind and its bytes, refusing one
@@ -273,7 +405,15 @@ impl Store {
             )
             .map_err(store_err)?;
         }
-        let odb = gix_odb::loose::Store::at(dir.join("objects"), gix_hash::Kind::Sha1);
+        let odb = gix_odb::loose::Store::at_opts(
+            dir.join("objects"),
+            gix_hash::Kind::Sha1,
+            gix_odb::loose::Options {
+                alloc_limit_bytes: Some(MAX_OBJECT_BYTES as usize),
+                compression: gix_zlib::Compression::new(LOOSE_LEVEL)
+                    .expect("a zlib level is 0 to 9"),
+            },
+        );
         Ok(Self { dir, odb })
     }
 
@@ -436,6 +576,17 @@ impl Store {
     /// bytes and modes, its symlinks and empty directories; what it did not
     /// hold is removed, except what it left out.
     pub fn restore(&self, ws: &Workspace, id: &str) -> Result<Restored, CheckpointError> {
+        self.restore_except(ws, id, &HashSet::new())
+    }
+
+    /// [`Store::restore`], taking the files at `written` as put back
+    /// already (by the import that brought them).
+    fn restore_except(
+        &self,
+        ws: &Workspace,
+        id: &str,
+        written: &HashSet<String>,
+    ) -> Result<Restored, CheckpointError> {
         let (tree, meta) = self.checkpoint(&Self::parse_id(id)?)?;
         let target = self.flatten(&tree)?;
         let keep: BTreeSet<&str> = meta.skipped.iter().map(|s| s.path.as_str()).collect();
@@ -465,7 +616,12 @@ impl Store {
         // Each file on its own: written in parallel.
         let written: Vec<bool> = target
             .par_iter()
-            .map(|(path, entry)| self.put_back(&root, path, entry, &meta, &cache))
+            .map(|(path, entry)| {
+                if written.contains(path) {
+                    return Ok(true);
+                }
+                self.put_back(&root, path, entry, &meta, &cache)
+            })
             .collect::<Result<_, _>>()?;
         done.written = written.into_iter().filter(|w| *w).count();
         Ok(done)
@@ -481,45 +637,12 @@ impl Store {
         meta: &Meta,
         cache: &Cache,
     ) -> Result<bool, CheckpointError> {
-        let mode = meta.modes.get(path).copied().unwrap_or(
-            if entry.mode.kind() == EntryKind::BlobExecutable {
-                0o755
-            } else {
-                0o644
-            },
-        );
+        let mode = file_mode(meta, path, entry.mode);
         if self.unchanged(root, path, entry, mode, cache) {
             return Ok(false);
         }
         let data = self.get(&entry.oid, Kind::Blob, MAX_OBJECT_BYTES)?;
-        let (parent, name) = split(path);
-        let dir = if parent.is_empty() {
-            root.try_clone().map_err(|e| self.ws_err(e))?
-        } else {
-            root.open_dir(parent).map_err(|e| self.ws_err(e))?
-        };
-        if let Ok(m) = dir.symlink_metadata(name) {
-            if m.is_dir() {
-                dir.remove_dir_all(name).map_err(|e| self.ws_err(e))?;
-            } else {
-                dir.remove_file(name).map_err(|e| self.ws_err(e))?;
-            }
-        }
-        if entry.mode.is_link() {
-            rustix::fs::symlinkat(OsStr::from_bytes(&data), &dir, name)
-                .map_err(|e| self.ws_err(std::io::Error::from(e)))?;
-        } else {
-            let mut opts = OpenOptions::new();
-            opts.write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
-            let mut file = dir.open_with(name, &opts).map_err(|e| self.ws_err(e))?;
-            file.write_all(&data).map_err(|e| self.ws_err(e))?;
-            file.set_permissions(cap_std::fs::Permissions::from_std(
-                std::fs::Permissions::from_mode(mode),
-            ))
-            .map_err(|e| self.ws_err(e))?;
-        }
+        write_entry(root, path, entry.mode.is_link(), mode, &data).map_err(|e| self.ws_err(e))?;
         Ok(true)
     }
 
@@ -560,24 +683,35 @@ impl Store {
             }
             commits.extend(commit.parents());
         }
+        // Each checkpoint's trees, then their blobs, before the next
+        // checkpoint's, the asked one's first: in an export, every tree
+        // naming one of its files comes before the file's blob (what an
+        // import that restores as it goes needs).
         let mut trees_seen = HashSet::new();
-        while let Some(t) = trees.pop() {
-            if out.len() > MAX_TRANSFER_OBJECTS {
-                return Err(CheckpointError::TooMany);
-            }
-            if !trees_seen.insert(t) {
-                continue;
-            }
-            let bytes = self.get(&t, Kind::Tree, 64 << 20)?;
-            let parsed = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
-                .map_err(|e| self.err(format!("tree {t}: {e}")))?;
-            out.push((Kind::Tree, t));
-            for e in parsed.entries {
-                if e.mode.is_tree() {
-                    trees.push(e.oid.to_owned());
-                } else if e.mode.is_blob_or_symlink() {
-                    blob(&mut out, e.oid.to_owned())?;
+        for root in trees {
+            let mut stack = vec![root];
+            let mut blobs = Vec::new();
+            while let Some(t) = stack.pop() {
+                if out.len() + blobs.len() > MAX_TRANSFER_OBJECTS {
+                    return Err(CheckpointError::TooMany);
                 }
+                if !trees_seen.insert(t) {
+                    continue;
+                }
+                let bytes = self.get(&t, Kind::Tree, 64 << 20)?;
+                let parsed = gix_object::TreeRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
+                    .map_err(|e| self.err(format!("tree {t}: {e}")))?;
+                out.push((Kind::Tree, t));
+                for e in parsed.entries {
+                    if e.mode.is_tree() {
+                        stack.push(e.oid.to_owned());
+                    } else if e.mode.is_blob_or_symlink() {
+                        blobs.push(e.oid.to_owned());
+                    }
+                }
+            }
+            for id in blobs {
+                blob(&mut out, id)?;
             }
         }
         Ok(out)
@@ -645,12 +779,33 @@ impl Store {
     /// this store, each checked against its id, then makes `checkpoint`
     /// the latest and checks that it is whole. Objects are checked and
     /// written a batch at a time on several threads.
-    pub fn import(&self, input: impl Read, checkpoint: &str) -> Result<Imported, CheckpointError> {
+    ///
+    /// With `into` (a fork's new workspace), the workspace is then what
+    /// `checkpoint` recorded, as [`Store::restore`] leaves it. If it starts
+    /// empty, each file is written as its blob comes, from the bytes the
+    /// check has in hand (the checkpoint's commit, meta and trees, checked
+    /// as they come, say where), so a fork reads and inflates each object
+    /// once; what the stream's order leaves unwritten, the restore at the
+    /// end writes from the store.
+    pub fn import(
+        &self,
+        input: impl Read,
+        checkpoint: &str,
+        into: Option<&Workspace>,
+    ) -> Result<Imported, CheckpointError> {
         /// Objects, and their bytes, read before a batch is checked.
         const BATCH_OBJECTS: usize = 256;
         const BATCH_BYTES: usize = 16 << 20;
         let target = Self::parse_id(checkpoint)?;
         let bad = |m: String| CheckpointError::BadImport(m);
+        let root = into.map(Workspace::dir);
+        let empty = match root {
+            Some(root) => root.entries().map_err(|e| self.ws_err(e))?.next().is_none(),
+            None => false,
+        };
+        let mut plan = empty.then(|| Plan::new(target));
+        let written = std::sync::Mutex::new(HashSet::new());
+        let written_ref = &written;
         // One thread reads the stream into batches while another checks
         // and writes the batch before (itself on several threads).
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(1);
@@ -660,7 +815,7 @@ impl Store {
                 for batch in received {
                     let sizes: Vec<u64> = batch
                         .into_par_iter()
-                        .map(|object| self.receive(object))
+                        .map(|object| self.receive(object, root, written_ref))
                         .collect::<Result<_, _>>()?;
                     done.objects += sizes.len();
                     done.bytes += sizes.iter().sum::<u64>();
@@ -672,7 +827,10 @@ impl Store {
                 let mut archive = tar::Archive::new(input);
                 let (mut batch, mut batch_bytes, mut count) = (Vec::new(), 0, 0);
                 for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-                    let object = self.incoming(entry.map_err(|e| bad(e.to_string()))?)?;
+                    let mut object = self.incoming(entry.map_err(|e| bad(e.to_string()))?)?;
+                    if let Some(plan) = plan.as_mut() {
+                        object.files = plan.see(self, &object);
+                    }
                     count += 1;
                     if count > MAX_TRANSFER_OBJECTS {
                         return Err(CheckpointError::TooMany);
@@ -697,6 +855,11 @@ impl Store {
             e => e,
         })?;
         std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
+        let mut done = done;
+        if let Some(ws) = into {
+            let written = written.into_inner().expect("no writer panics");
+            done.restored = Some(self.restore_except(ws, checkpoint, &written)?);
+        }
         Ok(done)
     }
 
@@ -731,27 +894,35 @@ impl Store {
             form,
             id,
             data,
+            files: Vec::new(),
         })
     }
 
     /// Checks one imported object against its id and stores it (unless the
-    /// store has it); its size, uncompressed.
-    fn receive(&self, object: Incoming) -> Result<u64, CheckpointError> {
+    /// store has it), then writes the workspace files it is the content of
+    /// under `root`, adding them to `written`; its size, uncompressed.
+    fn receive(
+        &self,
+        object: Incoming,
+        root: Option<&Dir>,
+        written: &std::sync::Mutex<HashSet<String>>,
+    ) -> Result<u64, CheckpointError> {
         let Incoming {
             name,
             form,
             id,
             data,
+            files,
         } = object;
         let bad = |m: String| CheckpointError::BadImport(m);
         let not_it = || bad(format!("{name:?} does not hold that object"));
-        match form {
+        let content = match form {
             Some(kind) => {
                 if self.hash(kind, &data)? != id {
                     return Err(not_it());
                 }
                 self.put_known(kind, &data, id)?;
-                Ok(data.len() as u64)
+                data
             }
             None => {
                 let (kind, inflated) =
@@ -762,9 +933,21 @@ impl Store {
                 if !self.odb.contains(&id) {
                     self.write_loose_file(&id, &data)?;
                 }
-                Ok(inflated.len() as u64)
+                inflated
+            }
+        };
+        if let Some(root) = root {
+            for file in files {
+                let (parent, _) = split(&file.path);
+                if !parent.is_empty() {
+                    root.create_dir_all(parent).map_err(|e| self.ws_err(e))?;
+                }
+                write_entry(root, &file.path, file.link, file.mode, &content)
+                    .map_err(|e| self.ws_err(e))?;
+                written.lock().expect("no writer panics").insert(file.path);
             }
         }
+        Ok(content.len() as u64)
     }
 
     /// Writes a checked loose file as object `id`'s, read-only as git
@@ -1157,6 +1340,51 @@ fn join(prefix: &str, name: &str) -> String {
 
 fn split(path: &str) -> (&str, &str) {
     path.rsplit_once('/').unwrap_or(("", path))
+}
+
+/// The permission bits a recorded file is put back with: the meta's, else
+/// git's for its kind.
+fn file_mode(meta: &Meta, path: &str, kind: EntryMode) -> u32 {
+    meta.modes
+        .get(path)
+        .copied()
+        .unwrap_or(if kind.kind() == EntryKind::BlobExecutable {
+            0o755
+        } else {
+            0o644
+        })
+}
+
+/// Puts `data` at `path` under `root` as a symlink's target or as a file
+/// with `mode`, in place of whatever is there; its directory must exist.
+fn write_entry(root: &Dir, path: &str, link: bool, mode: u32, data: &[u8]) -> std::io::Result<()> {
+    let (parent, name) = split(path);
+    let dir = if parent.is_empty() {
+        root.try_clone()?
+    } else {
+        root.open_dir(parent)?
+    };
+    if let Ok(m) = dir.symlink_metadata(name) {
+        if m.is_dir() {
+            dir.remove_dir_all(name)?;
+        } else {
+            dir.remove_file(name)?;
+        }
+    }
+    if link {
+        rustix::fs::symlinkat(OsStr::from_bytes(data), &dir, name)?;
+    } else {
+        let mut opts = OpenOptions::new();
+        opts.write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let mut file = dir.open_with(name, &opts)?;
+        file.write_all(data)?;
+        file.set_permissions(cap_std::fs::Permissions::from_std(
+            std::fs::Permissions::from_mode(mode),
+        ))?;
+    }
+    Ok(())
 }
 
 /// Whether a file's metadata is still what the cache recorded, and the
@@ -1634,8 +1862,19 @@ mod tests {
         for compressed in [true, false] {
             let mut tar = Vec::new();
             a.store.export(&objects, compressed, &mut tar).unwrap();
-            a_copy_has_the_same_workspace_and_history(&a, &tar, &objects, &first, &second);
+            for how in [Into::Store, Into::Empty, Into::Stale] {
+                a_copy_has_the_same_workspace_and_history(&a, &tar, &objects, &first, &second, how);
+            }
         }
+    }
+
+    /// Where an import puts the checkpoint: only in the store (restored
+    /// after), or also in a workspace, empty or not.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Into {
+        Store,
+        Empty,
+        Stale,
     }
 
     fn a_copy_has_the_same_workspace_and_history(
@@ -1644,13 +1883,28 @@ mod tests {
         objects: &[(Kind, ObjectId)],
         first: &Taken,
         second: &Taken,
+        how: Into,
     ) {
         let b = Fixture::new();
-        b.write("stale.txt", b"not in the checkpoint\n");
-        let imported = b.store.import(tar, &second.checkpoint).unwrap();
-        assert_eq!(imported.objects, objects.len());
-        b.store.restore(&b.ws(), &second.checkpoint).unwrap();
-        assert_eq!(b.state(), a.state());
+        if how != Into::Empty {
+            b.write("stale.txt", b"not in the checkpoint\n");
+        }
+        if how == Into::Store {
+            let imported = b.store.import(tar, &second.checkpoint, None).unwrap();
+            assert_eq!(imported.objects, objects.len());
+            assert_eq!(imported.restored, None);
+            b.store.restore(&b.ws(), &second.checkpoint).unwrap();
+        } else {
+            let imported = b
+                .store
+                .import(tar, &second.checkpoint, Some(&b.ws()))
+                .unwrap();
+            assert_eq!(imported.objects, objects.len());
+            let restored = imported.restored.expect("a restore was asked for");
+            assert_eq!(restored.written, 3, "{how:?}");
+            assert_eq!(restored.removed, usize::from(how == Into::Stale), "{how:?}");
+        }
+        assert_eq!(b.state(), a.state(), "{how:?}");
         // The history came too: the first state can be compared with and
         // gone back to, and the next checkpoint follows on.
         let diff = b
@@ -1683,12 +1937,21 @@ mod tests {
         let b = Fixture::new();
         let err = b
             .store
-            .import(forged.as_slice(), &taken.checkpoint)
+            .import(forged.as_slice(), &taken.checkpoint, None)
             .unwrap_err();
         assert!(
             matches!(&err, CheckpointError::BadImport(m) if m.contains("does not hold")),
             "{err}"
         );
+        // Nor does an import into a workspace write the forged bytes: a
+        // file is written only from a blob that was checked.
+        let e = Fixture::new();
+        let err = e
+            .store
+            .import(forged.as_slice(), &taken.checkpoint, Some(&e.ws()))
+            .unwrap_err();
+        assert!(matches!(&err, CheckpointError::BadImport(_)), "{err}");
+        assert!(!e.path("file.txt").exists());
 
         // The blobs left out: the checkpoint is not whole.
         let commits_only: Vec<_> = objects
@@ -1701,7 +1964,7 @@ mod tests {
         let c = Fixture::new();
         let err = c
             .store
-            .import(partial.as_slice(), &taken.checkpoint)
+            .import(partial.as_slice(), &taken.checkpoint, None)
             .unwrap_err();
         assert!(
             matches!(&err, CheckpointError::BadImport(m) if m.contains("lacks object")),
@@ -1737,7 +2000,7 @@ mod tests {
             let d = Fixture::new();
             let err = d
                 .store
-                .import(forged.as_slice(), &taken.checkpoint)
+                .import(forged.as_slice(), &taken.checkpoint, None)
                 .unwrap_err();
             assert!(
                 matches!(&err, CheckpointError::BadImport(m) if m.contains(says)),
@@ -1750,6 +2013,44 @@ mod tests {
             a.store.closure(&"1".repeat(40)),
             Err(CheckpointError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn an_export_names_every_file_of_its_checkpoint_before_its_blob_comes() {
+        // A history whose older checkpoints share most blobs with the
+        // newest: an import that restores as it goes must still learn
+        // where each of the newest one's blobs goes before the blob comes,
+        // so that none is left to be read back from the store.
+        let a = Fixture::new();
+        for i in 0..20 {
+            a.write(&format!("d{}/f{i}.txt", i % 4), format!("{i}\n").as_bytes());
+        }
+        a.write("same-a.txt", b"twice\n");
+        a.write("same-b.txt", b"twice\n");
+        let mut last = a.take(None);
+        for round in 0..3 {
+            a.write(&format!("d{round}/f{round}.txt"), b"changed\n");
+            a.write(&format!("new{round}.txt"), b"new\n");
+            last = a.take(Some(&last.checkpoint));
+        }
+        let objects = a.store.closure(&last.checkpoint).unwrap();
+        let mut tar = Vec::new();
+        a.store.export(&objects, true, &mut tar).unwrap();
+        let mut plan = Plan::new(Store::parse_id(&last.checkpoint).unwrap());
+        let mut planned = BTreeSet::new();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        for entry in archive.entries().unwrap() {
+            let object = a.store.incoming(entry.unwrap()).unwrap();
+            for file in plan.see(&a.store, &object) {
+                assert!(planned.insert(file.path.clone()), "{} twice", file.path);
+            }
+        }
+        let (tree, _) = a
+            .store
+            .checkpoint(&Store::parse_id(&last.checkpoint).unwrap())
+            .unwrap();
+        let files: BTreeSet<String> = a.store.flatten(&tree).unwrap().into_keys().collect();
+        assert_eq!(planned, files);
     }
 
     #[test]

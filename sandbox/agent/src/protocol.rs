@@ -118,7 +118,7 @@ pub const CHECKPOINT_RESTORE: &str = "/v1/checkpoint/restore";
 /// it (compressed) when `compressed` is asked for, else `<kind>/<id>` of
 /// its bytes (what agents before `compressed` send).
 pub const CHECKPOINT_EXPORT: &str = "/v1/checkpoint/export";
-/// `POST /v1/checkpoint/import?checkpoint=…` ([`CheckpointImportQuery`];
+/// `POST /v1/checkpoint/import?checkpoint=…&restore=…` ([`CheckpointImportQuery`];
 /// the body: an export's tar stream → [`crate::checkpoint::Imported`]):
 /// each object's id is checked against its bytes, and the checkpoint must
 /// be whole at the end.
@@ -160,6 +160,11 @@ pub struct CheckpointExport {
 pub struct CheckpointImportQuery {
     /// The checkpoint the import must make whole.
     pub checkpoint: String,
+    /// Whether the workspace is then to be as the checkpoint recorded it
+    /// (a fork's: see [`crate::checkpoint::Store::import`]); the answer's
+    /// `restored` says what that changed.
+    #[serde(default)]
+    pub restore: bool,
 }
 
 /// `POST /v1/egress`: an endless answer, one JSON [`EgressAsk`] per line:

@@ -467,8 +467,15 @@ async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
     let chunks = http_body_util::BodyDataStream::new(request.into_body())
         .map(|chunk| chunk.map_err(std::io::Error::other));
     let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
+    let _one = CHECKPOINTS.lock().await;
     let done = tokio::task::spawn_blocking(move || {
-        Store::open(crate::CHECKPOINT_STORE)?.import(input, &target.checkpoint)
+        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        if !target.restore {
+            return store.import(input, &target.checkpoint, None);
+        }
+        let ws = Workspace::open(CONTAINER_ROOT)
+            .map_err(|e| CheckpointError::Workspace(e.to_string()))?;
+        store.import(input, &target.checkpoint, Some(&ws))
     })
     .await;
     checkpoint_answer(done)
