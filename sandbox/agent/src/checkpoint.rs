@@ -284,10 +284,7 @@ impl Plan {
                     .entry(commit.tree())
                     .or_default()
                     .push((String::new(), 0));
-                self.meta_id = commit
-                    .extra_headers()
-                    .find(META_HEADER)
-                    .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok());
+                self.meta_id = meta_id(&commit);
                 if self.meta_id.is_none() {
                     self.meta = Some(Meta::default());
                 }
@@ -483,11 +480,7 @@ impl Store {
         let commit = gix_object::CommitRef::from_bytes(&bytes, gix_hash::Kind::Sha1)
             .map_err(|e| self.err(format!("checkpoint {id}: {e}")))?;
         let tree = commit.tree();
-        let meta = match commit
-            .extra_headers()
-            .find(META_HEADER)
-            .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok())
-        {
+        let meta = match meta_id(&commit) {
             Some(meta) => {
                 let bytes = self.get(&meta, Kind::Blob, 64 << 20)?;
                 serde_json::from_slice(&bytes).map_err(|e| self.err(format!("meta {meta}: {e}")))?
@@ -674,11 +667,7 @@ impl Store {
                 .map_err(|e| self.err(format!("checkpoint {c}: {e}")))?;
             out.push((Kind::Commit, c));
             trees.push(commit.tree());
-            if let Some(meta) = commit
-                .extra_headers()
-                .find(META_HEADER)
-                .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok())
-            {
+            if let Some(meta) = meta_id(&commit) {
                 blob(&mut out, meta)?;
             }
             commits.extend(commit.parents());
@@ -809,7 +798,7 @@ impl Store {
         // One thread reads the stream into batches while another checks
         // and writes the batch before (itself on several threads).
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(1);
-        let done = std::thread::scope(|scope| {
+        let mut done = std::thread::scope(|scope| {
             let checker = scope.spawn(move || {
                 let mut done = Imported::default();
                 for batch in received {
@@ -855,7 +844,6 @@ impl Store {
             e => e,
         })?;
         std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
-        let mut done = done;
         if let Some(ws) = into {
             let written = written.into_inner().expect("no writer panics");
             done.restored = Some(self.restore_except(ws, checkpoint, &written)?);
@@ -1328,6 +1316,14 @@ fn count_lines(text: &[u8]) -> usize {
 /// Whether `data` looks binary to git: a NUL in its first 8000 bytes.
 fn is_binary(data: &[u8]) -> bool {
     data[..data.len().min(BINARY_PROBE)].contains(&0)
+}
+
+/// The id of the [`Meta`] blob a checkpoint's commit names, if it names one.
+fn meta_id(commit: &gix_object::CommitRef<'_>) -> Option<ObjectId> {
+    commit
+        .extra_headers()
+        .find(META_HEADER)
+        .and_then(|v| ObjectId::from_hex(v.as_bytes()).ok())
 }
 
 fn join(prefix: &str, name: &str) -> String {
