@@ -60,6 +60,8 @@ test: setup build-plugins test-clients
     engine2=unix://${CROGIA_ENGINE2_DIR:-/var/lib/crogia-engine2}/docker.sock
     engine2_was_up=no
     docker -H "$engine2" info >/dev/null 2>&1 && engine2_was_up=yes
+    postgres_was_up=no
+    pg_isready -q -h 127.0.0.1 -p "${CROGIA_POSTGRES_PORT:-54329}" 2>/dev/null && postgres_was_up=yes
     # Containers and volumes the tests made are removed even when a test
     # process dies; a second engine this run started is stopped.
     cleanup() {
@@ -68,18 +70,24 @@ test: setup build-plugins test-clients
         docker ${host:+-H "$host"} volume ls -q --filter label=crogia.test 2>/dev/null | xargs -r docker ${host:+-H "$host"} volume rm -f >/dev/null || true
       done
       if [ "$engine2_was_up" = no ]; then bash sandbox/ensure-second-engine.sh --stop; fi
+      bash tests/ensure-postgres.sh --sweep || true
+      if [ "$postgres_was_up" = no ]; then bash tests/ensure-postgres.sh --stop; fi
     }
     trap cleanup EXIT
     bash sandbox/ensure-second-engine.sh
+    # A PostgreSQL cluster (Debian's, installed when missing); each test that
+    # uses it makes a database of its own and drops it.
+    bash tests/ensure-postgres.sh
     cargo test --workspace --locked
     bash tests/fuzz/api.sh 5
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
-# Name groups to run only those (start create shell files agent egress grep checkpoint fanout throughput pool plugin); the table is then only printed.
+# Name groups to run only those (start create shell files agent egress grep checkpoint fanout crossserver throughput pool plugin); the table is then only printed.
 bench *GROUPS: setup build-plugins
     @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
     @command -v rg >/dev/null || { echo "bench: installing ripgrep (Debian package), the grep baseline"; apt-get install -y -qq ripgrep >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }; }
     cargo build --release --locked -p crogia-host --bin crogia
+    @bash tests/ensure-postgres.sh
     {{ if GROUPS == "" { "cargo bench --locked -p crogia-tests --bench micro" } else { "true" } }}
     cargo bench --locked -p crogia-tests --bench suite -- {{GROUPS}}
 

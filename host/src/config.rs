@@ -17,6 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// `CROGIA_<SECTION>_<KEY>`.
 pub const ENV_SECTIONS: &[&str] = &[
     "server",
+    "store",
     "auth",
     "sandbox",
     "workspace",
@@ -46,6 +47,9 @@ const TEST_VAR_PREFIX: &str = "CROGIA_TEST_";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    /// Where the server's state lives: SQLite in `server.data_dir` unless
+    /// a PostgreSQL URL is given.
+    pub store: StoreConfig,
     pub auth: AuthConfig,
     pub sandbox: SandboxConfig,
     pub workspace: WorkspaceConfig,
@@ -174,6 +178,56 @@ pub struct ServerConfig {
     /// Log lines as `text` (for people) or `json` (one object per line, for
     /// log collectors).
     pub log_format: LogFormat,
+}
+
+/// `[store]`: the database.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `postgres://user:password@host:port/database` (sqlx's URL, with its
+    /// `sslmode` and other parameters) to keep state in PostgreSQL; empty:
+    /// SQLite at `<server.data_dir>/crogia.db`.
+    pub url: String,
+    /// Most connections the server opens to PostgreSQL.
+    pub max_connections: u32,
+    /// How long to wait for a connection (at start, while PostgreSQL is
+    /// still coming up, and later when all are busy) before failing.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            max_connections: 16,
+            connect_timeout_secs: 30,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The URL without its password, for logs and errors.
+    pub fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "(not a URL)".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.display_url())
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -972,6 +1026,25 @@ impl Config {
                 server.max_body_bytes
             );
         }
+        let store = &self.store;
+        if !store.url.is_empty() {
+            let scheme = store.url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("postgres" | "postgresql")) {
+                bail!(
+                    "store.url must be a postgres:// URL (or empty for SQLite in server.data_dir), got {}",
+                    store.display_url()
+                );
+            }
+            if store.max_connections < 2 {
+                bail!(
+                    "store.max_connections must be at least 2, got {}",
+                    store.max_connections
+                );
+            }
+            if store.connect_timeout_secs == 0 {
+                bail!("store.connect_timeout_secs must be positive");
+            }
+        }
         let s = &self.sandbox;
         if !(s.cpus > 0.0 && s.cpus.is_finite()) {
             bail!("sandbox.cpus must be a positive number, got {}", s.cpus);
@@ -1383,6 +1456,26 @@ mod tests {
         assert_eq!(c.workspace.max_read_bytes, 4096);
         assert_eq!(c.plugins.timeout_ms, 1234);
         assert_eq!(c.model.model, "m");
+    }
+
+    #[test]
+    fn a_store_url_must_be_postgres_and_errors_hide_its_password() {
+        let load = |url: &str| {
+            let env = vec![("CROGIA_STORE_URL".to_string(), url.to_string())];
+            Config::load_with_env(Some(Path::new("/dev/null")), &env)
+        };
+        let err = load("mysql://root:hunter2@db/crogia")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("store.url must be a postgres:// URL"), "{err}");
+        assert!(
+            err.contains("mysql://root:***@db/crogia") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let c = load("postgres://crogia:hunter2@db:5432/crogia").unwrap();
+        assert_eq!(c.store.url, "postgres://crogia:hunter2@db:5432/crogia");
+        assert!(!format!("{:?}", c.store).contains("hunter2"));
+        assert!(load("").unwrap().store.url.is_empty());
     }
 
     #[test]

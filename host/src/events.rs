@@ -341,11 +341,15 @@ const WRITE_BATCH: usize = 512;
 
 /// One session's event log.
 ///
-/// Events are numbered and queued under one lock, so the queue holds them in
-/// sequence order. A writer task takes whatever is queued, writes it to the
-/// store in one statement (group commit), and only then broadcasts it. A
-/// burst of events — a model streaming text — costs one write per batch, not
-/// one per event, and no subscriber ever sees an event the store lacks.
+/// Events are queued in order. A writer task takes whatever is queued,
+/// writes it to the store in one transaction (group commit) that also gives
+/// the events their numbers, and only then broadcasts it. A burst of events
+/// — a model streaming text — costs one write per batch, not one per event,
+/// and no subscriber ever sees an event the store lacks. The store numbers
+/// them, not this log, so two logs of one session (on two servers sharing
+/// a database) never give out the same number; events another server
+/// stored reach this log's subscribers through [`EventLog::catch_up`], in
+/// order with this log's own: subscribers get every number once, in order.
 #[derive(Debug)]
 pub struct EventLog {
     store: Store,
@@ -356,10 +360,12 @@ pub struct EventLog {
 #[derive(Debug)]
 struct Shared {
     session_id: String,
-    /// The last sequence number given out. Held while an event is queued.
-    assigned: std::sync::Mutex<u64>,
-    /// The last sequence number stored and broadcast.
+    /// The last sequence number broadcast (or skipped while nobody
+    /// listened): every event up to it was sent, in order.
     published: AtomicU64,
+    /// Held while broadcasting, so this log's own events and those caught
+    /// up from the store go out one run at a time, in order.
+    turn: tokio::sync::Mutex<()>,
     /// Why the last write failed, for the next [`EventLog::enqueue`].
     failure: std::sync::Mutex<Option<StoreError>>,
     sender: broadcast::Sender<Published>,
@@ -367,8 +373,7 @@ struct Shared {
 
 #[derive(Debug)]
 struct Pending {
-    seq: u64,
-    json: Arc<str>,
+    kind: EventKind,
     /// Told when the event is stored and sent (or could not be stored).
     done: Option<oneshot::Sender<Result<u64, StoreError>>>,
 }
@@ -382,8 +387,8 @@ impl EventLog {
         let (sender, _) = broadcast::channel(buffer);
         let shared = Arc::new(Shared {
             session_id: session_id.to_string(),
-            assigned: std::sync::Mutex::new(last),
             published: last.into(),
+            turn: Default::default(),
             failure: Default::default(),
             sender,
         });
@@ -403,7 +408,7 @@ impl EventLog {
     /// its sequence number once both are done.
     pub async fn publish(&self, kind: EventKind) -> Result<u64, StoreError> {
         let (done, stored) = oneshot::channel();
-        self.queue_event(&kind, Some(done)).await?;
+        self.queue_event(kind, Some(done)).await?;
         let result = stored.await.map_err(|_| closed())?;
         if result.is_err() {
             // Reported here; not again by the next `enqueue`.
@@ -412,34 +417,26 @@ impl EventLog {
         result
     }
 
-    /// Queues an event to be stored and sent, in order with every other, and
-    /// returns its sequence number without waiting for the write: for bursts
-    /// such as streamed text. If a write failed since the last error
-    /// reported, that error is returned here instead and nothing is queued.
-    pub async fn enqueue(&self, kind: EventKind) -> Result<u64, StoreError> {
+    /// Queues an event to be stored and sent, in order with every other,
+    /// without waiting for the write: for bursts such as streamed text. If
+    /// a write failed since the last error reported, that error is returned
+    /// here instead and nothing is queued.
+    pub async fn enqueue(&self, kind: EventKind) -> Result<(), StoreError> {
         if let Some(e) = self.shared.failure.lock().unwrap().take() {
             return Err(e);
         }
-        self.queue_event(&kind, None).await
+        self.queue_event(kind, None).await
     }
 
     async fn queue_event(
         &self,
-        kind: &EventKind,
+        kind: EventKind,
         done: Option<oneshot::Sender<Result<u64, StoreError>>>,
-    ) -> Result<u64, StoreError> {
-        // Room first, then the number: the number is given out and the event
-        // queued under one lock, so the queue is in sequence order.
-        let permit = self.queue.reserve().await.map_err(|_| closed())?;
-        let mut assigned = self.shared.assigned.lock().unwrap();
-        let seq = *assigned + 1;
-        *assigned = seq;
-        permit.send(Pending {
-            seq,
-            json: render(seq, kind).into(),
-            done,
-        });
-        Ok(seq)
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send(Pending { kind, done })
+            .await
+            .map_err(|_| closed())
     }
 
     /// Live events from now on.
@@ -466,6 +463,21 @@ impl EventLog {
         self.shared.published.load(Ordering::Acquire)
     }
 
+    /// Sends subscribers the stored events up to `upto` that they have not
+    /// had: those another server wrote (it announced `upto`). `None`: up
+    /// to whatever the store holds (announcements may have been missed).
+    pub async fn catch_up(&self, upto: Option<u64>) -> Result<(), StoreError> {
+        if upto.is_some_and(|upto| upto <= self.last_seq()) {
+            return Ok(());
+        }
+        let upto = match upto {
+            Some(upto) => upto,
+            None => self.store.last_event_seq(&self.shared.session_id).await?,
+        };
+        let _turn = self.shared.turn.lock().await;
+        send_stored(&self.store, &self.shared, upto).await
+    }
+
     /// Live subscribers right now.
     pub fn subscribers(&self) -> usize {
         self.shared.sender.receiver_count()
@@ -486,18 +498,35 @@ async fn write_events(
 ) {
     let mut batch = Vec::with_capacity(most);
     while pending.recv_many(&mut batch, most).await > 0 {
-        let rows: Vec<(u64, &str)> = batch.iter().map(|p| (p.seq, &*p.json)).collect();
-        match store.append_events(&shared.session_id, &rows).await {
-            Ok(()) => {
-                for p in batch.drain(..) {
-                    shared.published.store(p.seq, Ordering::Release);
-                    // No subscribers is fine.
-                    let _ = shared.sender.send(Published {
-                        seq: p.seq,
-                        json: p.json,
-                    });
+        let stored = store
+            .append_events(&shared.session_id, &batch, |seq, p| render(seq, &p.kind))
+            .await;
+        match stored {
+            Ok(rows) => {
+                let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
+                {
+                    let _turn = shared.turn.lock().await;
+                    // Another server's events numbered between ours go
+                    // first. Should reading them fail, ours wait too (they
+                    // are stored; the next catch-up sends them): a gap
+                    // would make followers skip what is missing.
+                    let first = rows[0].0;
+                    let caught_up = match send_stored(&store, &shared, first - 1).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!(session = %shared.session_id, error = %e, "could not read events stored elsewhere");
+                            false
+                        }
+                    };
+                    for (seq, json) in rows {
+                        if caught_up && seq > shared.published.load(Ordering::Acquire) {
+                            send(&shared, seq, json.into());
+                        }
+                    }
+                }
+                for (p, seq) in batch.drain(..).zip(seqs) {
                     if let Some(done) = p.done {
-                        let _ = done.send(Ok(p.seq));
+                        let _ = done.send(Ok(seq));
                     }
                 }
                 // Followers take this batch before the next is sent.
@@ -505,15 +534,11 @@ async fn write_events(
             }
             Err(e) => {
                 tracing::error!(session = %shared.session_id, error = %e, events = batch.len(), "could not store events");
-                // Everything queued after the failed batch fails with it and
-                // numbering resumes after the last stored event: the log
-                // stays without gaps.
-                {
-                    let mut assigned = shared.assigned.lock().unwrap();
-                    while let Ok(p) = pending.try_recv() {
-                        batch.push(p);
-                    }
-                    *assigned = shared.published.load(Ordering::Acquire);
+                // Everything queued behind the failed batch fails with it;
+                // the store gave no numbers away, so the log stays without
+                // gaps.
+                while let Ok(p) = pending.try_recv() {
+                    batch.push(p);
                 }
                 for p in batch.drain(..) {
                     if let Some(done) = p.done {
@@ -522,6 +547,40 @@ async fn write_events(
                 }
                 *shared.failure.lock().unwrap() = Some(e);
             }
+        }
+    }
+}
+
+/// Broadcasts one event and marks it sent.
+fn send(shared: &Shared, seq: u64, json: Arc<str>) {
+    shared.published.store(seq, Ordering::Release);
+    // No subscribers is fine.
+    let _ = shared.sender.send(Published { seq, json });
+}
+
+/// Broadcasts the stored events after the last one sent, up to `upto`.
+/// With nobody subscribed there is nothing to read: a subscriber reads the
+/// store after it subscribes, so it finds them there. Call it holding
+/// `shared.turn`.
+async fn send_stored(store: &Store, shared: &Shared, upto: u64) -> Result<(), StoreError> {
+    loop {
+        let after = shared.published.load(Ordering::Acquire);
+        if after >= upto {
+            return Ok(());
+        }
+        if shared.sender.receiver_count() == 0 {
+            shared.published.store(upto, Ordering::Release);
+            return Ok(());
+        }
+        let most = (upto - after).min(u64::from(REPLAY_BATCH)) as u32;
+        let events = store.events_after(&shared.session_id, after, most).await?;
+        if events.is_empty() {
+            // Announced but not visible yet: the next announcement or
+            // write sends them.
+            return Ok(());
+        }
+        for (seq, json) in events {
+            send(shared, seq, json.into());
         }
     }
 }
@@ -885,6 +944,131 @@ mod tests {
         }
     }
 
+    /// A PostgreSQL database holding session `s1`, and two stores on it:
+    /// two servers' views.
+    async fn two_servers() -> (crate::store::scratch::ScratchDatabase, Store, Store) {
+        let db = crate::store::scratch::ScratchDatabase::create().await;
+        let a = Store::connect(&db.config).await.unwrap();
+        let b = Store::connect(&db.config).await.unwrap();
+        store_session(&a).await;
+        (db, a, b)
+    }
+
+    /// Two servers sharing one PostgreSQL each hold a log of the same
+    /// session (one runs its task, the other answers a REST call): their
+    /// events are numbered by the database, so none is refused as a
+    /// duplicate number and the log has no gap.
+    #[tokio::test]
+    async fn logs_of_one_session_on_two_servers_never_collide() {
+        let (_db, a, b) = two_servers().await;
+        let logs = [
+            Arc::new(EventLog::open(a.clone(), "s1", 64).await.unwrap()),
+            Arc::new(EventLog::open(b, "s1", 64).await.unwrap()),
+        ];
+        let writers: Vec<_> = logs
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(w, log)| {
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for i in 0..40 {
+                        let kind = EventKind::TextDelta {
+                            content: format!("{w}/{i}"),
+                        };
+                        seqs.push(log.publish(kind).await.unwrap());
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for w in writers {
+            let seqs = w.await.unwrap();
+            // Each writer's own events keep their order.
+            assert!(seqs.windows(2).all(|p| p[0] < p[1]), "{seqs:?}");
+            all.extend(seqs);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=80).collect::<Vec<_>>());
+        let stored = a.events_after("s1", 0, 1000).await.unwrap();
+        assert_eq!(stored.len(), 80);
+    }
+
+    /// A WebSocket on server B follows a task running on server A: B's
+    /// follower gets A's events as PostgreSQL announces them, interleaved
+    /// with B's own, each number once and in order.
+    #[tokio::test]
+    async fn a_follower_on_one_server_gets_events_written_on_another() {
+        let (_db, a, b) = two_servers().await;
+        let on_a = Arc::new(EventLog::open(a, "s1", 64).await.unwrap());
+        let on_b = Arc::new(EventLog::open(b.clone(), "s1", 64).await.unwrap());
+        // What the session manager does on B.
+        let mut notices = b.event_notices().await.unwrap().unwrap();
+        let listener = {
+            let on_b = on_b.clone();
+            tokio::spawn(async move {
+                loop {
+                    match notices.next().await.unwrap() {
+                        crate::store::Notice::Stored { last, .. } => {
+                            on_b.catch_up(Some(last)).await.unwrap()
+                        }
+                        crate::store::Notice::Missed => on_b.catch_up(None).await.unwrap(),
+                    }
+                }
+            })
+        };
+        let mut follower = Follower::new(on_b.clone(), Some(0));
+        let text = |s: String| EventKind::TextDelta { content: s };
+        let writers: Vec<_> = [on_a.clone(), on_b.clone()]
+            .into_iter()
+            .enumerate()
+            .map(|(w, log)| {
+                tokio::spawn(async move {
+                    for i in 0..60 {
+                        if i % 4 == 0 {
+                            log.publish(text(format!("{w}/{i}"))).await.unwrap();
+                        } else {
+                            log.enqueue(text(format!("{w}/{i}"))).await.unwrap();
+                        }
+                        if i % 7 == 0 {
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        while got.len() < 120 {
+            let event = tokio::time::timeout(Duration::from_secs(10), follower.next())
+                .await
+                .unwrap_or_else(|_| panic!("stuck after {} events: {got:?}", got.len()))
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&event.json).unwrap();
+            assert_eq!(v["seq"], event.seq);
+            got.push((event.seq, v["content"].as_str().unwrap().to_string()));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        assert_eq!(
+            got.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=120).collect::<Vec<_>>()
+        );
+        // Both servers' events are there, each writer's in its own order.
+        for w in 0..2 {
+            let mine: Vec<&str> = got
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .filter(|c| c.starts_with(&format!("{w}/")))
+                .collect();
+            let expected: Vec<String> = (0..60).map(|i| format!("{w}/{i}")).collect();
+            assert_eq!(mine, expected);
+        }
+        listener.abort();
+    }
+
     #[tokio::test]
     async fn sequence_continues_after_reopening() {
         let (_d, store, log) = log().await;
@@ -915,13 +1099,11 @@ mod tests {
         let log = EventLog::open(store.clone(), "s1", 1024).await.unwrap();
         let mut rx = log.subscribe();
         for i in 1..=300u64 {
-            let seq = log
-                .enqueue(EventKind::TextDelta {
-                    content: i.to_string(),
-                })
-                .await
-                .unwrap();
-            assert_eq!(seq, i);
+            log.enqueue(EventKind::TextDelta {
+                content: i.to_string(),
+            })
+            .await
+            .unwrap();
         }
         let last = log
             .publish(EventKind::TextDelta {

@@ -154,7 +154,7 @@ mod layers {
         ),
         ("capabilities", &["sandbox", "workspace", "config"]),
         ("sandbox", &["workspace", "metrics", "config"]),
-        ("store", &["datadir", "time"]),
+        ("store", &["datadir", "config", "time"]),
         ("workspace", &["config"]),
         ("principal", &["config"]),
         ("config", &[]),

@@ -70,14 +70,16 @@ impl App {
         let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
         let metrics = Arc::new(Metrics::new());
         let sandbox = Sandbox::new(engine, config.sandbox.clone()).with_metrics(metrics.clone());
-        let store = Store::open(&config.server.data_dir)
-            .await
-            .with_context(|| {
+        let store = Store::for_config(&config).await.with_context(|| {
+            if config.store.url.is_empty() {
                 format!(
                     "opening the database in {}",
                     config.server.data_dir.display()
                 )
-            })?;
+            } else {
+                "opening the database".to_string()
+            }
+        })?;
         let sessions = SessionManager::open(config.clone(), sandbox.clone(), store.clone())
             .await
             .context("restoring sessions")?;

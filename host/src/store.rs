@@ -1,20 +1,30 @@
-//! Persistent state in SQLite (sqlx, migrations embedded at build time):
-//! sessions, their background processes, their event log and their
-//! conversation history. The database lives at `<data_dir>/crogia.db`.
+//! Persistent state (sqlx, migrations embedded at build time): sessions,
+//! their background processes, their event log and their conversation
+//! history, in SQLite at `<data_dir>/crogia.db` (the default) or in
+//! PostgreSQL (`[store] url`), through one set of queries written in the
+//! SQL both understand (`$1` parameters, `ON CONFLICT`, `RETURNING`).
 //!
-//! The journal is WAL with `synchronous = NORMAL`: a committed write survives
-//! the process being killed at any moment (what this server promises); only a
-//! power loss may drop the last transactions, never corrupting the file.
+//! SQLite's journal is WAL with `synchronous = NORMAL`: a committed write
+//! survives the process being killed at any moment (what this server
+//! promises); only a power loss may drop the last transactions, never
+//! corrupting the file. PostgreSQL gives the same with its defaults.
+//!
+//! Event numbers are given out by the database, in the transaction that
+//! stores the events, so writers on several servers sharing one PostgreSQL
+//! never reuse a number nor leave a gap.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::AnyPool;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Row};
+
+use crate::config::StoreConfig;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -223,10 +233,77 @@ pub struct UnfinishedTask {
     pub status: TaskStatus,
 }
 
+/// Which database a [`Store`] is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
 /// The server's database.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    /// PostgreSQL's URL, for the connection that listens to notifications.
+    listen_url: Option<std::sync::Arc<str>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it holds the password.
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The channel on which PostgreSQL announces stored events, as
+/// `<session_id>:<last seq>`, when the transaction that stored them commits.
+const EVENTS_CHANNEL: &str = "crogia_events";
+
+/// What [`EventNotices::next`] heard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Some server stored a session's events, up to `last`.
+    Stored { session_id: String, last: u64 },
+    /// The connection was lost and made again: announcements may have been
+    /// missed in between.
+    Missed,
+}
+
+/// Announcements of events stored by any server sharing the database.
+pub struct EventNotices {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl EventNotices {
+    /// The next announcement. Errors only when the database cannot be
+    /// reached again.
+    pub async fn next(&mut self) -> StoreResult<Notice> {
+        loop {
+            let Some(n) = self.listener.try_recv().await? else {
+                return Ok(Notice::Missed);
+            };
+            let parsed = n
+                .payload()
+                .rsplit_once(':')
+                .and_then(|(id, last)| Some((id.to_string(), last.parse().ok()?)));
+            match parsed {
+                Some((session_id, last)) => return Ok(Notice::Stored { session_id, last }),
+                None => tracing::warn!(payload = n.payload(), "unreadable event notice"),
+            }
+        }
+    }
 }
 
 fn parse_time(s: &str) -> DateTime<Utc> {
@@ -239,25 +316,95 @@ fn time(t: DateTime<Utc>) -> String {
     crate::time::timestamp(t)
 }
 
+/// Most events written in one statement: two bound values per row plus the
+/// session's id stay under SQLite's 32,766 and PostgreSQL's 65,535.
+const EVENT_ROWS: usize = 4096;
+
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir` and brings its
-    /// schema up to date.
+    /// The store `config` names: PostgreSQL at `store.url`, or SQLite in
+    /// `server.data_dir` when it is empty.
+    pub async fn for_config(config: &crate::config::Config) -> StoreResult<Self> {
+        if config.store.url.is_empty() {
+            Self::open(&config.server.data_dir).await
+        } else {
+            Self::connect(&config.store).await
+        }
+    }
+
+    /// Opens (creating if needed) the SQLite database in `data_dir` and
+    /// brings its schema up to date.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
         let file = data_dir.join("crogia.db");
         Self::make_private(&file)?;
-        let options = SqliteConnectOptions::from_str("sqlite:")?
+        let url = SqliteConnectOptions::new()
             .filename(&file)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
+            .to_url_lossy();
+        let pool = AnyPoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // What the URL cannot say. Foreign keys are on by
+                    // sqlx's default; WAL, once set, stays with the file.
+                    sqlx::raw_sql(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(AnyConnectOptions::from_url(&url)?)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+            listen_url: None,
+        })
+    }
+
+    /// Connects to PostgreSQL and brings its schema up to date (servers
+    /// starting together take turns: sqlx holds an advisory lock while it
+    /// migrates).
+    pub async fn connect(config: &StoreConfig) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let at = config.display_url();
+        let failed = |e: sqlx::Error| StoreError::new(format!("PostgreSQL at {at}: {e}"));
+        let options = AnyConnectOptions::from_str(&config.url).map_err(failed)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(Duration::from_secs(config.connect_timeout_secs))
+            .connect_with(options)
+            .await
+            .map_err(failed)?;
+        sqlx::migrate!("./migrations-postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::new(format!("PostgreSQL at {at}: {e}")))?;
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            listen_url: Some(config.url.as_str().into()),
+        })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Announcements of the events any server stores, on PostgreSQL;
+    /// `None` on SQLite, whose only writer is this server.
+    pub async fn event_notices(&self) -> StoreResult<Option<EventNotices>> {
+        let Some(url) = &self.listen_url else {
+            return Ok(None);
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+        listener.listen(EVENTS_CHANNEL).await?;
+        Ok(Some(EventNotices { listener }))
     }
 
     /// Creates the database file readable by the server's user only, or
@@ -292,10 +439,12 @@ impl Store {
     /// engine never mistake each other's containers for their own.
     pub async fn instance_id(&self) -> StoreResult<String> {
         let fresh = format!("{:016x}", rand::random::<u64>());
-        sqlx::query("INSERT OR IGNORE INTO meta (key, value) VALUES ('instance_id', ?)")
-            .bind(&fresh)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('instance_id', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&fresh)
+        .execute(&self.pool)
+        .await?;
         let row = sqlx::query("SELECT value FROM meta WHERE key = 'instance_id'")
             .fetch_one(&self.pool)
             .await?;
@@ -304,7 +453,7 @@ impl Store {
 
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -343,7 +492,7 @@ impl Store {
     }
 
     pub async fn set_last_task(&self, id: &str, task: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET last_task = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET last_task = $1 WHERE id = $2")
             .bind(task)
             .bind(id)
             .execute(&self.pool)
@@ -352,7 +501,7 @@ impl Store {
     }
 
     pub async fn set_network(&self, id: &str, network: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET network = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET network = $1 WHERE id = $2")
             .bind(network)
             .bind(id)
             .execute(&self.pool)
@@ -361,7 +510,7 @@ impl Store {
     }
 
     pub async fn set_error(&self, id: &str, error: Option<&str>) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET error = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET error = $1 WHERE id = $2")
             .bind(error)
             .bind(id)
             .execute(&self.pool)
@@ -371,7 +520,7 @@ impl Store {
 
     /// Deletes a session with its processes, events and messages.
     pub async fn delete_session(&self, id: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM sessions WHERE id = ?")
+        sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -380,7 +529,7 @@ impl Store {
 
     pub async fn insert_process(&self, session_id: &str, p: &ProcessRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO processes (session_id, id, pid, start_ticks, cmd, log, started) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO processes (session_id, id, pid, start_ticks, cmd, log, started) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(session_id)
         .bind(&p.id)
@@ -397,7 +546,7 @@ impl Store {
     /// A session's processes, oldest first.
     pub async fn processes(&self, session_id: &str) -> StoreResult<Vec<ProcessRecord>> {
         let rows = sqlx::query(
-            "SELECT id, pid, start_ticks, cmd, log, started FROM processes WHERE session_id = ? ORDER BY started, rowid",
+            "SELECT id, pid, start_ticks, cmd, log, started FROM processes WHERE session_id = $1 ORDER BY started, rowid",
         )
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -415,34 +564,58 @@ impl Store {
             .collect())
     }
 
-    /// Appends events to a session's log, all or none.
-    pub async fn append_events<S: AsRef<str>>(
+    /// Appends events to a session's log after its last, all or none:
+    /// `render(seq, item)` gives the text of each, with the number the
+    /// database gave it. The numbers are taken from the session's row in
+    /// the same transaction, which holds that row until it commits, so
+    /// writers on several servers take turns and a failed write gives its
+    /// numbers back. Returns the events as stored.
+    pub async fn append_events<T: Sync>(
         &self,
         session_id: &str,
-        events: &[(u64, S)],
-    ) -> StoreResult<()> {
-        // SQLite allows 32,766 bound values per statement, three per row;
-        // a batch that fits is one statement (its own transaction).
-        const ROWS: usize = 4096;
-        let insert = |chunk: &[(u64, S)]| {
-            let mut q = sqlx::QueryBuilder::new("INSERT INTO events (session_id, seq, event) ");
-            q.push_values(chunk, |mut row, (seq, event)| {
-                row.push_bind(session_id)
-                    .push_bind(*seq as i64)
-                    .push_bind(event.as_ref());
-            });
-            q
-        };
-        if events.len() <= ROWS {
-            insert(events).build().execute(&self.pool).await?;
-            return Ok(());
+        items: &[T],
+        render: impl Fn(u64, &T) -> String,
+    ) -> StoreResult<Vec<(u64, String)>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in events.chunks(ROWS) {
-            insert(chunk).build().execute(&mut *tx).await?;
+        let last: i64 = sqlx::query_scalar(
+            "UPDATE sessions SET last_event = last_event + $1 WHERE id = $2 RETURNING last_event",
+        )
+        .bind(items.len() as i64)
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::new(format!("no session {session_id}")))?;
+        let first = last as u64 + 1 - items.len() as u64;
+        let rows: Vec<(u64, String)> = items
+            .iter()
+            .zip(first..)
+            .map(|(item, seq)| (seq, render(seq, item)))
+            .collect();
+        for chunk in rows.chunks(EVENT_ROWS) {
+            let mut sql = String::from("INSERT INTO events (session_id, seq, event) VALUES ");
+            for i in 0..chunk.len() {
+                let sep = if i == 0 { "" } else { ", " };
+                let _ = write!(sql, "{sep}($1, ${}, ${})", 2 * i + 2, 2 * i + 3);
+            }
+            let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(session_id);
+            for (seq, event) in chunk {
+                insert = insert.bind(*seq as i64).bind(event.as_str());
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        if self.backend == Backend::Postgres {
+            // Delivered to every listening server when this commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(format!("{session_id}:{last}"))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(rows)
     }
 
     /// Up to `limit` events with `seq > after`, in order.
@@ -453,7 +626,7 @@ impl Store {
         limit: u32,
     ) -> StoreResult<Vec<(u64, String)>> {
         let rows = sqlx::query(
-            "SELECT seq, event FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, event FROM events WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
         )
         .bind(session_id)
         .bind(after as i64)
@@ -469,7 +642,7 @@ impl Store {
     /// The highest event sequence number of a session (0 when none).
     pub async fn last_event_seq(&self, session_id: &str) -> StoreResult<u64> {
         self.session_number(
-            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?",
+            "SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = $1",
             session_id,
         )
         .await
@@ -484,7 +657,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for (i, m) in messages.iter().enumerate() {
-            sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES ($1, $2, $3)")
                 .bind(session_id)
                 .bind((first_seq + i as u64) as i64)
                 .bind(m)
@@ -501,7 +674,7 @@ impl Store {
         session_id: &str,
     ) -> StoreResult<Option<CompactionRecord>> {
         let row = sqlx::query(
-            "SELECT upto, summary FROM compactions WHERE session_id = ? ORDER BY upto DESC LIMIT 1",
+            "SELECT upto, summary FROM compactions WHERE session_id = $1 ORDER BY upto DESC LIMIT 1",
         )
         .bind(session_id)
         .fetch_optional(&self.pool)
@@ -520,7 +693,7 @@ impl Store {
         c: &CompactionRecord,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT OR REPLACE INTO compactions (session_id, upto, summary, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO compactions (session_id, upto, summary, created) VALUES ($1, $2, $3, $4) ON CONFLICT (session_id, upto) DO UPDATE SET summary = excluded.summary, created = excluded.created",
         )
         .bind(session_id)
         .bind(c.upto as i64)
@@ -539,7 +712,7 @@ impl Store {
         after: u64,
     ) -> StoreResult<Vec<(u64, String)>> {
         let rows = sqlx::query(
-            "SELECT seq, message FROM messages WHERE session_id = ? AND seq > ? ORDER BY seq",
+            "SELECT seq, message FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq",
         )
         .bind(session_id)
         .bind(after as i64)
@@ -554,7 +727,7 @@ impl Store {
     /// Records one model call in the usage ledger.
     pub async fn insert_usage(&self, u: &UsageRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO usage (principal, session_id, task_id, model, prompt_tokens, completion_tokens, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO usage (principal, session_id, task_id, model, prompt_tokens, completion_tokens, at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&u.principal)
         .bind(&u.session_id)
@@ -580,7 +753,7 @@ impl Store {
     /// Tokens (prompt and completion) a session's model calls used.
     pub async fn session_tokens(&self, session_id: &str) -> StoreResult<u64> {
         self.session_number(
-            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE session_id = ?",
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage WHERE session_id = $1",
             session_id,
         )
         .await
@@ -593,7 +766,7 @@ impl Store {
         since: DateTime<Utc>,
     ) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage WHERE principal = ? AND at >= ?",
+            "SELECT CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT) FROM usage WHERE principal = $1 AND at >= $2",
         )
         .bind(principal)
         .bind(time(since))
@@ -617,14 +790,13 @@ impl Store {
             UsageGroup::Day => "substr(at, 1, 10)",
         };
         let sql = format!(
-            "SELECT {key}, model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) \
-             FROM usage WHERE at >= ? AND at < ? AND (? IS NULL OR principal = ?) \
+            "SELECT {key}, model, COUNT(*), CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT), CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) \
+             FROM usage WHERE at >= $1 AND at < $2 AND ($3 IS NULL OR principal = $3) \
              GROUP BY 1, 2 ORDER BY 1, 2"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(time(from))
             .bind(time(to))
-            .bind(principal)
             .bind(principal)
             .fetch_all(&self.pool)
             .await?;
@@ -643,7 +815,7 @@ impl Store {
     /// The number the next message of a session's conversation gets.
     pub async fn next_message_seq(&self, session_id: &str) -> StoreResult<u64> {
         self.session_number(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = ?",
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE session_id = $1",
             session_id,
         )
         .await
@@ -658,7 +830,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(session_id)
         .bind(c.seq as i64)
@@ -673,7 +845,7 @@ impl Store {
         .bind(c.messages as i64)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET checkpoint = $1 WHERE id = $2")
             .bind(&c.id)
             .bind(session_id)
             .execute(&mut *tx)
@@ -685,7 +857,7 @@ impl Store {
     /// A session's checkpoints, oldest first.
     pub async fn checkpoints(&self, session_id: &str) -> StoreResult<Vec<CheckpointRecord>> {
         let rows = sqlx::query(
-            "SELECT seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = ? ORDER BY seq",
+            "SELECT seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = $1 ORDER BY seq",
         )
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -718,7 +890,7 @@ impl Store {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) SELECT ?, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = ? AND seq <= ?",
+            "INSERT INTO checkpoints (session_id, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages) SELECT $1, seq, id, task_id, task, created, files_changed, insertions, deletions, skipped, messages FROM checkpoints WHERE session_id = $2 AND seq <= $3",
         )
         .bind(child)
         .bind(parent)
@@ -726,7 +898,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO messages (session_id, seq, message) SELECT ?, seq, message FROM messages WHERE session_id = ? AND seq < ?",
+            "INSERT INTO messages (session_id, seq, message) SELECT $1, seq, message FROM messages WHERE session_id = $2 AND seq < $3",
         )
         .bind(child)
         .bind(parent)
@@ -734,14 +906,14 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO compactions (session_id, upto, summary, created) SELECT ?, upto, summary, created FROM compactions WHERE session_id = ? AND upto < ?",
+            "INSERT INTO compactions (session_id, upto, summary, created) SELECT $1, upto, summary, created FROM compactions WHERE session_id = $2 AND upto < $3",
         )
         .bind(child)
         .bind(parent)
         .bind(upto.messages as i64)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET checkpoint = $1 WHERE id = $2")
             .bind(&upto.id)
             .bind(child)
             .execute(&mut *tx)
@@ -756,7 +928,7 @@ impl Store {
         session_id: &str,
         checkpoint: &str,
     ) -> StoreResult<()> {
-        sqlx::query("UPDATE sessions SET checkpoint = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET checkpoint = $1 WHERE id = $2")
             .bind(checkpoint)
             .bind(session_id)
             .execute(&self.pool)
@@ -768,13 +940,13 @@ impl Store {
     /// conversation); how many there were.
     pub async fn delete_messages_from(&self, session_id: &str, from: u64) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("DELETE FROM messages WHERE session_id = ? AND seq >= ?")
+        let done = sqlx::query("DELETE FROM messages WHERE session_id = $1 AND seq >= $2")
             .bind(session_id)
             .bind(from as i64)
             .execute(&mut *tx)
             .await?;
         // A compaction that took in messages from there on no longer holds.
-        sqlx::query("DELETE FROM compactions WHERE session_id = ? AND upto >= ?")
+        sqlx::query("DELETE FROM compactions WHERE session_id = $1 AND upto >= $2")
             .bind(session_id)
             .bind(from as i64)
             .execute(&mut *tx)
@@ -785,7 +957,7 @@ impl Store {
 
     /// The checkpoint a session's workspace is at, if any.
     pub async fn session_checkpoint(&self, session_id: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT checkpoint FROM sessions WHERE id = ?")
+        let row = sqlx::query("SELECT checkpoint FROM sessions WHERE id = $1")
             .bind(session_id)
             .fetch_optional(&self.pool)
             .await?;
@@ -793,7 +965,7 @@ impl Store {
     }
 
     pub async fn insert_task(&self, session_id: &str, id: &str, task: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created) VALUES (?, ?, ?, 'queued', ?)")
+        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created) VALUES ($1, $2, $3, 'queued', $4)")
             .bind(session_id)
             .bind(id)
             .bind(task)
@@ -811,7 +983,7 @@ impl Store {
         status: TaskStatus,
     ) -> StoreResult<()> {
         let finished = status.is_final().then(|| time(Utc::now()));
-        sqlx::query("UPDATE tasks SET status = ?, finished = COALESCE(?, finished) WHERE session_id = ? AND id = ?")
+        sqlx::query("UPDATE tasks SET status = $1, finished = COALESCE($2, finished) WHERE session_id = $3 AND id = $4")
             .bind(status.as_str())
             .bind(finished)
             .bind(session_id)
@@ -842,7 +1014,7 @@ impl Store {
 
     pub async fn insert_approval(&self, session_id: &str, a: &ApprovalRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO approvals (session_id, id, task_id, tool_call_id, tool_name, arguments, subject, requested, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO approvals (session_id, id, task_id, tool_call_id, tool_name, arguments, subject, requested, expires) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(session_id)
         .bind(&a.id)
@@ -867,7 +1039,7 @@ impl Store {
         r: &ApprovalResolution,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE approvals SET decision = ?, message = ?, resolved_by = ?, resolved = ? WHERE session_id = ? AND id = ? AND decision IS NULL",
+            "UPDATE approvals SET decision = $1, message = $2, resolved_by = $3, resolved = $4 WHERE session_id = $5 AND id = $6 AND decision IS NULL",
         )
         .bind(&r.decision)
         .bind(&r.message)
@@ -889,7 +1061,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE session_id = ? AND id = ?"
+            " FROM approvals WHERE session_id = $1 AND id = $2"
         ))
         .bind(session_id)
         .bind(id)
@@ -907,7 +1079,7 @@ impl Store {
         let row = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE session_id = ? AND tool_call_id = ? ORDER BY requested DESC, rowid DESC LIMIT 1"
+            " FROM approvals WHERE session_id = $1 AND tool_call_id = $2 ORDER BY requested DESC, rowid DESC LIMIT 1"
         ))
         .bind(session_id)
         .bind(tool_call_id)
@@ -921,7 +1093,7 @@ impl Store {
         let rows = sqlx::query(concat!(
             "SELECT ",
             approval_columns!(),
-            " FROM approvals WHERE session_id = ? AND decision IS NULL ORDER BY requested, rowid"
+            " FROM approvals WHERE session_id = $1 AND decision IS NULL ORDER BY requested, rowid"
         ))
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -936,7 +1108,7 @@ impl Store {
         pattern: &str,
     ) -> StoreResult<()> {
         sqlx::query(
-            "INSERT OR IGNORE INTO approval_rules (session_id, tool_name, pattern, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO approval_rules (session_id, tool_name, pattern, created) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(session_id)
         .bind(tool_name)
@@ -950,7 +1122,7 @@ impl Store {
     /// A session's rules (tool name, subject pattern), oldest first.
     pub async fn approval_rules(&self, session_id: &str) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query(
-            "SELECT tool_name, pattern FROM approval_rules WHERE session_id = ? ORDER BY created, rowid",
+            "SELECT tool_name, pattern FROM approval_rules WHERE session_id = $1 ORDER BY created, rowid",
         )
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -963,7 +1135,7 @@ impl Store {
     }
 }
 
-fn approval_record(r: &sqlx::sqlite::SqliteRow) -> ApprovalRecord {
+fn approval_record(r: &AnyRow) -> ApprovalRecord {
     let decision: Option<String> = r.get(8);
     ApprovalRecord {
         id: r.get(0),
@@ -983,9 +1155,134 @@ fn approval_record(r: &sqlx::sqlite::SqliteRow) -> ApprovalRecord {
     }
 }
 
+/// A PostgreSQL database of its own for one test: made on the cluster at
+/// `CROGIA_TEST_POSTGRES_URL` (default: the one `tests/ensure-postgres.sh`
+/// starts, which `just test` runs), dropped when it drops, even while a
+/// failed test unwinds.
+#[doc(hidden)]
+pub mod scratch {
+    use sqlx::Connection;
+
+    use crate::config::StoreConfig;
+
+    /// The cluster's administrative URL.
+    pub fn admin_url() -> String {
+        std::env::var("CROGIA_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://crogia:crogia@127.0.0.1:54329/postgres".into())
+    }
+
+    pub struct ScratchDatabase {
+        pub name: String,
+        /// A store config that points at it.
+        pub config: StoreConfig,
+        admin: String,
+    }
+
+    impl ScratchDatabase {
+        pub async fn create() -> Self {
+            sqlx::any::install_default_drivers();
+            let admin = admin_url();
+            let name = format!("crogia_test_{:016x}", rand::random::<u64>());
+            let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap_or_else(|e| {
+                panic!(
+                    "no PostgreSQL at {admin} ({e}): `bash tests/ensure-postgres.sh` starts one \
+                     (`just test` does)"
+                )
+            });
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+            let mut url = url::Url::parse(&admin).unwrap();
+            url.set_path(&name);
+            Self {
+                config: StoreConfig {
+                    url: url.to_string(),
+                    max_connections: 8,
+                    connect_timeout_secs: 10,
+                },
+                name,
+                admin,
+            }
+        }
+    }
+
+    impl Drop for ScratchDatabase {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // Its own thread and runtime: this works inside a runtime or
+            // not, unwinding or not. FORCE ends connections still open.
+            let dropped = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    let mut conn = sqlx::AnyConnection::connect(&admin).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await?;
+                    conn.close().await
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("warning: could not drop the test database {}", self.name);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where a test's database lives, opened (again) as a server opens it.
+    enum Place {
+        Sqlite(tempfile::TempDir),
+        Postgres(scratch::ScratchDatabase),
+    }
+
+    impl Place {
+        async fn new(backend: Backend) -> Self {
+            match backend {
+                Backend::Sqlite => Self::Sqlite(tempfile::tempdir().unwrap()),
+                Backend::Postgres => Self::Postgres(scratch::ScratchDatabase::create().await),
+            }
+        }
+
+        async fn open(&self) -> Store {
+            match self {
+                Self::Sqlite(dir) => Store::open(dir.path()).await.unwrap(),
+                Self::Postgres(db) => Store::connect(&db.config).await.unwrap(),
+            }
+        }
+    }
+
+    /// Each test, once on SQLite and once on PostgreSQL.
+    macro_rules! on_both_backends {
+        ($($(#[$doc:meta])* async fn $name:ident($place:ident: &Place) $body:block)*) => {$(
+            $(#[$doc])*
+            mod $name {
+                use super::*;
+
+                async fn run($place: &Place) $body
+
+                #[tokio::test]
+                async fn sqlite() {
+                    run(&Place::new(Backend::Sqlite).await).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    run(&Place::new(Backend::Postgres).await).await
+                }
+            }
+        )*};
+    }
 
     fn record(id: &str) -> SessionRecord {
         SessionRecord {
@@ -1002,10 +1299,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn sessions_processes_and_events_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+    on_both_backends! {
+    async fn sessions_processes_and_events_survive_reopening(place: &Place) {
+        let store = place.open().await;
         let instance = store.instance_id().await.unwrap();
         store.insert_session(&record("a1b2c3d4")).await.unwrap();
         let p = ProcessRecord {
@@ -1018,16 +1314,15 @@ mod tests {
         };
         store.insert_process("a1b2c3d4", &p).await.unwrap();
         store
-            .append_events(
-                "a1b2c3d4",
-                &[(1, "{\"type\":\"a\"}"), (2, "{\"type\":\"b\"}")],
-            )
+            .append_events("a1b2c3d4", &["a", "b"], |seq, t| {
+                format!("{{\"seq\":{seq},\"type\":\"{t}\"}}")
+            })
             .await
             .unwrap();
         store.set_error("a1b2c3d4", Some("gone")).await.unwrap();
         store.close().await;
 
-        let store = Store::open(dir.path()).await.unwrap();
+        let store = place.open().await;
         assert_eq!(store.instance_id().await.unwrap(), instance);
         let sessions = store.sessions().await.unwrap();
         assert_eq!(sessions.len(), 1);
@@ -1036,14 +1331,12 @@ mod tests {
         assert_eq!(store.last_event_seq("a1b2c3d4").await.unwrap(), 2);
         assert_eq!(
             store.events_after("a1b2c3d4", 1, 10).await.unwrap(),
-            vec![(2, "{\"type\":\"b\"}".to_string())]
+            vec![(2, "{\"seq\":2,\"type\":\"b\"}".to_string())]
         );
     }
 
-    #[tokio::test]
-    async fn task_statuses_are_stored_as_their_words_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+    async fn task_statuses_are_stored_as_their_words_and_read_back(place: &Place) {
+        let store = place.open().await;
         store.insert_session(&record("0000000a")).await.unwrap();
         for (i, status) in TaskStatus::ALL.into_iter().enumerate() {
             let id = format!("t{i}");
@@ -1061,12 +1354,13 @@ mod tests {
         assert!(TaskStatus::parse("exploded").is_err());
     }
 
-    #[tokio::test]
-    async fn deleting_a_session_deletes_what_belongs_to_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).await.unwrap();
+    async fn deleting_a_session_deletes_what_belongs_to_it(place: &Place) {
+        let store = place.open().await;
         store.insert_session(&record("00000001")).await.unwrap();
-        store.append_events("00000001", &[(1, "{}")]).await.unwrap();
+        store
+            .append_events("00000001", &[()], |_, _| "{}".into())
+            .await
+            .unwrap();
         store
             .append_messages("00000001", 1, &["{}".into()])
             .await
@@ -1081,5 +1375,124 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// Two servers (two pools) append to one session's log at once, in
+    /// batches of every size: every number is given once, none is skipped,
+    /// and each event is stored under the number its text carries.
+    async fn event_numbers_from_writers_on_two_servers_are_unique_and_gap_free(place: &Place) {
+        let (a, b) = (place.open().await, place.open().await);
+        a.insert_session(&record("0000000e")).await.unwrap();
+        let mut writers = Vec::new();
+        for (w, store) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+            writers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for round in 0..12usize {
+                    let batch: Vec<String> = (0..1 + (round * 7 + w) % 9)
+                        .map(|i| format!("w{w}r{round}i{i}"))
+                        .collect();
+                    let stored = store
+                        .append_events("0000000e", &batch, |seq, tag| {
+                            format!("{{\"seq\":{seq},\"tag\":\"{tag}\"}}")
+                        })
+                        .await
+                        .unwrap();
+                    // A batch gets consecutive numbers.
+                    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+                    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+                    mine.extend(seqs);
+                }
+                mine
+            }));
+        }
+        let mut given: Vec<u64> = Vec::new();
+        for w in writers {
+            given.extend(w.await.unwrap());
+        }
+        given.sort_unstable();
+        let total = given.len() as u64;
+        assert_eq!(given, (1..=total).collect::<Vec<_>>());
+        let stored = b.events_after("0000000e", 0, 10_000).await.unwrap();
+        assert_eq!(stored.len() as u64, total);
+        for (seq, json) in &stored {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert_eq!(v["seq"], *seq, "{json}");
+        }
+        assert_eq!(a.last_event_seq("0000000e").await.unwrap(), total);
+    }
+
+    /// The queries whose SQL or types differ most between the two: sums,
+    /// counts, upserts and optional filters read back the same.
+    async fn usage_compactions_and_rules_read_back_the_same(place: &Place) {
+        let store = place.open().await;
+        let id = store.instance_id().await.unwrap();
+        assert_eq!(store.instance_id().await.unwrap(), id);
+        store.insert_session(&record("0000000f")).await.unwrap();
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        for (principal, tokens, when) in [
+            ("alice", 10, "2026-12-01T10:00:00Z"),
+            ("alice", 5, "2026-12-02T10:00:00Z"),
+            ("bob", 7, "2026-12-02T11:00:00Z"),
+        ] {
+            store
+                .insert_usage(&UsageRecord {
+                    principal: principal.into(),
+                    session_id: "0000000f".into(),
+                    task_id: "1".into(),
+                    model: "m".into(),
+                    prompt_tokens: tokens,
+                    completion_tokens: 1,
+                    at: at(when),
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.session_tokens("0000000f").await.unwrap(), 25);
+        assert_eq!(
+            store
+                .principal_tokens_since("alice", at("2026-12-02T00:00:00Z"))
+                .await
+                .unwrap(),
+            6
+        );
+        let (from, to) = (at("2026-12-01T00:00:00Z"), at("2026-12-03T00:00:00Z"));
+        let days = store.usage(from, to, None, UsageGroup::Day).await.unwrap();
+        let days: Vec<_> = days.iter().map(|u| (u.key.as_str(), u.calls, u.prompt_tokens)).collect();
+        assert_eq!(days, [("2026-12-01", 1, 10), ("2026-12-02", 2, 12)]);
+        let bob = store
+            .usage(from, to, Some("bob"), UsageGroup::Principal)
+            .await
+            .unwrap();
+        assert_eq!((bob.len(), bob[0].completion_tokens), (1, 1));
+
+        store
+            .append_messages("0000000f", 1, &["m1".into(), "m2".into()])
+            .await
+            .unwrap();
+        assert_eq!(store.next_message_seq("0000000f").await.unwrap(), 3);
+        for summary in ["first", "second"] {
+            store
+                .insert_compaction(
+                    "0000000f",
+                    &CompactionRecord {
+                        upto: 2,
+                        summary: Some(summary.into()),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let latest = store.latest_compaction("0000000f").await.unwrap().unwrap();
+        assert_eq!(latest.summary.as_deref(), Some("second"));
+        for _ in 0..2 {
+            store
+                .insert_approval_rule("0000000f", "shell", "ls *")
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.approval_rules("0000000f").await.unwrap().len(), 1);
+        assert_eq!(store.delete_messages_from("0000000f", 2).await.unwrap(), 1);
+        assert!(store.latest_compaction("0000000f").await.unwrap().is_none());
+    }
     }
 }

@@ -8,7 +8,9 @@
 //! - `workspace_read`: reading a file through the confined workspace handle
 //!   (cap-std) against `std::fs::read` of the joined path.
 //! - `event_log`: one event stored (SQLite) and broadcast, awaited, against
-//!   queued behind others (group commit, as streamed text is).
+//!   queued behind others (group commit, as streamed text is); both again
+//!   with the store in PostgreSQL (`tests/ensure-postgres.sh`'s cluster),
+//!   against SQLite.
 //!
 //! `just bench` runs these first; the suite (`benches/suite.rs`) adds their
 //! medians to `bench/RESULTS.md`. Alone: `cargo bench -p crogia-tests --bench micro`.
@@ -18,6 +20,7 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use crogia_host::events::{EventKind, EventLog};
+use crogia_host::store::scratch::ScratchDatabase;
 use crogia_host::store::{SessionRecord, Store};
 use crogia_sandbox_agent::fs::Workspace;
 use crogia_tests::{TestSandbox, dist_plugin, fixture_plugin};
@@ -88,40 +91,53 @@ fn workspace_read(c: &mut Criterion) {
     g.finish();
 }
 
+/// An event log of one session in `store`.
+async fn bench_log(store: Store) -> EventLog {
+    store
+        .insert_session(&SessionRecord {
+            id: "bench001".into(),
+            container_id: "none".into(),
+            workdir: "/none".into(),
+            created: Utc::now(),
+            last_task: None,
+            error: None,
+            network: None,
+            approval: "default".into(),
+            owner: "local".into(),
+            budget_tokens: None,
+        })
+        .await
+        .unwrap();
+    EventLog::open(store, "bench001", 4096).await.unwrap()
+}
+
 fn event_log(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let log = rt.block_on(async {
-        let store = Store::open(dir.path()).await.unwrap();
-        store
-            .insert_session(&SessionRecord {
-                id: "bench001".into(),
-                container_id: "none".into(),
-                workdir: "/none".into(),
-                created: Utc::now(),
-                last_task: None,
-                error: None,
-                network: None,
-                approval: "default".into(),
-                owner: "local".into(),
-                budget_tokens: None,
-            })
-            .await
-            .unwrap();
-        EventLog::open(store, "bench001", 4096).await.unwrap()
+    let db = rt.block_on(ScratchDatabase::create());
+    let logs = rt.block_on(async {
+        [
+            ("", bench_log(Store::open(dir.path()).await.unwrap()).await),
+            (
+                "_postgres",
+                bench_log(Store::connect(&db.config).await.unwrap()).await,
+            ),
+        ]
     });
     let text = || EventKind::TextDelta {
         content: "a streamed piece of text ".into(),
     };
     let mut g = c.benchmark_group("event_log");
-    g.bench_function("publish_awaited", |b| {
-        b.to_async(&rt)
-            .iter(|| async { log.publish(text()).await.unwrap() })
-    });
-    g.bench_function("enqueue_streamed", |b| {
-        b.to_async(&rt)
-            .iter(|| async { log.enqueue(text()).await.unwrap() })
-    });
+    for (suffix, log) in &logs {
+        g.bench_function(format!("publish_awaited{suffix}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { log.publish(text()).await.unwrap() })
+        });
+        g.bench_function(format!("enqueue_streamed{suffix}"), |b| {
+            b.to_async(&rt)
+                .iter(|| async { log.enqueue(text()).await.unwrap() })
+        });
+    }
     g.finish();
 }
 

@@ -683,51 +683,11 @@ async fn main() {
             json!({"task": "fan out"}),
         )
         .await;
-        // Readers parse only what they measure, so that 100 of them keep up on
-        // the same two cores as the server.
-        #[derive(serde::Deserialize)]
-        struct Frame<'a> {
-            seq: u64,
-            #[serde(rename = "type")]
-            kind: &'a str,
-            #[serde(default)]
-            content: Option<&'a str>,
-        }
-        let readers = clients
+        // All readers run from now on, not one after another.
+        let readers: Vec<_> = clients
             .into_iter()
-            .map(|mut c| {
-                tokio::spawn(async move {
-                    let mut latencies = Vec::with_capacity(events);
-                    let mut last_seq = 0u64;
-                    let mut gaps = 0usize;
-                    loop {
-                        let text = c.text().await;
-                        let e: Frame = serde_json::from_str(text.as_str()).unwrap();
-                        if last_seq != 0 && e.seq != last_seq + 1 {
-                            gaps += 1;
-                        }
-                        last_seq = e.seq;
-                        match e.kind {
-                            "text_delta" => {
-                                let now = std::time::SystemTime::now()
-                                    .duration_since(std::time::UNIX_EPOCH)
-                                    .unwrap()
-                                    .as_nanos();
-                                if let Some(Ok(sent)) = e.content.map(|c| c.trim().parse::<u128>())
-                                {
-                                    latencies.push(Duration::from_nanos(
-                                        (now.saturating_sub(sent)) as u64,
-                                    ));
-                                }
-                            }
-                            "task_completed" => return (latencies, gaps),
-                            _ => {}
-                        }
-                    }
-                })
-            })
-            // All readers run from now on, not one after another.
-            .collect::<Vec<_>>();
+            .map(|c| tokio::spawn(read_clocked(c, events)))
+            .collect();
         let mut all = Vec::new();
         let mut lost = 0usize;
         for r in readers {
@@ -750,6 +710,10 @@ async fn main() {
             target: "p99 ≤ 20 ms, no loss".into(),
             met: p99 <= Duration::from_millis(20) && lost == 0,
         });
+    }
+
+    if wanted("crossserver") {
+        rows.push(cross_server_row(&binary, &t, &model).await);
     }
 
     // Throughput of health and of listing 100 sessions, with wrk; memory.
@@ -1076,11 +1040,118 @@ fn report(rows: &[Row], write: bool) {
     println!("written to {}", path.display());
 }
 
+/// Reads a [`Reply::Clocked`] task's events until it completes: how long
+/// each text piece took from the model to this client, and how many
+/// numbers were skipped. It parses only what it measures, so that 100
+/// readers keep up on the same two cores as the server.
+async fn read_clocked(mut c: WsClient, events: usize) -> (Vec<Duration>, usize) {
+    #[derive(serde::Deserialize)]
+    struct Frame<'a> {
+        seq: u64,
+        #[serde(rename = "type")]
+        kind: &'a str,
+        #[serde(default)]
+        content: Option<&'a str>,
+    }
+    let mut latencies = Vec::with_capacity(events);
+    let mut last_seq = 0u64;
+    let mut gaps = 0usize;
+    loop {
+        let text = c.text().await;
+        let e: Frame = serde_json::from_str(text.as_str()).unwrap();
+        if last_seq != 0 && e.seq != last_seq + 1 {
+            gaps += 1;
+        }
+        last_seq = e.seq;
+        match e.kind {
+            "text_delta" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos();
+                if let Some(Ok(sent)) = e.content.map(|c| c.trim().parse::<u128>()) {
+                    latencies.push(Duration::from_nanos((now.saturating_sub(sent)) as u64));
+                }
+            }
+            "task_completed" => return (latencies, gaps),
+            _ => {}
+        }
+    }
+}
+
+/// Two release servers on one PostgreSQL: a task on A streams clocked
+/// events; a WebSocket client on B and one on A (the baseline: the same
+/// events without crossing servers) measure how long each took to arrive.
+async fn cross_server_row(binary: &std::path::Path, t: &TestSandbox, model: &ScriptedModel) -> Row {
+    let client = reqwest::Client::new();
+    let db = crogia_host::store::scratch::ScratchDatabase::create().await;
+    let config = |model: &ScriptedModel| {
+        let mut c = release_binary_config(t, model, 0);
+        c.store = db.config.clone();
+        c
+    };
+    let mut a = ServerProcess::spawn_binary(binary, &config(model)).await;
+    let session = post(&client, &a.base, "/api/sessions", json!({})).await;
+    let sid = session["session_id"].as_str().unwrap().to_string();
+    // B loads the session when it starts.
+    let mut b = ServerProcess::spawn_binary(binary, &config(model)).await;
+    let ws = |base: &str| format!("{}/ws/{sid}", base.replacen("http", "ws", 1));
+    let on_a = WsClient::connect(&ws(&a.base)).await;
+    let on_b = WsClient::connect(&ws(&b.base)).await;
+    let (events, rate) = (10_000, 2_000);
+    model.push([Reply::Clocked {
+        count: events,
+        per_second: rate,
+    }]);
+    let readers = [on_a, on_b].map(|c| tokio::spawn(read_clocked(c, events)));
+    post(
+        &client,
+        &a.base,
+        &format!("/api/sessions/{sid}/tasks"),
+        json!({"task": "stream across servers"}),
+    )
+    .await;
+    let mut results = Vec::new();
+    for r in readers {
+        let (latencies, gaps) = r.await.unwrap();
+        results.push((events - latencies.len() + gaps, latencies));
+    }
+    let _ = client
+        .delete(format!("{}/api/sessions/{sid}", a.base))
+        .send()
+        .await;
+    for s in [&mut b, &mut a] {
+        s.signal("TERM");
+        s.wait(Duration::from_secs(30)).await;
+    }
+    let (lost_a, on_a) = results.remove(0);
+    let (lost_b, on_b) = results.remove(0);
+    let p99_b = pct(on_b.clone(), 0.99);
+    Row {
+        what: format!(
+            "live events across two servers on one PostgreSQL: {rate} events/s written on A, a client on B"
+        ),
+        baseline: format!(
+            "a client on A: p50 {}, p99 {}, lost {lost_a}",
+            ms(pct(on_a.clone(), 0.5)),
+            ms(pct(on_a, 0.99))
+        ),
+        ours: format!(
+            "p50 {}, p99 {}, lost {lost_b}; {events} events",
+            ms(pct(on_b, 0.5)),
+            ms(p99_b)
+        ),
+        result: format!("p99 {}", ms(p99_b)),
+        target: "p99 ≤ 20 ms, no loss".into(),
+        met: p99_b <= Duration::from_millis(20) && lost_b == 0,
+    }
+}
+
 /// The micro benchmarks' medians, read from criterion's output of this run
 /// (`just bench` runs them first), each against its baseline.
 fn micro_table() -> String {
     // (group, benchmark, its baseline in the same group)
-    let rows: [(&str, &str, Option<&str>); 9] = [
+    let rows: [(&str, &str, Option<&str>); 11] = [
         ("plugin_call", "host_function_direct", None),
         (
             "plugin_call",
@@ -1094,6 +1165,16 @@ fn micro_table() -> String {
         ("workspace_read", "confined_read", Some("std_fs_read")),
         ("event_log", "publish_awaited", None),
         ("event_log", "enqueue_streamed", Some("publish_awaited")),
+        (
+            "event_log",
+            "publish_awaited_postgres",
+            Some("publish_awaited"),
+        ),
+        (
+            "event_log",
+            "enqueue_streamed_postgres",
+            Some("enqueue_streamed"),
+        ),
     ];
     let root = repo_root().join("target/criterion");
     let median_ns = |group: &str, bench: &str| -> Option<f64> {

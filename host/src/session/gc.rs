@@ -14,7 +14,7 @@ use crate::store::Store;
 /// stored session yet, and would be taken for orphans.
 pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<Garbage> {
     let _lock = DataDirLock::acquire(&config.server.data_dir, "`crogia gc`")?;
-    let store = Store::open(&config.server.data_dir).await?;
+    let store = Store::for_config(config).await?;
     let instance = store.instance_id().await?;
     let sessions = store.sessions().await?;
     let known: Vec<String> = sessions.iter().map(|s| s.container_id.clone()).collect();

@@ -18,6 +18,7 @@ mod egress;
 mod files;
 mod follow;
 mod gc;
+mod notices;
 mod pool;
 mod reconcile;
 mod registry;

@@ -69,6 +69,7 @@ impl SessionManager {
             "sessions restored"
         );
         manager.clone().spawn_reconciler();
+        manager.clone().spawn_event_notices();
         manager.discard_stale_pool().await;
         manager.clone().refill_pool();
         Ok(manager)

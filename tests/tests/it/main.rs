@@ -20,6 +20,7 @@ mod remote_engine;
 mod sandbox;
 mod sandbox_agent;
 mod sandbox_files;
+mod scale_out;
 mod security;
 mod terminal;
 mod tools;

@@ -1,0 +1,169 @@
+//! Scale-out (issue 22): the server's state in PostgreSQL, on a real
+//! cluster (`tests/ensure-postgres.sh`, which `just test` runs), one
+//! database per test, dropped after it.
+
+use crogia_host::store::Store;
+use crogia_host::store::scratch::ScratchDatabase;
+use crogia_tests::model::{Reply, ScriptedModel};
+use crogia_tests::{TestServer, server_with_model};
+use serde_json::{Value, json};
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events.iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_server_on_postgres_runs_tasks_and_keeps_everything_across_a_restart() {
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "a.txt", "content": "one\n"}),
+        )]),
+        Reply::Text("Wrote a.txt.".into()),
+        Reply::Text("Still here.".into()),
+    ])
+    .await;
+    let store = db.config.clone();
+    let server = server_with_model(&model, move |c| c.store = store).await;
+    let data_dir = server.fixture.config.server.data_dir.clone();
+    let id = server.session().await;
+    let mut ws = server.ws(&id, Some(0)).await;
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "write a.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = ws.until_completed(1).await;
+    assert_eq!(seqs(&first), (1..=first.len() as u64).collect::<Vec<_>>());
+    assert_eq!(first.last().unwrap()["status"], "completed");
+    // Nothing went to SQLite.
+    assert!(!data_dir.join("crogia.db").exists());
+
+    let fixture = server.stop().await;
+    let server = TestServer::start_with(fixture).await;
+    let (status, session) = server.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200, "{session}");
+    assert_eq!(session["last_task"], "write a.txt");
+    // A client replaying from the start reads exactly what was sent live.
+    let mut ws = server.ws(&id, Some(0)).await;
+    let mut replayed = Vec::new();
+    for _ in 0..first.len() {
+        replayed.push(ws.event().await);
+    }
+    assert_eq!(replayed, first);
+
+    // The next task's events continue the numbering, without a gap.
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "again"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let second = ws.until_completed(1).await;
+    let n = (first.len() + second.len()) as u64;
+    assert_eq!(
+        seqs(&second),
+        (first.len() as u64 + 1..=n).collect::<Vec<_>>()
+    );
+    // The conversation came back from PostgreSQL: the model's last request
+    // carries the first task's turns.
+    let last = model.requests().pop().unwrap().to_string();
+    assert!(
+        last.contains("write a.txt") && last.contains("Wrote a.txt."),
+        "{last}"
+    );
+
+    // And the database holds them, numbered as sent.
+    let direct = Store::connect(&db.config).await.unwrap();
+    assert_eq!(direct.last_event_seq(&id).await.unwrap(), n);
+    let stored = direct.events_after(&id, 0, 1000).await.unwrap();
+    let sent: Vec<String> = first.iter().chain(&second).map(|e| e.to_string()).collect();
+    let stored: Vec<String> = stored
+        .iter()
+        .map(|(_, json)| serde_json::from_str::<Value>(json).unwrap().to_string())
+        .collect();
+    assert_eq!(stored, sent);
+    direct.close().await;
+}
+
+#[tokio::test]
+async fn a_postgres_store_that_does_not_answer_stops_the_server_naming_it_without_its_password() {
+    let mut fixture = crogia_tests::TestSandbox::new();
+    // A port nothing listens on.
+    fixture.config.store.url = "postgres://crogia:s3cret-pass@127.0.0.1:1/crogia".into();
+    fixture.config.store.max_connections = 2;
+    fixture.config.store.connect_timeout_secs = 1;
+    let err = match crogia_host::server::App::build(fixture.config.clone()).await {
+        Ok(_) => panic!("a server started without its database"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("PostgreSQL at postgres://crogia:***@127.0.0.1:1/crogia"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret-pass"), "{err}");
+}
+
+/// Two servers on one PostgreSQL: the session made on A is served by B,
+/// and a WebSocket on B follows, live, the task A runs, receiving exactly
+/// what A's own clients receive.
+#[tokio::test]
+async fn a_websocket_on_server_b_follows_live_the_task_server_a_runs() {
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "from-a.txt", "content": "written on A\n"}),
+        )]),
+        Reply::Pieces((0..40).map(|i| format!("piece {i} ")).collect()),
+    ])
+    .await;
+    let store = db.config.clone();
+    let a = server_with_model(&model, move |c| c.store = store).await;
+    let id = a.session().await;
+    // B starts after the session exists (it loads sessions at start).
+    let store = db.config.clone();
+    let base_url = model.base_url.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = store;
+        c.model.base_url = base_url;
+    })
+    .await;
+    let (status, on_b) = b.get(&format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200, "{on_b}");
+
+    let mut ws_a = a.ws(&id, None).await;
+    let mut ws_b = b.ws(&id, None).await;
+    let (status, body) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "write from-a.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let seen_on_a = ws_a.until_completed(1).await;
+    let seen_on_b = ws_b.until_completed(1).await;
+    assert_eq!(seen_on_b, seen_on_a);
+    assert!(
+        seen_on_b
+            .iter()
+            .filter(|e| e["type"] == "text_delta")
+            .count()
+            >= 40
+    );
+    // B serves the session's sandbox too: the file A's task wrote.
+    let (status, file) = b
+        .get(&format!("/api/sessions/{id}/files/content?path=from-a.txt"))
+        .await;
+    assert_eq!(
+        (status, file["content"].as_str()),
+        (200, Some("written on A\n")),
+        "{file}"
+    );
+    // B stops first: A owns the session's container.
+    b.stop().await;
+}
