@@ -128,6 +128,13 @@ pub struct CompactionRecord {
     pub summary: Option<String>,
 }
 
+/// The columns [`session_record`] reads, in its order.
+macro_rules! session_columns {
+    () => {
+        "id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens"
+    };
+}
+
 /// The columns [`approval_record`] reads, in its order.
 macro_rules! approval_columns {
     () => {
@@ -271,11 +278,19 @@ impl std::fmt::Debug for Store {
 /// `<session_id>:<last seq>`, when the transaction that stored them commits.
 const EVENTS_CHANNEL: &str = "crogia_events";
 
+/// The channel on which PostgreSQL announces sessions made and deleted, as
+/// `created:<id>` and `deleted:<id>`.
+const SESSIONS_CHANNEL: &str = "crogia_sessions";
+
 /// What [`EventNotices::next`] heard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// Some server stored a session's events, up to `last`.
     Stored { session_id: String, last: u64 },
+    /// Some server made this session.
+    Created(String),
+    /// Some server deleted this session.
+    Deleted(String),
     /// The connection was lost and made again: announcements may have been
     /// missed in between.
     Missed,
@@ -294,13 +309,26 @@ impl EventNotices {
             let Some(n) = self.listener.try_recv().await? else {
                 return Ok(Notice::Missed);
             };
-            let parsed = n
-                .payload()
-                .rsplit_once(':')
-                .and_then(|(id, last)| Some((id.to_string(), last.parse().ok()?)));
+            let parsed = match n.channel() {
+                SESSIONS_CHANNEL => match n.payload().split_once(':') {
+                    Some(("created", id)) => Some(Notice::Created(id.into())),
+                    Some(("deleted", id)) => Some(Notice::Deleted(id.into())),
+                    _ => None,
+                },
+                _ => n.payload().rsplit_once(':').and_then(|(id, last)| {
+                    Some(Notice::Stored {
+                        session_id: id.into(),
+                        last: last.parse().ok()?,
+                    })
+                }),
+            };
             match parsed {
-                Some((session_id, last)) => return Ok(Notice::Stored { session_id, last }),
-                None => tracing::warn!(payload = n.payload(), "unreadable event notice"),
+                Some(notice) => return Ok(notice),
+                None => tracing::warn!(
+                    channel = n.channel(),
+                    payload = n.payload(),
+                    "unreadable notice"
+                ),
             }
         }
     }
@@ -403,7 +431,9 @@ impl Store {
             return Ok(None);
         };
         let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-        listener.listen(EVENTS_CHANNEL).await?;
+        listener
+            .listen_all([EVENTS_CHANNEL, SESSIONS_CHANNEL])
+            .await?;
         Ok(Some(EventNotices { listener }))
     }
 
@@ -452,6 +482,7 @@ impl Store {
     }
 
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
@@ -465,30 +496,54 @@ impl Store {
         .bind(&s.approval)
         .bind(&s.owner)
         .bind(s.budget_tokens.map(|b| b as i64))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        self.announce(&mut tx, SESSIONS_CHANNEL, &format!("created:{}", s.id))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// On PostgreSQL, tells every listening server `payload` on `channel`
+    /// when `tx` commits; nothing on SQLite, whose only reader is us.
+    async fn announce(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        channel: &str,
+        payload: &str,
+    ) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(channel)
+                .bind(payload)
+                .execute(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
     pub async fn sessions(&self) -> StoreResult<Vec<SessionRecord>> {
-        let rows = sqlx::query("SELECT id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens FROM sessions ORDER BY created, id")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| SessionRecord {
-                id: r.get(0),
-                container_id: r.get(1),
-                workdir: r.get(2),
-                created: parse_time(r.get::<&str, _>(3)),
-                last_task: r.get(4),
-                error: r.get(5),
-                network: r.get(6),
-                approval: r.get(7),
-                owner: r.get(8),
-                budget_tokens: r.get::<Option<i64>, _>(9).map(|b| b as u64),
-            })
-            .collect())
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions ORDER BY created, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(session_record).collect())
+    }
+
+    /// One session, if it is stored.
+    pub async fn session(&self, id: &str) -> StoreResult<Option<SessionRecord>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(session_record))
     }
 
     pub async fn set_last_task(&self, id: &str, task: &str) -> StoreResult<()> {
@@ -520,10 +575,14 @@ impl Store {
 
     /// Deletes a session with its processes, events and messages.
     pub async fn delete_session(&self, id: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        self.announce(&mut tx, SESSIONS_CHANNEL, &format!("deleted:{id}"))
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -606,14 +665,8 @@ impl Store {
             }
             insert.execute(&mut *tx).await?;
         }
-        if self.backend == Backend::Postgres {
-            // Delivered to every listening server when this commits.
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(EVENTS_CHANNEL)
-                .bind(format!("{session_id}:{last}"))
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.announce(&mut tx, EVENTS_CHANNEL, &format!("{session_id}:{last}"))
+            .await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -1132,6 +1185,21 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+fn session_record(r: &AnyRow) -> SessionRecord {
+    SessionRecord {
+        id: r.get(0),
+        container_id: r.get(1),
+        workdir: r.get(2),
+        created: parse_time(r.get::<&str, _>(3)),
+        last_task: r.get(4),
+        error: r.get(5),
+        network: r.get(6),
+        approval: r.get(7),
+        owner: r.get(8),
+        budget_tokens: r.get::<Option<i64>, _>(9).map(|b| b as u64),
     }
 }
 

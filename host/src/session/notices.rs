@@ -1,7 +1,9 @@
-//! Events other servers store: with several servers on one PostgreSQL, a
-//! task runs on one of them while WebSocket clients may follow it from any.
-//! Each server listens to the database's announcements of stored events
-//! and has the session's log send its subscribers what they have not had.
+//! What other servers do: with several servers on one PostgreSQL, a task
+//! runs on one of them while WebSocket clients may follow it from any, and
+//! a session made or deleted on one is known or gone on all. Each server
+//! listens to the database's announcements: of stored events (the session's
+//! log sends its subscribers what they have not had), and of sessions made
+//! and deleted (taken up, or dropped).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,6 @@ impl SessionManager {
         let stopping = self.stopping.clone();
         drop(self);
         tokio::spawn(async move {
-            let mut first = true;
             loop {
                 let mut notices = match store.event_notices().await {
                     Ok(Some(notices)) => notices,
@@ -34,11 +35,9 @@ impl SessionManager {
                         }
                     }
                 };
-                // Whatever was stored while nobody listened.
-                if !first {
-                    catch_up_all(&weak).await;
-                }
-                first = false;
+                // Whatever happened while nobody listened (since the
+                // sessions were loaded, the first time).
+                catch_up_all(&weak).await;
                 loop {
                     let notice = tokio::select! {
                         _ = stopping.cancelled() => return,
@@ -55,6 +54,12 @@ impl SessionManager {
                                 tracing::warn!(session = %session_id, error = %e, "could not send events stored elsewhere");
                             }
                         }
+                        Ok(Notice::Created(id)) => {
+                            if let Err(e) = manager.adopt(&id).await {
+                                tracing::warn!(session = %id, error = %e, "could not take up a session another server made");
+                            }
+                        }
+                        Ok(Notice::Deleted(id)) => manager.forget(&id),
                         Ok(Notice::Missed) => {
                             drop(manager);
                             catch_up_all(&weak).await;
@@ -70,11 +75,15 @@ impl SessionManager {
     }
 }
 
-/// Sends every followed session's subscribers what the store holds.
+/// Takes up and drops the sessions other servers made and deleted, and
+/// sends every followed session's subscribers what the store holds.
 async fn catch_up_all(manager: &std::sync::Weak<SessionManager>) {
     let Some(manager) = manager.upgrade() else {
         return;
     };
+    if let Err(e) = manager.resync().await {
+        tracing::warn!(error = %e, "could not compare the sessions known here with the database's");
+    }
     for session in manager.list() {
         if session.events.subscribers() > 0
             && let Err(e) = session.events.catch_up(None).await

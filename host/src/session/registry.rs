@@ -75,6 +75,60 @@ impl SessionManager {
         Ok(manager)
     }
 
+    /// Takes up a session another server made (sharing this database),
+    /// unless it is known already.
+    pub(super) async fn adopt(&self, id: &str) -> Result<(), SessionError> {
+        if self.sessions.read().unwrap().contains_key(id)
+            || self.reserved.lock().unwrap().contains(id)
+        {
+            return Ok(());
+        }
+        let Some(record) = self.store.session(id).await? else {
+            return Ok(());
+        };
+        let processes = self.store.processes(id).await?;
+        let session = self.session_from(record, processes).await?;
+        // Made and deleted elsewhere meanwhile, or taken up twice at once.
+        let mut sessions = self.sessions.write().unwrap();
+        if !sessions.contains_key(id) {
+            tracing::info!(session = %id, "took up a session made by another server");
+            sessions.insert(session.id.clone(), session);
+        }
+        Ok(())
+    }
+
+    /// Drops a session another server deleted (it removed the container).
+    pub(super) fn forget(&self, id: &str) {
+        let Some(session) = self.sessions.write().unwrap().remove(id) else {
+            return;
+        };
+        session.deleting.store(true, Ordering::SeqCst);
+        session.deleted.cancel();
+        tracing::info!(session = %id, "another server deleted a session");
+    }
+
+    /// Makes the sessions known here those the database holds: after
+    /// announcements may have been missed.
+    pub(super) async fn resync(&self) -> Result<(), SessionError> {
+        // Known first: a session made here meanwhile is stored before it is
+        // known, so it is never taken for one deleted elsewhere.
+        let known: Vec<String> = self.sessions.read().unwrap().keys().cloned().collect();
+        let stored: Vec<String> = self
+            .store
+            .sessions()
+            .await?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        for id in known.iter().filter(|id| !stored.contains(id)) {
+            self.forget(id);
+        }
+        for id in stored.iter().filter(|id| !known.contains(id)) {
+            self.adopt(id).await?;
+        }
+        Ok(())
+    }
+
     /// A live session from its stored record and processes.
     async fn session_from(
         &self,
@@ -309,16 +363,25 @@ impl SessionManager {
             owner,
             budget_tokens,
         };
-        if let Err(e) = self.store.insert_session(&record).await {
-            let _ = self.sandbox.remove(&container_id).await;
-            let _ = self.sandbox.remove_workspace(&workspace).await;
-            return Err(e.into());
+        // Until it is in the map, the database's announcement of it is not
+        // a session made by another server.
+        self.reserved.lock().unwrap().insert(id.clone());
+        let made = async {
+            if let Err(e) = self.store.insert_session(&record).await {
+                let _ = self.sandbox.remove(&container_id).await;
+                let _ = self.sandbox.remove_workspace(&workspace).await;
+                return Err(e.into());
+            }
+            let session = self.session_from(record, Vec::new()).await?;
+            self.sessions
+                .write()
+                .unwrap()
+                .insert(id.clone(), session.clone());
+            Ok::<_, SessionError>(session)
         }
-        let session = self.session_from(record, Vec::new()).await?;
-        self.sessions
-            .write()
-            .unwrap()
-            .insert(id.clone(), session.clone());
+        .await;
+        self.reserved.lock().unwrap().remove(&id);
+        let session = made?;
         tracing::info!(session = %id, container = %container_id, "session created");
         Ok(session)
     }

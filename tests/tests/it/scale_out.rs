@@ -108,11 +108,12 @@ async fn a_postgres_store_that_does_not_answer_stops_the_server_naming_it_withou
     assert!(!err.contains("s3cret-pass"), "{err}");
 }
 
-/// Two servers on one PostgreSQL: the session made on A is served by B,
-/// and a WebSocket on B follows, live, the task A runs, receiving exactly
-/// what A's own clients receive.
+/// Two servers on one PostgreSQL: a session made on A is served by B
+/// (made before B started, or while it runs), a WebSocket on B follows,
+/// live, the task A runs, receiving exactly what A's own clients receive,
+/// and a session A deletes is gone from B.
 #[tokio::test]
-async fn a_websocket_on_server_b_follows_live_the_task_server_a_runs() {
+async fn server_b_serves_server_as_sessions_and_follows_their_tasks_live() {
     let db = ScratchDatabase::create().await;
     let model = ScriptedModel::start(vec![
         Reply::Tools(vec![(
@@ -164,6 +165,54 @@ async fn a_websocket_on_server_b_follows_live_the_task_server_a_runs() {
         (200, Some("written on A\n")),
         "{file}"
     );
-    // B stops first: A owns the session's container.
+
+    // A session made on A now, while B runs, is served by B as soon as the
+    // database announces it; deleted on A, it is gone from B.
+    let later = a.session().await;
+    let on_b = |path: String| {
+        let b = &b;
+        async move {
+            for _ in 0..100 {
+                let (status, body) = b.get(&path).await;
+                if status != 404 {
+                    return (status, body);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            (404, Value::Null)
+        }
+    };
+    let (status, body) = on_b(format!("/api/sessions/{later}")).await;
+    assert_eq!(status, 200, "B never took up a session made on A: {body}");
+    let (status, out) = b
+        .post(
+            &format!("/api/sessions/{later}/shell"),
+            json!({"cmd": "echo served by B"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["stdout"], "served by B\n", "{out}");
+    let (status, _) = a.delete(&format!("/api/sessions/{later}")).await;
+    assert_eq!(status, 200);
+    let mut gone = false;
+    for _ in 0..100 {
+        if b.get(&format!("/api/sessions/{later}")).await.0 == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "B still serves a session A deleted");
+    assert!(
+        b.get("/api/sessions")
+            .await
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["session_id"] != later.as_str())
+    );
+
+    // B stops first: A owns the sessions' containers.
     b.stop().await;
 }
