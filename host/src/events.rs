@@ -1,12 +1,13 @@
 //! Each session's event log: what the agent did, step by step, as the
 //! WebSocket sends it.
 //!
-//! An event gets the next sequence number of its session, is written to the
-//! store, and only then broadcast to live subscribers, by one writer task that
-//! takes events in sequence order, so the store and the broadcast see events
-//! in the same order. A subscriber that subscribes first and then reads the
-//! store from its `since` point sees every event exactly once (dropping
-//! broadcast events it already read).
+//! An event is written to the store, which gives it the next sequence number
+//! of its session, and only then broadcast to live subscribers, by one writer
+//! task that takes events in order, so the store and the broadcast see events
+//! in the same order (with events other servers stored sent in their place).
+//! A subscriber that subscribes first and then reads the store from its
+//! `since` point sees every event exactly once (dropping broadcast events it
+//! already read).
 //!
 //! Event JSON is the contract's (`type`, its fields, `timestamp`) plus `seq`
 //! and the additive fields below.
