@@ -78,6 +78,40 @@ pub fn private_file(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The id of the server that runs on `dir`: random, made once and kept in
+/// `<dir>/server-id`, so a restarted server is the same server. Servers
+/// sharing one database tell their tasks and sessions apart by it.
+pub fn server_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("server-id");
+    let fresh = format!("{:016x}", rand::random::<u64>());
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            f.write_all(fresh.as_bytes())
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(fresh)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let id = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let id = id.trim();
+            if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!(
+                    "{} does not hold a server id (16 hex digits)",
+                    path.display()
+                );
+            }
+            Ok(id.to_string())
+        }
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
+}
+
 /// The exclusive claim of one process on a data directory, released when
 /// dropped (or when the process dies: the kernel drops the lock with it).
 #[derive(Debug)]

@@ -738,6 +738,7 @@ mod tests {
             approval: "default".into(),
             owner: "local".into(),
             budget_tokens: None,
+            server: None,
         };
         store.insert_session(&record).await.unwrap();
     }

@@ -86,6 +86,9 @@ pub struct SessionRecord {
     pub owner: String,
     /// Most model tokens its tasks may use, when limited.
     pub budget_tokens: Option<u64>,
+    /// The id of the server that made it (`None` before servers had ids);
+    /// set by the store from its own.
+    pub server: Option<String>,
 }
 
 /// One model call, as the usage ledger records it.
@@ -131,7 +134,7 @@ pub struct CompactionRecord {
 /// The columns [`session_record`] reads, in its order.
 macro_rules! session_columns {
     () => {
-        "id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens"
+        "id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server"
     };
 }
 
@@ -263,6 +266,9 @@ pub struct Store {
     backend: Backend,
     /// PostgreSQL's URL, for the connection that listens to notifications.
     listen_url: Option<std::sync::Arc<str>>,
+    /// The server this store works for: stamped on the sessions it makes
+    /// and the tasks it runs.
+    server: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for Store {
@@ -355,8 +361,21 @@ impl Store {
         if config.store.url.is_empty() {
             Self::open(&config.server.data_dir).await
         } else {
-            Self::connect(&config.store).await
+            let server = crate::datadir::server_id(&config.server.data_dir)
+                .map_err(|e| StoreError::new(format!("{e:#}")))?;
+            Ok(Self::connect(&config.store).await?.with_server(&server))
         }
+    }
+
+    /// This store working for the server `id`.
+    pub fn with_server(mut self, id: &str) -> Self {
+        self.server = id.into();
+        self
+    }
+
+    /// The id of the server this store works for.
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// Opens (creating if needed) the SQLite database in `data_dir` and
@@ -387,10 +406,13 @@ impl Store {
             .connect_with(AnyConnectOptions::from_url(&url)?)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        let server =
+            crate::datadir::server_id(data_dir).map_err(|e| StoreError::new(format!("{e:#}")))?;
         Ok(Self {
             pool,
             backend: Backend::Sqlite,
             listen_url: None,
+            server: server.into(),
         })
     }
 
@@ -416,6 +438,8 @@ impl Store {
             pool,
             backend: Backend::Postgres,
             listen_url: Some(config.url.as_str().into()),
+            // A server of its own until told which (`with_server`).
+            server: format!("{:016x}", rand::random::<u64>()).into(),
         })
     }
 
@@ -484,7 +508,7 @@ impl Store {
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -496,6 +520,7 @@ impl Store {
         .bind(&s.approval)
         .bind(&s.owner)
         .bind(s.budget_tokens.map(|b| b as i64))
+        .bind(&*self.server)
         .execute(&mut *tx)
         .await?;
         self.announce(&mut tx, SESSIONS_CHANNEL, &format!("created:{}", s.id))
@@ -1018,11 +1043,12 @@ impl Store {
     }
 
     pub async fn insert_task(&self, session_id: &str, id: &str, task: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created) VALUES ($1, $2, $3, 'queued', $4)")
+        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created, server) VALUES ($1, $2, $3, 'queued', $4, $5)")
             .bind(session_id)
             .bind(id)
             .bind(task)
             .bind(time(Utc::now()))
+            .bind(&*self.server)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -1046,11 +1072,14 @@ impl Store {
         Ok(())
     }
 
-    /// Tasks still queued or running, oldest first.
+    /// This server's tasks still queued or running (and those from before
+    /// servers had ids), oldest first: another server's are its own to
+    /// recover.
     pub async fn unfinished_tasks(&self) -> StoreResult<Vec<UnfinishedTask>> {
         let rows = sqlx::query(
-            "SELECT session_id, id, task, status FROM tasks WHERE status IN ('queued', 'running') ORDER BY created",
+            "SELECT session_id, id, task, status FROM tasks WHERE status IN ('queued', 'running') AND (server IS NULL OR server = $1) ORDER BY created",
         )
+        .bind(&*self.server)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
@@ -1200,6 +1229,7 @@ fn session_record(r: &AnyRow) -> SessionRecord {
         approval: r.get(7),
         owner: r.get(8),
         budget_tokens: r.get::<Option<i64>, _>(9).map(|b| b as u64),
+        server: r.get(10),
     }
 }
 
@@ -1364,6 +1394,7 @@ mod tests {
             approval: "default".into(),
             owner: "alice".into(),
             budget_tokens: Some(1000),
+            server: None,
         }
     }
 
@@ -1487,6 +1518,24 @@ mod tests {
             assert_eq!(v["seq"], *seq, "{json}");
         }
         assert_eq!(a.last_event_seq("0000000e").await.unwrap(), total);
+    }
+
+    /// Servers sharing a database: each session and task carries the id
+    /// of the server that made it, and a server recovering after a restart
+    /// takes up only its own unfinished tasks, never those another runs.
+    async fn a_server_recovers_only_its_own_unfinished_tasks(place: &Place) {
+        let a = place.open().await.with_server("00000000000000aa");
+        let b = place.open().await.with_server("00000000000000bb");
+        a.insert_session(&record("000000a1")).await.unwrap();
+        a.insert_task("000000a1", "on-a", "x").await.unwrap();
+        b.insert_task("000000a1", "on-b", "y").await.unwrap();
+        let stored = b.session("000000a1").await.unwrap().unwrap();
+        assert_eq!(stored.server.as_deref(), Some("00000000000000aa"));
+        let ids = |tasks: Vec<UnfinishedTask>| -> Vec<String> {
+            tasks.into_iter().map(|t| t.task_id).collect()
+        };
+        assert_eq!(ids(a.unfinished_tasks().await.unwrap()), ["on-a"]);
+        assert_eq!(ids(b.unfinished_tasks().await.unwrap()), ["on-b"]);
     }
 
     /// The queries whose SQL or types differ most between the two: sums,

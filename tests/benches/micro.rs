@@ -105,6 +105,7 @@ async fn bench_log(store: Store) -> EventLog {
             approval: "default".into(),
             owner: "local".into(),
             budget_tokens: None,
+            server: None,
         })
         .await
         .unwrap();

@@ -185,6 +185,7 @@ mod tests {
                 approval: "default".into(),
                 owner: "local".into(),
                 budget_tokens: None,
+                server: None,
             })
             .await
             .unwrap();

@@ -150,6 +150,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
             approval: "default".into(),
             owner: "local".into(),
             budget_tokens: None,
+            server: None,
         })
         .await
         .unwrap();

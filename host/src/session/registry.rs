@@ -180,6 +180,12 @@ impl SessionManager {
             self.store.approval_rules(&record.id).await?,
         );
         let tokens_used = self.store.session_tokens(&record.id).await?;
+        // Its sandbox's file events and egress are followed by the server
+        // that made it; several would record each file event once each.
+        let follow_sandbox = record
+            .server
+            .as_deref()
+            .is_none_or(|s| s == self.store.server());
         let session = Arc::new(Session::new(SessionParts {
             owner: record.owner,
             budget_tokens: record.budget_tokens,
@@ -193,8 +199,10 @@ impl SessionManager {
             network: Arc::new(network),
             approvals: Arc::new(approvals),
         }));
-        self.spawn_file_events(&session);
-        self.spawn_egress(&session);
+        if follow_sandbox {
+            self.spawn_file_events(&session);
+            self.spawn_egress(&session);
+        }
         Ok(session)
     }
 
@@ -362,6 +370,7 @@ impl SessionManager {
             approval: approval.as_str().into(),
             owner,
             budget_tokens,
+            server: Some(self.store.server().to_string()),
         };
         // Until it is in the map, the database's announcement of it is not
         // a session made by another server.

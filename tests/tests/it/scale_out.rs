@@ -216,3 +216,65 @@ async fn server_b_serves_server_as_sessions_and_follows_their_tasks_live() {
     // B stops first: A owns the sessions' containers.
     b.stop().await;
 }
+
+/// Two servers on one PostgreSQL leave each other's work alone: B
+/// restarting while A runs a task does not take that task for interrupted
+/// (a server recovers only its own), and a file written in A's session is
+/// one `file_changed` event, not one per server following the sandbox.
+#[tokio::test]
+async fn a_restart_of_server_b_leaves_server_as_running_task_and_file_events_alone() {
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![Reply::Delay(
+        std::time::Duration::from_secs(6),
+        Box::new(Reply::Text("done".into())),
+    )])
+    .await;
+    let store = db.config.clone();
+    let a = server_with_model(&model, move |c| {
+        c.store = store;
+        c.workspace.file_events = true;
+    })
+    .await;
+    let id = a.session().await;
+    let store = db.config.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = store;
+        c.workspace.file_events = true;
+    })
+    .await;
+    let mut ws = a.ws(&id, None).await;
+    // Both servers' watches are up before anything changes.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (status, body) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "take your time"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    loop {
+        if ws.event().await["type"] == "task_started" {
+            break;
+        }
+    }
+    // B restarts while A's task waits for the model.
+    let b = TestServer::start_with(b.stop().await).await;
+    let (status, body) = a
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "once.txt", "content": "one event"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let events = ws.until_completed(1).await;
+    let end = events.last().unwrap();
+    assert_eq!(end["status"], "completed", "{events:?}");
+    let changes = events
+        .iter()
+        .filter(|e| e["type"] == "file_changed" && e["path"] == "once.txt")
+        .count();
+    assert_eq!(changes, 1, "{events:?}");
+    // Nor did B's restart record anything about the task.
+    assert!(events.iter().all(|e| e["type"] != "error"), "{events:?}");
+    b.stop().await;
+}
