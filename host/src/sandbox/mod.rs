@@ -103,6 +103,9 @@ pub const LABEL_MANAGED: &str = "crogia.managed";
 pub const LABEL_SESSION: &str = "crogia.session";
 /// Label naming the server instance (data directory) owning a container.
 pub const LABEL_INSTANCE: &str = "crogia.instance";
+/// Label naming the server that made a container and its volume (its id):
+/// servers sharing one database share the instance id, not this.
+pub const LABEL_SERVER: &str = "crogia.server";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

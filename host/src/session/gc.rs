@@ -26,9 +26,13 @@ pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<G
     let ours = sandbox
         .find_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
         .await?;
+    // Another server sharing the database makes containers (its pool, the
+    // session it is creating) that no stored session names yet: its own gc
+    // sees to them.
+    let server = store.server().to_string();
     let orphans: Vec<_> = ours
         .into_iter()
-        .filter(|c| !known.contains(&c.id))
+        .filter(|c| !known.contains(&c.id) && super::made_here(&c.labels, &server))
         .collect();
     if !dry_run {
         for c in &orphans {
@@ -42,9 +46,10 @@ pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<G
         .await?
         .into_iter()
         .filter(|(_, labels)| {
-            labels
-                .get(LABEL_SESSION)
-                .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
+            super::made_here(labels, &server)
+                && labels
+                    .get(LABEL_SESSION)
+                    .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
         })
         .map(|(name, _)| name)
         .collect();

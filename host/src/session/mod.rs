@@ -210,6 +210,15 @@ impl Session {
 }
 
 /// Creates, finds and deletes sessions.
+/// Whether a container or volume with these labels was made by the server
+/// `server` (or before servers labelled theirs): another server's are left
+/// to it.
+pub(crate) fn made_here(labels: &std::collections::HashMap<String, String>, server: &str) -> bool {
+    labels
+        .get(crate::sandbox::LABEL_SERVER)
+        .is_none_or(|s| s == server)
+}
+
 #[derive(Debug)]
 pub struct SessionManager {
     store: Store,

@@ -23,8 +23,9 @@ pub(super) struct Prepared {
 }
 
 impl SessionManager {
-    /// Removes pool containers a previous run left unused (they belong to no
-    /// session) and their workspaces.
+    /// Removes pool containers a previous run of this server left unused
+    /// (they belong to no session) and their workspaces. Another server's
+    /// (sharing the database, hence the instance) are its own.
     pub(super) async fn discard_stale_pool(&self) {
         let Ok(instance) = self.store.instance_id().await else {
             return;
@@ -37,6 +38,9 @@ impl SessionManager {
             return;
         };
         for c in stale {
+            if !super::made_here(&c.labels, self.store.server()) {
+                continue;
+            }
             let id = c.labels.get(LABEL_SESSION).cloned().unwrap_or_default();
             if self.sessions.read().unwrap().contains_key(&id) {
                 continue;

@@ -18,7 +18,7 @@ use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
 use crate::config::Config;
 use crate::events::EventLog;
 use crate::network::{SessionEgress, SessionNetwork};
-use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, REMOVED, Sandbox};
+use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, LABEL_SERVER, REMOVED, Sandbox};
 use crate::store::{ProcessRecord, SessionRecord, Store};
 use crate::workspace::Workspace;
 
@@ -32,7 +32,9 @@ impl SessionManager {
         store: Store,
     ) -> Result<Arc<Self>, SessionError> {
         let instance = store.instance_id().await?;
-        let sandbox = sandbox.with_label(LABEL_INSTANCE, &instance);
+        let sandbox = sandbox
+            .with_label(LABEL_INSTANCE, &instance)
+            .with_label(LABEL_SERVER, store.server());
         let watch = sandbox.watch_containers(format!("{LABEL_INSTANCE}={instance}"));
         let workspaces_dir = config.server.data_dir.join("workspaces");
         std::fs::create_dir_all(&workspaces_dir)

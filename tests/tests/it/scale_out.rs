@@ -278,3 +278,60 @@ async fn a_restart_of_server_b_leaves_server_as_running_task_and_file_events_alo
     assert!(events.iter().all(|e| e["type"] != "error"), "{events:?}");
     b.stop().await;
 }
+
+/// Servers sharing one database share the instance id that labels their
+/// containers, yet each keeps its own warm pool: B's start (which discards
+/// its own stale pool) and B's `crogia gc` leave A's ready containers
+/// alone, and A still hands them out.
+#[tokio::test]
+async fn each_server_keeps_its_own_warm_pool() {
+    let db = ScratchDatabase::create().await;
+    let store = db.config.clone();
+    let a = TestServer::with_config(move |c| {
+        c.store = store;
+        c.sandbox.pool_size = 1;
+    })
+    .await;
+    let pool_label = format!("crogia.test={}", a.fixture.label);
+    let pooled = || async {
+        a.fixture
+            .sandbox
+            .find_by_labels(&[&pool_label, "crogia.pool=true"])
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    let mut ready = Vec::new();
+    for _ in 0..200 {
+        ready = pooled().await;
+        if !ready.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ready.len(), 1, "A's pool did not fill");
+
+    let store = db.config.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = store;
+        c.sandbox.pool_size = 1;
+    })
+    .await;
+    let b_config = b.fixture.config.clone();
+    b.stop().await;
+    let garbage = crogia_host::session::collect_garbage(&b_config, false)
+        .await
+        .unwrap();
+    assert!(
+        garbage.containers.iter().all(|c| !ready.contains(&c.id)),
+        "B's gc took A's pool container: {:?}",
+        garbage.containers
+    );
+    assert_eq!(pooled().await, ready, "A's ready container is gone");
+    let (status, s) = a.post("/api/sessions", json!({})).await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(s["container_id"].as_str(), Some(ready[0].as_str()));
+}
