@@ -193,6 +193,12 @@ pub struct StoreConfig {
     /// How long to wait for a connection (at start, while PostgreSQL is
     /// still coming up, and later when all are busy) before failing.
     pub connect_timeout_secs: u64,
+    /// With PostgreSQL, several servers may share the database. Each runs
+    /// the tasks of the sessions it holds, and says every third of this it
+    /// is alive; a server silent for this long is taken for dead, and the
+    /// others take its sessions over (its running tasks end `interrupted`,
+    /// its queued ones run).
+    pub lease_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -201,7 +207,15 @@ impl Default for StoreConfig {
             url: String::new(),
             max_connections: 16,
             connect_timeout_secs: 30,
+            lease_secs: 15,
         }
+    }
+}
+
+impl StoreConfig {
+    /// How long a server may be silent before its sessions are taken over.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
     }
 }
 
@@ -226,6 +240,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("url", &self.display_url())
             .field("max_connections", &self.max_connections)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("lease_secs", &self.lease_secs)
             .finish()
     }
 }
@@ -1043,6 +1058,12 @@ impl Config {
             }
             if store.connect_timeout_secs == 0 {
                 bail!("store.connect_timeout_secs must be positive");
+            }
+            if !(2..=3600).contains(&store.lease_secs) {
+                bail!(
+                    "store.lease_secs must be between 2 and 3600, got {}",
+                    store.lease_secs
+                );
             }
         }
         let s = &self.sandbox;

@@ -1016,7 +1016,9 @@ mod tests {
                             on_b.catch_up(Some(last)).await.unwrap()
                         }
                         crate::store::Notice::Missed => on_b.catch_up(None).await.unwrap(),
-                        crate::store::Notice::Created(_) | crate::store::Notice::Deleted(_) => {}
+                        crate::store::Notice::Created(_)
+                        | crate::store::Notice::Deleted(_)
+                        | crate::store::Notice::Work(_) => {}
                     }
                 }
             })

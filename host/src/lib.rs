@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod datadir;
 pub mod events;
+pub mod lease;
 pub mod mcp;
 pub mod metrics;
 pub mod network;
@@ -61,6 +62,7 @@ mod layers {
                 "api",
                 "state",
                 "service",
+                "lease",
                 "agent",
                 "session",
                 "network",
@@ -107,6 +109,7 @@ mod layers {
             ],
         ),
         ("service", &["agent", "session", "principal", "config"]),
+        ("lease", &["agent", "session", "store"]),
         (
             "agent",
             &[

@@ -80,6 +80,9 @@ impl App {
                 "opening the database".to_string()
             }
         })?;
+        // Alive before anything: another server must not take this one's
+        // sessions while it starts.
+        store.heartbeat().await.context("recording this server")?;
         let sessions = SessionManager::open(config.clone(), sandbox.clone(), store.clone())
             .await
             .context("restoring sessions")?;
@@ -107,6 +110,13 @@ impl App {
             .await
             .context("recording interrupted tasks")?;
         let shutdown = CancellationToken::new();
+        crate::lease::spawn(
+            store.clone(),
+            sessions.clone(),
+            agent.clone(),
+            config.store.lease(),
+            shutdown.clone(),
+        );
         let service = SessionService::new(sessions.clone(), agent.clone(), config.clone());
         let state = AppState {
             config,

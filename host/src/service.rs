@@ -287,9 +287,9 @@ impl SessionService {
     }
 
     /// Stops the session's running task.
-    pub fn cancel(&self, session_id: &str) -> Result<(), ServiceError> {
+    pub async fn cancel(&self, session_id: &str) -> Result<(), ServiceError> {
         let session = self.sessions.get(session_id)?;
-        if self.agent.cancel(&session.id) {
+        if self.agent.cancel_anywhere(&session).await? {
             Ok(())
         } else {
             Err(ServiceError::NothingRunning(session.id.clone()))

@@ -86,8 +86,9 @@ pub struct SessionRecord {
     pub owner: String,
     /// Most model tokens its tasks may use, when limited.
     pub budget_tokens: Option<u64>,
-    /// The id of the server that made it (`None` before servers had ids);
-    /// set by the store from its own.
+    /// The server holding its lease, which runs its tasks and follows its
+    /// sandbox: the one that made it (set by the store from its own) until
+    /// another takes it over (`None` before servers had ids).
     pub server: Option<String>,
 }
 
@@ -288,6 +289,87 @@ const EVENTS_CHANNEL: &str = "crogia_events";
 /// `created:<id>` and `deleted:<id>`.
 const SESSIONS_CHANNEL: &str = "crogia_sessions";
 
+/// The channel on which servers hand each other work for the sessions they
+/// hold: `task:<session>` (a task was queued), `cancel:<session>`,
+/// `approval:<session>:<approval id>` (resolved), and `moved:<session>` (it
+/// was taken over).
+const WORK_CHANNEL: &str = "crogia_work";
+
+/// Work one server hands the server holding a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Work {
+    /// A task was queued for the session.
+    Queued(String),
+    /// Its running task is to stop.
+    Cancel(String),
+    /// One of its approval requests was resolved.
+    Resolved {
+        session_id: String,
+        approval_id: String,
+    },
+    /// Another server took it over.
+    Moved(String),
+}
+
+impl Work {
+    fn payload(&self) -> String {
+        match self {
+            Self::Queued(id) => format!("task:{id}"),
+            Self::Cancel(id) => format!("cancel:{id}"),
+            Self::Resolved {
+                session_id,
+                approval_id,
+            } => format!("approval:{session_id}:{approval_id}"),
+            Self::Moved(id) => format!("moved:{id}"),
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Self> {
+        let (kind, rest) = payload.split_once(':')?;
+        Some(match kind {
+            "task" => Self::Queued(rest.into()),
+            "cancel" => Self::Cancel(rest.into()),
+            "moved" => Self::Moved(rest.into()),
+            "approval" => {
+                let (session_id, approval_id) = rest.split_once(':')?;
+                Self::Resolved {
+                    session_id: session_id.into(),
+                    approval_id: approval_id.into(),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The session it is about.
+    pub fn session_id(&self) -> &str {
+        match self {
+            Self::Queued(id) | Self::Cancel(id) | Self::Moved(id) => id,
+            Self::Resolved { session_id, .. } => session_id,
+        }
+    }
+}
+
+/// A statement for `backend` with the database's clock (milliseconds since
+/// 1970) between `before` and `after`, as each database says it: leases are
+/// compared on one clock, whatever the servers' own say.
+macro_rules! on_db_clock {
+    ($backend:expr, $before:literal, $after:literal) => {
+        match $backend {
+            Backend::Sqlite => concat!(
+                $before,
+                "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+                $after
+            ),
+            Backend::Postgres => concat!(
+                $before,
+                "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+                $after
+            ),
+        }
+    };
+}
+
 /// What [`EventNotices::next`] heard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
@@ -297,6 +379,8 @@ pub enum Notice {
     Created(String),
     /// Some server deleted this session.
     Deleted(String),
+    /// Some server handed work to the server holding a session.
+    Work(Work),
     /// The connection was lost and made again: announcements may have been
     /// missed in between.
     Missed,
@@ -316,6 +400,7 @@ impl EventNotices {
                 return Ok(Notice::Missed);
             };
             let parsed = match n.channel() {
+                WORK_CHANNEL => Work::parse(n.payload()).map(Notice::Work),
                 SESSIONS_CHANNEL => match n.payload().split_once(':') {
                     Some(("created", id)) => Some(Notice::Created(id.into())),
                     Some(("deleted", id)) => Some(Notice::Deleted(id.into())),
@@ -456,7 +541,7 @@ impl Store {
         };
         let mut listener = sqlx::postgres::PgListener::connect(url).await?;
         listener
-            .listen_all([EVENTS_CHANNEL, SESSIONS_CHANNEL])
+            .listen_all([EVENTS_CHANNEL, SESSIONS_CHANNEL, WORK_CHANNEL])
             .await?;
         Ok(Some(EventNotices { listener }))
     }
@@ -1042,19 +1127,20 @@ impl Store {
         Ok(row.and_then(|r| r.get(0)))
     }
 
+    /// Stores a queued task. The server holding its session runs it.
     pub async fn insert_task(&self, session_id: &str, id: &str, task: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created, server) VALUES ($1, $2, $3, 'queued', $4, $5)")
+        sqlx::query("INSERT INTO tasks (session_id, id, task, status, created) VALUES ($1, $2, $3, 'queued', $4)")
             .bind(session_id)
             .bind(id)
             .bind(task)
             .bind(time(Utc::now()))
-            .bind(&*self.server)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    /// Sets a task's status; a final one also stamps `finished`.
+    /// Sets a task's status; a final one also stamps `finished`, and
+    /// `running` records this server as the one running it.
     pub async fn set_task_status(
         &self,
         session_id: &str,
@@ -1062,9 +1148,11 @@ impl Store {
         status: TaskStatus,
     ) -> StoreResult<()> {
         let finished = status.is_final().then(|| time(Utc::now()));
-        sqlx::query("UPDATE tasks SET status = $1, finished = COALESCE($2, finished) WHERE session_id = $3 AND id = $4")
+        let server = (status == TaskStatus::Running).then_some(&*self.server);
+        sqlx::query("UPDATE tasks SET status = $1, finished = COALESCE($2, finished), server = COALESCE($3, server) WHERE session_id = $4 AND id = $5")
             .bind(status.as_str())
             .bind(finished)
+            .bind(server)
             .bind(session_id)
             .bind(id)
             .execute(&self.pool)
@@ -1072,26 +1160,135 @@ impl Store {
         Ok(())
     }
 
-    /// This server's tasks still queued or running (and those from before
-    /// servers had ids), oldest first: another server's are its own to
-    /// recover.
+    /// Tasks still queued or running in the sessions this server holds
+    /// (and in those from before servers had ids), oldest first: another
+    /// server's are its own to recover.
     pub async fn unfinished_tasks(&self) -> StoreResult<Vec<UnfinishedTask>> {
         let rows = sqlx::query(
-            "SELECT session_id, id, task, status FROM tasks WHERE status IN ('queued', 'running') AND (server IS NULL OR server = $1) ORDER BY created",
+            "SELECT t.session_id, t.id, t.task, t.status FROM tasks t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.status IN ('queued', 'running') AND (s.server IS NULL OR s.server = $1) ORDER BY t.created, t.rowid",
         )
         .bind(&*self.server)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(UnfinishedTask {
-                    session_id: r.get(0),
-                    task_id: r.get(1),
-                    task: r.get(2),
-                    status: TaskStatus::parse(r.get::<&str, _>(3))?,
-                })
-            })
-            .collect()
+        rows.iter().map(unfinished_task).collect()
+    }
+
+    /// One session's tasks still queued or running, oldest first.
+    pub async fn session_unfinished_tasks(
+        &self,
+        session_id: &str,
+    ) -> StoreResult<Vec<UnfinishedTask>> {
+        let rows = sqlx::query(
+            "SELECT session_id, id, task, status FROM tasks WHERE session_id = $1 AND status IN ('queued', 'running') ORDER BY created, rowid",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(unfinished_task).collect()
+    }
+
+    /// The sessions held by this server with tasks queued.
+    pub async fn sessions_with_queued_tasks(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT t.session_id FROM tasks t JOIN sessions s ON s.id = t.session_id WHERE t.status = 'queued' AND s.server = $1",
+        )
+        .bind(&*self.server)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Says this server is alive, on the database's clock.
+    pub async fn heartbeat(&self) -> StoreResult<()> {
+        let sql = on_db_clock!(
+            self.backend,
+            "INSERT INTO servers (id, heartbeat) VALUES ($1, ",
+            ") ON CONFLICT (id) DO UPDATE SET heartbeat = excluded.heartbeat"
+        );
+        sqlx::query(sql)
+            .bind(&*self.server)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes over the sessions held by servers silent for `lease` (or
+    /// never heard of), announcing each: returns their ids. Two servers
+    /// taking over at once never take one session both: the update holds
+    /// each row, and the second finds it held by a live server.
+    pub async fn take_over_sessions(&self, lease: Duration) -> StoreResult<Vec<String>> {
+        let sql = on_db_clock!(
+            self.backend,
+            "UPDATE sessions SET server = $1 WHERE server IS NOT NULL AND server <> $1 AND server NOT IN (SELECT id FROM servers WHERE heartbeat >= ",
+            " - $2) RETURNING id"
+        );
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(sql)
+            .bind(&*self.server)
+            .bind(lease.as_millis() as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        for id in &ids {
+            self.announce(&mut tx, WORK_CHANNEL, &Work::Moved(id.clone()).payload())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Forgets servers silent for `idle` that hold no session.
+    pub async fn forget_idle_servers(&self, idle: Duration) -> StoreResult<u64> {
+        let sql = on_db_clock!(
+            self.backend,
+            "DELETE FROM servers WHERE heartbeat < ",
+            " - $1 AND id NOT IN (SELECT server FROM sessions WHERE server IS NOT NULL)"
+        );
+        let done = sqlx::query(sql)
+            .bind(idle.as_millis() as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// The servers that said they were alive within `lease`, and the
+    /// sessions each holds.
+    pub async fn live_servers(&self, lease: Duration) -> StoreResult<Vec<(String, u64)>> {
+        let sql = on_db_clock!(
+            self.backend,
+            "SELECT v.id, CAST(COUNT(s.id) AS BIGINT) FROM servers v LEFT JOIN sessions s ON s.server = v.id WHERE v.heartbeat >= ",
+            " - $1 GROUP BY v.id ORDER BY v.id"
+        );
+        let rows = sqlx::query(sql)
+            .bind(lease.as_millis() as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1) as u64))
+            .collect())
+    }
+
+    /// The server holding a session's lease (`Some(None)`: one from before
+    /// servers had ids); `None` when there is no such session.
+    pub async fn session_server(&self, session_id: &str) -> StoreResult<Option<Option<String>>> {
+        let row = sqlx::query("SELECT server FROM sessions WHERE id = $1")
+            .bind(session_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Tells the server holding a session (whichever hears it) of `work`.
+    /// Nothing on SQLite, where that is always this server.
+    pub async fn hand_over(&self, work: &Work) -> StoreResult<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(WORK_CHANNEL)
+                .bind(work.payload())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn insert_approval(&self, session_id: &str, a: &ApprovalRecord) -> StoreResult<()> {
@@ -1217,6 +1414,15 @@ impl Store {
     }
 }
 
+fn unfinished_task(r: &AnyRow) -> StoreResult<UnfinishedTask> {
+    Ok(UnfinishedTask {
+        session_id: r.get(0),
+        task_id: r.get(1),
+        task: r.get(2),
+        status: TaskStatus::parse(r.get::<&str, _>(3))?,
+    })
+}
+
 fn session_record(r: &AnyRow) -> SessionRecord {
     SessionRecord {
         id: r.get(0),
@@ -1299,6 +1505,7 @@ pub mod scratch {
                     url: url.to_string(),
                     max_connections: 8,
                     connect_timeout_secs: 10,
+                    ..StoreConfig::default()
                 },
                 name,
                 admin,
@@ -1523,19 +1730,80 @@ mod tests {
     /// Servers sharing a database: each session and task carries the id
     /// of the server that made it, and a server recovering after a restart
     /// takes up only its own unfinished tasks, never those another runs.
-    async fn a_server_recovers_only_its_own_unfinished_tasks(place: &Place) {
+    async fn a_server_recovers_the_tasks_of_the_sessions_it_holds(place: &Place) {
         let a = place.open().await.with_server("00000000000000aa");
         let b = place.open().await.with_server("00000000000000bb");
         a.insert_session(&record("000000a1")).await.unwrap();
-        a.insert_task("000000a1", "on-a", "x").await.unwrap();
-        b.insert_task("000000a1", "on-b", "y").await.unwrap();
+        b.insert_session(&record("000000b1")).await.unwrap();
+        // Whichever server stored them, a session's tasks are its holder's.
+        a.insert_task("000000a1", "a-1", "x").await.unwrap();
+        b.insert_task("000000a1", "a-2", "y").await.unwrap();
+        a.insert_task("000000b1", "b-1", "z").await.unwrap();
         let stored = b.session("000000a1").await.unwrap().unwrap();
         assert_eq!(stored.server.as_deref(), Some("00000000000000aa"));
         let ids = |tasks: Vec<UnfinishedTask>| -> Vec<String> {
             tasks.into_iter().map(|t| t.task_id).collect()
         };
-        assert_eq!(ids(a.unfinished_tasks().await.unwrap()), ["on-a"]);
-        assert_eq!(ids(b.unfinished_tasks().await.unwrap()), ["on-b"]);
+        assert_eq!(ids(a.unfinished_tasks().await.unwrap()), ["a-1", "a-2"]);
+        assert_eq!(ids(b.unfinished_tasks().await.unwrap()), ["b-1"]);
+        assert_eq!(a.sessions_with_queued_tasks().await.unwrap(), ["000000a1"]);
+        // Running records who runs it; it stays unfinished.
+        a.set_task_status("000000a1", "a-1", TaskStatus::Running)
+            .await
+            .unwrap();
+        let unfinished = b.session_unfinished_tasks("000000a1").await.unwrap();
+        assert_eq!(
+            unfinished.iter().map(|t| t.status).collect::<Vec<_>>(),
+            [TaskStatus::Running, TaskStatus::Queued]
+        );
+    }
+
+    /// A silent server's sessions go to exactly one of the servers taking
+    /// over at once; a live server's sessions to none.
+    async fn a_silent_servers_sessions_are_taken_over_once_and_a_live_ones_never(place: &Place) {
+        let lease = Duration::from_secs(60);
+        let [a, b, c, d] = ["aa", "bb", "cc", "dd"].map(|n| format!("00000000000000{n}"));
+        let open = async |id: &str| {
+            let store = place.open().await.with_server(id);
+            store.heartbeat().await.unwrap();
+            store
+        };
+        let (a, b, c, d) = (open(&a).await, open(&b).await, open(&c).await, open(&d).await);
+        let mine: Vec<String> = (0..24).map(|i| format!("0000a{i:03}")).collect();
+        for id in &mine {
+            a.insert_session(&record(id)).await.unwrap();
+        }
+        d.insert_session(&record("0000d000")).await.unwrap();
+        assert!(b.take_over_sessions(lease).await.unwrap().is_empty());
+        let live = b.live_servers(lease).await.unwrap();
+        assert_eq!(live.len(), 4, "{live:?}");
+        assert!(live.contains(&(a.server().to_string(), 24)), "{live:?}");
+
+        // A falls silent (its heartbeat two leases old).
+        a.execute_raw(&format!(
+            "UPDATE servers SET heartbeat = heartbeat - 120000 WHERE id = '{}'",
+            a.server()
+        ))
+        .await;
+        let (by_b, by_c) = tokio::join!(b.take_over_sessions(lease), c.take_over_sessions(lease));
+        let (mut by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+        assert!(by_b.iter().all(|id| !by_c.contains(id)), "{by_b:?} {by_c:?}");
+        by_b.extend(by_c);
+        by_b.sort();
+        assert_eq!(by_b, mine);
+        for id in &mine {
+            let holder = a.session_server(id).await.unwrap().unwrap().unwrap();
+            assert!(holder == b.server() || holder == c.server(), "{holder}");
+        }
+        // D, alive, keeps its own.
+        assert_eq!(
+            a.session_server("0000d000").await.unwrap(),
+            Some(Some(d.server().to_string()))
+        );
+        assert!(!b.live_servers(lease).await.unwrap().iter().any(|(s, _)| s == a.server()));
+        // A holds nothing now: it is forgotten once long silent.
+        assert_eq!(b.forget_idle_servers(lease).await.unwrap(), 1);
+        assert_eq!(b.forget_idle_servers(lease).await.unwrap(), 0);
     }
 
     /// The queries whose SQL or types differ most between the two: sums,

@@ -86,7 +86,7 @@ impl Agent {
         if !self.config.workspace.checkpoints {
             return Err(AgentError::CheckpointsOff);
         }
-        self.hold_idle(&session.id)?;
+        self.hold_idle_anywhere(session).await?;
         let done = self.checkpoint(session, None).await;
         self.release(session);
         done?.ok_or(AgentError::CheckpointsOff)
@@ -118,7 +118,7 @@ impl Agent {
         scope: RewindScope,
     ) -> Result<Rewound, AgentError> {
         // No task may start while the session goes back.
-        self.hold_idle(&session.id)?;
+        self.hold_idle_anywhere(session).await?;
         let done = self.rewind_held(session, id, scope).await;
         self.release(session);
         done

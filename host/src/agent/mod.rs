@@ -117,6 +117,9 @@ struct SessionTasks {
     /// `agent.max_queued_tasks` with the queue, so concurrent submits never
     /// exceed it.
     reserved: usize,
+    /// The ids of those submissions: stored already perhaps, but joining
+    /// the queue through [`Agent::submit`], not [`Agent::pick_up`].
+    incoming: std::collections::HashSet<String>,
     running: Option<Running>,
     /// The task draining the queue; `None` once it has decided to stop
     /// (under the lock, so a submit never misses a worker that is exiting).
@@ -238,6 +241,9 @@ impl Agent {
         }
         let max = self.config.agent.max_queued_tasks;
         let task_id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
+        if !session.held_by(self.store.server()) {
+            return self.submit_elsewhere(session, task_id, &text).await;
+        }
         // Check and take a place in one step; the task is stored before it
         // joins the queue, and gives the place back if that fails.
         {
@@ -263,11 +269,13 @@ impl Agent {
             let state = tasks.get_mut(&session.id).expect("made above");
             state.owner = Some(session.owner.clone());
             state.reserved += 1;
+            state.incoming.insert(task_id.clone());
         }
         let stored = self.store.insert_task(&session.id, &task_id, &text).await;
         let mut tasks = self.tasks.lock().unwrap();
         let state = tasks.entry(session.id.clone()).or_default();
         state.reserved = state.reserved.saturating_sub(1);
+        state.incoming.remove(&task_id);
         stored?;
         let position = state.queue.len() + usize::from(state.running.is_some());
         state.queue.push_back(QueuedTask {
@@ -277,6 +285,123 @@ impl Agent {
         });
         self.ensure_worker(state, session);
         Ok(Submitted { task_id, position })
+    }
+
+    /// Queues a task for a session another server holds: stored for it,
+    /// and handed over (it runs there, after those queued before it).
+    async fn submit_elsewhere(
+        &self,
+        session: &Arc<Session>,
+        task_id: String,
+        text: &str,
+    ) -> Result<Submitted, AgentError> {
+        let ahead = self.store.session_unfinished_tasks(&session.id).await?;
+        let max = self.config.agent.max_queued_tasks;
+        let queued = ahead
+            .iter()
+            .filter(|t| t.status == TaskStatus::Queued)
+            .count();
+        if queued >= max {
+            return Err(AgentError::QueueFull {
+                session: session.id.clone(),
+                max,
+            });
+        }
+        self.store.insert_task(&session.id, &task_id, text).await?;
+        self.store
+            .hand_over(&crate::store::Work::Queued(session.id.clone()))
+            .await?;
+        tracing::info!(session = %session.id, task = %task_id, server = ?session.server(), "task queued for the server holding the session");
+        Ok(Submitted {
+            task_id,
+            position: ahead.len(),
+        })
+    }
+
+    /// Queues the tasks stored for `session` that this server has not
+    /// queued yet (handed over by other servers), oldest first, when it
+    /// holds the session.
+    pub async fn pick_up(self: &Arc<Self>, session: &Arc<Session>) -> Result<usize, AgentError> {
+        if !session.held_by(self.store.server()) || self.shutting_down.is_cancelled() {
+            return Ok(0);
+        }
+        let stored = self.store.session_unfinished_tasks(&session.id).await?;
+        let mut tasks = self.tasks.lock().unwrap();
+        let state = tasks.entry(session.id.clone()).or_default();
+        let mut picked = 0;
+        for t in stored {
+            let known = state.incoming.contains(&t.task_id)
+                || state.running.as_ref().is_some_and(|r| r.id == t.task_id)
+                || state.queue.iter().any(|q| q.id == t.task_id);
+            if t.status == TaskStatus::Queued && !known {
+                state.queue.push_back(QueuedTask {
+                    id: t.task_id,
+                    text: t.task,
+                    resumed: false,
+                });
+                picked += 1;
+            }
+        }
+        if picked > 0 {
+            state.owner = Some(session.owner.clone());
+            tracing::info!(session = %session.id, tasks = picked, "queued tasks handed over by another server");
+            self.ensure_worker(state, session);
+        }
+        Ok(picked)
+    }
+
+    /// Runs here the tasks of a session this server took over from one
+    /// that went silent: the task that was running there ended with it
+    /// (`interrupted`, unless it waits for a person's approval: it goes
+    /// on), and the queued ones run here.
+    pub async fn take_over(self: &Arc<Self>, session: &Arc<Session>) -> Result<(), AgentError> {
+        for t in self.store.session_unfinished_tasks(&session.id).await? {
+            if t.status != TaskStatus::Running {
+                continue;
+            }
+            if self.resume_if_waiting(session, &t).await? {
+                continue;
+            }
+            let end = TaskEnd::new(
+                TaskOutcome::Interrupted,
+                Usage::default(),
+                0,
+                Some("The server running this task stopped answering; another server took the session over.".into()),
+            );
+            self.finish(session, &t.task_id, &t.task, &end).await;
+        }
+        self.pick_up(session).await?;
+        Ok(())
+    }
+
+    /// Puts a running task that waits for a person's approval back at the
+    /// head of its session's queue, to go on from there; false when it
+    /// does not wait.
+    async fn resume_if_waiting(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        t: &crate::store::UnfinishedTask,
+    ) -> Result<bool, AgentError> {
+        let waits = session
+            .approvals
+            .pending()
+            .await?
+            .iter()
+            .any(|a| a.task_id.as_deref() == Some(t.task_id.as_str()));
+        if !waits {
+            return Ok(false);
+        }
+        tracing::info!(session = %session.id, task = %t.task_id, "resuming a task that waits for approval");
+        let mut tasks = self.tasks.lock().unwrap();
+        let state = tasks.entry(session.id.clone()).or_default();
+        state.owner = Some(session.owner.clone());
+        state.queue.push_front(QueuedTask {
+            id: t.task_id.clone(),
+            text: t.task.clone(),
+            resumed: true,
+        });
+        self.ensure_worker(state, session);
+        Ok(true)
     }
 
     /// Starts a worker for a session's queue unless one runs or it is held.
@@ -372,7 +497,28 @@ impl Agent {
         }
     }
 
-    /// Stops the session's running task. Returns false when none runs.
+    /// Stops the session's running task, here or (handed over) on the
+    /// server holding the session. Returns false when none runs.
+    pub async fn cancel_anywhere(&self, session: &Session) -> Result<bool, AgentError> {
+        if session.held_by(self.store.server()) {
+            return Ok(self.cancel(&session.id));
+        }
+        let running = self
+            .store
+            .session_unfinished_tasks(&session.id)
+            .await?
+            .iter()
+            .any(|t| t.status == TaskStatus::Running);
+        if running {
+            self.store
+                .hand_over(&crate::store::Work::Cancel(session.id.clone()))
+                .await?;
+        }
+        Ok(running)
+    }
+
+    /// Stops the session's running task on this server. Returns false when
+    /// none runs.
     pub fn cancel(&self, session_id: &str) -> bool {
         let tasks = self.tasks.lock().unwrap();
         match tasks.get(session_id).and_then(|t| t.running.as_ref()) {
@@ -421,6 +567,25 @@ impl Agent {
         Ok(())
     }
 
+    /// [`Self::hold_idle`], also refused when the session is held by
+    /// another server that has a task of it queued or running.
+    pub(crate) async fn hold_idle_anywhere(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+    ) -> Result<(), AgentError> {
+        self.hold_idle(&session.id)?;
+        if session.held_by(self.store.server()) {
+            return Ok(());
+        }
+        let busy = self.store.session_unfinished_tasks(&session.id).await;
+        if !matches!(&busy, Ok(tasks) if tasks.is_empty()) {
+            self.release(session);
+            busy?;
+            return Err(AgentError::TaskRunning(session.id.clone()));
+        }
+        Ok(())
+    }
+
     /// Lets a held session's queued tasks run again.
     pub fn release(self: &Arc<Self>, session: &Arc<Session>) {
         let mut tasks = self.tasks.lock().unwrap();
@@ -443,6 +608,15 @@ impl Agent {
                 worker.abort();
             }
         }
+    }
+
+    /// Whether a session has tasks here, running or queued.
+    pub fn has_tasks(&self, session_id: &str) -> bool {
+        self.tasks
+            .lock()
+            .unwrap()
+            .get(session_id)
+            .is_some_and(|t| t.running.is_some() || !t.queue.is_empty() || t.worker.is_some())
     }
 
     /// Whether a session has a task running.
@@ -478,24 +652,7 @@ impl Agent {
         for t in self.store.unfinished_tasks().await? {
             if let Ok(session) = sessions.get(&t.session_id) {
                 // A task that waits for a person's approval goes on.
-                if t.status == TaskStatus::Running
-                    && session
-                        .approvals
-                        .pending()
-                        .await?
-                        .iter()
-                        .any(|a| a.task_id.as_deref() == Some(t.task_id.as_str()))
-                {
-                    tracing::info!(session = %session.id, task = %t.task_id, "resuming a task that waits for approval");
-                    let mut tasks = self.tasks.lock().unwrap();
-                    let state = tasks.entry(session.id.clone()).or_default();
-                    state.owner = Some(session.owner.clone());
-                    state.queue.push_front(QueuedTask {
-                        id: t.task_id.clone(),
-                        text: t.task.clone(),
-                        resumed: true,
-                    });
-                    self.ensure_worker(state, &session);
+                if t.status == TaskStatus::Running && self.resume_if_waiting(&session, &t).await? {
                     continue;
                 }
                 let message = match t.status {

@@ -195,6 +195,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         owner: crate::principal::LOCAL.into(),
         budget_tokens: None,
         tokens_used: 0,
+        server: None,
     }));
     let (tx, asked) = mpsc::unbounded_channel();
     let agent = Agent::with_parts(

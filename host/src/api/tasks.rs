@@ -85,7 +85,7 @@ async fn cancel(
     State(state): State<Arc<AppState>>,
     ApiPath(path): ApiPath<SessionPath>,
 ) -> Result<Json<MessageResponse>, ApiError> {
-    state.service.cancel(&path.session_id)?;
+    state.service.cancel(&path.session_id).await?;
     Ok(Json(MessageResponse::new(format!(
         "Task cancelled in session {}",
         path.session_id

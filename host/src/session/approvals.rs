@@ -424,14 +424,59 @@ impl SessionApprovals {
                 message: message.clone(),
             })
             .await?;
-        if let Some(waiter) = state.waiters.remove(approval_id) {
-            let _ = waiter.send(Resolution {
-                decision,
-                message,
-                by: by.to_string(),
-            });
+        match state.waiters.remove(approval_id) {
+            Some(waiter) => {
+                let _ = waiter.send(Resolution {
+                    decision,
+                    message,
+                    by: by.to_string(),
+                });
+            }
+            // The call may wait on the server holding the session.
+            None => {
+                let work = crate::store::Work::Resolved {
+                    session_id: self.session_id.clone(),
+                    approval_id: approval_id.to_string(),
+                };
+                if let Err(e) = self.store.hand_over(&work).await {
+                    tracing::warn!(session = %self.session_id, approval = approval_id, error = %e, "could not tell the other servers of a resolution; the call waiting for it sees it at its server's next start");
+                }
+            }
         }
         Ok(ApprovalRequest::from_record(&record))
+    }
+
+    /// Wakes the call waiting here for `approval_id`, which another server
+    /// resolved, with the stored resolution (and the session rules stored
+    /// since, which may include the one it added).
+    pub async fn resolved_elsewhere(&self, approval_id: &str) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        if !state.waiters.contains_key(approval_id) {
+            return Ok(());
+        }
+        let Some(record) = self.store.approval(&self.session_id, approval_id).await? else {
+            return Ok(());
+        };
+        let Some(done) = &record.resolution else {
+            return Ok(());
+        };
+        for (tool_name, pattern) in self.store.approval_rules(&self.session_id).await? {
+            let rule = ApprovalRule { tool_name, pattern };
+            if !state.rules.iter().any(|(r, _)| r == &rule)
+                && let Ok(matcher) = subject_glob(&rule.pattern)
+            {
+                state.rules.push((rule, matcher));
+            }
+        }
+        if let Some(waiter) = state.waiters.remove(approval_id) {
+            let _ = waiter.send(resolution(done));
+        }
+        Ok(())
+    }
+
+    /// The approvals a call waits for on this server.
+    pub async fn waiting(&self) -> Vec<String> {
+        self.state.lock().await.waiters.keys().cloned().collect()
     }
 
     /// Forgets the waiter of a request whose call no longer waits (the

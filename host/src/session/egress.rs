@@ -85,14 +85,14 @@ impl SessionManager {
     /// away. Nothing to do when containers have a network of their own
     /// (`sandbox.network` other than `none`): their programs were not
     /// pointed at the proxy.
-    pub(super) fn spawn_egress(&self, session: &Arc<Session>) {
+    pub(super) fn spawn_egress(&self, session: &Arc<Session>, until: &CancellationToken) {
         if self.config.sandbox.network != "none" {
             return;
         }
-        self.spawn_network_log(session);
+        self.spawn_network_log(session, until);
         let sandbox = self.sandbox.clone();
         let container = session.container_id.clone();
-        self.keep_following(session, move |weak| {
+        self.keep_following(session, until, move |weak| {
             let sandbox = sandbox.clone();
             let container = container.clone();
             async move {
@@ -154,10 +154,10 @@ impl SessionManager {
     /// Publishes `session`'s coalesced connection attempts as they come
     /// due (idle while nothing is logged), and what is left when the server
     /// stops.
-    fn spawn_network_log(&self, session: &Arc<Session>) {
+    fn spawn_network_log(&self, session: &Arc<Session>, until: &CancellationToken) {
         let weak = Arc::downgrade(session);
         let egress = session.network.clone();
-        let deleted = session.deleted.clone();
+        let deleted = until.clone();
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::{Session, SessionManager};
 use crate::events::EventKind;
@@ -14,14 +15,14 @@ use crate::events::EventKind;
 impl SessionManager {
     /// Publishes the workspace changes of `session` until it goes away
     /// (`workspace.file_events`).
-    pub(super) fn spawn_file_events(&self, session: &Arc<Session>) {
+    pub(super) fn spawn_file_events(&self, session: &Arc<Session>, until: &CancellationToken) {
         if !self.config.workspace.file_events {
             return;
         }
         let sandbox = self.sandbox.clone();
         let container = session.container_id.clone();
         let warned = Arc::new(AtomicBool::new(false));
-        self.keep_following(session, move |weak| {
+        self.keep_following(session, until, move |weak| {
             let sandbox = sandbox.clone();
             let container = container.clone();
             let warned = warned.clone();

@@ -7,21 +7,37 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Session, SessionManager};
 
 /// Longest pause before following again after it failed or ended.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 impl SessionManager {
-    /// Runs `follow` over and over for `session`. `follow` returns whether
-    /// it got anywhere (the pause then starts short again).
-    pub(super) fn keep_following<F, Fut>(&self, session: &Arc<Session>, mut follow: F)
-    where
+    /// Follows `session`'s sandbox (its file events and egress) from this
+    /// server, unless it does already.
+    pub(super) fn follow_sandbox(&self, session: &Arc<Session>) {
+        if let Some(until) = session.start_following() {
+            self.spawn_file_events(session, &until);
+            self.spawn_egress(session, &until);
+        }
+    }
+
+    /// Runs `follow` over and over for `session` until `until` is
+    /// cancelled. `follow` returns whether it got anywhere (the pause then
+    /// starts short again).
+    pub(super) fn keep_following<F, Fut>(
+        &self,
+        session: &Arc<Session>,
+        until: &CancellationToken,
+        mut follow: F,
+    ) where
         F: FnMut(Weak<Session>) -> Fut + Send + 'static,
         Fut: Future<Output = bool> + Send,
     {
         let weak = Arc::downgrade(session);
-        let deleted = session.deleted.clone();
+        let deleted = until.clone();
         let stopping = self.stopping.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_secs(1);

@@ -39,6 +39,7 @@ pub use approvals::{
     ResolveError, SessionApprovals, Waited,
 };
 pub use gc::{Garbage, collect_garbage};
+pub use registry::Handed;
 
 use crate::capabilities::Capabilities;
 use crate::config::Config;
@@ -125,6 +126,12 @@ pub struct Session {
     /// Model tokens its tasks used, as the usage ledger sums them.
     tokens_used: AtomicU64,
     last_task: Mutex<Option<String>>,
+    /// The server holding its lease, which runs its tasks and follows its
+    /// sandbox (`None`: a session from before servers had ids, this one's).
+    server: Mutex<Option<String>>,
+    /// Cancelled when this server stops following its sandbox's file
+    /// events and egress (deleted, or held by another server now).
+    following: Mutex<Option<CancellationToken>>,
     deleting: AtomicBool,
 }
 
@@ -153,6 +160,7 @@ pub struct SessionParts {
     pub owner: String,
     pub budget_tokens: Option<u64>,
     pub tokens_used: u64,
+    pub server: Option<String>,
 }
 
 impl Session {
@@ -170,6 +178,7 @@ impl Session {
             owner,
             budget_tokens,
             tokens_used,
+            server,
         } = parts;
         Self {
             id,
@@ -185,8 +194,54 @@ impl Session {
             owner,
             budget_tokens,
             tokens_used: AtomicU64::new(tokens_used),
+            server: Mutex::new(server),
+            following: Mutex::new(None),
             deleting: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the server `id` holds its lease (runs its tasks).
+    pub fn held_by(&self, id: &str) -> bool {
+        self.server
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_none_or(|s| s == id)
+    }
+
+    /// The server holding its lease, when it is known.
+    pub fn server(&self) -> Option<String> {
+        self.server.lock().unwrap().clone()
+    }
+
+    /// A token for following its sandbox from here, unless that is done
+    /// already: cancelled by [`Self::stop_following`] or its deletion.
+    fn start_following(&self) -> Option<CancellationToken> {
+        let mut following = self.following.lock().unwrap();
+        if following.as_ref().is_some_and(|t| !t.is_cancelled()) {
+            return None;
+        }
+        let token = self.deleted.child_token();
+        *following = Some(token.clone());
+        Some(token)
+    }
+
+    /// Stops following its sandbox from here.
+    fn stop_following(&self) {
+        if let Some(token) = self.following.lock().unwrap().take() {
+            token.cancel();
+        }
+    }
+
+    /// Records that the server `id` holds it now; returns whether that
+    /// changed anything.
+    pub(crate) fn set_server(&self, id: &str) -> bool {
+        let mut server = self.server.lock().unwrap();
+        if server.as_deref() == Some(id) {
+            return false;
+        }
+        *server = Some(id.to_string());
+        true
     }
 
     /// Model tokens its tasks used so far.
@@ -234,4 +289,7 @@ pub struct SessionManager {
     refilling: AtomicBool,
     /// Cancelled when the server stops: ends the sessions' file watches.
     stopping: CancellationToken,
+    /// Where work other servers hand this one goes (`None`: announcements
+    /// may have been missed), once someone takes it ([`Self::work`]).
+    work: Mutex<Option<tokio::sync::mpsc::Sender<registry::Handed>>>,
 }

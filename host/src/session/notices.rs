@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::SessionManager;
+use super::{Handed, SessionManager};
 use crate::store::{Notice, Store};
 
 /// Pause before listening again after the database could not be reached.
@@ -59,7 +59,11 @@ impl SessionManager {
                                 tracing::warn!(session = %id, error = %e, "could not take up a session another server made");
                             }
                         }
-                        Ok(Notice::Deleted(id)) => manager.forget(&id),
+                        Ok(Notice::Deleted(id)) => {
+                            manager.forget(&id);
+                            manager.hand(Handed::Deleted(id));
+                        }
+                        Ok(Notice::Work(work)) => manager.hand(Handed::Work(work)),
                         Ok(Notice::Missed) => {
                             drop(manager);
                             catch_up_all(&weak).await;
@@ -84,6 +88,8 @@ async fn catch_up_all(manager: &std::sync::Weak<SessionManager>) {
     if let Err(e) = manager.resync().await {
         tracing::warn!(error = %e, "could not compare the sessions known here with the database's");
     }
+    // Work handed over meanwhile is found by rescanning.
+    manager.hand(Handed::Rescan);
     for session in manager.list() {
         if session.events.subscribers() > 0
             && let Err(e) = session.events.catch_up(None).await

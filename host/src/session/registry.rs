@@ -22,6 +22,20 @@ use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, LABEL_SERVER, REMOVED, S
 use crate::store::{ProcessRecord, SessionRecord, Store};
 use crate::workspace::Workspace;
 
+/// What [`SessionManager::work`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handed {
+    /// Work for a session's server.
+    Work(crate::store::Work),
+    /// Another server deleted the session.
+    Deleted(String),
+    /// Announcements may have been missed: look at the database.
+    Rescan,
+}
+
+/// Most work from other servers waiting to be taken up.
+const WORK_BACKLOG: usize = 1024;
+
 impl SessionManager {
     /// Loads every stored session and starts following their containers. A
     /// container that vanished while the server was down turns its session to
@@ -52,6 +66,7 @@ impl SessionManager {
             reserved: Default::default(),
             refilling: AtomicBool::new(false),
             stopping: CancellationToken::new(),
+            work: Default::default(),
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
@@ -99,6 +114,73 @@ impl SessionManager {
         Ok(())
     }
 
+    /// What other servers hand this one for the sessions it holds, as
+    /// heard. Only the latest caller hears it; when it falls behind, some
+    /// is dropped (found again at its next [`Handed::Rescan`] or tick).
+    pub fn work(&self) -> tokio::sync::mpsc::Receiver<Handed> {
+        let (tx, rx) = tokio::sync::mpsc::channel(WORK_BACKLOG);
+        *self.work.lock().unwrap() = Some(tx);
+        rx
+    }
+
+    /// Passes work heard from another server on to [`Self::work`]'s taker.
+    pub(super) fn hand(&self, work: Handed) {
+        let tx = self.work.lock().unwrap().clone();
+        if let Some(tx) = tx
+            && tx.try_send(work).is_err()
+        {
+            // Full: what the taker missed it finds at its next rescan.
+            tracing::debug!("work from other servers dropped: the taker is behind");
+        }
+    }
+
+    /// This server took `session` over from a silent one: it follows its
+    /// sandbox from now on (the agent runs its tasks).
+    pub fn took_over(&self, session: &Arc<Session>) {
+        session.set_server(self.store.server());
+        self.follow_sandbox(session);
+        tracing::info!(session = %session.id, "took the session over from a silent server");
+    }
+
+    /// Learns which server holds `id` now (another took it over); when it
+    /// was this one, stops following its sandbox. Returns the session
+    /// when this server no longer holds it.
+    pub async fn moved(&self, id: &str) -> Result<Option<Arc<Session>>, SessionError> {
+        let Ok(session) = self.get(id) else {
+            return Ok(None);
+        };
+        let Some(Some(server)) = self.store.session_server(id).await? else {
+            return Ok(None);
+        };
+        Ok(self.hold_as_stored(&session, &server).then_some(session))
+    }
+
+    /// Records that `server` holds `session` as the database says; returns
+    /// whether this server lost it so.
+    fn hold_as_stored(&self, session: &Arc<Session>, server: &str) -> bool {
+        let here = self.store.server();
+        let was_here = session.held_by(here);
+        if !session.set_server(server) || server == here {
+            return false;
+        }
+        session.stop_following();
+        if was_here {
+            tracing::warn!(session = %session.id, server, "another server holds the session now; this one stops running it");
+        }
+        was_here
+    }
+
+    /// A session, taken up from the database when another server made it
+    /// and this one has not heard yet; `None` when there is no such
+    /// session.
+    pub async fn get_or_adopt(&self, id: &str) -> Result<Option<Arc<Session>>, SessionError> {
+        if let Ok(session) = self.get(id) {
+            return Ok(Some(session));
+        }
+        self.adopt(id).await?;
+        Ok(self.get(id).ok())
+    }
+
     /// Drops a session another server deleted (it removed the container).
     pub(super) fn forget(&self, id: &str) {
         let Some(session) = self.sessions.write().unwrap().remove(id) else {
@@ -115,13 +197,13 @@ impl SessionManager {
         // Known first: a session made here meanwhile is stored before it is
         // known, so it is never taken for one deleted elsewhere.
         let known: Vec<String> = self.sessions.read().unwrap().keys().cloned().collect();
-        let stored: Vec<String> = self
-            .store
-            .sessions()
-            .await?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        let records = self.store.sessions().await?;
+        for r in &records {
+            if let (Ok(session), Some(server)) = (self.get(&r.id), &r.server) {
+                self.hold_as_stored(&session, server);
+            }
+        }
+        let stored: Vec<String> = records.into_iter().map(|r| r.id).collect();
         for id in known.iter().filter(|id| !stored.contains(id)) {
             self.forget(id);
         }
@@ -189,6 +271,7 @@ impl SessionManager {
             .as_deref()
             .is_none_or(|s| s == self.store.server());
         let session = Arc::new(Session::new(SessionParts {
+            server: record.server,
             owner: record.owner,
             budget_tokens: record.budget_tokens,
             tokens_used,
@@ -202,8 +285,7 @@ impl SessionManager {
             approvals: Arc::new(approvals),
         }));
         if follow_sandbox {
-            self.spawn_file_events(&session);
-            self.spawn_egress(&session);
+            self.follow_sandbox(&session);
         }
         Ok(session)
     }

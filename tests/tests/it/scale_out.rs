@@ -335,3 +335,256 @@ async fn each_server_keeps_its_own_warm_pool() {
     assert_eq!(status, 200, "{s}");
     assert_eq!(s["container_id"].as_str(), Some(ready[0].as_str()));
 }
+
+/// Reads `ws` until the event for which `is` holds, returning everything
+/// read up to and including it.
+async fn until(ws: &mut crogia_tests::WsClient, is: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let e = ws.event().await;
+        let done = is(&e);
+        seen.push(e);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn ended(task_id: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e| e["type"] == "task_completed" && e["task_id"] == task_id
+}
+
+/// A session's tasks run on the server holding it, one at a time, whoever
+/// is asked: a task submitted on B while A runs one waits behind it and
+/// then runs on A, and a cancel sent to B stops it there.
+#[tokio::test]
+async fn tasks_submitted_on_b_run_one_at_a_time_on_the_server_holding_the_session() {
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![
+        Reply::Delay(
+            std::time::Duration::from_millis(1500),
+            Box::new(Reply::Text("first done".into())),
+        ),
+        Reply::Stall(vec!["second, ".into(), "until cancelled".into()]),
+    ])
+    .await;
+    let store = db.config.clone();
+    let a = server_with_model(&model, move |c| c.store = store).await;
+    let store = db.config.clone();
+    let base_url = model.base_url.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = store;
+        c.model.base_url = base_url;
+    })
+    .await;
+    let id = a.session().await;
+    // B hears of the session, then follows it.
+    for _ in 0..100 {
+        if b.get(&format!("/api/sessions/{id}")).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut ws = b.ws(&id, Some(0)).await;
+    let (status, first) = a
+        .post(&format!("/api/sessions/{id}/tasks"), json!({"task": "one"}))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let first = first["task_id"].as_str().unwrap().to_string();
+    let mut events = until(&mut ws, |e| e["type"] == "task_started").await;
+
+    let (status, second) = b
+        .post(&format!("/api/sessions/{id}/tasks"), json!({"task": "two"}))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["position"], 1, "{second}");
+    let second = second["task_id"].as_str().unwrap().to_string();
+    events.extend(until(&mut ws, ended(&first)).await);
+    assert_eq!(events.last().unwrap()["status"], "completed");
+    events.extend(
+        until(&mut ws, |e| {
+            e["type"] == "text_delta" && e["content"] == "until cancelled"
+        })
+        .await,
+    );
+    // Cancelled through B, which does not run it.
+    let (status, body) = b
+        .post(&format!("/api/sessions/{id}/tasks/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    events.extend(until(&mut ws, ended(&second)).await);
+    assert_eq!(events.last().unwrap()["status"], "cancelled", "{events:?}");
+
+    // One at a time: the second started after the first ended.
+    let at = |ty: &str, task: &str| {
+        events
+            .iter()
+            .position(|e| e["type"] == ty && e["task_id"] == task)
+            .unwrap_or_else(|| panic!("no {ty} of {task}: {events:?}"))
+    };
+    assert!(at("task_started", &second) > at("task_completed", &first));
+    assert_eq!(seqs(&events), (1..=events.len() as u64).collect::<Vec<_>>());
+    // Both ran on A: B finished none.
+    let finished = |m: &str, outcome: &str| {
+        m.lines()
+            .find(|l| l.starts_with(&format!("crogia_tasks_total{{outcome=\"{outcome}\"}}")))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    let (on_a, on_b) = (a.metrics().await, b.metrics().await);
+    assert_eq!(finished(&on_a, "completed").as_deref(), Some("1"), "{on_a}");
+    assert_eq!(finished(&on_a, "cancelled").as_deref(), Some("1"), "{on_a}");
+    assert_eq!(finished(&on_b, "completed"), None, "{on_b}");
+    assert_eq!(finished(&on_b, "cancelled"), None, "{on_b}");
+    b.stop().await;
+}
+
+/// `kill -9` of the server running a session's task: once its lease runs
+/// out, B takes the session over. The task that was running ends
+/// `interrupted`, the one queued behind it runs on B, and B then follows
+/// the session's sandbox (its file events) and serves it as its own.
+#[tokio::test]
+async fn when_server_a_is_killed_mid_task_b_takes_its_sessions_over() {
+    use crogia_tests::process::ServerProcess;
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![
+        // A's task: never answered before A dies.
+        Reply::Delay(
+            std::time::Duration::from_secs(3600),
+            Box::new(Reply::Text("never".into())),
+        ),
+        // The queued task, on B.
+        Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "after.txt", "content": "written on B\n"}),
+        )]),
+        Reply::Text("Wrote after.txt.".into()),
+    ])
+    .await;
+    let lease = |c: &mut crogia_host::config::Config, store: &crogia_host::config::StoreConfig| {
+        c.store = store.clone();
+        c.store.lease_secs = 2;
+        c.workspace.file_events = true;
+    };
+    let mut a_fixture = crogia_tests::TestSandbox::with_config(|c| {
+        lease(c, &db.config);
+        c.model.base_url = model.base_url.clone();
+        c.model.model = "scripted".into();
+    });
+    a_fixture.config.server.data_dir = a_fixture.tmp.path().join("data");
+    let mut a = ServerProcess::spawn(&a_fixture.config).await;
+    let b = server_with_model(&model, |c| lease(c, &db.config)).await;
+    let (status, made) = post(&a.base, "/api/sessions", json!({})).await;
+    assert_eq!(status, 200, "{made}");
+    let id = made["session_id"].as_str().unwrap().to_string();
+    for _ in 0..100 {
+        if b.get(&format!("/api/sessions/{id}")).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut ws = b.ws(&id, Some(0)).await;
+    let (status, running) = post(
+        &a.base,
+        &format!("/api/sessions/{id}/tasks"),
+        json!({"task": "hang"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{running}");
+    let running = running["task_id"].as_str().unwrap().to_string();
+    until(&mut ws, |e| e["type"] == "task_started").await;
+    let (status, queued) = post(
+        &a.base,
+        &format!("/api/sessions/{id}/tasks"),
+        json!({"task": "write after.txt"}),
+    )
+    .await;
+    assert_eq!(
+        (status, queued["position"].as_u64()),
+        (200, Some(1)),
+        "{queued}"
+    );
+    let queued = queued["task_id"].as_str().unwrap().to_string();
+
+    a.signal("KILL");
+    a.wait(std::time::Duration::from_secs(10)).await;
+
+    let events = until(&mut ws, ended(&running)).await;
+    let end = events.last().unwrap();
+    assert_eq!(end["status"], "interrupted", "{events:?}");
+    let said = events
+        .iter()
+        .find(|e| e["type"] == "error" && e["task_id"] == running.as_str())
+        .unwrap_or_else(|| panic!("no error for the interrupted task: {events:?}"));
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .contains("took the session over"),
+        "{said}"
+    );
+    let events = until(&mut ws, ended(&queued)).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "task_started" && e["task_id"] == queued.as_str()),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    let (status, file) = b
+        .get(&format!("/api/sessions/{id}/files/content?path=after.txt"))
+        .await;
+    assert_eq!(
+        (status, file["content"].as_str()),
+        (200, Some("written on B\n"))
+    );
+
+    // B follows the session's sandbox now: a change is one file event.
+    let (status, body) = b
+        .post(
+            &format!("/api/sessions/{id}/shell"),
+            json!({"cmd": "echo x > by-shell.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let changed = until(&mut ws, |e| {
+        e["type"] == "file_changed" && e["path"] == "by-shell.txt"
+    })
+    .await;
+    // And B runs its next task itself.
+    model.push([Reply::Text("on B".into())]);
+    let (status, next) = b
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "again"}),
+        )
+        .await;
+    assert_eq!(
+        (status, next["position"].as_u64()),
+        (200, Some(0)),
+        "{next}"
+    );
+    let next = next["task_id"].as_str().unwrap().to_string();
+    let rest = until(&mut ws, ended(&next)).await;
+    assert_eq!(rest.last().unwrap()["status"], "completed", "{rest:?}");
+    assert!(
+        rest.iter()
+            .chain(&changed)
+            .filter(|e| e["type"] == "file_changed" && e["path"] == "by-shell.txt")
+            .count()
+            == 1,
+        "{changed:?} {rest:?}"
+    );
+    drop(a);
+    b.stop().await;
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}

@@ -1,0 +1,219 @@
+//! Leases: with several servers on one PostgreSQL, each session's tasks run
+//! on exactly one of them, the server holding its lease (the session's
+//! `server` in the database: the one that made it, until another takes it
+//! over). That server also follows the session's sandbox (file events,
+//! egress). Any server answers a session's REST calls; work only its holder
+//! can do is stored and handed over through the database
+//! ([`crate::store::Work`]): a task submitted elsewhere is queued for it,
+//! a cancel is passed on, a resolved approval wakes the call waiting there.
+//!
+//! Every server says it is alive every third of `store.lease_secs`, on the
+//! database's clock. A server silent for longer is taken for dead: the
+//! first live server to notice takes its sessions over (one row update
+//! each, so two never take one session), ends the task that was running
+//! there `interrupted`, and runs the queued ones. A server that finds its
+//! sessions held by another (it was cut off from the database for longer
+//! than the lease) stops running them without recording anything: the
+//! new holder has recorded their end.
+//!
+//! On SQLite the same loop runs for the one server; it matters only when a
+//! data directory's server id changed (`<data_dir>/server-id`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::Agent;
+use crate::session::{Handed, Session, SessionManager};
+use crate::store::{Store, Work};
+
+/// Every this many beats, servers silent for a hundred leases that hold no
+/// session are forgotten.
+const FORGET_EVERY: u64 = 200;
+
+/// Keeps this server's lease and takes over silent servers' sessions until
+/// `stopping` is cancelled.
+pub fn spawn(
+    store: Store,
+    sessions: Arc<SessionManager>,
+    agent: Arc<Agent>,
+    lease: Duration,
+    stopping: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut work = sessions.work();
+    // Not kept alive by this loop: it ends with them.
+    let (sessions, agent) = (Arc::downgrade(&sessions), Arc::downgrade(&agent));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beats = 0u64;
+        loop {
+            let next = tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => None,
+                handed = work.recv() => match handed {
+                    Some(handed) => Some(handed),
+                    None => return,
+                },
+            };
+            let (Some(sessions), Some(agent)) = (sessions.upgrade(), agent.upgrade()) else {
+                return;
+            };
+            let leases = Leases {
+                store: store.clone(),
+                sessions,
+                agent,
+                lease,
+            };
+            match next {
+                None => {
+                    leases.beat(beats % FORGET_EVERY == FORGET_EVERY - 1).await;
+                    beats += 1;
+                }
+                Some(handed) => leases.handle(handed).await,
+            }
+        }
+    })
+}
+
+struct Leases {
+    store: Store,
+    sessions: Arc<SessionManager>,
+    agent: Arc<Agent>,
+    lease: Duration,
+}
+
+impl Leases {
+    fn here(&self) -> &str {
+        self.store.server()
+    }
+
+    /// A session this server holds, when it does.
+    fn held(&self, id: &str) -> Option<Arc<Session>> {
+        self.sessions
+            .get(id)
+            .ok()
+            .filter(|s| s.held_by(self.here()))
+    }
+
+    /// Says this server is alive, takes over silent servers' sessions,
+    /// stops running those another server holds now, and queues the tasks
+    /// handed over whose announcement was missed.
+    async fn beat(&self, forget: bool) {
+        if let Err(e) = self.store.heartbeat().await {
+            tracing::warn!(error = %e, "could not renew this server's lease");
+            return;
+        }
+        match self.store.take_over_sessions(self.lease).await {
+            Ok(taken) => {
+                for id in taken {
+                    self.take_over(&id).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not take over silent servers' sessions"),
+        }
+        self.drop_lost();
+        self.rescan().await;
+        if forget {
+            match self.store.forget_idle_servers(self.lease * 100).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(servers = n, "forgot servers long silent"),
+                Err(e) => tracing::warn!(error = %e, "could not forget silent servers"),
+            }
+        }
+    }
+
+    async fn take_over(&self, id: &str) {
+        let session = match self.sessions.get_or_adopt(id).await {
+            Ok(Some(session)) => session,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(session = id, error = %e, "took a session over but could not load it");
+                return;
+            }
+        };
+        self.sessions.took_over(&session);
+        if let Err(e) = self.agent.take_over(&session).await {
+            tracing::error!(session = id, error = %e, "could not take over a session's tasks");
+        }
+    }
+
+    /// Stops the tasks of sessions this server no longer holds.
+    fn drop_lost(&self) {
+        for session in self.sessions.list() {
+            if !session.held_by(self.here()) && self.agent.has_tasks(&session.id) {
+                tracing::warn!(session = %session.id, server = ?session.server(), "another server holds this session now; its tasks stop here");
+                self.agent.forget(&session.id);
+            }
+        }
+    }
+
+    /// Queues the tasks stored for sessions held here that were handed
+    /// over unheard, and wakes calls whose approval was resolved unheard.
+    async fn rescan(&self) {
+        let ids = match self.store.sessions_with_queued_tasks().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for tasks handed over");
+                return;
+            }
+        };
+        for id in ids {
+            if let Some(session) = self.held(&id)
+                && let Err(e) = self.agent.pick_up(&session).await
+            {
+                tracing::warn!(session = %id, error = %e, "could not queue tasks handed over");
+            }
+        }
+    }
+
+    async fn handle(&self, handed: Handed) {
+        let work = match handed {
+            Handed::Work(work) => work,
+            Handed::Deleted(id) => return self.agent.forget(&id),
+            Handed::Rescan => {
+                self.rescan().await;
+                for session in self.sessions.list() {
+                    for approval in session.approvals.waiting().await {
+                        self.resolved(&session, &approval).await;
+                    }
+                }
+                return;
+            }
+        };
+        let id = work.session_id().to_string();
+        match work {
+            Work::Queued(_) => {
+                if let Some(session) = self.held(&id)
+                    && let Err(e) = self.agent.pick_up(&session).await
+                {
+                    tracing::warn!(session = %id, error = %e, "could not queue a task handed over");
+                }
+            }
+            Work::Cancel(_) => {
+                if self.held(&id).is_some() {
+                    self.agent.cancel(&id);
+                }
+            }
+            Work::Resolved { approval_id, .. } => {
+                if let Ok(session) = self.sessions.get(&id) {
+                    self.resolved(&session, &approval_id).await;
+                }
+            }
+            Work::Moved(_) => match self.sessions.moved(&id).await {
+                Ok(Some(_lost)) => self.agent.forget(&id),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "could not learn which server holds a session")
+                }
+            },
+        }
+    }
+
+    async fn resolved(&self, session: &Session, approval_id: &str) {
+        if let Err(e) = session.approvals.resolved_elsewhere(approval_id).await {
+            tracing::warn!(session = %session.id, approval = approval_id, error = %e, "could not read a resolution made elsewhere");
+        }
+    }
+}
