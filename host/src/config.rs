@@ -450,6 +450,11 @@ pub struct SandboxConfig {
     /// Unset: local exactly when `docker_host` is empty.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_engine: Option<bool>,
+    /// `[[sandbox.engines]]`: several Docker engines to place sessions on
+    /// (each new session goes to the least loaded one that answers). Empty:
+    /// the one engine at `docker_host`, named `default`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineConfig>,
     /// Image every session container is created from.
     pub image: String,
     /// Memory limit per container, Docker-style (`"2g"`, `"512m"`, bytes).
@@ -496,11 +501,59 @@ pub struct SandboxConfig {
     pub agent_binary: PathBuf,
 }
 
+/// `[[sandbox.engines]]`: one Docker engine sessions may be placed on.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// What the API, errors and metrics call it (`[a-z0-9_-]`, at most 32).
+    pub name: String,
+    /// Its address, as `sandbox.docker_host` (empty: `$DOCKER_HOST`, else
+    /// the local socket).
+    #[serde(default)]
+    pub docker_host: String,
+    /// Whether it shares this machine's filesystem, as
+    /// `sandbox.local_engine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_engine: Option<bool>,
+    /// Most sessions placed on it; 0: no limit.
+    #[serde(default)]
+    pub max_sessions: u64,
+}
+
+/// The engine's name when `[[sandbox.engines]]` is not set.
+pub const DEFAULT_ENGINE: &str = "default";
+
+impl SandboxConfig {
+    /// The engines sessions are placed on, in the order configured.
+    pub fn engines(&self) -> Vec<EngineConfig> {
+        if !self.engines.is_empty() {
+            return self.engines.clone();
+        }
+        vec![EngineConfig {
+            name: DEFAULT_ENGINE.into(),
+            docker_host: self.docker_host.clone(),
+            local_engine: self.local_engine,
+            max_sessions: 0,
+        }]
+    }
+
+    /// These settings for the containers of `engine`.
+    pub fn for_engine(&self, engine: &EngineConfig) -> SandboxConfig {
+        SandboxConfig {
+            docker_host: engine.docker_host.clone(),
+            local_engine: engine.local_engine,
+            engines: Vec::new(),
+            ..self.clone()
+        }
+    }
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             docker_host: String::new(),
             local_engine: None,
+            engines: Vec::new(),
             image: "crogia-sandbox:latest".into(),
             memory: MemorySize(2 * 1024 * 1024 * 1024),
             cpus: 1.0,
@@ -1067,6 +1120,28 @@ impl Config {
             }
         }
         let s = &self.sandbox;
+        if !s.engines.is_empty() && (!s.docker_host.is_empty() || s.local_engine.is_some()) {
+            bail!(
+                "set sandbox.docker_host (one engine) or [[sandbox.engines]] (several), not both"
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for e in &s.engines {
+            let well_formed = !e.name.is_empty()
+                && e.name.len() <= 32
+                && e.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !well_formed {
+                bail!(
+                    "sandbox.engines: name {:?} must be 1 to 32 of a-z, 0-9, '-' and '_'",
+                    e.name
+                );
+            }
+            if !names.insert(e.name.as_str()) {
+                bail!("sandbox.engines: two engines are named {:?}", e.name);
+            }
+        }
         if !(s.cpus > 0.0 && s.cpus.is_finite()) {
             bail!("sandbox.cpus must be a positive number, got {}", s.cpus);
         }

@@ -739,6 +739,7 @@ mod tests {
             owner: "local".into(),
             budget_tokens: None,
             server: None,
+            engine: None,
         };
         store.insert_session(&record).await.unwrap();
     }

@@ -47,7 +47,7 @@ pub fn check_exposure(config: &Config, insecure: bool) -> anyhow::Result<()> {
 /// A built application, ready to serve.
 pub struct App {
     pub state: Arc<AppState>,
-    monitor: tokio::task::JoinHandle<()>,
+    monitors: Vec<tokio::task::JoinHandle<()>>,
     /// This server's claim on its data directory, held until it is dropped.
     _lock: DataDirLock,
 }
@@ -61,15 +61,31 @@ impl App {
             .map_err(|e| anyhow::anyhow!("[network] {e}"))?;
         let lock = DataDirLock::acquire(&config.server.data_dir, "another server")?;
         let config = Arc::new(config);
-        let engine = DockerEngine::new(&config.sandbox.docker_host);
-        if !engine.probe().await {
-            tracing::warn!(
-                "Docker engine not available at start; sessions cannot be created until it answers"
-            );
-        }
-        let monitor = engine.spawn_monitor(ENGINE_PROBE_INTERVAL);
         let metrics = Arc::new(Metrics::new());
-        let sandbox = Sandbox::new(engine, config.sandbox.clone()).with_metrics(metrics.clone());
+        // Named when there are several: their errors say which.
+        let several = !config.sandbox.engines.is_empty();
+        let mut engines = Vec::new();
+        let mut monitors = Vec::new();
+        for e in config.sandbox.engines() {
+            let engine = if several {
+                DockerEngine::named(&e.name, &e.docker_host)
+            } else {
+                DockerEngine::new(&e.docker_host)
+            };
+            if !engine.probe().await {
+                tracing::warn!(
+                    engine = %e.name,
+                    "Docker engine not available at start; sessions cannot be placed on it until it answers"
+                );
+            }
+            monitors.push(engine.spawn_monitor(ENGINE_PROBE_INTERVAL));
+            let sandbox =
+                Sandbox::new(engine, config.sandbox.for_engine(&e)).with_metrics(metrics.clone());
+            engines.push((e, sandbox));
+        }
+        // The first engine's: what is not about one session (health's
+        // `docker_available` reads every engine).
+        let sandbox = engines[0].1.clone();
         let store = Store::for_config(&config).await.with_context(|| {
             if config.store.url.is_empty() {
                 format!(
@@ -83,7 +99,7 @@ impl App {
         // Alive before anything: another server must not take this one's
         // sessions while it starts.
         store.heartbeat().await.context("recording this server")?;
-        let sessions = SessionManager::open(config.clone(), sandbox.clone(), store.clone())
+        let sessions = SessionManager::open(config.clone(), engines, store.clone())
             .await
             .context("restoring sessions")?;
         let plugins = PluginRuntime::new(&config)?;
@@ -131,7 +147,7 @@ impl App {
         };
         Ok(Self {
             state: Arc::new(state),
-            monitor,
+            monitors,
             _lock: lock,
         })
     }
@@ -164,7 +180,9 @@ impl App {
         axum::serve(listener, router)
             .with_graceful_shutdown(stopping)
             .await?;
-        self.monitor.abort();
+        for monitor in &self.monitors {
+            monitor.abort();
+        }
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())

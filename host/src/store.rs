@@ -90,6 +90,9 @@ pub struct SessionRecord {
     /// sandbox: the one that made it (set by the store from its own) until
     /// another takes it over (`None` before servers had ids).
     pub server: Option<String>,
+    /// The engine its container is on (`None`: the first configured, as
+    /// for sessions from before several engines).
+    pub engine: Option<String>,
 }
 
 /// One model call, as the usage ledger records it.
@@ -135,7 +138,7 @@ pub struct CompactionRecord {
 /// The columns [`session_record`] reads, in its order.
 macro_rules! session_columns {
     () => {
-        "id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server"
+        "id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server, engine"
     };
 }
 
@@ -593,7 +596,7 @@ impl Store {
     pub async fn insert_session(&self, s: &SessionRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            "INSERT INTO sessions (id, container_id, workdir, created, last_task, error, network, approval, owner, budget_tokens, server, engine) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&s.id)
         .bind(&s.container_id)
@@ -606,6 +609,7 @@ impl Store {
         .bind(&s.owner)
         .bind(s.budget_tokens.map(|b| b as i64))
         .bind(&*self.server)
+        .bind(&s.engine)
         .execute(&mut *tx)
         .await?;
         self.announce(&mut tx, SESSIONS_CHANNEL, &format!("created:{}", s.id))
@@ -1436,6 +1440,7 @@ fn session_record(r: &AnyRow) -> SessionRecord {
         owner: r.get(8),
         budget_tokens: r.get::<Option<i64>, _>(9).map(|b| b as u64),
         server: r.get(10),
+        engine: r.get(11),
     }
 }
 
@@ -1602,6 +1607,7 @@ mod tests {
             owner: "alice".into(),
             budget_tokens: Some(1000),
             server: None,
+            engine: None,
         }
     }
 

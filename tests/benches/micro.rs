@@ -106,6 +106,7 @@ async fn bench_log(store: Store) -> EventLog {
             owner: "local".into(),
             budget_tokens: None,
             server: None,
+            engine: None,
         })
         .await
         .unwrap();

@@ -245,6 +245,11 @@ impl Drop for TestSandbox {
         if !self.config.sandbox.engine_is_local() {
             sweep_engine(&self.label, &self.config.sandbox.docker_host);
         }
+        for engine in &self.config.sandbox.engines {
+            if !engine.docker_host.is_empty() && !engine.docker_host.contains("engine-proxy") {
+                sweep_engine(&self.label, &engine.docker_host);
+            }
+        }
     }
 }
 

@@ -186,6 +186,7 @@ mod tests {
                 owner: "local".into(),
                 budget_tokens: None,
                 server: None,
+                engine: None,
             })
             .await
             .unwrap();

@@ -151,6 +151,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
             owner: "local".into(),
             budget_tokens: None,
             server: None,
+            engine: None,
         })
         .await
         .unwrap();
@@ -184,6 +185,7 @@ async fn harness(configure: impl FnOnce(&mut Config)) -> Harness {
         id,
         created: chrono::Utc::now(),
         container_id: "no-container".into(),
+        engine: crate::config::DEFAULT_ENGINE.into(),
         caps,
         events,
         last_task: None,

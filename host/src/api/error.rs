@@ -180,6 +180,9 @@ impl From<SessionError> for ApiError {
             SessionError::NetworkNotPermitted(m) | SessionError::ApprovalNotPermitted(m) => {
                 Self::new(StatusCode::FORBIDDEN, m)
             }
+            e @ SessionError::EnginesFull => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
         }
     }
 }

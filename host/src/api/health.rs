@@ -22,7 +22,12 @@ pub struct HealthResponse {
     pub status: &'static str,
     pub timestamp: String,
     pub active_sessions: usize,
+    /// Whether a Docker engine answers (with several, whether at least
+    /// one does: new sessions can be placed).
     pub docker_available: bool,
+    /// Each engine sessions are placed on: whether it answers, and how
+    /// many sessions it holds (additive).
+    pub engines: Vec<crate::session::EngineReport>,
 }
 
 pub fn routes() -> ApiRouter<Arc<AppState>> {
@@ -33,10 +38,12 @@ pub fn routes() -> ApiRouter<Arc<AppState>> {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Json<HealthResponse> {
+    let engines = state.sessions.engines();
     Json(HealthResponse {
         status: "healthy",
         timestamp: timestamp(chrono::Utc::now()),
         active_sessions: state.sessions.active_count(),
-        docker_available: state.sandbox.engine().is_available(),
+        docker_available: engines.iter().any(|e| e.available),
+        engines,
     })
 }

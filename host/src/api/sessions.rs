@@ -69,6 +69,14 @@ pub struct SessionInfo {
     /// Model tokens its tasks used so far (additive).
     #[serde(default)]
     pub tokens_used: u64,
+    /// The Docker engine its container is on (additive; `default` unless
+    /// `[[sandbox.engines]]` names several).
+    #[serde(default)]
+    pub engine: String,
+    /// The server running its tasks, when several share one database
+    /// (additive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 impl SessionInfo {
@@ -95,6 +103,8 @@ impl SessionInfo {
             owner: s.owner.clone(),
             budget_tokens: s.budget_tokens,
             tokens_used: s.tokens_used(),
+            engine: s.engine.clone(),
+            server: s.server(),
         }
     }
 }

@@ -21,6 +21,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct DockerEngine {
+    /// Its name among several (`[[sandbox.engines]]`), said in its errors.
+    name: Option<String>,
     /// Where the engine listens; empty for bollard's defaults.
     host: String,
     /// A client whose API version has been negotiated with the engine; `None`
@@ -33,7 +35,17 @@ impl DockerEngine {
     /// An engine at `host` (`unix://...`, `tcp://...`); empty means
     /// `$DOCKER_HOST` or the local socket.
     pub fn new(host: &str) -> Arc<Self> {
+        Self::build(None, host)
+    }
+
+    /// [`Self::new`], one of several: its errors and logs name it.
+    pub fn named(name: &str, host: &str) -> Arc<Self> {
+        Self::build(Some(name.to_string()), host)
+    }
+
+    fn build(name: Option<String>, host: &str) -> Arc<Self> {
         Arc::new(Self {
+            name,
             host: host.to_string(),
             client: Mutex::new(None),
             available: AtomicBool::new(false),
@@ -84,9 +96,15 @@ impl DockerEngine {
         let was = self.available.swap(ok, Ordering::Relaxed);
         if was != ok {
             if ok {
-                tracing::info!("Docker engine is available again");
+                tracing::info!(
+                    engine = self.name.as_deref(),
+                    "Docker engine is available again"
+                );
             } else {
-                tracing::warn!("Docker engine stopped answering");
+                tracing::warn!(
+                    engine = self.name.as_deref(),
+                    "Docker engine stopped answering"
+                );
             }
         }
         ok
@@ -132,8 +150,16 @@ impl DockerEngine {
 
     fn unavailable(&self, reason: String) -> SandboxError {
         if self.available.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%reason, "Docker engine unavailable");
+            tracing::warn!(engine = self.name.as_deref(), %reason, "Docker engine unavailable");
         }
-        SandboxError::Unavailable(reason)
+        match &self.name {
+            Some(name) => SandboxError::Unavailable(format!("engine {name:?}: {reason}")),
+            None => SandboxError::Unavailable(reason),
+        }
+    }
+
+    /// Its name among several, when it has one.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
 }

@@ -90,7 +90,7 @@ impl SessionManager {
             return;
         }
         self.spawn_network_log(session, until);
-        let sandbox = self.sandbox.clone();
+        let sandbox = self.sandbox_of(session);
         let container = session.container_id.clone();
         self.keep_following(session, until, move |weak| {
             let sandbox = sandbox.clone();

@@ -19,7 +19,7 @@ impl SessionManager {
         if !self.config.workspace.file_events {
             return;
         }
-        let sandbox = self.sandbox.clone();
+        let sandbox = self.sandbox_of(session);
         let container = session.container_id.clone();
         let warned = Arc::new(AtomicBool::new(false));
         self.keep_following(session, until, move |weak| {

@@ -19,51 +19,53 @@ pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<G
     let sessions = store.sessions().await?;
     let known: Vec<String> = sessions.iter().map(|s| s.container_id.clone()).collect();
     store.close().await;
-    let sandbox = Sandbox::new(
-        DockerEngine::new(&config.sandbox.docker_host),
-        config.sandbox.clone(),
-    );
-    let ours = sandbox
-        .find_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
-        .await?;
-    // Another server sharing the database makes containers (its pool, the
-    // session it is creating) that no stored session names yet: its own gc
-    // sees to them.
     let server = store.server().to_string();
-    let orphans: Vec<_> = ours
-        .into_iter()
-        .filter(|c| !known.contains(&c.id) && super::made_here(&c.labels, &server))
-        .collect();
-    if !dry_run {
-        for c in &orphans {
-            sandbox.remove(&c.id).await?;
+    let mut garbage = Garbage::default();
+    for engine in config.sandbox.engines() {
+        let sandbox = Sandbox::new(
+            DockerEngine::named(&engine.name, &engine.docker_host),
+            config.sandbox.for_engine(&engine),
+        );
+        let ours = sandbox
+            .find_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
+            .await?;
+        // Another server sharing the database makes containers (its pool,
+        // the session it is creating) that no stored session names yet:
+        // its own gc sees to them.
+        let orphans: Vec<_> = ours
+            .into_iter()
+            .filter(|c| !known.contains(&c.id) && super::made_here(&c.labels, &server))
+            .collect();
+        if !dry_run {
+            for c in &orphans {
+                sandbox.remove(&c.id).await?;
+            }
         }
-    }
-    // Workspace volumes whose session is gone (after the containers that
-    // used them).
-    let volumes: Vec<String> = sandbox
-        .volumes_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
-        .await?
-        .into_iter()
-        .filter(|(_, labels)| {
-            super::made_here(labels, &server)
-                && labels
-                    .get(LABEL_SESSION)
-                    .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
-        })
-        .map(|(name, _)| name)
-        .collect();
-    if !dry_run {
-        for name in &volumes {
-            sandbox
-                .remove_workspace(&crate::workspace::Workspace::Volume(name.clone()))
-                .await?;
+        // Workspace volumes whose session is gone (after the containers
+        // that used them).
+        let volumes: Vec<String> = sandbox
+            .volumes_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
+            .await?
+            .into_iter()
+            .filter(|(_, labels)| {
+                super::made_here(labels, &server)
+                    && labels
+                        .get(LABEL_SESSION)
+                        .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if !dry_run {
+            for name in &volumes {
+                sandbox
+                    .remove_workspace(&crate::workspace::Workspace::Volume(name.clone()))
+                    .await?;
+            }
         }
+        garbage.containers.extend(orphans);
+        garbage.volumes.extend(volumes);
     }
-    Ok(Garbage {
-        containers: orphans,
-        volumes,
-    })
+    Ok(garbage)
 }
 
 /// What `crogia gc` found (and removed unless it was a dry run).

@@ -68,6 +68,9 @@ pub enum SessionError {
     /// The approval mode asked for is not permitted by the operator.
     #[error("{0}")]
     ApprovalNotPermitted(String),
+    /// Every engine holds its `max_sessions`.
+    #[error("every Docker engine holds as many sessions as it may (sandbox.engines' max_sessions)")]
+    EnginesFull,
 }
 
 impl From<crate::network::PolicyError> for SessionError {
@@ -107,6 +110,8 @@ pub struct Session {
     pub id: String,
     pub created: DateTime<Utc>,
     pub container_id: String,
+    /// The engine its container is on (`[[sandbox.engines]]`' name).
+    pub engine: String,
     /// Everything the session can do; shared by REST handlers and plugins.
     pub caps: Capabilities,
     /// What the agent did, in order.
@@ -152,6 +157,7 @@ pub struct SessionParts {
     pub id: String,
     pub created: DateTime<Utc>,
     pub container_id: String,
+    pub engine: String,
     pub caps: Capabilities,
     pub events: Arc<EventLog>,
     pub last_task: Option<String>,
@@ -170,6 +176,7 @@ impl Session {
             id,
             created,
             container_id,
+            engine,
             caps,
             events,
             last_task,
@@ -184,6 +191,7 @@ impl Session {
             id,
             created,
             container_id,
+            engine,
             caps,
             events,
             deleted: CancellationToken::new(),
@@ -274,11 +282,34 @@ pub(crate) fn made_here(labels: &std::collections::HashMap<String, String>, serv
         .is_none_or(|s| s == server)
 }
 
+/// One Docker engine sessions are placed on, with its containers'
+/// statuses.
+#[derive(Debug)]
+struct Engine {
+    name: String,
+    sandbox: Sandbox,
+    watch: Arc<ContainerWatch>,
+    /// Most sessions placed on it; 0: no limit.
+    max_sessions: u64,
+}
+
+/// What one engine holds and whether it answers, as health reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EngineReport {
+    pub name: String,
+    /// Whether it answered its latest probe or request.
+    pub available: bool,
+    /// Sessions placed on it.
+    pub sessions: u64,
+    /// Most sessions placed on it; 0: no limit.
+    pub max_sessions: u64,
+}
+
 #[derive(Debug)]
 pub struct SessionManager {
     store: Store,
-    sandbox: Sandbox,
-    watch: Arc<ContainerWatch>,
+    /// Where sessions are placed, in the order configured (at least one).
+    engines: Vec<Engine>,
     config: Arc<Config>,
     workspaces_dir: PathBuf,
     sessions: RwLock<HashMap<String, Arc<Session>>>,

@@ -20,6 +20,8 @@ pub(super) struct Prepared {
     pub(super) id: String,
     pub(super) workspace: Workspace,
     pub(super) container_id: String,
+    /// The engine it is on, by index.
+    pub(super) engine: usize,
 }
 
 impl SessionManager {
@@ -34,22 +36,24 @@ impl SessionManager {
             format!("{LABEL_INSTANCE}={instance}"),
             format!("{LABEL_POOL}=true"),
         ];
-        let Ok(stale) = self.sandbox.find_by_labels(&[&filter[0], &filter[1]]).await else {
-            return;
-        };
-        for c in stale {
-            if !super::made_here(&c.labels, self.store.server()) {
+        for (engine, e) in self.engines.iter().enumerate() {
+            let Ok(stale) = e.sandbox.find_by_labels(&[&filter[0], &filter[1]]).await else {
                 continue;
-            }
-            let id = c.labels.get(LABEL_SESSION).cloned().unwrap_or_default();
-            if self.sessions.read().unwrap().contains_key(&id) {
-                continue;
-            }
-            let _ = self.sandbox.remove(&c.id).await;
-            if !id.is_empty()
-                && let Ok(workspace) = self.workspace_for(&id)
-            {
-                let _ = self.sandbox.remove_workspace(&workspace).await;
+            };
+            for c in stale {
+                if !super::made_here(&c.labels, self.store.server()) {
+                    continue;
+                }
+                let id = c.labels.get(LABEL_SESSION).cloned().unwrap_or_default();
+                if self.sessions.read().unwrap().contains_key(&id) {
+                    continue;
+                }
+                let _ = e.sandbox.remove(&c.id).await;
+                if !id.is_empty()
+                    && let Ok(workspace) = self.workspace_for(engine, &id)
+                {
+                    let _ = e.sandbox.remove_workspace(&workspace).await;
+                }
             }
         }
     }
@@ -62,7 +66,11 @@ impl SessionManager {
         }
         tokio::spawn(async move {
             while self.pool.lock().unwrap().len() < size {
-                match self.prepare().await {
+                let prepared = match self.place() {
+                    Ok(engine) => self.prepare(engine).await,
+                    Err(e) => Err(e),
+                };
+                match prepared {
                     Ok(p) => self.pool.lock().unwrap().push_back(p),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not refill the warm pool");
@@ -74,34 +82,36 @@ impl SessionManager {
         });
     }
 
-    /// A fresh id, workspace and running container.
-    pub(super) async fn prepare(&self) -> Result<Prepared, SessionError> {
+    /// A fresh id, workspace and running container on `engine`.
+    pub(super) async fn prepare(&self, engine: usize) -> Result<Prepared, SessionError> {
         let id = self.fresh_id();
         let pool_label = self.config.sandbox.pool_size > 0;
+        let e = &self.engines[engine];
         let result = async {
-            let workspace = self.workspace_for(&id)?;
+            let workspace = self.workspace_for(engine, &id)?;
             let sandbox = if pool_label {
-                self.sandbox.clone().with_label(LABEL_POOL, "true")
+                e.sandbox.clone().with_label(LABEL_POOL, "true")
             } else {
-                self.sandbox.clone()
+                e.sandbox.clone()
             };
             match sandbox.create(&id, &workspace).await {
                 Ok(container_id) => {
-                    self.watch.record(&container_id, "running");
+                    e.watch.record(&container_id, "running");
                     // The link to its agent, made now: a session's first
                     // request (its first checkpoint) does not wait for it.
-                    if let Err(e) = self.sandbox.stat(&container_id, ".").await {
+                    if let Err(e) = e.sandbox.stat(&container_id, ".").await {
                         tracing::debug!(container = %container_id, error = %e, "the agent did not answer yet");
                     }
                     Ok(Prepared {
                         id: id.clone(),
                         workspace,
                         container_id,
+                        engine,
                     })
                 }
-                Err(e) => {
-                    let _ = self.sandbox.remove_workspace(&workspace).await;
-                    Err(e.into())
+                Err(err) => {
+                    let _ = e.sandbox.remove_workspace(&workspace).await;
+                    Err(err.into())
                 }
             }
         }
@@ -110,10 +120,11 @@ impl SessionManager {
         result
     }
 
-    /// Where session `id`'s workspace goes: a directory under the data
-    /// directory (made here), or a volume on an engine that is not local.
-    pub(super) fn workspace_for(&self, id: &str) -> Result<Workspace, SessionError> {
-        if self.sandbox.is_local() {
+    /// Where session `id`'s workspace on `engine` goes: a directory under
+    /// the data directory (made here), or a volume on an engine that is not
+    /// local.
+    pub(super) fn workspace_for(&self, engine: usize, id: &str) -> Result<Workspace, SessionError> {
+        if self.engines[engine].sandbox.is_local() {
             Workspace::create(self.workspaces_dir.join(format!("session_{id}")))
                 .map_err(|e| SessionError::Workspace(e.to_string()))
         } else {
@@ -134,15 +145,18 @@ impl SessionManager {
         }
     }
 
-    /// A ready container from the pool, if one is still running.
-    pub(super) fn take_prepared(&self) -> Option<Prepared> {
+    /// A ready container on `engine` from the pool, if one is still
+    /// running.
+    pub(super) fn take_prepared(&self, engine: usize) -> Option<Prepared> {
         let mut pool = self.pool.lock().unwrap();
-        while let Some(p) = pool.pop_front() {
-            if self.watch.status(&p.container_id).as_deref() == Some("running") {
+        while let Some(i) = pool.iter().position(|p| p.engine == engine) {
+            let p = pool.remove(i).expect("found above");
+            let e = &self.engines[engine];
+            if e.watch.status(&p.container_id).as_deref() == Some("running") {
                 return Some(p);
             }
             tracing::info!(container = %p.container_id, "discarding a pool container that stopped");
-            let sandbox = self.sandbox.clone();
+            let sandbox = e.sandbox.clone();
             tokio::spawn(async move {
                 let _ = sandbox.remove(&p.container_id).await;
                 let _ = sandbox.remove_workspace(&p.workspace).await;

@@ -9,10 +9,11 @@ use super::{Session, SessionManager};
 use crate::sandbox::REMOVED;
 
 impl SessionManager {
-    /// Marks sessions whose containers vanish, now and whenever it happens.
-    pub(super) fn spawn_reconciler(self: Arc<Self>) {
+    /// Marks sessions on `engine` whose containers vanish, now and
+    /// whenever it happens.
+    pub(super) fn spawn_reconciler(self: Arc<Self>, engine: usize) {
         let weak = Arc::downgrade(&self);
-        let mut changes = self.watch.subscribe();
+        let mut changes = self.engines[engine].watch.subscribe();
         drop(self);
         tokio::spawn(async move {
             // Sessions whose containers vanished while we were down: checked
@@ -21,18 +22,21 @@ impl SessionManager {
                 let Some(manager) = weak.upgrade() else {
                     return;
                 };
-                if manager.watch.is_synced() {
+                let watch = &manager.engines[engine].watch;
+                if watch.is_synced() {
+                    let name = &manager.engines[engine].name;
                     let vanished: Vec<Arc<Session>> = manager
                         .list()
                         .into_iter()
                         .filter(|s| {
-                            manager.watch.status(&s.container_id).as_deref() == Some(REMOVED)
+                            &s.engine == name
+                                && watch.status(&s.container_id).as_deref() == Some(REMOVED)
                         })
                         .collect();
                     for s in vanished {
                         manager.mark_broken(&s, "its container no longer exists (removed while the server was down)").await;
                     }
-                    manager.report_orphans();
+                    manager.report_orphans(engine);
                     break;
                 }
                 drop(manager);
@@ -50,10 +54,11 @@ impl SessionManager {
                 if change.status != REMOVED {
                     continue;
                 }
+                let name = &manager.engines[engine].name;
                 let owner = manager
                     .list()
                     .into_iter()
-                    .find(|s| s.container_id == change.id);
+                    .find(|s| s.container_id == change.id && &s.engine == name);
                 if let Some(s) = owner
                     && !s.deleting.load(Ordering::SeqCst)
                 {
@@ -77,9 +82,9 @@ impl SessionManager {
 
     /// Logs containers of this server that belong to no session; `crogia gc`
     /// removes them.
-    fn report_orphans(&self) {
+    fn report_orphans(&self, engine: usize) {
         let known: Vec<String> = self.list().iter().map(|s| s.container_id.clone()).collect();
-        for id in self.watch.containers() {
+        for id in self.engines[engine].watch.containers() {
             if !known.contains(&id) {
                 tracing::warn!(container = %id, "container carries this server's label but belongs to no session; remove it with `crogia gc`");
             }

@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::approvals::{ApprovalMode, SessionApprovals};
 use super::{
-    NewSession, Prepared, Session, SessionError, SessionManager, SessionParts, SessionStatus,
-    StatusReport,
+    Engine, EngineReport, NewSession, Prepared, Session, SessionError, SessionManager,
+    SessionParts, SessionStatus, StatusReport,
 };
 use crate::capabilities::{Capabilities, Health, ProcessPersister, ProcessTable};
-use crate::config::Config;
+use crate::config::{Config, EngineConfig};
 use crate::events::EventLog;
 use crate::network::{SessionEgress, SessionNetwork};
 use crate::sandbox::{BackgroundProcess, LABEL_INSTANCE, LABEL_SERVER, REMOVED, Sandbox};
@@ -42,14 +42,25 @@ impl SessionManager {
     /// `error` as soon as the engine answers.
     pub async fn open(
         config: Arc<Config>,
-        sandbox: Sandbox,
+        engines: Vec<(EngineConfig, Sandbox)>,
         store: Store,
     ) -> Result<Arc<Self>, SessionError> {
+        assert!(!engines.is_empty(), "at least one engine");
         let instance = store.instance_id().await?;
-        let sandbox = sandbox
-            .with_label(LABEL_INSTANCE, &instance)
-            .with_label(LABEL_SERVER, store.server());
-        let watch = sandbox.watch_containers(format!("{LABEL_INSTANCE}={instance}"));
+        let engines = engines
+            .into_iter()
+            .map(|(e, sandbox)| {
+                let sandbox = sandbox
+                    .with_label(LABEL_INSTANCE, &instance)
+                    .with_label(LABEL_SERVER, store.server());
+                Engine {
+                    watch: sandbox.watch_containers(format!("{LABEL_INSTANCE}={instance}")),
+                    name: e.name,
+                    sandbox,
+                    max_sessions: e.max_sessions,
+                }
+            })
+            .collect();
         let workspaces_dir = config.server.data_dir.join("workspaces");
         std::fs::create_dir_all(&workspaces_dir)
             .map_err(|e| SessionError::Workspace(e.to_string()))?;
@@ -57,8 +68,7 @@ impl SessionManager {
             .map_err(|e| SessionError::Workspace(e.to_string()))?;
         let manager = Arc::new(Self {
             store,
-            sandbox,
-            watch,
+            engines,
             config,
             workspaces_dir,
             sessions: RwLock::new(HashMap::new()),
@@ -85,7 +95,9 @@ impl SessionManager {
             sessions = manager.sessions.read().unwrap().len(),
             "sessions restored"
         );
-        manager.clone().spawn_reconciler();
+        for engine in 0..manager.engines.len() {
+            manager.clone().spawn_reconciler(engine);
+        }
         manager.clone().spawn_event_notices();
         manager.discard_stale_pool().await;
         manager.clone().refill_pool();
@@ -240,14 +252,27 @@ impl SessionManager {
             })
         });
         let processes = processes.into_iter().map(background_process).collect();
+        let (engine, missing) = match &record.engine {
+            None => (&self.engines[0], None),
+            Some(name) => match self.engines.iter().find(|e| &e.name == name) {
+                Some(engine) => (engine, None),
+                None => (
+                    &self.engines[0],
+                    Some(format!(
+                        "its Docker engine {name:?} is no longer configured ([[sandbox.engines]])"
+                    )),
+                ),
+            },
+        };
+        let engine_name = record.engine.clone().unwrap_or_else(|| engine.name.clone());
         let caps = Capabilities::new(
             &record.id,
-            self.sandbox.clone(),
+            engine.sandbox.clone(),
             &record.container_id,
             Arc::new(workspace),
             ProcessTable::new(processes, Some(persist)),
             Arc::new(self.config.workspace.clone()),
-            Arc::new(Health::new(record.error)),
+            Arc::new(Health::new(record.error.or(missing))),
         );
         let network = self.restored_network(&record.id, record.network.as_deref());
         let events = Arc::new(events);
@@ -278,6 +303,7 @@ impl SessionManager {
             id: record.id,
             created: record.created,
             container_id: record.container_id,
+            engine: engine_name,
             caps,
             events,
             last_task: record.last_task,
@@ -321,6 +347,79 @@ impl SessionManager {
         self.store.set_network(&session.id, Some(&json)).await?;
         session.network.apply(own, policy);
         Ok(())
+    }
+
+    /// The engine `session`'s container is on.
+    fn engine_of(&self, session: &Session) -> &Engine {
+        self.engines
+            .iter()
+            .find(|e| e.name == session.engine)
+            .unwrap_or(&self.engines[0])
+    }
+
+    /// The sandbox of `session`'s engine.
+    pub(super) fn sandbox_of(&self, session: &Session) -> Sandbox {
+        self.engine_of(session).sandbox.clone()
+    }
+
+    /// How many sessions each engine holds, by index.
+    fn placed(&self) -> Vec<u64> {
+        let mut placed = vec![0u64; self.engines.len()];
+        for s in self.sessions.read().unwrap().values() {
+            if let Some(i) = self.engines.iter().position(|e| e.name == s.engine) {
+                placed[i] += 1;
+            }
+        }
+        placed
+    }
+
+    /// Where a new session goes: the engine holding the fewest sessions
+    /// among those that answer and have room (the first, of equals).
+    /// Refused when every engine is full or none answers; with one engine,
+    /// it is asked anyway (its own error says why it fails).
+    pub(super) fn place(&self) -> Result<usize, SessionError> {
+        if self.engines.len() == 1 {
+            return Ok(0);
+        }
+        let placed = self.placed();
+        let room = |i: &usize| {
+            let max = self.engines[*i].max_sessions;
+            max == 0 || placed[*i] < max
+        };
+        let with_room: Vec<usize> = (0..self.engines.len()).filter(room).collect();
+        if with_room.is_empty() {
+            return Err(SessionError::EnginesFull);
+        }
+        let answering = with_room
+            .iter()
+            .copied()
+            .filter(|i| self.engines[*i].sandbox.engine().is_available())
+            .min_by_key(|i| placed[*i]);
+        answering.ok_or_else(|| {
+            let names: Vec<&str> = with_room
+                .iter()
+                .map(|i| self.engines[*i].name.as_str())
+                .collect();
+            SessionError::Sandbox(crate::sandbox::SandboxError::Unavailable(format!(
+                "no engine with room answers ({})",
+                names.join(", ")
+            )))
+        })
+    }
+
+    /// Each engine: whether it answers and how many sessions it holds.
+    pub fn engines(&self) -> Vec<EngineReport> {
+        let placed = self.placed();
+        self.engines
+            .iter()
+            .zip(placed)
+            .map(|(e, sessions)| EngineReport {
+                name: e.name.clone(),
+                available: e.sandbox.engine().is_available(),
+                sessions,
+                max_sessions: e.max_sessions,
+            })
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Session>, SessionError> {
@@ -386,6 +485,7 @@ impl SessionManager {
     /// A session's status, from its container's and its own record.
     pub fn status(&self, s: &Session) -> StatusReport {
         let container_status = self
+            .engine_of(s)
             .watch
             .status(&s.container_id)
             .unwrap_or_else(|| "unknown".into());
@@ -431,18 +531,21 @@ impl SessionManager {
             }
             None => None,
         };
-        let prepared = match self.take_prepared() {
+        let engine = self.place()?;
+        let prepared = match self.take_prepared(engine) {
             Some(p) => {
                 self.clone().refill_pool();
                 p
             }
-            None => self.prepare().await?,
+            None => self.prepare(engine).await?,
         };
         let Prepared {
             id,
             workspace,
             container_id,
+            engine,
         } = prepared;
+        let sandbox = self.engines[engine].sandbox.clone();
         let record = SessionRecord {
             id: id.clone(),
             container_id: container_id.clone(),
@@ -455,14 +558,15 @@ impl SessionManager {
             owner,
             budget_tokens,
             server: Some(self.store.server().to_string()),
+            engine: Some(self.engines[engine].name.clone()),
         };
         // Until it is in the map, the database's announcement of it is not
         // a session made by another server.
         self.reserved.lock().unwrap().insert(id.clone());
         let made = async {
             if let Err(e) = self.store.insert_session(&record).await {
-                let _ = self.sandbox.remove(&container_id).await;
-                let _ = self.sandbox.remove_workspace(&workspace).await;
+                let _ = sandbox.remove(&container_id).await;
+                let _ = sandbox.remove_workspace(&workspace).await;
                 return Err(e.into());
             }
             let session = self.session_from(record, Vec::new()).await?;
@@ -494,8 +598,9 @@ impl SessionManager {
         if session.deleting.swap(true, Ordering::SeqCst) {
             return Err(SessionError::NotFound);
         }
+        let engine = self.engine_of(&session);
         let result = async {
-            self.sandbox.remove(&session.container_id).await?;
+            engine.sandbox.remove(&session.container_id).await?;
             self.store.delete_session(id).await?;
             Ok::<_, SessionError>(())
         }
@@ -504,10 +609,10 @@ impl SessionManager {
             session.deleting.store(false, Ordering::SeqCst);
             return Err(e);
         }
-        self.watch.record(&session.container_id, REMOVED);
+        engine.watch.record(&session.container_id, REMOVED);
         self.sessions.write().unwrap().remove(id);
         session.deleted.cancel();
-        let sandbox = self.sandbox.clone();
+        let sandbox = engine.sandbox.clone();
         let workspace = session.caps.workspace().clone();
         tokio::spawn(async move {
             if let Err(e) = sandbox.remove_workspace(&workspace).await {

@@ -9,6 +9,7 @@ mod checkpoints;
 mod cli;
 mod console;
 mod contract_examples;
+mod engines;
 mod faults;
 mod health;
 mod lifecycle;

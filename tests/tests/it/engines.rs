@@ -1,0 +1,197 @@
+//! Several Docker engines (`[[sandbox.engines]]`, issue 22): sessions are
+//! placed on the least loaded engine with room, and an engine that goes
+//! away makes only its own sessions unavailable (503 naming it) until it
+//! is back.
+
+use std::time::Duration;
+
+use crogia_host::config::EngineConfig;
+use crogia_tests::proxy::EngineProxy;
+use crogia_tests::{TestServer, second_engine};
+use serde_json::{Value, json};
+
+fn engine(name: &str, docker_host: &str, max_sessions: u64) -> EngineConfig {
+    EngineConfig {
+        name: name.into(),
+        docker_host: docker_host.into(),
+        local_engine: None,
+        max_sessions,
+    }
+}
+
+async fn create(server: &TestServer) -> (u16, Value) {
+    server.post("/api/sessions", json!({})).await
+}
+
+/// Two engines, this machine's and the second one `just test` starts:
+/// each new session goes to the one holding fewer (the first, of equals)
+/// until an engine holds its `max_sessions`; with every engine full, a
+/// create is refused with 503. Each session's container is on its engine,
+/// and runs commands there.
+#[tokio::test]
+async fn sessions_go_to_the_least_loaded_engine_with_room() {
+    let second = second_engine();
+    let engines = vec![engine("here", "", 2), engine("second", &second, 1)];
+    let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
+    let mut placed = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = create(&server).await;
+        assert_eq!(status, 200, "{body}");
+        placed.push(body);
+    }
+    let names: Vec<&str> = placed
+        .iter()
+        .map(|s| s["engine"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["here", "second", "here"]);
+    // On the second engine, the workspace is a volume there.
+    assert!(
+        placed[1]["workdir"]
+            .as_str()
+            .unwrap()
+            .starts_with("volume:"),
+        "{}",
+        placed[1]
+    );
+    assert!(
+        placed[0]["workdir"].as_str().unwrap().starts_with('/'),
+        "{}",
+        placed[0]
+    );
+    // Each container is on its own engine, and nowhere else.
+    for s in &placed {
+        let container = s["container_id"].as_str().unwrap();
+        let on = |host: &str| {
+            std::process::Command::new("docker")
+                .args(if host.is_empty() {
+                    vec![]
+                } else {
+                    vec!["-H", host]
+                })
+                .args(["inspect", "--format", "{{.State.Running}}", container])
+                .output()
+                .unwrap()
+        };
+        let (here, there) = (on(""), on(&second));
+        let expected_here = s["engine"] == "here";
+        assert_eq!(here.status.success(), expected_here, "{s}");
+        assert_eq!(there.status.success(), !expected_here, "{s}");
+        let id = s["session_id"].as_str().unwrap();
+        let (status, out) = server
+            .post(
+                &format!("/api/sessions/{id}/shell"),
+                json!({"cmd": "echo on $HOSTNAME"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        assert_eq!(out["exit_code"], 0, "{out}");
+    }
+    let (status, full) = create(&server).await;
+    assert_eq!(status, 503, "{full}");
+    assert!(
+        full["detail"].as_str().unwrap().contains("max_sessions"),
+        "{full}"
+    );
+    let health = server.get("/api/health").await.1;
+    assert_eq!(
+        health["engines"],
+        json!([
+            {"name": "here", "available": true, "sessions": 2, "max_sessions": 2},
+            {"name": "second", "available": true, "sessions": 1, "max_sessions": 1},
+        ]),
+        "{health}"
+    );
+    // Deleting one makes room there again.
+    let id = placed[1]["session_id"].as_str().unwrap();
+    assert_eq!(server.delete(&format!("/api/sessions/{id}")).await.0, 200);
+    let (status, body) = create(&server).await;
+    assert_eq!(
+        (status, body["engine"].as_str()),
+        (200, Some("second")),
+        "{body}"
+    );
+}
+
+/// Engine `a` goes away (its socket is cut: from the server's side, the
+/// engine stopped) and comes back. Meanwhile its session answers 503
+/// naming it, the session on `b` works as before, new sessions go to `b`,
+/// and health says which engine is down; once `a` is back its session
+/// runs commands again, with nothing restarted.
+#[tokio::test]
+async fn an_engine_outage_makes_only_its_sessions_unavailable_until_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = EngineProxy::start(dir.path()).await;
+    let mut a = engine("a", &proxy.docker_host(), 0);
+    // The proxy fronts this machine's engine.
+    a.local_engine = Some(true);
+    let engines = vec![a, engine("b", "", 0)];
+    let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
+    let (_, on_a) = create(&server).await;
+    let (_, on_b) = create(&server).await;
+    assert_eq!(
+        (on_a["engine"].as_str(), on_b["engine"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let (on_a, on_b) = (
+        on_a["session_id"].as_str().unwrap().to_string(),
+        on_b["session_id"].as_str().unwrap().to_string(),
+    );
+    let shell = |id: &str| {
+        let (server, id) = (&server, id.to_string());
+        async move {
+            server
+                .post(
+                    &format!("/api/sessions/{id}/shell"),
+                    json!({"cmd": "echo up"}),
+                )
+                .await
+        }
+    };
+
+    proxy.cut();
+    let (status, body) = shell(&on_a).await;
+    assert_eq!(status, 503, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Docker engine is not available") && detail.contains("engine \"a\""),
+        "{body}"
+    );
+    let (status, body) = shell(&on_b).await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("up\n")),
+        "{body}"
+    );
+    let (status, body) = create(&server).await;
+    assert_eq!(
+        (status, body["engine"].as_str()),
+        (200, Some("b")),
+        "{body}"
+    );
+    let health = server.get("/api/health").await.1;
+    assert_eq!(health["docker_available"], true, "{health}");
+    assert_eq!(health["engines"][0]["available"], false, "{health}");
+    assert_eq!(health["engines"][1]["available"], true, "{health}");
+    let (_, session) = server.get(&format!("/api/sessions/{on_a}")).await;
+    assert_ne!(session["status"], "error", "{session}");
+
+    proxy.restore();
+    let mut back = None;
+    for _ in 0..100 {
+        let (status, body) = shell(&on_a).await;
+        if status == 200 {
+            back = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back = back.expect("a's session never answered again");
+    assert_eq!(back["stdout"], "up\n", "{back}");
+    for _ in 0..100 {
+        if server.get("/api/health").await.1["engines"][0]["available"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("health never saw engine a back");
+}
