@@ -1419,6 +1419,45 @@ mod tests {
     }
 
     #[test]
+    fn engines_and_leases_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| Config::load_with_env(Some(&write(&dir, text)), &[]);
+        let two = "[[sandbox.engines]]\nname = \"here\"\n[[sandbox.engines]]\nname = \"far-1\"\ndocker_host = \"tcp://10.0.0.7:2376\"\nmax_sessions = 4\n";
+        let ok = load(two).unwrap();
+        let engines = ok.sandbox.engines();
+        assert_eq!(engines.len(), 2);
+        assert_eq!(engines[1].max_sessions, 4);
+        let far = ok.sandbox.for_engine(&engines[1]);
+        assert_eq!(far.docker_host, "tcp://10.0.0.7:2376");
+        assert!(!far.engine_is_local() && far.engines.is_empty());
+        // Without the tables: one engine, named, at docker_host.
+        let one = load("[sandbox]\ndocker_host = \"unix:///d.sock\"\n").unwrap();
+        assert_eq!(one.sandbox.engines()[0].name, DEFAULT_ENGINE);
+        assert_eq!(one.sandbox.engines()[0].docker_host, "unix:///d.sock");
+        for (text, says) in [
+            (
+                "[[sandbox.engines]]\nname = \"a\"\n[[sandbox.engines]]\nname = \"a\"\n",
+                "two engines are named \"a\"",
+            ),
+            (
+                "[[sandbox.engines]]\nname = \"Big Box\"\n",
+                "\"Big Box\" must be",
+            ),
+            (
+                "[sandbox]\ndocker_host = \"unix:///d.sock\"\n[[sandbox.engines]]\nname = \"a\"\n",
+                "not both",
+            ),
+            (
+                "[store]\nurl = \"postgres://h/db\"\nlease_secs = 1\n",
+                "store.lease_secs must be between 2 and 3600",
+            ),
+        ] {
+            let err = format!("{:#}", load(text).unwrap_err());
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
     fn mcp_servers_are_checked_at_load() {
         let dir = tempfile::tempdir().unwrap();
         let load = |text: &str| Config::load_with_env(Some(&write(&dir, text)), &[]);
