@@ -82,12 +82,13 @@ test: setup build-plugins test-clients
     bash tests/fuzz/api.sh 5
 
 # The performance suite: one table of ratios against baselines measured in the same run (bench/RESULTS.md).
-# Name groups to run only those (start create shell files agent egress grep checkpoint fanout crossserver throughput pool plugin); the table is then only printed.
+# Name groups to run only those (start create shell files agent egress grep checkpoint fanout crossserver engines throughput pool plugin); the table is then only printed.
 bench *GROUPS: setup build-plugins
     @command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }; }
     @command -v rg >/dev/null || { echo "bench: installing ripgrep (Debian package), the grep baseline"; apt-get install -y -qq ripgrep >/dev/null || { apt-get update -qq && apt-get install -y -qq ripgrep >/dev/null; }; }
     cargo build --release --locked -p crogia-host --bin crogia
     @bash tests/ensure-postgres.sh
+    @bash sandbox/ensure-second-engine.sh
     {{ if GROUPS == "" { "cargo bench --locked -p crogia-tests --bench micro" } else { "true" } }}
     cargo bench --locked -p crogia-tests --bench suite -- {{GROUPS}}
 

@@ -64,7 +64,10 @@ async function refreshHealth() {
   try {
     const h = await fetch("/api/health", { headers: token ? { Authorization: `Bearer ${token}` } : {} }).then((r) => r.json());
     const pill = $("#health");
-    pill.textContent = h.docker_available ? `Docker ok · ${h.active_sessions} active` : "Docker unavailable";
+    // With several engines, the ones that do not answer, by name.
+    const down = (h.engines || []).filter((e) => !e.available).map((e) => e.name);
+    const some = h.engines && h.engines.length > 1 && down.length ? ` · down: ${down.join(", ")}` : "";
+    pill.textContent = h.docker_available ? `Docker ok · ${h.active_sessions} active${some}` : "Docker unavailable";
     pill.className = `pill ${h.docker_available ? "ok" : "bad"}`;
   } catch {
     $("#health").textContent = "server unreachable";
@@ -97,7 +100,8 @@ function spending(s) {
 
 function showStatus(s) {
   const pill = $("#session-status");
-  pill.textContent = `${s.status} · ${s.container_status} · ${spending(s)}`;
+  const engine = s.engine && s.engine !== "default" ? ` · on ${s.engine}` : "";
+  pill.textContent = `${s.status} · ${s.container_status}${engine} · ${spending(s)}`;
   pill.className = `pill ${s.status}`;
 }
 

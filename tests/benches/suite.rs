@@ -108,13 +108,19 @@ struct EngineRun {
 
 impl EngineRun {
     async fn new(config: &Config, label: &str) -> Self {
+        Self::on("", config, label).await
+    }
+
+    /// [`Self::new`] on the engine at `docker_host` (empty: the local one).
+    async fn on(docker_host: &str, config: &Config, label: &str) -> Self {
         use bollard::models::{ContainerCreateBody, HostConfig};
         let s = &config.sandbox;
-        let engine = bollard::Docker::connect_with_local_defaults()
-            .unwrap()
-            .negotiate_version()
-            .await
-            .unwrap();
+        let engine = if docker_host.is_empty() {
+            bollard::Docker::connect_with_local_defaults()
+        } else {
+            bollard::Docker::connect_with_host(docker_host)
+        };
+        let engine = engine.unwrap().negotiate_version().await.unwrap();
         let memory = s.memory.bytes() as i64;
         let body = ContainerCreateBody {
             image: Some(IMAGE.into()),
@@ -167,6 +173,30 @@ impl EngineRun {
             .await
             .unwrap();
         created.id
+    }
+
+    /// Creates a volume, then a container with it at /workspace, and
+    /// starts it: what a session on an engine that is not local needs.
+    /// Returns the container's id and the volume's name.
+    async fn run_on_volume(&self) -> (String, String) {
+        let name = format!("crogia-bench-{:016x}", rand::random::<u64>());
+        let labels = self.body.labels.clone().unwrap_or_default();
+        self.engine
+            .create_volume(bollard::models::VolumeCreateRequest {
+                name: Some(name.clone()),
+                labels: Some(labels),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        (self.run(&name).await, name)
+    }
+
+    async fn remove_volume(&self, name: &str) {
+        self.engine
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await
+            .unwrap();
     }
 
     async fn remove(&self, id: &str) {
@@ -716,6 +746,10 @@ async fn main() {
         rows.push(cross_server_row(&binary, &t, &model).await);
     }
 
+    if wanted("engines") {
+        rows.push(two_engine_create_row(&binary, &t, &model, &scratch).await);
+    }
+
     // Throughput of health and of listing 100 sessions, with wrk; memory.
     if wanted("throughput") {
         let health = wrk(&format!("{base}/api/health"));
@@ -1145,6 +1179,71 @@ async fn cross_server_row(binary: &std::path::Path, t: &TestSandbox, model: &Scr
         target: "p99 ≤ 20 ms, no loss".into(),
         met: p99_b <= Duration::from_millis(20) && lost_b == 0,
     }
+}
+
+/// Session create on a server with two engines (this machine's and the
+/// second one `just test` starts), each session placed on the less loaded:
+/// a pair of creates, one per engine, against the Engine API doing the same
+/// on both (create and start with a bind mount here; a volume, then create
+/// and start, there), alternating; what each made is removed untimed.
+async fn two_engine_create_row(
+    binary: &std::path::Path,
+    t: &TestSandbox,
+    model: &ScriptedModel,
+    scratch: &str,
+) -> Row {
+    use crogia_host::config::EngineConfig;
+    let client = reqwest::Client::new();
+    let second = crogia_tests::second_engine();
+    let mut config = release_binary_config(t, model, 0);
+    config.sandbox.engines = [("here", ""), ("second", second.as_str())]
+        .map(|(name, host)| EngineConfig {
+            name: name.into(),
+            docker_host: host.into(),
+            local_engine: None,
+            max_sessions: 0,
+        })
+        .to_vec();
+    let mut server = ServerProcess::spawn_binary(binary, &config).await;
+    let here = EngineRun::new(&config, &t.label).await;
+    let there = EngineRun::on(&second, &config, &t.label).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..8 {
+        let started = Instant::now();
+        let on_here = here.run(scratch).await;
+        let (on_there, volume) = there.run_on_volume().await;
+        a.push(started.elapsed());
+        here.remove(&on_here).await;
+        there.remove(&on_there).await;
+        there.remove_volume(&volume).await;
+        let started = Instant::now();
+        let made = [
+            post(&client, &server.base, "/api/sessions", json!({})).await,
+            post(&client, &server.base, "/api/sessions", json!({})).await,
+        ];
+        b.push(started.elapsed());
+        let mut engines: Vec<&str> = made.iter().map(|s| s["engine"].as_str().unwrap()).collect();
+        engines.sort();
+        assert_eq!(engines, ["here", "second"], "{made:?}");
+        for s in &made {
+            let id = s["session_id"].as_str().unwrap();
+            client
+                .delete(format!("{}/api/sessions/{id}", server.base))
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    server.signal("TERM");
+    server.wait(Duration::from_secs(30)).await;
+    crogia_tests::sweep_engine(&t.label, &second);
+    ratio_row(
+        "two session creates placed on two engines (one each, until the containers run)",
+        "Engine API on both: create + start here; volume, create + start there",
+        median(a),
+        median(b),
+        1.0,
+    )
 }
 
 /// The micro benchmarks' medians, read from criterion's output of this run
