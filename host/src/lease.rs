@@ -28,6 +28,10 @@ use crate::agent::Agent;
 use crate::session::{Handed, Session, SessionManager};
 use crate::store::{Store, Work};
 
+/// Why a task stopped while its server could not reach the database ended.
+const LOST: &str =
+    "This server could not reach the database for longer than its lease; it stopped this task.";
+
 /// Every this many beats, servers silent for a hundred leases that hold no
 /// session are forgotten.
 const FORGET_EVERY: u64 = 200;
@@ -48,6 +52,10 @@ pub fn spawn(
         let mut tick = tokio::time::interval(lease / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut beats = 0u64;
+        let mut renewal = Renewal {
+            renewed: std::time::Instant::now(),
+            fenced: false,
+        };
         loop {
             let next = tokio::select! {
                 () = stopping.cancelled() => return,
@@ -68,13 +76,22 @@ pub fn spawn(
             };
             match next {
                 None => {
-                    leases.beat(beats % FORGET_EVERY == FORGET_EVERY - 1).await;
+                    leases
+                        .beat(&mut renewal, beats % FORGET_EVERY == FORGET_EVERY - 1)
+                        .await;
                     beats += 1;
                 }
                 Some(handed) => leases.handle(handed).await,
             }
         }
     })
+}
+
+/// When this server last renewed its lease, and whether it stopped its
+/// tasks since because it could not.
+struct Renewal {
+    renewed: std::time::Instant,
+    fenced: bool,
 }
 
 struct Leases {
@@ -99,11 +116,20 @@ impl Leases {
 
     /// Says this server is alive, takes over silent servers' sessions,
     /// stops running those another server holds now, and queues the tasks
-    /// handed over whose announcement was missed.
-    async fn beat(&self, forget: bool) {
+    /// handed over whose announcement was missed. Unable to say it for a
+    /// whole lease, it stops its tasks (another server may run them now).
+    async fn beat(&self, renewal: &mut Renewal, forget: bool) {
         if let Err(e) = self.store.heartbeat().await {
             tracing::warn!(error = %e, "could not renew this server's lease");
+            if !renewal.fenced && renewal.renewed.elapsed() >= self.lease {
+                renewal.fenced = true;
+                self.fence();
+            }
             return;
+        }
+        renewal.renewed = std::time::Instant::now();
+        if std::mem::take(&mut renewal.fenced) {
+            self.resume_held().await;
         }
         match self.store.take_over_sessions(self.lease).await {
             Ok(taken) => {
@@ -134,8 +160,39 @@ impl Leases {
             }
         };
         self.sessions.took_over(&session);
-        if let Err(e) = self.agent.take_over(&session).await {
+        let why =
+            "The server running this task stopped answering; another server took the session over.";
+        if let Err(e) = self.agent.take_over(&session, why).await {
             tracing::error!(session = id, error = %e, "could not take over a session's tasks");
+        }
+    }
+
+    /// This server's lease ran out unrenewed: other servers may hold its
+    /// sessions now. Stops their tasks here without recording anything.
+    fn fence(&self) {
+        for session in self.sessions.list() {
+            if session.held_by(self.here()) && self.agent.has_tasks(&session.id) {
+                tracing::warn!(session = %session.id, "this server's lease ran out unrenewed; its tasks stop here");
+                self.agent.forget(&session.id);
+            }
+        }
+    }
+
+    /// The lease is renewed after it ran out: the sessions still held
+    /// here (nobody took them over) are taken up as after a takeover (the
+    /// task stopped by [`Self::fence`] ends `interrupted`, queued ones run).
+    async fn resume_held(&self) {
+        if let Err(e) = self.sessions.resync().await {
+            tracing::warn!(error = %e, "could not learn which sessions this server still holds");
+            return;
+        }
+        for session in self.sessions.list() {
+            if session.held_by(self.here())
+                && !self.agent.has_tasks(&session.id)
+                && let Err(e) = self.agent.take_over(&session, LOST).await
+            {
+                tracing::warn!(session = %session.id, error = %e, "could not take up a session's tasks again");
+            }
         }
     }
 

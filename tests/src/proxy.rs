@@ -66,3 +66,56 @@ impl Drop for EngineProxy {
         self.cut();
     }
 }
+
+/// A TCP proxy on a loopback port in front of another address (say,
+/// PostgreSQL's), cut and restored like [`EngineProxy`]: connections
+/// through it drop, new ones are refused, then it answers again on the
+/// same port.
+pub struct TcpProxy {
+    pub port: u16,
+    target: std::net::SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: std::net::SocketAddr) -> Self {
+        let proxy = Self {
+            port: crate::process::free_port(),
+            target,
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        proxy.restore().await;
+        proxy
+    }
+
+    pub fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    pub async fn restore(&self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("binding the proxy's port");
+        let target = self.target;
+        let tasks = self.tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut to) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut to).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -354,7 +354,11 @@ impl Agent {
     /// that went silent: the task that was running there ended with it
     /// (`interrupted`, unless it waits for a person's approval: it goes
     /// on), and the queued ones run here.
-    pub async fn take_over(self: &Arc<Self>, session: &Arc<Session>) -> Result<(), AgentError> {
+    pub async fn take_over(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        why: &str,
+    ) -> Result<(), AgentError> {
         for t in self.store.session_unfinished_tasks(&session.id).await? {
             if t.status != TaskStatus::Running {
                 continue;
@@ -366,7 +370,7 @@ impl Agent {
                 TaskOutcome::Interrupted,
                 Usage::default(),
                 0,
-                Some("The server running this task stopped answering; another server took the session over.".into()),
+                Some(why.into()),
             );
             self.finish(session, &t.task_id, &t.task, &end).await;
         }

@@ -205,7 +205,7 @@ impl SessionManager {
 
     /// Makes the sessions known here those the database holds: after
     /// announcements may have been missed.
-    pub(super) async fn resync(&self) -> Result<(), SessionError> {
+    pub async fn resync(&self) -> Result<(), SessionError> {
         // Known first: a session made here meanwhile is stored before it is
         // known, so it is never taken for one deleted elsewhere.
         let known: Vec<String> = self.sessions.read().unwrap().keys().cloned().collect();

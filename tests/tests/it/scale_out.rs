@@ -588,3 +588,109 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// A server cut off from the database for longer than its lease stops its
+/// task itself: B takes the session over (the task ends `interrupted`, the
+/// queued one runs on B), and when A reaches the database again, the
+/// model's late answer to A's task is never recorded, and A learns that B
+/// holds the session.
+#[tokio::test]
+async fn a_server_cut_off_from_the_database_stops_its_task_and_b_takes_over() {
+    use crogia_tests::proxy::TcpProxy;
+    let db = ScratchDatabase::create().await;
+    let mut url = reqwest::Url::parse(&db.config.url).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = TcpProxy::start(target.parse().unwrap()).await;
+    url.set_port(Some(proxy.port)).unwrap();
+    let model = ScriptedModel::start(vec![
+        // A's task: answered after A's lease ran out and it reached the
+        // database again.
+        Reply::Delay(
+            std::time::Duration::from_secs(7),
+            Box::new(Reply::Pieces(vec!["late answer to A".into()])),
+        ),
+        Reply::Text("queued, done on B".into()),
+    ])
+    .await;
+    let (proxied, direct) = (url.to_string(), db.config.clone());
+    let a = server_with_model(&model, move |c| {
+        c.store = direct.clone();
+        c.store.url = proxied;
+        c.store.lease_secs = 2;
+        c.store.connect_timeout_secs = 1;
+    })
+    .await;
+    let direct = db.config.clone();
+    let base_url = model.base_url.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = direct;
+        c.store.lease_secs = 2;
+        c.model.base_url = base_url;
+        c.model.model = "scripted".into();
+    })
+    .await;
+    let id = a.session().await;
+    for _ in 0..100 {
+        if b.get(&format!("/api/sessions/{id}")).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut ws = b.ws(&id, Some(0)).await;
+    let (status, running) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "slow"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{running}");
+    let running = running["task_id"].as_str().unwrap().to_string();
+    until(&mut ws, |e| e["type"] == "task_started").await;
+    let (status, queued) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "next"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{queued}");
+    let queued = queued["task_id"].as_str().unwrap().to_string();
+    let asked = std::time::Instant::now();
+
+    proxy.cut();
+    let events = until(&mut ws, ended(&running)).await;
+    assert_eq!(
+        events.last().unwrap()["status"],
+        "interrupted",
+        "{events:?}"
+    );
+    let events = until(&mut ws, ended(&queued)).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(6),
+        "the queued task ended on B only after {:?}: A's task went on (and held the model) past its lease",
+        asked.elapsed()
+    );
+    proxy.restore().await;
+    // Past the model's answer to A's task, and A's next heartbeats.
+    tokio::time::sleep(std::time::Duration::from_secs(9).saturating_sub(asked.elapsed())).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let store = Store::connect(&db.config).await.unwrap();
+    let stored = store.events_after(&id, 0, 10_000).await.unwrap();
+    store.close().await;
+    assert!(
+        stored.iter().all(|(_, e)| !e.contains("late answer to A")),
+        "A went on with a task B had taken over"
+    );
+    let (_, on_b) = b.get(&format!("/api/sessions/{id}")).await;
+    let mut on_a = Value::Null;
+    for _ in 0..50 {
+        on_a = a.get(&format!("/api/sessions/{id}")).await.1;
+        if on_a["server"] == on_b["server"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(on_a["server"], on_b["server"], "A never learned B holds it");
+    b.stop().await;
+}
