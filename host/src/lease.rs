@@ -119,7 +119,16 @@ impl Leases {
     /// handed over whose announcement was missed. Unable to say it for a
     /// whole lease, it stops its tasks (another server may run them now).
     async fn beat(&self, renewal: &mut Renewal, forget: bool) {
-        if let Err(e) = self.store.heartbeat().await {
+        // Bounded: a database that hangs must not hold the fence back
+        // beyond the beat after the lease ran out.
+        let renewed = tokio::time::timeout(self.lease / 3, self.store.heartbeat())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::new(
+                    "no answer within a third of the lease",
+                ))
+            });
+        if let Err(e) = renewed {
             tracing::warn!(error = %e, "could not renew this server's lease");
             if !renewal.fenced && renewal.renewed.elapsed() >= self.lease {
                 renewal.fenced = true;
