@@ -148,7 +148,7 @@ impl Leases {
             }
             Err(e) => tracing::warn!(error = %e, "could not take over silent servers' sessions"),
         }
-        self.drop_lost();
+        self.drop_lost().await;
         self.rescan().await;
         if forget {
             match self.store.forget_idle_servers(self.lease * 100).await {
@@ -205,10 +205,18 @@ impl Leases {
         }
     }
 
-    /// Stops the tasks of sessions this server no longer holds.
-    fn drop_lost(&self) {
+    /// Stops the tasks of sessions this server no longer holds. Which
+    /// server holds each session with tasks here is read from the database
+    /// (the announcement of a takeover may have been missed).
+    async fn drop_lost(&self) {
         for session in self.sessions.list() {
-            if !session.held_by(self.here()) && self.agent.has_tasks(&session.id) {
+            if !self.agent.has_tasks(&session.id) {
+                continue;
+            }
+            if let Err(e) = self.sessions.moved(&session.id).await {
+                tracing::warn!(session = %session.id, error = %e, "could not learn which server holds a session");
+            }
+            if !session.held_by(self.here()) {
                 tracing::warn!(session = %session.id, server = ?session.server(), "another server holds this session now; its tasks stop here");
                 self.agent.forget(&session.id);
             }

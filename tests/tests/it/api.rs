@@ -41,13 +41,25 @@ async fn session_create_get_list_delete_follow_the_contract() {
         .await;
     assert_eq!(status, 200, "{created}");
     // The contract's fields, plus the additive `last_event_seq`,
-    // `approval`, `owner` and `tokens_used` (`budget_tokens` only when
-    // the session has one).
+    // `approval`, `owner`, `tokens_used`, `engine` and `server`
+    // (`budget_tokens` only when the session has one).
     let mut expected = set(SESSION_FIELDS);
-    for additive in ["last_event_seq", "approval", "owner", "tokens_used"] {
+    for additive in [
+        "last_event_seq",
+        "approval",
+        "owner",
+        "tokens_used",
+        "engine",
+        "server",
+    ] {
         expected.insert(additive.into());
     }
     assert_eq!(keys(&created), expected);
+    assert_eq!(created["engine"], "default");
+    // This server's id, as kept in its data directory.
+    let server_id =
+        std::fs::read_to_string(server.fixture.config.server.data_dir.join("server-id")).unwrap();
+    assert_eq!(created["server"].as_str(), Some(server_id.trim()));
     assert_eq!(created["approval"], "default");
     // Without auth, everything is the local principal's.
     assert_eq!(created["owner"], "local");

@@ -15,9 +15,20 @@ async fn health_reports_docker_available_with_contract_fields() {
     assert!(chrono_like(ts), "timestamp {ts}");
     let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
     keys.sort();
+    // The contract's fields, plus the additive `engines`.
     assert_eq!(
         keys,
-        ["active_sessions", "docker_available", "status", "timestamp"]
+        [
+            "active_sessions",
+            "docker_available",
+            "engines",
+            "status",
+            "timestamp"
+        ]
+    );
+    assert_eq!(
+        body["engines"],
+        serde_json::json!([{"name": "default", "available": true, "sessions": 0, "max_sessions": 0}])
     );
 }
 
