@@ -336,6 +336,17 @@ async fn each_server_keeps_its_own_warm_pool() {
     assert_eq!(s["container_id"].as_str(), Some(ready[0].as_str()));
 }
 
+/// Waits until `server` has heard of session `id` (made on another).
+async fn served_by(server: &TestServer, id: &str) {
+    for _ in 0..100 {
+        if server.get(&format!("/api/sessions/{id}")).await.0 == 200 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("session {id} never reached the other server");
+}
+
 /// Reads `ws` until the event for which `is` holds, returning everything
 /// read up to and including it.
 async fn until(ws: &mut crogia_tests::WsClient, is: impl Fn(&Value) -> bool) -> Vec<Value> {
@@ -379,12 +390,7 @@ async fn tasks_submitted_on_b_run_one_at_a_time_on_the_server_holding_the_sessio
     .await;
     let id = a.session().await;
     // B hears of the session, then follows it.
-    for _ in 0..100 {
-        if b.get(&format!("/api/sessions/{id}")).await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    served_by(&b, &id).await;
     let mut ws = b.ws(&id, Some(0)).await;
     let (status, first) = a
         .post(&format!("/api/sessions/{id}/tasks"), json!({"task": "one"}))
@@ -476,12 +482,7 @@ async fn when_server_a_is_killed_mid_task_b_takes_its_sessions_over() {
     let (status, made) = post(&a.base, "/api/sessions", json!({})).await;
     assert_eq!(status, 200, "{made}");
     let id = made["session_id"].as_str().unwrap().to_string();
-    for _ in 0..100 {
-        if b.get(&format!("/api/sessions/{id}")).await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    served_by(&b, &id).await;
     let mut ws = b.ws(&id, Some(0)).await;
     let (status, running) = post(
         &a.base,
