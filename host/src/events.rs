@@ -18,8 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Lease, Store, StoreError};
 
 /// How a task ended, carried by its `task_completed` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -356,6 +357,48 @@ pub struct EventLog {
     store: Store,
     shared: Arc<Shared>,
     queue: mpsc::Sender<Pending>,
+    /// The lease what is queued now is written under, while a task runs
+    /// here ([`EventLog::fence`]).
+    fence: std::sync::Mutex<Option<Arc<Fence>>>,
+}
+
+/// The lease this server runs a task of a session under, and what to stop
+/// when a write under it is refused.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    lease: Lease,
+    /// Cancelled when a write under the lease was refused: another server
+    /// holds the session now, and the task must stop here.
+    lost: CancellationToken,
+}
+
+impl Fence {
+    pub fn new(lease: Lease, lost: CancellationToken) -> Self {
+        Self { lease, lost }
+    }
+
+    pub fn lease(&self) -> Lease {
+        self.lease
+    }
+
+    /// A write under the lease was refused: the task stops.
+    pub fn refused(&self) {
+        self.lost.cancel();
+    }
+}
+
+/// While it lives, what its log queues is written under a lease; see
+/// [`EventLog::fence`].
+#[must_use = "the lease holds only while the guard lives"]
+#[derive(Debug)]
+pub struct FenceGuard<'a> {
+    log: &'a EventLog,
+}
+
+impl Drop for FenceGuard<'_> {
+    fn drop(&mut self) {
+        self.log.fence.lock().unwrap().take();
+    }
 }
 
 #[derive(Debug)]
@@ -377,6 +420,19 @@ struct Pending {
     kind: EventKind,
     /// Told when the event is stored and sent (or could not be stored).
     done: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    /// The lease it is written under, when a task ran here as it was
+    /// queued.
+    fence: Option<Arc<Fence>>,
+}
+
+impl Pending {
+    fn same_fence(&self, other: &Self) -> bool {
+        match (&self.fence, &other.fence) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl EventLog {
@@ -402,7 +458,18 @@ impl EventLog {
             store,
             shared,
             queue,
+            fence: Default::default(),
         })
+    }
+
+    /// Until the guard is dropped, what is queued here is written under
+    /// the lease a task running here started with: once another server
+    /// took the session over, the database refuses those writes (they fail
+    /// with [`StoreError::Fenced`], and the fence is told, so the task
+    /// stops), even if this server never heard of the takeover.
+    pub fn fence(&self, fence: Fence) -> FenceGuard<'_> {
+        *self.fence.lock().unwrap() = Some(Arc::new(fence));
+        FenceGuard { log: self }
     }
 
     /// Writes an event to the store, then sends it to subscribers; returns
@@ -434,8 +501,9 @@ impl EventLog {
         kind: EventKind,
         done: Option<oneshot::Sender<Result<u64, StoreError>>>,
     ) -> Result<(), StoreError> {
+        let fence = self.fence.lock().unwrap().clone();
         self.queue
-            .send(Pending { kind, done })
+            .send(Pending { kind, done, fence })
             .await
             .map_err(|_| closed())
     }
@@ -499,55 +567,71 @@ async fn write_events(
 ) {
     let mut batch = Vec::with_capacity(most);
     while pending.recv_many(&mut batch, most).await > 0 {
-        let stored = store
-            .append_events(&shared.session_id, &batch, |seq, p| render(seq, &p.kind))
-            .await;
-        match stored {
-            Ok(rows) => {
-                let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
-                {
-                    let _turn = shared.turn.lock().await;
-                    // Another server's events numbered between ours go
-                    // first. Should reading them fail, ours wait too (they
-                    // are stored; the next catch-up sends them): a gap
-                    // would make followers skip what is missing.
-                    let first = rows[0].0;
-                    let caught_up = match send_stored(&store, &shared, first - 1).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(session = %shared.session_id, error = %e, "could not read events stored elsewhere");
-                            false
-                        }
-                    };
-                    for (seq, json) in rows {
-                        if caught_up && seq > shared.published.load(Ordering::Acquire) {
-                            send(&shared, seq, json.into());
+        while !batch.is_empty() {
+            // Events queued under one lease (or none) go in one write.
+            let run = batch.iter().take_while(|p| p.same_fence(&batch[0])).count();
+            let lease = batch[0].fence.as_ref().map(|f| f.lease);
+            let stored = store
+                .append_events(&shared.session_id, lease, &batch[..run], |seq, p| {
+                    render(seq, &p.kind)
+                })
+                .await;
+            match stored {
+                Ok(rows) => {
+                    let seqs: Vec<u64> = rows.iter().map(|(seq, _)| *seq).collect();
+                    broadcast_written(&store, &shared, rows).await;
+                    for (p, seq) in batch.drain(..run).zip(seqs) {
+                        if let Some(done) = p.done {
+                            let _ = done.send(Ok(seq));
                         }
                     }
+                    // Followers take these before the next are sent.
+                    tokio::task::yield_now().await;
                 }
-                for (p, seq) in batch.drain(..).zip(seqs) {
-                    if let Some(done) = p.done {
-                        let _ = done.send(Ok(seq));
+                Err(e) => {
+                    if e.is_fenced()
+                        && let Some(fence) = &batch[0].fence
+                    {
+                        tracing::warn!(session = %shared.session_id, "another server took the session over; this server's task stops writing");
+                        fence.refused();
+                    } else {
+                        tracing::error!(session = %shared.session_id, error = %e, events = run, "could not store events");
                     }
-                }
-                // Followers take this batch before the next is sent.
-                tokio::task::yield_now().await;
-            }
-            Err(e) => {
-                tracing::error!(session = %shared.session_id, error = %e, events = batch.len(), "could not store events");
-                // Everything queued behind the failed batch fails with it;
-                // the store gave no numbers away, so the log stays without
-                // gaps.
-                while let Ok(p) = pending.try_recv() {
-                    batch.push(p);
-                }
-                for p in batch.drain(..) {
-                    if let Some(done) = p.done {
-                        let _ = done.send(Err(e.clone()));
+                    // Everything queued behind the failed events fails with
+                    // them; the store gave no numbers away, so the log stays
+                    // without gaps.
+                    while let Ok(p) = pending.try_recv() {
+                        batch.push(p);
                     }
+                    for p in batch.drain(..) {
+                        if let Some(done) = p.done {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                    *shared.failure.lock().unwrap() = Some(e);
                 }
-                *shared.failure.lock().unwrap() = Some(e);
             }
+        }
+    }
+}
+
+/// Broadcasts events this log stored, after those other servers stored
+/// before them. Should reading those fail, these wait too (they are
+/// stored; the next catch-up sends them): a gap would make followers skip
+/// what is missing.
+async fn broadcast_written(store: &Store, shared: &Shared, rows: Vec<(u64, String)>) {
+    let _turn = shared.turn.lock().await;
+    let first = rows[0].0;
+    let caught_up = match send_stored(store, shared, first - 1).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(session = %shared.session_id, error = %e, "could not read events stored elsewhere");
+            false
+        }
+    };
+    for (seq, json) in rows {
+        if caught_up && seq > shared.published.load(Ordering::Acquire) {
+            send(shared, seq, json.into());
         }
     }
 }
@@ -1160,6 +1244,61 @@ mod tests {
                 other => panic!("event {expected}: {other:?}"),
             }
         }
+    }
+
+    /// What a log queues while a task's fence is up is written under its
+    /// lease: once another server took the session over, those writes are
+    /// refused (nothing stored, no number used, the fence told), while
+    /// what was queued before or after the fence is written as usual.
+    #[tokio::test]
+    async fn events_queued_under_a_lost_lease_are_refused_and_the_fence_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Store::open(dir.path()).await.unwrap().with_server("aaaa");
+        let b = Store::open(dir.path()).await.unwrap().with_server("bbbb");
+        a.heartbeat().await.unwrap();
+        b.heartbeat().await.unwrap();
+        a.insert_session(&crate::store::SessionRecord {
+            id: "s1".into(),
+            container_id: "c".into(),
+            workdir: "/w".into(),
+            created: Utc::now(),
+            last_task: None,
+            error: None,
+            network: None,
+            approval: "default".into(),
+            owner: "local".into(),
+            budget_tokens: None,
+            server: Some("aaaa".into()),
+            engine: None,
+        })
+        .await
+        .unwrap();
+        a.insert_task("s1", "t1", "x").await.unwrap();
+        let lease = a.start_task("s1", "t1").await.unwrap().unwrap();
+        let log = EventLog::open(a.clone(), "s1", 64).await.unwrap();
+        let text = |s: &str| EventKind::TextDelta { content: s.into() };
+
+        let lost = CancellationToken::new();
+        let fenced = log.fence(Fence::new(lease, lost.clone()));
+        log.enqueue(text("under the lease")).await.unwrap();
+        assert_eq!(log.publish(text("still held")).await, Ok(2));
+        assert!(!lost.is_cancelled());
+        a.execute_raw("UPDATE servers SET heartbeat = heartbeat - 120000 WHERE id = 'aaaa'")
+            .await;
+        let taken = b.take_over_sessions(Duration::from_secs(60)).await.unwrap();
+        assert_eq!(taken, ["s1"]);
+        log.enqueue(text("late")).await.unwrap();
+        assert_eq!(log.publish(text("late too")).await, Err(StoreError::Fenced));
+        assert!(lost.is_cancelled(), "the fence was not told");
+        drop(fenced);
+        // Not a task's: written as any other server's would be.
+        assert_eq!(log.publish(text("after")).await, Ok(3));
+        let stored = b.events_after("s1", 0, 100).await.unwrap();
+        assert_eq!(stored.len(), 3, "{stored:?}");
+        assert!(
+            stored.iter().all(|(_, e)| !e.contains("late")),
+            "{stored:?}"
+        );
     }
 
     #[tokio::test]

@@ -104,7 +104,11 @@ impl Metrics {
         let sessions = Family::<StatusLabel, Gauge>::default();
         registry.register("sessions", "Sessions by status", sessions.clone());
         let tasks = Family::<OutcomeLabel, Counter>::default();
-        registry.register("tasks", "Tasks finished, by outcome", tasks.clone());
+        registry.register(
+            "tasks",
+            "Tasks finished here, by outcome (`lost`: stopped here because another server took the session over)",
+            tasks.clone(),
+        );
         let tool_calls = Family::<ToolLabels, Counter>::default();
         registry.register(
             "tool_calls",

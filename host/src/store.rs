@@ -28,26 +28,57 @@ use crate::config::StoreConfig;
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("database error: {0}")]
-pub struct StoreError(String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Failed(String),
+    /// A write made under a [`Lease`] was refused: another server took the
+    /// session over since (or it was deleted).
+    #[error(
+        "this server no longer holds the session's lease: another server took the session over"
+    )]
+    Fenced,
+}
 
 impl StoreError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self::Failed(message.into())
+    }
+
+    /// Whether a write was refused because its lease was lost.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced)
     }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
-        Self(e.to_string())
+        Self::Failed(e.to_string())
     }
+}
+
+/// The lease a server runs a session's task under: the number of times the
+/// session's lease had changed hands (`sessions.lease`) when this server,
+/// holding it, started the task. What is written under it (events,
+/// messages, the task's end) is refused once another server took the
+/// session over: the database itself fences a server that was cut off and
+/// has not noticed yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease(i64);
+
+/// The condition, on a `sessions` row, that the server `$s` holds the
+/// session under lease `$l` (sessions from before servers had ids are
+/// every server's).
+macro_rules! held_under {
+    ($s:literal, $l:literal) => {
+        concat!("COALESCE(server, ", $s, ") = ", $s, " AND lease = ", $l)
+    };
 }
 
 /// A checkpoint as stored.
@@ -743,9 +774,14 @@ impl Store {
     /// the same transaction, which holds that row until it commits, so
     /// writers on several servers take turns and a failed write gives its
     /// numbers back. Returns the events as stored.
+    ///
+    /// Under a `lease`, the write is refused ([`StoreError::Fenced`]) unless
+    /// this server still holds the session under it; the row's lock orders
+    /// it with a takeover, which waits for it or makes it fail.
     pub async fn append_events<T: Sync>(
         &self,
         session_id: &str,
+        lease: Option<Lease>,
         items: &[T],
         render: impl Fn(u64, &T) -> String,
     ) -> StoreResult<Vec<(u64, String)>> {
@@ -753,14 +789,27 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        let last: i64 = sqlx::query_scalar(
-            "UPDATE sessions SET last_event = last_event + $1 WHERE id = $2 RETURNING last_event",
-        )
-        .bind(items.len() as i64)
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::new(format!("no session {session_id}")))?;
+        let numbered = match lease {
+            None => sqlx::query_scalar(
+                "UPDATE sessions SET last_event = last_event + $1 WHERE id = $2 RETURNING last_event",
+            )
+            .bind(items.len() as i64)
+            .bind(session_id),
+            Some(Lease(lease)) => sqlx::query_scalar(concat!(
+                "UPDATE sessions SET last_event = last_event + $1 WHERE id = $2 AND ",
+                held_under!("$3", "$4"),
+                " RETURNING last_event"
+            ))
+            .bind(items.len() as i64)
+            .bind(session_id)
+            .bind(&*self.server)
+            .bind(lease),
+        };
+        let last: i64 = match numbered.fetch_optional(&mut *tx).await? {
+            Some(last) => last,
+            None if lease.is_some() => return Err(StoreError::Fenced),
+            None => return Err(StoreError::new(format!("no session {session_id}"))),
+        };
         let first = last as u64 + 1 - items.len() as u64;
         let rows: Vec<(u64, String)> = items
             .iter()
@@ -815,14 +864,20 @@ impl Store {
         .await
     }
 
-    /// Appends messages to a session's conversation.
+    /// Appends messages to a session's conversation; under a `lease`, only
+    /// while this server holds the session under it (else
+    /// [`StoreError::Fenced`]).
     pub async fn append_messages(
         &self,
         session_id: &str,
+        lease: Option<Lease>,
         first_seq: u64,
         messages: &[String],
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = lease {
+            self.hold(&mut tx, session_id, lease).await?;
+        }
         for (i, m) in messages.iter().enumerate() {
             sqlx::query("INSERT INTO messages (session_id, seq, message) VALUES ($1, $2, $3)")
                 .bind(session_id)
@@ -1143,24 +1198,80 @@ impl Store {
         Ok(())
     }
 
-    /// Sets a task's status; a final one also stamps `finished`, and
-    /// `running` records this server as the one running it.
+    /// Sets a task's status; a final one also stamps `finished`. Under a
+    /// `lease`, only while this server holds the session under it (else
+    /// [`StoreError::Fenced`]).
     pub async fn set_task_status(
         &self,
         session_id: &str,
         id: &str,
         status: TaskStatus,
+        lease: Option<Lease>,
     ) -> StoreResult<()> {
         let finished = status.is_final().then(|| time(Utc::now()));
-        let server = (status == TaskStatus::Running).then_some(&*self.server);
-        sqlx::query("UPDATE tasks SET status = $1, finished = COALESCE($2, finished), server = COALESCE($3, server) WHERE session_id = $4 AND id = $5")
+        let mut tx = self.pool.begin().await?;
+        if let Some(lease) = lease {
+            self.hold(&mut tx, session_id, lease).await?;
+        }
+        sqlx::query("UPDATE tasks SET status = $1, finished = COALESCE($2, finished) WHERE session_id = $3 AND id = $4")
             .bind(status.as_str())
             .bind(finished)
-            .bind(server)
             .bind(session_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records that this server starts running a task, and returns the
+    /// lease it runs it under; `None` when another server holds the
+    /// session (the task is that server's to run).
+    pub async fn start_task(&self, session_id: &str, id: &str) -> StoreResult<Option<Lease>> {
+        let mut tx = self.pool.begin().await?;
+        let lease: Option<i64> = sqlx::query_scalar(
+            "SELECT lease FROM sessions WHERE id = $1 AND COALESCE(server, $2) = $2",
+        )
+        .bind(session_id)
+        .bind(&*self.server)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(lease) = lease else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE tasks SET status = 'running', server = $1 WHERE session_id = $2 AND id = $3",
+        )
+        .bind(&*self.server)
+        .bind(session_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Lease(lease)))
+    }
+
+    /// Holds a session's row for the rest of `tx` if this server holds the
+    /// session under `lease`: a takeover then waits for the transaction,
+    /// or the transaction finds the session taken ([`StoreError::Fenced`]).
+    async fn hold(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        session_id: &str,
+        Lease(lease): Lease,
+    ) -> StoreResult<()> {
+        let held = sqlx::query(concat!(
+            "UPDATE sessions SET lease = lease WHERE id = $1 AND ",
+            held_under!("$2", "$3")
+        ))
+        .bind(session_id)
+        .bind(&*self.server)
+        .bind(lease)
+        .execute(&mut **tx)
+        .await?;
+        if held.rows_affected() == 0 {
+            return Err(StoreError::Fenced);
+        }
         Ok(())
     }
 
@@ -1223,7 +1334,7 @@ impl Store {
     pub async fn take_over_sessions(&self, lease: Duration) -> StoreResult<Vec<String>> {
         let sql = on_db_clock!(
             self.backend,
-            "UPDATE sessions SET server = $1 WHERE server IS NOT NULL AND server <> $1 AND server NOT IN (SELECT id FROM servers WHERE heartbeat >= ",
+            "UPDATE sessions SET server = $1, lease = lease + 1 WHERE server IS NOT NULL AND server <> $1 AND server NOT IN (SELECT id FROM servers WHERE heartbeat >= ",
             " - $2) RETURNING id"
         );
         let mut tx = self.pool.begin().await?;
@@ -1516,6 +1627,19 @@ pub mod scratch {
                 admin,
             }
         }
+
+        /// Runs raw SQL on it: for tests that act in the database as
+        /// another server would, unannounced.
+        pub async fn execute(&self, sql: &str) {
+            let mut conn = sqlx::AnyConnection::connect(&self.config.url)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.ok();
+        }
     }
 
     impl Drop for ScratchDatabase {
@@ -1626,7 +1750,7 @@ mod tests {
         };
         store.insert_process("a1b2c3d4", &p).await.unwrap();
         store
-            .append_events("a1b2c3d4", &["a", "b"], |seq, t| {
+            .append_events("a1b2c3d4", None, &["a", "b"], |seq, t| {
                 format!("{{\"seq\":{seq},\"type\":\"{t}\"}}")
             })
             .await
@@ -1654,7 +1778,7 @@ mod tests {
             let id = format!("t{i}");
             store.insert_task("0000000a", &id, "x").await.unwrap();
             store
-                .set_task_status("0000000a", &id, status)
+                .set_task_status("0000000a", &id, status, None)
                 .await
                 .unwrap();
             assert_eq!(TaskStatus::parse(status.as_str()).unwrap(), status);
@@ -1670,11 +1794,11 @@ mod tests {
         let store = place.open().await;
         store.insert_session(&record("00000001")).await.unwrap();
         store
-            .append_events("00000001", &[()], |_, _| "{}".into())
+            .append_events("00000001", None, &[()], |_, _| "{}".into())
             .await
             .unwrap();
         store
-            .append_messages("00000001", 1, &["{}".into()])
+            .append_messages("00000001", None, 1, &["{}".into()])
             .await
             .unwrap();
         store.delete_session("00000001").await.unwrap();
@@ -1704,7 +1828,7 @@ mod tests {
                         .map(|i| format!("w{w}r{round}i{i}"))
                         .collect();
                     let stored = store
-                        .append_events("0000000e", &batch, |seq, tag| {
+                        .append_events("0000000e", None, &batch, |seq, tag| {
                             format!("{{\"seq\":{seq},\"tag\":\"{tag}\"}}")
                         })
                         .await
@@ -1754,9 +1878,9 @@ mod tests {
         assert_eq!(ids(b.unfinished_tasks().await.unwrap()), ["b-1"]);
         assert_eq!(a.sessions_with_queued_tasks().await.unwrap(), ["000000a1"]);
         // Running records who runs it; it stays unfinished.
-        a.set_task_status("000000a1", "a-1", TaskStatus::Running)
-            .await
-            .unwrap();
+        assert!(a.start_task("000000a1", "a-1").await.unwrap().is_some());
+        // Only the holder starts a session's tasks.
+        assert!(b.start_task("000000a1", "a-2").await.unwrap().is_none());
         let unfinished = b.session_unfinished_tasks("000000a1").await.unwrap();
         assert_eq!(
             unfinished.iter().map(|t| t.status).collect::<Vec<_>>(),
@@ -1812,6 +1936,87 @@ mod tests {
         assert_eq!(b.forget_idle_servers(lease).await.unwrap(), 0);
     }
 
+    /// Fencing: what a server writes under the lease it started a task
+    /// with is refused once another server took the session over, even
+    /// when it never heard of that; nothing of a refused write is kept (no
+    /// event number is used up), and the new holder's writes go on.
+    async fn writes_under_a_lease_another_server_took_over_are_refused(place: &Place) {
+        let lease = Duration::from_secs(60);
+        let a = place.open().await.with_server("00000000000000aa");
+        let b = place.open().await.with_server("00000000000000bb");
+        a.heartbeat().await.unwrap();
+        b.heartbeat().await.unwrap();
+        a.insert_session(&record("000000f1")).await.unwrap();
+        a.insert_task("000000f1", "t-1", "x").await.unwrap();
+        a.insert_task("000000f1", "t-2", "y").await.unwrap();
+        let held = a.start_task("000000f1", "t-1").await.unwrap().unwrap();
+        let text = |seq: u64, t: &&str| format!("{{\"seq\":{seq},\"t\":\"{t}\"}}");
+        a.append_events("000000f1", Some(held), &["a1", "a2"], text)
+            .await
+            .unwrap();
+        a.append_messages("000000f1", Some(held), 1, &["m1".into()])
+            .await
+            .unwrap();
+
+        // A falls silent; B takes the session over. A has not noticed.
+        a.execute_raw(&format!(
+            "UPDATE servers SET heartbeat = heartbeat - 120000 WHERE id = '{}'",
+            a.server()
+        ))
+        .await;
+        assert_eq!(b.take_over_sessions(lease).await.unwrap(), ["000000f1"]);
+        let refused = a
+            .append_events("000000f1", Some(held), &["late"], text)
+            .await;
+        assert_eq!(refused, Err(StoreError::Fenced));
+        let refused = a
+            .append_messages("000000f1", Some(held), 2, &["late".into()])
+            .await;
+        assert_eq!(refused, Err(StoreError::Fenced));
+        let refused = a
+            .set_task_status("000000f1", "t-1", TaskStatus::Completed, Some(held))
+            .await;
+        assert_eq!(refused, Err(StoreError::Fenced));
+        assert!(a.start_task("000000f1", "t-2").await.unwrap().is_none());
+        let unfinished = b.session_unfinished_tasks("000000f1").await.unwrap();
+        assert_eq!(unfinished[0].status, TaskStatus::Running);
+
+        // B runs it under a lease of its own; its writes go on after A's.
+        b.set_task_status("000000f1", "t-1", TaskStatus::Interrupted, None)
+            .await
+            .unwrap();
+        let b_held = b.start_task("000000f1", "t-2").await.unwrap().unwrap();
+        assert_ne!(b_held, held);
+        let stored = b
+            .append_events("000000f1", Some(b_held), &["b1"], text)
+            .await
+            .unwrap();
+        assert_eq!(stored[0].0, 3);
+        let events = b.events_after("000000f1", 0, 100).await.unwrap();
+        assert!(events.iter().all(|(_, e)| !e.contains("late")), "{events:?}");
+        let messages = b.messages_after("000000f1", 0).await.unwrap();
+        assert_eq!(messages.len(), 1, "{messages:?}");
+
+        // A takes it back later (B fell silent): the lease it ran the
+        // first task under is not good again.
+        b.execute_raw(&format!(
+            "UPDATE servers SET heartbeat = heartbeat - 120000 WHERE id = '{}'",
+            b.server()
+        ))
+        .await;
+        a.heartbeat().await.unwrap();
+        assert_eq!(a.take_over_sessions(lease).await.unwrap(), ["000000f1"]);
+        let refused = a
+            .append_events("000000f1", Some(held), &["stale"], text)
+            .await;
+        assert_eq!(refused, Err(StoreError::Fenced));
+        // Writes made under no lease (not a task's) are never fenced.
+        a.append_events("000000f1", None, &["a3"], text)
+            .await
+            .unwrap();
+        assert_eq!(a.last_event_seq("000000f1").await.unwrap(), 4);
+    }
+
     /// The queries whose SQL or types differ most between the two: sums,
     /// counts, upserts and optional filters read back the same.
     async fn usage_compactions_and_rules_read_back_the_same(place: &Place) {
@@ -1857,7 +2062,7 @@ mod tests {
         assert_eq!((bob.len(), bob[0].completion_tokens), (1, 1));
 
         store
-            .append_messages("0000000f", 1, &["m1".into(), "m2".into()])
+            .append_messages("0000000f", None, 1, &["m1".into(), "m2".into()])
             .await
             .unwrap();
         assert_eq!(store.next_message_seq("0000000f").await.unwrap(), 3);

@@ -12,12 +12,15 @@
 //! vanishing from history.
 
 use super::messages::{self, Message};
+use crate::events::Fence;
 use crate::store::{CompactionRecord, Store, StoreError};
 
 #[derive(Debug)]
 pub struct Conversation {
     session_id: String,
     store: Store,
+    /// The lease of the task it is pushed to from, if any.
+    fence: Option<Fence>,
     /// What stands for the compacted messages, with its size in characters.
     summary: Option<(Message, usize)>,
     /// The last message the latest compaction replaced (0: none).
@@ -60,6 +63,7 @@ impl Conversation {
         Ok(Self {
             session_id: session_id.to_string(),
             store,
+            fence: None,
             summary,
             upto,
             messages,
@@ -67,12 +71,32 @@ impl Conversation {
         })
     }
 
+    /// Pushes from now on under a task's lease: once another server took
+    /// the session over, [`Self::push`] is refused and the fence told.
+    pub fn under(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
+        self
+    }
+
     /// Appends a message and persists it.
     pub async fn push(&mut self, message: Message) -> Result<(), StoreError> {
         let json = messages::encode(&message);
-        self.store
-            .append_messages(&self.session_id, self.next_seq, std::slice::from_ref(&json))
-            .await?;
+        let lease = self.fence.as_ref().map(Fence::lease);
+        let stored = self
+            .store
+            .append_messages(
+                &self.session_id,
+                lease,
+                self.next_seq,
+                std::slice::from_ref(&json),
+            )
+            .await;
+        if let (Err(e), Some(fence)) = (&stored, &self.fence)
+            && e.is_fenced()
+        {
+            fence.refused();
+        }
+        stored?;
         self.messages.push((self.next_seq, message, json.len()));
         self.next_seq += 1;
         Ok(())
@@ -203,7 +227,7 @@ mod tests {
             r#"{"content":null,"role":"assistant","tool_calls":[{"id":"call_1","type":"function","function":{"name":"write_file","arguments":"{}"}}]}"#.to_string(),
             r#"{"role":"tool","content":"Wrote app.py","tool_call_id":"call_1"}"#.to_string(),
         ];
-        store.append_messages("s1", 1, &old).await.unwrap();
+        store.append_messages("s1", None, 1, &old).await.unwrap();
         let mut c = Conversation::load(store.clone(), "s1").await.unwrap();
         assert_eq!(c.messages().count(), 3);
         c.push(Message::User {
@@ -237,7 +261,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store_with_session(dir.path()).await;
         store
-            .append_messages("s1", 1, &[r#"{"v":9,"role":"user","content":"x"}"#.into()])
+            .append_messages(
+                "s1",
+                None,
+                1,
+                &[r#"{"v":9,"role":"user","content":"x"}"#.into()],
+            )
             .await
             .unwrap();
         let err = Conversation::load(store, "s1")

@@ -41,7 +41,7 @@ pub use tools::{ToolOutcome, ToolRunner, Toolbox};
 pub use crate::capabilities::{CheckpointDiff, FileDiff, FileStatus};
 use crate::config::Config;
 pub use crate::events::RewindScope;
-use crate::events::{EventKind, TaskOutcome, Usage};
+use crate::events::{EventKind, Fence, TaskOutcome, Usage};
 use crate::mcp::McpClients;
 pub use crate::mcp::McpServerStatus;
 use crate::metrics::Metrics;
@@ -49,7 +49,7 @@ use crate::plugins::PluginRuntime;
 use crate::principal::{Principals, Quota, QuotaExceeded};
 use crate::session::{Session, SessionManager};
 pub use crate::store::CheckpointRecord;
-use crate::store::{Store, TaskStatus};
+use crate::store::{Lease, Store, TaskStatus};
 pub use crate::store::{UsageGroup, UsageSum};
 pub use checkpoints::{Rewound, skipped_files};
 use run::{StopSignal, TaskRun};
@@ -372,7 +372,7 @@ impl Agent {
                 0,
                 Some(why.into()),
             );
-            self.finish(session, &t.task_id, &t.task, &end).await;
+            self.finish(session, &t.task_id, &t.task, &end, None).await;
         }
         self.pick_up(session).await?;
         Ok(())
@@ -671,10 +671,10 @@ impl Agent {
                     0,
                     Some(message.into()),
                 );
-                self.finish(&session, &t.task_id, &t.task, &end).await;
+                self.finish(&session, &t.task_id, &t.task, &end, None).await;
             } else {
                 self.store
-                    .set_task_status(&t.session_id, &t.task_id, TaskStatus::Interrupted)
+                    .set_task_status(&t.session_id, &t.task_id, TaskStatus::Interrupted, None)
                     .await?;
             }
         }
@@ -709,7 +709,38 @@ impl Agent {
                 stop.stop(StopReason::Interrupted);
             }
             let started = Instant::now();
-            let Some(end) = self.run(&session, &task, &stop).await else {
+            let Some(lease) = self.start(&session, &task).await else {
+                if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
+                    state.running = None;
+                }
+                continue;
+            };
+            // What the task writes is refused once another server took the
+            // session over; then it stops here and records nothing more.
+            let lost = CancellationToken::new();
+            let fence = Fence::new(lease, lost.clone());
+            let _fenced = session.events.fence(fence.clone());
+            let end = {
+                let run = self.run(&session, &task, &stop, &fence);
+                tokio::pin!(run);
+                tokio::select! {
+                    end = &mut run => end,
+                    () = lost.cancelled() => {
+                        stop.stop(StopReason::Lost);
+                        run.await
+                    }
+                }
+            };
+            // Also when the run ended on the refusal itself.
+            if lost.is_cancelled() {
+                tracing::warn!(session = %session.id, task = %task.id, "another server took the session over; the task stopped here");
+                self.metrics.task_finished("lost");
+                if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
+                    state.running = None;
+                }
+                continue;
+            }
+            let Some(end) = end else {
                 continue;
             };
             if end.suspended {
@@ -724,7 +755,8 @@ impl Agent {
             if let Some(state) = self.tasks.lock().unwrap().get_mut(&session.id) {
                 state.running = None;
             }
-            self.finish(&session, &task.id, &task.text, &end).await;
+            self.finish(&session, &task.id, &task.text, &end, Some(lease))
+                .await;
             tracing::info!(
                 session = %session.id, task = %task.id, outcome = ?end.outcome, steps = end.steps,
                 tokens = end.usage.total_tokens, ms = started.elapsed().as_millis() as u64, "task finished"
@@ -732,13 +764,32 @@ impl Agent {
         }
     }
 
-    /// Runs one task up to its end; the caller publishes how it ended.
-    /// `None` when it could not even be started.
+    /// Records that this server starts a task, and returns the lease it
+    /// runs it under; `None` when it cannot: another server holds the
+    /// session (and runs its tasks), or the database did not answer (the
+    /// task stays queued there; a later heartbeat queues it again).
+    async fn start(&self, session: &Session, task: &QueuedTask) -> Option<Lease> {
+        match self.store.start_task(&session.id, &task.id).await {
+            Ok(Some(lease)) => Some(lease),
+            Ok(None) => {
+                tracing::warn!(session = %session.id, task = %task.id, "another server holds the session; the task is left to it");
+                None
+            }
+            Err(e) => {
+                tracing::error!(session = %session.id, task = %task.id, error = %e, "could not record a task as running; it stays queued");
+                None
+            }
+        }
+    }
+
+    /// Runs one task up to its end under `fence`; the caller publishes how
+    /// it ended. `None` when it could not even be started.
     async fn run(
         &self,
         session: &Arc<Session>,
         task: &QueuedTask,
         stop: &StopSignal,
+        fence: &Fence,
     ) -> Option<TaskEnd> {
         if stop.reason() == Some(StopReason::Interrupted) {
             let msg = "The server is shutting down; this queued task was not started.";
@@ -748,13 +799,6 @@ impl Agent {
                 0,
                 Some(msg.into()),
             ));
-        }
-        if let Err(e) = self
-            .store
-            .set_task_status(&session.id, &task.id, TaskStatus::Running)
-            .await
-        {
-            tracing::error!(session = %session.id, error = %e, "could not record a task as running");
         }
         if task.resumed {
             tracing::info!(session = %session.id, task = %task.id, "task resumed, waiting for approval");
@@ -786,6 +830,7 @@ impl Agent {
                     metrics: &self.metrics,
                     session,
                     stop,
+                    fence,
                 };
                 run.run(&task.text, task.resumed).await
             }
@@ -793,8 +838,16 @@ impl Agent {
     }
 
     /// Publishes a task's `error` (if any) and its `task_completed`, and
-    /// records its final status.
-    async fn finish(&self, session: &Session, task_id: &str, task: &str, end: &TaskEnd) {
+    /// records its final status (under the `lease` it ran under, when it
+    /// ran here).
+    async fn finish(
+        &self,
+        session: &Session,
+        task_id: &str,
+        task: &str,
+        end: &TaskEnd,
+        lease: Option<Lease>,
+    ) {
         // What the task left, recorded before anyone hears it ended (not
         // when the server is stopping: it would hold the shutdown up).
         if end.outcome != TaskOutcome::Interrupted {
@@ -824,7 +877,7 @@ impl Agent {
         self.metrics.task_finished(status.as_str());
         if let Err(e) = self
             .store
-            .set_task_status(&session.id, task_id, status)
+            .set_task_status(&session.id, task_id, status, lease)
             .await
         {
             tracing::error!(session = %session.id, error = %e, "could not record a task's status");

@@ -14,7 +14,7 @@ use super::messages::ToolCall;
 use super::model::{Model, ModelError, Turn, TurnRequest};
 use super::tools::{CallContext, Called, ToolRunner, clip};
 use crate::config::{AgentConfig, ToolConfig};
-use crate::events::{CompactMethod, CompactReason, EventKind, TaskOutcome, Usage};
+use crate::events::{CompactMethod, CompactReason, EventKind, Fence, TaskOutcome, Usage};
 use crate::metrics::Metrics;
 use crate::principal::Principal;
 use crate::session::Session;
@@ -27,6 +27,9 @@ pub enum StopReason {
     Cancelled,
     /// The server is shutting down.
     Interrupted,
+    /// Another server took the session over: this one's writes for the
+    /// task are refused, and it records nothing more of it.
+    Lost,
 }
 
 /// How a running task is told to stop, and why.
@@ -108,6 +111,10 @@ impl TaskEnd {
                 "The server is shutting down; the task was stopped.",
             ),
             StopReason::Cancelled => (TaskOutcome::Cancelled, "The task was cancelled."),
+            StopReason::Lost => (
+                TaskOutcome::Interrupted,
+                "Another server took the session over; the task was stopped here.",
+            ),
         };
         Self::new(outcome, usage, steps, Some(message.into()))
     }
@@ -128,6 +135,9 @@ pub(super) struct TaskRun<'a> {
     pub principal: &'a Principal,
     /// The model's name, as the usage ledger records it.
     pub model_name: &'a str,
+    /// The lease the task runs under: its messages are refused once
+    /// another server took the session over.
+    pub fence: &'a Fence,
 }
 
 /// Why a model call could not be made or did not succeed.
@@ -155,7 +165,7 @@ impl TaskRun<'_> {
         let token = self.stop.token();
         let mut usage = Usage::default();
         let mut conversation = match Conversation::load(self.store.clone(), &session.id).await {
-            Ok(c) => c,
+            Ok(c) => c.under(self.fence.clone()),
             Err(e) => {
                 return TaskEnd::failed(usage, 0, format!("could not load the conversation: {e}"));
             }

@@ -419,7 +419,7 @@ async fn a_call_a_killed_server_never_answered_gets_a_result_before_the_next_tas
     ]
     .map(|m| super::messages::encode(&m));
     h.store
-        .append_messages(&h.session.id, 1, &before)
+        .append_messages(&h.session.id, None, 1, &before)
         .await
         .unwrap();
     h.submit("second").await.unwrap();

@@ -589,3 +589,198 @@ async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
+
+/// Waits until the scripted model has been asked `n` times.
+async fn asked(model: &ScriptedModel, n: usize) {
+    for _ in 0..400 {
+        if model.requests().len() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the model was asked {} times, not {n}",
+        model.requests().len()
+    );
+}
+
+/// Fencing in the database: a task's writes are made under the lease its
+/// server started it with, so once another server holds the session the
+/// database refuses them, even when the server never heard of the
+/// takeover (here made in the database alone, with no announcement, and
+/// a lease so long that no heartbeat checks meanwhile). The model's late
+/// answer asks for a tool: it is never run, nothing of it is recorded,
+/// and the task stops there (counted `lost`).
+#[tokio::test]
+async fn a_task_whose_session_was_taken_over_unheard_writes_nothing_more() {
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![Reply::Delay(
+        std::time::Duration::from_secs(3),
+        Box::new(Reply::Tools(vec![(
+            "write_file".into(),
+            json!({"path": "late.txt", "content": "written after the takeover\n"}),
+        )])),
+    )])
+    .await;
+    let direct = db.config.clone();
+    let a = server_with_model(&model, move |c| {
+        c.store = direct;
+        c.store.lease_secs = 3600;
+    })
+    .await;
+    let id = a.session().await;
+    let mut ws = a.ws(&id, Some(0)).await;
+    let (status, body) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "write late.txt"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    until(&mut ws, |e| e["type"] == "task_started").await;
+    asked(&model, 1).await;
+
+    // Another server takes the session over; A is not told.
+    db.execute(&format!(
+        "UPDATE sessions SET server = 'ffffffffffffffff', lease = lease + 1 WHERE id = '{id}'"
+    ))
+    .await;
+    let store = Store::connect(&db.config).await.unwrap();
+    let before = store.events_after(&id, 0, 10_000).await.unwrap();
+
+    let mut lost = String::new();
+    for _ in 0..300 {
+        lost = a.metrics().await;
+        if lost.contains("crogia_tasks_total{outcome=\"lost\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        lost.contains("crogia_tasks_total{outcome=\"lost\"} 1"),
+        "A never stopped the task: {lost}"
+    );
+    let after = store.events_after(&id, 0, 10_000).await.unwrap();
+    assert_eq!(after, before, "A recorded events after it lost the lease");
+    let (status, file) = a
+        .get(&format!("/api/sessions/{id}/files/content?path=late.txt"))
+        .await;
+    assert_eq!(status, 404, "the late answer's tool ran: {file}");
+    assert_eq!(model.requests().len(), 1, "A asked the model again");
+    let tasks = store.session_unfinished_tasks(&id).await.unwrap();
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(
+        tasks[0].status,
+        crogia_host::store::TaskStatus::Running,
+        "A recorded the task's end"
+    );
+    store.close().await;
+}
+
+/// A server cut off from the database for longer than its lease stops its
+/// task itself: B takes the session over (the task ends `interrupted`, the
+/// queued one runs on B), and when A reaches the database again, the
+/// model's late answer to A's task is never recorded, and A learns that B
+/// holds the session.
+#[tokio::test]
+async fn a_server_cut_off_from_the_database_stops_its_task_and_b_takes_over() {
+    use crogia_tests::proxy::TcpProxy;
+    // When the model answers A's task: long after A's lease ran out and B
+    // took over, even on a loaded machine, and after A reached the
+    // database again.
+    const LATE: std::time::Duration = std::time::Duration::from_secs(20);
+    let db = ScratchDatabase::create().await;
+    let mut url = reqwest::Url::parse(&db.config.url).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = TcpProxy::start(target.parse().unwrap()).await;
+    url.set_port(Some(proxy.port)).unwrap();
+    let model = ScriptedModel::start(vec![
+        // A's task: answered after A's lease ran out and it reached the
+        // database again.
+        Reply::Delay(
+            LATE,
+            Box::new(Reply::Pieces(vec!["late answer to A".into()])),
+        ),
+        Reply::Text("queued, done on B".into()),
+    ])
+    .await;
+    let (proxied, direct) = (url.to_string(), db.config.clone());
+    let a = server_with_model(&model, move |c| {
+        c.store = direct.clone();
+        c.store.url = proxied;
+        c.store.lease_secs = 2;
+        c.store.connect_timeout_secs = 1;
+    })
+    .await;
+    let direct = db.config.clone();
+    let base_url = model.base_url.clone();
+    let b = TestServer::with_config(move |c| {
+        c.store = direct;
+        c.store.lease_secs = 2;
+        c.model.base_url = base_url;
+        c.model.model = "scripted".into();
+    })
+    .await;
+    let id = a.session().await;
+    served_by(&b, &id).await;
+    let mut ws = b.ws(&id, Some(0)).await;
+    let (status, running) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "slow"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{running}");
+    let running = running["task_id"].as_str().unwrap().to_string();
+    until(&mut ws, |e| e["type"] == "task_started").await;
+    let (status, queued) = a
+        .post(
+            &format!("/api/sessions/{id}/tasks"),
+            json!({"task": "next"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{queued}");
+    let queued = queued["task_id"].as_str().unwrap().to_string();
+    // A's task has the slow answer coming (the script answers in order:
+    // B's queued task must get the next one).
+    asked(&model, 1).await;
+    let asked_at = std::time::Instant::now();
+
+    proxy.cut();
+    let events = until(&mut ws, ended(&running)).await;
+    assert_eq!(
+        events.last().unwrap()["status"],
+        "interrupted",
+        "{events:?}"
+    );
+    assert!(
+        asked_at.elapsed() < LATE - std::time::Duration::from_secs(4),
+        "B took over only after {:?}, too late for this test to show anything",
+        asked_at.elapsed()
+    );
+    proxy.restore().await;
+    let events = until(&mut ws, ended(&queued)).await;
+    assert_eq!(events.last().unwrap()["status"], "completed", "{events:?}");
+    // Past the model's answer to A's task, and A's next heartbeats.
+    tokio::time::sleep(LATE.saturating_sub(asked_at.elapsed())).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let store = Store::connect(&db.config).await.unwrap();
+    let stored = store.events_after(&id, 0, 10_000).await.unwrap();
+    store.close().await;
+    assert!(
+        stored.iter().all(|(_, e)| !e.contains("late answer to A")),
+        "A went on with a task B had taken over"
+    );
+    let (_, on_b) = b.get(&format!("/api/sessions/{id}")).await;
+    let mut on_a = Value::Null;
+    for _ in 0..50 {
+        on_a = a.get(&format!("/api/sessions/{id}")).await.1;
+        if on_a["server"] == on_b["server"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(on_a["server"], on_b["server"], "A never learned B holds it");
+    b.stop().await;
+}
