@@ -2,6 +2,7 @@
 //! swept when the fixture drops (even when the test panics), and a real
 //! server on an ephemeral loopback port, and a scripted model.
 
+pub mod engine;
 pub mod model;
 pub mod process;
 pub mod proxy;

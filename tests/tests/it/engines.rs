@@ -1,7 +1,7 @@
 //! Several Docker engines (`[[sandbox.engines]]`, issue 22): sessions are
 //! placed on the least loaded engine with room, and an engine that goes
-//! away makes only its own sessions unavailable (503 naming it) until it
-//! is back.
+//! away (unreachable, or its daemon stopped) makes only its own sessions
+//! unavailable (503 naming it) until it is back.
 
 use std::time::Duration;
 
@@ -187,6 +187,76 @@ async fn an_engine_outage_makes_only_its_sessions_unavailable_until_it_returns()
     }
     let back = back.expect("a's session never answered again");
     assert_eq!(back["stdout"], "up\n", "{back}");
+    for _ in 0..100 {
+        if server.get("/api/health").await.1["engines"][0]["available"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("health never saw engine a back");
+}
+
+/// A real engine stopped and started again (a `dockerd` of this test's
+/// own; its containers stop with it): while it is down its session
+/// answers 503 naming it and the other engine's session works; once it is
+/// back, the session runs commands again (its container started again)
+/// with its workspace as it was, and health sees the engine back.
+#[tokio::test]
+async fn an_engine_stopped_and_started_again_takes_its_sessions_with_it_and_back() {
+    let own = crogia_tests::engine::OwnEngine::start();
+    let engines = vec![engine("a", &own.docker_host(), 0), engine("b", "", 0)];
+    let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
+    let (_, on_a) = create(&server).await;
+    let (_, on_b) = create(&server).await;
+    assert_eq!(
+        (on_a["engine"].as_str(), on_b["engine"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let (on_a, on_b) = (
+        on_a["session_id"].as_str().unwrap().to_string(),
+        on_b["session_id"].as_str().unwrap().to_string(),
+    );
+    let shell = |id: &str, cmd: &str| {
+        let (server, id, cmd) = (&server, id.to_string(), cmd.to_string());
+        async move {
+            server
+                .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": cmd}))
+                .await
+        }
+    };
+    let (status, body) = shell(&on_a, "echo kept > kept.txt").await;
+    assert_eq!(status, 200, "{body}");
+
+    own.stop();
+    let (status, body) = shell(&on_a, "cat kept.txt").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("engine \"a\""),
+        "{body}"
+    );
+    let (status, body) = shell(&on_b, "echo up").await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (200, Some("up\n")),
+        "{body}"
+    );
+    let health = server.get("/api/health").await.1;
+    assert_eq!(health["engines"][0]["available"], false, "{health}");
+
+    own.start_again();
+    let mut back = None;
+    for _ in 0..150 {
+        let (status, body) = shell(&on_a, "cat kept.txt").await;
+        if status == 200 {
+            back = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let back = back.expect("a's session never answered again");
+    assert_eq!(back["stdout"], "kept\n", "{back}");
+    let (_, session) = server.get(&format!("/api/sessions/{on_a}")).await;
+    assert_eq!(session["status"], "active", "{session}");
     for _ in 0..100 {
         if server.get("/api/health").await.1["engines"][0]["available"] == true {
             return;
