@@ -361,8 +361,13 @@ impl Capabilities {
     ) -> Result<Imported, CapabilityError> {
         other.check_usable()?;
         self.in_container(|| {
-            self.sandbox
-                .copy_checkpoint(&self.container_id, &other.container_id, id, true)
+            self.sandbox.copy_checkpoint(
+                &self.container_id,
+                &other.sandbox,
+                &other.container_id,
+                id,
+                true,
+            )
         })
         .await
     }

@@ -61,13 +61,36 @@ impl Sandbox {
     }
 
     /// Copies checkpoint `id` with its history from the store of `from`
-    /// into the store of `to`, streamed from agent to agent through the
-    /// server; `to`'s agent checks every object and that the checkpoint is
-    /// whole. With `restore`, `to`'s workspace is then as the checkpoint
-    /// recorded it, written as the objects come (a fork's).
+    /// into the store of `to` (a container of `into`, which may be on
+    /// another engine), streamed from agent to agent through the server;
+    /// `to`'s agent checks every object and that the checkpoint is whole.
+    /// With `restore`, `to`'s workspace is then as the checkpoint recorded
+    /// it, written as the objects come (a fork's): `to` may use every CPU
+    /// meanwhile, as no program of its session runs yet, and is held to its
+    /// limit again after.
     pub async fn copy_checkpoint(
         &self,
         from: &str,
+        into: &Sandbox,
+        to: &str,
+        id: &str,
+        restore: bool,
+    ) -> Result<Imported, AgentError> {
+        // Only faster: a fork is made without it too.
+        if restore && let Err(e) = into.set_cpus(to, None).await {
+            tracing::warn!(container = to, error = %e, "could not lift the CPU limit for a fork's copy");
+        }
+        let copied = self.stream_checkpoint(from, into, to, id, restore).await;
+        if restore {
+            into.set_cpus(to, Some(into.config.cpus)).await?;
+        }
+        copied
+    }
+
+    async fn stream_checkpoint(
+        &self,
+        from: &str,
+        into: &Sandbox,
         to: &str,
         id: &str,
         restore: bool,
@@ -88,7 +111,7 @@ impl Sandbox {
         })
         .expect("queries serialise");
         let path = format!("{}?{query}", protocol::CHECKPOINT_IMPORT);
-        let bytes = self.agent_upload(to, &path, export.into_body()).await?;
+        let bytes = into.agent_upload(to, &path, export.into_body()).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}")).into()
         })

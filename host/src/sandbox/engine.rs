@@ -29,6 +29,8 @@ pub struct DockerEngine {
     /// until an engine has answered once.
     client: Mutex<Option<Docker>>,
     available: AtomicBool,
+    /// The CPUs the engine's machine has, once asked.
+    cpus: tokio::sync::OnceCell<i64>,
 }
 
 impl DockerEngine {
@@ -49,7 +51,24 @@ impl DockerEngine {
             host: host.to_string(),
             client: Mutex::new(None),
             available: AtomicBool::new(false),
+            cpus: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// How many CPUs the engine's machine has (asked once).
+    pub async fn cpus(&self) -> Result<i64, SandboxError> {
+        self.cpus
+            .get_or_try_init(|| async {
+                let info = self
+                    .client()
+                    .await?
+                    .info()
+                    .await
+                    .map_err(|e| self.classify(e))?;
+                Ok(info.ncpu.unwrap_or(1).max(1))
+            })
+            .await
+            .copied()
     }
 
     /// Whether the engine answered the last request or probe.

@@ -524,6 +524,27 @@ impl Sandbox {
         })
     }
 
+    /// Sets the CPUs a container may use: `None`, every CPU of the engine's
+    /// machine (for work the server asks of the agent, such as writing a
+    /// fork's workspace, that the session's own limit would only slow);
+    /// `Some`, the configured limit again.
+    pub async fn set_cpus(&self, container: &str, cpus: Option<f64>) -> Result<(), SandboxError> {
+        let nano = match cpus {
+            Some(cpus) => (cpus * 1e9) as i64,
+            None => self.engine.cpus().await? * 1_000_000_000,
+        };
+        let update = bollard::models::ContainerUpdateBody {
+            nano_cpus: Some(nano),
+            ..Default::default()
+        };
+        let _timing = self.timing("update");
+        let docker = self.engine.client().await?;
+        docker
+            .update_container(container, update)
+            .await
+            .map_err(|e| self.engine.classify(e))
+    }
+
     /// Starts the container again if it was stopped (say, by an engine
     /// restart), so the next command can run.
     pub async fn ensure_running(&self, container: &str) -> Result<(), SandboxError> {

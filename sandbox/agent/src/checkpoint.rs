@@ -47,6 +47,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::fs::Workspace;
 
+mod bundle;
+use bundle::{Bundle, BundleWriter};
+
 /// Deepest directory level recorded.
 pub const MAX_DEPTH: usize = 64;
 /// Most entries (files, links, directories) one checkpoint records.
@@ -382,6 +385,8 @@ struct Cache {
 pub struct Store {
     dir: PathBuf,
     odb: gix_odb::loose::Store,
+    /// Objects imports brought, not yet settled as loose files.
+    bundles: std::sync::RwLock<Vec<Bundle>>,
 }
 
 impl Store {
@@ -411,7 +416,8 @@ impl Store {
                     .expect("a zlib level is 0 to 9"),
             },
         );
-        Ok(Self { dir, odb })
+        let bundles = Bundle::open_all(&dir).into();
+        Ok(Self { dir, odb, bundles })
     }
 
     fn err(&self, message: impl ToString) -> CheckpointError {
@@ -431,6 +437,22 @@ impl Store {
         gix_object::compute_hash(gix_hash::Kind::Sha1, kind, data).map_err(|e| self.err(e))
     }
 
+    /// Whether the store holds object `id` (loose or in a bundle).
+    fn contains(&self, id: &ObjectId) -> bool {
+        self.odb.contains(id) || self.in_bundle(|b| b.contains(id))
+    }
+
+    fn in_bundle(&self, f: impl Fn(&Bundle) -> bool) -> bool {
+        self.bundles.read().expect("no reader panics").iter().any(f)
+    }
+
+    /// Object `id`'s loose form from a bundle, if one has it.
+    fn bundled(&self, id: &ObjectId) -> Option<Result<Vec<u8>, CheckpointError>> {
+        let bundles = self.bundles.read().expect("no reader panics");
+        let read = bundles.iter().find_map(|b| b.read(id))?;
+        Some(read.map_err(|e| self.err(format!("object {id} in a bundle: {e}"))))
+    }
+
     /// Writes an object whose id is known to be `id`, unless the store has it.
     fn put_known(
         &self,
@@ -438,7 +460,7 @@ impl Store {
         data: &[u8],
         id: ObjectId,
     ) -> Result<ObjectId, CheckpointError> {
-        if !self.odb.contains(&id) {
+        if !self.contains(&id) {
             self.odb
                 .write_buf_with_known_id(kind, data, id)
                 .map_err(|e| self.err(e))?;
@@ -449,7 +471,20 @@ impl Store {
     /// Reads an object of `kind`, refusing one larger than `limit`.
     fn get(&self, id: &ObjectId, kind: Kind, limit: u64) -> Result<Vec<u8>, CheckpointError> {
         match self.odb.try_header(id).map_err(|e| self.err(e))? {
-            None => return Err(CheckpointError::Unknown(id.to_string())),
+            None => {
+                let loose = self
+                    .bundled(id)
+                    .ok_or_else(|| CheckpointError::Unknown(id.to_string()))??;
+                let (found, data) =
+                    inflate_loose(&loose).map_err(|e| self.err(format!("object {id}: {e}")))?;
+                if found != kind || data.len() as u64 > limit {
+                    return Err(self.err(format!(
+                        "object {id} is a {found} of {} bytes, not a {kind} of at most {limit}",
+                        data.len()
+                    )));
+                }
+                return Ok(data);
+            }
             Some((size, found)) if found != kind || size > limit => {
                 return Err(self.err(format!(
                     "object {id} is a {found} of {size} bytes, not a {kind} of at most {limit}"
@@ -504,7 +539,7 @@ impl Store {
         let parent = parent
             .map(Self::parse_id)
             .transpose()?
-            .filter(|p| self.odb.contains(p));
+            .filter(|p| self.contains(p));
         let (tree, meta) = self.record(ws, max_file_bytes)?;
         let mut meta_bytes = serde_json::to_vec(&meta).expect("meta serialises");
         meta_bytes.push(b'\n');
@@ -651,7 +686,7 @@ impl Store {
             if !seen.insert(id) {
                 return Ok(());
             }
-            if !self.odb.contains(&id) {
+            if !self.contains(&id) {
                 return Err(CheckpointError::Unknown(id.to_string()));
             }
             out.push((Kind::Blob, id));
@@ -746,11 +781,15 @@ impl Store {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => CheckpointError::Unknown(id.to_string()),
-                _ => self.err(format!("object {id}: {e}")),
-            })?;
+            .open(&path);
+        let file = match file {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self
+                    .bundled(id)
+                    .unwrap_or_else(|| Err(CheckpointError::Unknown(id.to_string())));
+            }
+            opened => opened.map_err(|e| self.err(format!("object {id}: {e}")))?,
+        };
         let meta = file.metadata().map_err(|e| self.err(e))?;
         if !meta.is_file() || meta.len() > MAX_OBJECT_BYTES {
             return Err(self.err(format!(
@@ -766,8 +805,10 @@ impl Store {
 
     /// Adds the objects of an [`Store::export`] stream (either form) to
     /// this store, each checked against its id, then makes `checkpoint`
-    /// the latest and checks that it is whole. Objects are checked and
-    /// written a batch at a time on several threads.
+    /// the latest and checks that it is whole. Objects are checked a batch
+    /// at a time on several threads; those that came in their loose form
+    /// are kept as they came in one bundle (see [`bundle`]), which
+    /// [`Store::settle_bundles`] turns into loose files later.
     ///
     /// With `into` (a fork's new workspace), the workspace is then what
     /// `checkpoint` recorded, as [`Store::restore`] leaves it. If it starts
@@ -795,6 +836,9 @@ impl Store {
         let mut plan = empty.then(|| Plan::new(target));
         let written = std::sync::Mutex::new(HashSet::new());
         let written_ref = &written;
+        let bundle =
+            std::sync::Mutex::new(BundleWriter::create(&self.dir).map_err(|e| self.err(e))?);
+        let bundle_ref = &bundle;
         // One thread reads the stream into batches while another checks
         // and writes the batch before (itself on several threads).
         let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Incoming>>(1);
@@ -804,7 +848,7 @@ impl Store {
                 for batch in received {
                     let sizes: Vec<u64> = batch
                         .into_par_iter()
-                        .map(|object| self.receive(object, root, written_ref))
+                        .map(|object| self.receive(object, root, written_ref, bundle_ref))
                         .collect::<Result<_, _>>()?;
                     done.objects += sizes.len();
                     done.bytes += sizes.iter().sum::<u64>();
@@ -839,6 +883,11 @@ impl Store {
             let checked = checker.join().expect("the import's checker does not panic");
             read.and(checked)
         })?;
+        let bundle = bundle.into_inner().expect("no writer panics");
+        if !bundle.is_empty() {
+            bundle.finish().map_err(|e| self.err(e))?;
+            *self.bundles.write().expect("no reader panics") = Bundle::open_all(&self.dir);
+        }
         self.closure(checkpoint).map_err(|e| match e {
             CheckpointError::Unknown(o) => bad(format!("checkpoint {target} lacks object {o}")),
             e => e,
@@ -887,13 +936,15 @@ impl Store {
     }
 
     /// Checks one imported object against its id and stores it (unless the
-    /// store has it), then writes the workspace files it is the content of
-    /// under `root`, adding them to `written`; its size, uncompressed.
+    /// store has it; in `bundle` when it came in its loose form), then
+    /// writes the workspace files it is the content of under `root`,
+    /// adding them to `written`; its size, uncompressed.
     fn receive(
         &self,
         object: Incoming,
         root: Option<&Dir>,
         written: &std::sync::Mutex<HashSet<String>>,
+        bundle: &std::sync::Mutex<BundleWriter>,
     ) -> Result<u64, CheckpointError> {
         let Incoming {
             name,
@@ -918,8 +969,12 @@ impl Store {
                 if self.hash(kind, &inflated)? != id {
                     return Err(not_it());
                 }
-                if !self.odb.contains(&id) {
-                    self.write_loose_file(&id, &data)?;
+                if !self.contains(&id) {
+                    bundle
+                        .lock()
+                        .expect("no writer panics")
+                        .add(&id, &data)
+                        .map_err(|e| self.err(e))?;
                 }
                 inflated
             }
@@ -936,6 +991,39 @@ impl Store {
             }
         }
         Ok(content.len() as u64)
+    }
+
+    /// Writes the objects imports left in bundles as loose files, then
+    /// removes the bundles: the store at rest is a plain git object store
+    /// again. Meant for a background thread at idle priority (reads find
+    /// each object in its bundle or its loose file meanwhile). Returns how
+    /// many objects it wrote.
+    pub fn settle_bundles(&self) -> Result<usize, CheckpointError> {
+        let mut settled = 0;
+        for b in self.bundles.read().expect("no reader panics").iter() {
+            for id in b.ids() {
+                if self.odb.contains(id) {
+                    continue;
+                }
+                let loose = b
+                    .read(id)
+                    .expect("a bundle reads its own ids")
+                    .map_err(|e| self.err(format!("object {id} in a bundle: {e}")))?;
+                self.write_loose_file(id, &loose)?;
+                settled += 1;
+            }
+        }
+        let bundles = std::mem::take(&mut *self.bundles.write().expect("no reader panics"));
+        for b in &bundles {
+            b.remove().map_err(|e| self.err(e))?;
+        }
+        Ok(settled)
+    }
+
+    /// Removes what an import that died left half written; call only while
+    /// no import runs (when the agent starts).
+    pub fn remove_unfinished_imports(&self) {
+        bundle::remove_parts(&self.dir);
     }
 
     /// Writes a checked loose file as object `id`'s, read-only as git
@@ -1073,7 +1161,7 @@ impl Store {
             // The empty tree: written so that it can be read back.
             ObjectId::empty_tree(gix_hash::Kind::Sha1)
         });
-        if !self.odb.contains(&tree) {
+        if !self.contains(&tree) {
             self.put(Kind::Tree, &[])?;
         }
         let new = Cache {
@@ -1915,6 +2003,125 @@ mod tests {
         );
         let third = b.take(Some(&second.checkpoint));
         assert_eq!(third.files_changed, 1);
+    }
+
+    /// Files under a store's `objects/` (loose objects).
+    fn loose_count(store: &Path) -> usize {
+        std::fs::read_dir(store.join("objects"))
+            .unwrap()
+            .flatten()
+            .filter(|d| d.path().is_dir())
+            .map(|d| std::fs::read_dir(d.path()).unwrap().count())
+            .sum()
+    }
+
+    fn bundle_files(store: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(store.join(bundle::DIR))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// A fork's import writes no loose file: its objects stay in one
+    /// bundle, from which every operation reads them (a later opening of
+    /// the store too, and an export onwards), until settling writes them
+    /// as the loose files git reads and removes the bundle. What an import
+    /// that died left is removed; a forged index makes reads fail, never
+    /// the agent.
+    #[test]
+    fn an_imported_history_stays_in_one_bundle_until_settled_as_git_objects() {
+        let a = Fixture::new();
+        for i in 0..40 {
+            a.write(
+                &format!("d{}/f{i}.txt", i % 4),
+                format!("file {i}\n").as_bytes(),
+            );
+        }
+        let first = a.take(None);
+        a.write("d0/f0.txt", b"changed\n");
+        let second = a.take(Some(&first.checkpoint));
+        let objects = a.store.closure(&second.checkpoint).unwrap();
+        let mut tar = Vec::new();
+        a.store.export(&objects, true, &mut tar).unwrap();
+
+        let b = Fixture::new();
+        let b_store = b._dir.path().join("store");
+        b.store
+            .import(tar.as_slice(), &second.checkpoint, Some(&b.ws()))
+            .unwrap();
+        assert_eq!(b.state(), a.state());
+        assert_eq!(loose_count(&b_store), 0, "an import wrote loose files");
+        let files = bundle_files(&b_store);
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(files[0].ends_with(".bundle") && files[1].ends_with(".idx"));
+
+        // Read from the bundle by a store opened afresh: a rewind, a diff,
+        // and an export imported into a third sandbox.
+        let reopened = Store::open(&b_store).unwrap();
+        reopened.restore(&b.ws(), &first.checkpoint).unwrap();
+        assert_eq!(std::fs::read(b.path("d0/f0.txt")).unwrap(), b"file 0\n");
+        let diff = reopened
+            .diff(&b.ws(), &first.checkpoint, Some(&second.checkpoint), LIMIT)
+            .unwrap();
+        assert_eq!(diff.files.len(), 1, "{diff:?}");
+        let mut onwards = Vec::new();
+        reopened
+            .export(
+                &reopened.closure(&second.checkpoint).unwrap(),
+                true,
+                &mut onwards,
+            )
+            .unwrap();
+        let c = Fixture::new();
+        c.store
+            .import(onwards.as_slice(), &second.checkpoint, Some(&c.ws()))
+            .unwrap();
+        assert_eq!(c.state(), a.state());
+
+        // Settled: every object a loose file, the bundle gone, and git
+        // reads the history.
+        assert_eq!(reopened.settle_bundles().unwrap(), objects.len());
+        assert_eq!(loose_count(&b_store), objects.len());
+        assert!(bundle_files(&b_store).is_empty());
+        let log = Command::new("git")
+            .args(["--git-dir", &b_store.display().to_string()])
+            .args(["log", "--format=%s", &second.checkpoint])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&log.stdout), "test\ntest\n");
+        let fsck = Command::new("git")
+            .args(["--git-dir", &b_store.display().to_string()])
+            .args(["fsck", "--full", "--no-dangling"])
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        b.store.restore(&b.ws(), &second.checkpoint).unwrap();
+        assert_eq!(b.state(), a.state());
+
+        // Left by an import that died: a part, a bundle without its index.
+        let c_store = c._dir.path().join("store");
+        let whole = bundle_files(&c_store);
+        let dir = c_store.join(bundle::DIR);
+        std::fs::write(dir.join("0000000000000001.part"), b"half").unwrap();
+        std::fs::write(dir.join("0000000000000002.bundle"), b"no index").unwrap();
+        c.store.remove_unfinished_imports();
+        assert_eq!(bundle_files(&c_store), whole);
+
+        // A forged index: objects past the bundle's end.
+        let idx = whole.iter().find(|n| n.ends_with(".idx")).unwrap();
+        let forged = bundle::forged_index(&objects, 1 << 30);
+        std::fs::write(dir.join(idx), forged).unwrap();
+        let forged = Store::open(&c_store).unwrap();
+        assert!(forged.restore(&c.ws(), &first.checkpoint).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!   server runs this through one long-lived Docker exec and speaks HTTP/2
 //!   over it.
 
+use std::os::fd::AsFd as _;
 use std::time::Duration;
 
 use crogia_sandbox_agent::SOCKET_PATH;
@@ -94,6 +95,49 @@ async fn serve() -> i32 {
     }
 }
 
+/// How much the bridge moves at a time: bulk transfers (a fork's objects)
+/// cross the engine's exec stream in large writes, not 8 KiB ones.
+const BRIDGE_BUFFER: usize = 1 << 20;
+
+/// Stdin, read without the blocking pool when it is a pipe (as the
+/// engine's exec gives it), in pieces of up to a [`BRIDGE_BUFFER`].
+fn stdio_in() -> Box<dyn tokio::io::AsyncRead + Unpin + Send> {
+    let fd = std::io::stdin().as_fd().try_clone_to_owned();
+    match fd.map(|fd| {
+        grow_pipe(&fd);
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+    }) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdin()),
+    }
+}
+
+/// Stdout, written without the blocking pool when it is a pipe.
+fn stdio_out() -> Box<dyn tokio::io::AsyncWrite + Unpin + Send> {
+    let fd = std::io::stdout().as_fd().try_clone_to_owned();
+    match fd.map(|fd| {
+        grow_pipe(&fd);
+        tokio::net::unix::pipe::Sender::from_owned_fd(fd)
+    }) {
+        Ok(Ok(pipe)) => Box::new(pipe),
+        _ => Box::new(tokio::io::stdout()),
+    }
+}
+
+/// Asks for a pipe of a [`BRIDGE_BUFFER`] (the default is 64 KiB); a pipe
+/// that cannot grow works as it is.
+fn grow_pipe(fd: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a descriptor this process owns; on anything
+    // but a pipe it fails harmlessly.
+    unsafe {
+        libc::fcntl(
+            fd.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            BRIDGE_BUFFER as libc::c_int,
+        )
+    };
+}
+
 /// Bridges stdin/stdout to the agent's socket until either side closes.
 async fn connect() -> i32 {
     let mut socket = None;
@@ -111,21 +155,22 @@ async fn connect() -> i32 {
         eprintln!("crogia-agent: no agent listens on {SOCKET_PATH}");
         return 1;
     };
-    let (mut from_agent, mut to_agent) = socket.split();
-    let mut stdin = tokio::io::stdin();
-    let mut stdout = tokio::io::stdout();
+    let (from_agent, mut to_agent) = socket.split();
+    let mut stdin = tokio::io::BufReader::with_capacity(BRIDGE_BUFFER, stdio_in());
+    let mut from_agent = tokio::io::BufReader::with_capacity(BRIDGE_BUFFER, from_agent);
+    let mut stdout = stdio_out();
     // Whichever side ends first ends the bridge: the server going away, or
     // the agent (killed, restarting), which the server must then see as its
     // stream ending rather than as silence.
     let code = tokio::select! {
-        up = tokio::io::copy(&mut stdin, &mut to_agent) => match up {
+        up = tokio::io::copy_buf(&mut stdin, &mut to_agent) => match up {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("crogia-agent: bridge ended: {e}");
                 1
             }
         },
-        down = tokio::io::copy(&mut from_agent, &mut stdout) => match down {
+        down = tokio::io::copy_buf(&mut from_agent, &mut stdout) => match down {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("crogia-agent: bridge ended: {e}");

@@ -27,6 +27,17 @@ use crate::search::{self, SearchError};
 
 /// Serves every connection `listener` accepts, until the process ends.
 pub async fn serve(listener: UnixListener) -> std::io::Result<()> {
+    // What an import that died left: removed before any import can start;
+    // the bundles of whole ones are settled.
+    if std::path::Path::new(crate::CHECKPOINT_STORE).is_dir() {
+        match Store::open(crate::CHECKPOINT_STORE) {
+            Ok(store) => {
+                store.remove_unfinished_imports();
+                settle_in_background();
+            }
+            Err(e) => eprintln!("crogia-agent: the checkpoint store: {e}"),
+        }
+    }
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(serve_connection(stream));
@@ -478,7 +489,29 @@ async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
         store.import(input, &target.checkpoint, Some(&ws))
     })
     .await;
+    if matches!(done, Ok(Ok(_))) {
+        settle_in_background();
+    }
     checkpoint_answer(done)
+}
+
+/// Settles the bundles imports left ([`Store::settle_bundles`]) on a
+/// thread of its own at idle priority (`SCHED_IDLE`: it runs only when
+/// nothing else in the sandbox wants the CPU), one settling at a time.
+fn settle_in_background() {
+    static SETTLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    std::thread::spawn(|| {
+        let _one = SETTLING.lock().unwrap_or_else(|e| e.into_inner());
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the calling thread's policy (pid 0) from a valid
+        // parameter; a failure leaves it at the default priority.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        match Store::open(crate::CHECKPOINT_STORE).and_then(|s| s.settle_bundles()) {
+            Ok(0) => {}
+            Ok(n) => eprintln!("crogia-agent: settled {n} imported objects as loose files"),
+            Err(e) => eprintln!("crogia-agent: settling imported objects: {e}"),
+        }
+    });
 }
 
 fn answer<T: Serialize>(done: Result<T, Response<Full<Bytes>>>) -> Response<Full<Bytes>> {

@@ -265,3 +265,49 @@ async fn an_engine_stopped_and_started_again_takes_its_sessions_with_it_and_back
     }
     panic!("health never saw engine a back");
 }
+
+/// A fork placed on another engine than its parent's: the checkpoint's
+/// objects go from the parent's agent on one engine to the child's on the
+/// other, and the child has the parent's files. (The copy once went to
+/// the parent's engine for both, which does not know the child's
+/// container.)
+#[tokio::test]
+async fn a_fork_placed_on_another_engine_has_its_parents_files() {
+    let second = second_engine();
+    let engines = vec![engine("here", "", 1), engine("second", &second, 1)];
+    let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
+    let (status, parent) = create(&server).await;
+    assert_eq!(
+        (status, parent["engine"].as_str()),
+        (200, Some("here")),
+        "{parent}"
+    );
+    let id = parent["session_id"].as_str().unwrap();
+    let (status, body) = server
+        .post(
+            &format!("/api/sessions/{id}/files/content"),
+            json!({"path": "kept/a.txt", "content": "from the parent\n"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, point) = server
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{point}");
+    let (status, child) = server
+        .post(&format!("/api/sessions/{id}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{child}");
+    assert_eq!(child["engine"], "second", "{child}");
+    let child = child["session_id"].as_str().unwrap();
+    let (status, file) = server
+        .get(&format!(
+            "/api/sessions/{child}/files/content?path=kept/a.txt"
+        ))
+        .await;
+    assert_eq!(
+        (status, file["content"].as_str()),
+        (200, Some("from the parent\n")),
+        "{file}"
+    );
+}
