@@ -811,7 +811,12 @@ mod tests {
     }
 
     async fn store_session(store: &Store) {
-        let record = SessionRecord {
+        store.insert_session(&session_s1(None)).await.unwrap();
+    }
+
+    /// Session `s1`, held by `server`.
+    fn session_s1(server: Option<&str>) -> SessionRecord {
+        SessionRecord {
             id: "s1".into(),
             container_id: "c".into(),
             workdir: "/w".into(),
@@ -822,10 +827,9 @@ mod tests {
             approval: "default".into(),
             owner: "local".into(),
             budget_tokens: None,
-            server: None,
+            server: server.map(str::to_string),
             engine: None,
-        };
-        store.insert_session(&record).await.unwrap();
+        }
     }
 
     async fn log() -> (tempfile::TempDir, Store, EventLog) {
@@ -1257,22 +1261,7 @@ mod tests {
         let b = Store::open(dir.path()).await.unwrap().with_server("bbbb");
         a.heartbeat().await.unwrap();
         b.heartbeat().await.unwrap();
-        a.insert_session(&crate::store::SessionRecord {
-            id: "s1".into(),
-            container_id: "c".into(),
-            workdir: "/w".into(),
-            created: Utc::now(),
-            last_task: None,
-            error: None,
-            network: None,
-            approval: "default".into(),
-            owner: "local".into(),
-            budget_tokens: None,
-            server: Some("aaaa".into()),
-            engine: None,
-        })
-        .await
-        .unwrap();
+        a.insert_session(&session_s1(Some("aaaa"))).await.unwrap();
         a.insert_task("s1", "t1", "x").await.unwrap();
         let lease = a.start_task("s1", "t1").await.unwrap().unwrap();
         let log = EventLog::open(a.clone(), "s1", 64).await.unwrap();

@@ -23,6 +23,48 @@ async fn create(server: &TestServer) -> (u16, Value) {
     server.post("/api/sessions", json!({})).await
 }
 
+/// A session on engine `a`, then one on `b` (placement with both empty);
+/// their ids.
+async fn one_on_each(server: &TestServer) -> (String, String) {
+    let (_, on_a) = create(server).await;
+    let (_, on_b) = create(server).await;
+    assert_eq!(
+        (on_a["engine"].as_str(), on_b["engine"].as_str()),
+        (Some("a"), Some("b"))
+    );
+    let id = |s: &Value| s["session_id"].as_str().unwrap().to_string();
+    (id(&on_a), id(&on_b))
+}
+
+async fn shell(server: &TestServer, id: &str, cmd: &str) -> (u16, Value) {
+    server
+        .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": cmd}))
+        .await
+}
+
+/// Waits until session `id` runs `cmd` again; its answer.
+async fn answers_again(server: &TestServer, id: &str, cmd: &str) -> Value {
+    for _ in 0..150 {
+        let (status, body) = shell(server, id, cmd).await;
+        if status == 200 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("session {id} never answered again");
+}
+
+/// Waits until health says engine `a` (the first) is back.
+async fn health_sees_a_back(server: &TestServer) {
+    for _ in 0..100 {
+        if server.get("/api/health").await.1["engines"][0]["available"] == true {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("health never saw engine a back");
+}
+
 /// Two engines, this machine's and the second one `just test` starts:
 /// each new session goes to the one holding fewer (the first, of equals)
 /// until an engine holds its `max_sessions`; with every engine full, a
@@ -126,37 +168,17 @@ async fn an_engine_outage_makes_only_its_sessions_unavailable_until_it_returns()
     a.local_engine = Some(true);
     let engines = vec![a, engine("b", "", 0)];
     let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
-    let (_, on_a) = create(&server).await;
-    let (_, on_b) = create(&server).await;
-    assert_eq!(
-        (on_a["engine"].as_str(), on_b["engine"].as_str()),
-        (Some("a"), Some("b"))
-    );
-    let (on_a, on_b) = (
-        on_a["session_id"].as_str().unwrap().to_string(),
-        on_b["session_id"].as_str().unwrap().to_string(),
-    );
-    let shell = |id: &str| {
-        let (server, id) = (&server, id.to_string());
-        async move {
-            server
-                .post(
-                    &format!("/api/sessions/{id}/shell"),
-                    json!({"cmd": "echo up"}),
-                )
-                .await
-        }
-    };
+    let (on_a, on_b) = one_on_each(&server).await;
 
     proxy.cut();
-    let (status, body) = shell(&on_a).await;
+    let (status, body) = shell(&server, &on_a, "echo up").await;
     assert_eq!(status, 503, "{body}");
     let detail = body["detail"].as_str().unwrap();
     assert!(
         detail.starts_with("Docker engine is not available") && detail.contains("engine \"a\""),
         "{body}"
     );
-    let (status, body) = shell(&on_b).await;
+    let (status, body) = shell(&server, &on_b, "echo up").await;
     assert_eq!(
         (status, body["stdout"].as_str()),
         (200, Some("up\n")),
@@ -176,24 +198,9 @@ async fn an_engine_outage_makes_only_its_sessions_unavailable_until_it_returns()
     assert_ne!(session["status"], "error", "{session}");
 
     proxy.restore();
-    let mut back = None;
-    for _ in 0..100 {
-        let (status, body) = shell(&on_a).await;
-        if status == 200 {
-            back = Some(body);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let back = back.expect("a's session never answered again");
+    let back = answers_again(&server, &on_a, "echo up").await;
     assert_eq!(back["stdout"], "up\n", "{back}");
-    for _ in 0..100 {
-        if server.get("/api/health").await.1["engines"][0]["available"] == true {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("health never saw engine a back");
+    health_sees_a_back(&server).await;
 }
 
 /// A real engine stopped and started again (a `dockerd` of this test's
@@ -206,35 +213,18 @@ async fn an_engine_stopped_and_started_again_takes_its_sessions_with_it_and_back
     let own = crogia_tests::engine::OwnEngine::start();
     let engines = vec![engine("a", &own.docker_host(), 0), engine("b", "", 0)];
     let server = TestServer::with_config(move |c| c.sandbox.engines = engines).await;
-    let (_, on_a) = create(&server).await;
-    let (_, on_b) = create(&server).await;
-    assert_eq!(
-        (on_a["engine"].as_str(), on_b["engine"].as_str()),
-        (Some("a"), Some("b"))
-    );
-    let (on_a, on_b) = (
-        on_a["session_id"].as_str().unwrap().to_string(),
-        on_b["session_id"].as_str().unwrap().to_string(),
-    );
-    let shell = |id: &str, cmd: &str| {
-        let (server, id, cmd) = (&server, id.to_string(), cmd.to_string());
-        async move {
-            server
-                .post(&format!("/api/sessions/{id}/shell"), json!({"cmd": cmd}))
-                .await
-        }
-    };
-    let (status, body) = shell(&on_a, "echo kept > kept.txt").await;
+    let (on_a, on_b) = one_on_each(&server).await;
+    let (status, body) = shell(&server, &on_a, "echo kept > kept.txt").await;
     assert_eq!(status, 200, "{body}");
 
     own.stop();
-    let (status, body) = shell(&on_a, "cat kept.txt").await;
+    let (status, body) = shell(&server, &on_a, "cat kept.txt").await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["detail"].as_str().unwrap().contains("engine \"a\""),
         "{body}"
     );
-    let (status, body) = shell(&on_b, "echo up").await;
+    let (status, body) = shell(&server, &on_b, "echo up").await;
     assert_eq!(
         (status, body["stdout"].as_str()),
         (200, Some("up\n")),
@@ -244,26 +234,11 @@ async fn an_engine_stopped_and_started_again_takes_its_sessions_with_it_and_back
     assert_eq!(health["engines"][0]["available"], false, "{health}");
 
     own.start_again();
-    let mut back = None;
-    for _ in 0..150 {
-        let (status, body) = shell(&on_a, "cat kept.txt").await;
-        if status == 200 {
-            back = Some(body);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let back = back.expect("a's session never answered again");
+    let back = answers_again(&server, &on_a, "cat kept.txt").await;
     assert_eq!(back["stdout"], "kept\n", "{back}");
     let (_, session) = server.get(&format!("/api/sessions/{on_a}")).await;
     assert_eq!(session["status"], "active", "{session}");
-    for _ in 0..100 {
-        if server.get("/api/health").await.1["engines"][0]["available"] == true {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("health never saw engine a back");
+    health_sees_a_back(&server).await;
 }
 
 /// A fork placed on another engine than its parent's: the checkpoint's
