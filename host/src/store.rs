@@ -1228,25 +1228,26 @@ impl Store {
     /// lease it runs it under; `None` when another server holds the
     /// session (the task is that server's to run).
     pub async fn start_task(&self, session_id: &str, id: &str) -> StoreResult<Option<Lease>> {
+        // The write first: on SQLite, a transaction that reads and then
+        // writes cannot wait for another writer (its lock upgrade fails
+        // at once with SQLITE_BUSY); one that writes first waits.
         let mut tx = self.pool.begin().await?;
-        let lease: Option<i64> = sqlx::query_scalar(
-            "SELECT lease FROM sessions WHERE id = $1 AND COALESCE(server, $2) = $2",
-        )
-        .bind(session_id)
-        .bind(&*self.server)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(lease) = lease else {
-            return Ok(None);
-        };
-        sqlx::query(
-            "UPDATE tasks SET status = 'running', server = $1 WHERE session_id = $2 AND id = $3",
+        let started = sqlx::query(
+            "UPDATE tasks SET status = 'running', server = $1 WHERE session_id = $2 AND id = $3 \
+             AND EXISTS (SELECT 1 FROM sessions WHERE id = $2 AND COALESCE(server, $1) = $1)",
         )
         .bind(&*self.server)
         .bind(session_id)
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if started.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let lease: i64 = sqlx::query_scalar("SELECT lease FROM sessions WHERE id = $1")
+            .bind(session_id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Some(Lease(lease)))
     }
@@ -1934,6 +1935,30 @@ mod tests {
         // A holds nothing now: it is forgotten once long silent.
         assert_eq!(b.forget_idle_servers(lease).await.unwrap(), 1);
         assert_eq!(b.forget_idle_servers(lease).await.unwrap(), 0);
+    }
+
+    /// Starting tasks while events are written from another connection
+    /// never fails: on SQLite a transaction that read before writing
+    /// could not wait for the other writer (SQLITE_BUSY at once; a task
+    /// left unstarted until the next heartbeat).
+    async fn tasks_start_while_events_are_written_beside_them(place: &Place) {
+        let (a, b) = (place.open().await, place.open().await);
+        a.insert_session(&record("000000c1")).await.unwrap();
+        for i in 0..60 {
+            a.insert_task("000000c1", &format!("t{i}"), "x").await.unwrap();
+        }
+        let writer = tokio::spawn(async move {
+            for _ in 0..300 {
+                b.append_events("000000c1", None, &[(); 4], |_, _| "{}".into())
+                    .await
+                    .unwrap();
+            }
+        });
+        for i in 0..60 {
+            let started = a.start_task("000000c1", &format!("t{i}")).await;
+            assert!(matches!(started, Ok(Some(_))), "task {i}: {started:?}");
+        }
+        writer.await.unwrap();
     }
 
     /// Fencing: what a server writes under the lease it started a task
