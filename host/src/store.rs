@@ -1304,6 +1304,35 @@ impl Store {
         rows.iter().map(unfinished_task).collect()
     }
 
+    /// How many of `owner`'s sessions besides `except` have a task queued
+    /// or running: held by any server, or with `elsewhere_only` by servers
+    /// other than this one (whose tasks this one does not see).
+    pub async fn owner_busy_sessions(
+        &self,
+        owner: &str,
+        except: &str,
+        elsewhere_only: bool,
+    ) -> StoreResult<u64> {
+        let query = if elsewhere_only {
+            sqlx::query_scalar(
+                "SELECT CAST(COUNT(DISTINCT t.session_id) AS BIGINT) FROM tasks t JOIN sessions s ON s.id = t.session_id \
+                 WHERE s.owner = $1 AND t.session_id <> $2 AND t.status IN ('queued', 'running') AND s.server IS NOT NULL AND s.server <> $3",
+            )
+            .bind(owner)
+            .bind(except)
+            .bind(&*self.server)
+        } else {
+            sqlx::query_scalar(
+                "SELECT CAST(COUNT(DISTINCT t.session_id) AS BIGINT) FROM tasks t JOIN sessions s ON s.id = t.session_id \
+                 WHERE s.owner = $1 AND t.session_id <> $2 AND t.status IN ('queued', 'running')",
+            )
+            .bind(owner)
+            .bind(except)
+        };
+        let n: i64 = query.fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
     /// The sessions held by this server with tasks queued.
     pub async fn sessions_with_queued_tasks(&self) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(

@@ -46,7 +46,7 @@ use crate::mcp::McpClients;
 pub use crate::mcp::McpServerStatus;
 use crate::metrics::Metrics;
 use crate::plugins::PluginRuntime;
-use crate::principal::{Principals, Quota, QuotaExceeded};
+use crate::principal::{Principal, Principals, Quota, QuotaExceeded};
 use crate::session::{Session, SessionManager};
 pub use crate::store::CheckpointRecord;
 use crate::store::{Lease, Store, TaskStatus};
@@ -242,8 +242,18 @@ impl Agent {
         let max = self.config.agent.max_queued_tasks;
         let task_id = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         if !session.held_by(self.store.server()) {
-            return self.submit_elsewhere(session, task_id, &text).await;
+            return self.submit_elsewhere(session, &owner, task_id, &text).await;
         }
+        // The owner's sessions busy on other servers count too (this one
+        // knows its own, reservations included).
+        let elsewhere = match owner.limits.max_running_tasks {
+            Some(_) => {
+                self.store
+                    .owner_busy_sessions(&owner.name, &session.id, true)
+                    .await?
+            }
+            None => 0,
+        };
         // Check and take a place in one step; the task is stored before it
         // joins the queue, and gives the place back if that fails.
         {
@@ -260,10 +270,11 @@ impl Agent {
             if let Some(limit) = owner.limits.max_running_tasks
                 && !busy(state)
             {
-                let used = tasks
-                    .values()
-                    .filter(|t| t.owner.as_deref() == Some(session.owner.as_str()) && busy(t))
-                    .count() as u64;
+                let used = elsewhere
+                    + tasks
+                        .values()
+                        .filter(|t| t.owner.as_deref() == Some(session.owner.as_str()) && busy(t))
+                        .count() as u64;
                 Quota::RunningTasks.check(&owner.name, limit, used)?;
             }
             let state = tasks.get_mut(&session.id).expect("made above");
@@ -292,10 +303,21 @@ impl Agent {
     async fn submit_elsewhere(
         &self,
         session: &Arc<Session>,
+        owner: &Principal,
         task_id: String,
         text: &str,
     ) -> Result<Submitted, AgentError> {
         let ahead = self.store.session_unfinished_tasks(&session.id).await?;
+        // Behind another in its session, it never runs beside it.
+        if let Some(limit) = owner.limits.max_running_tasks
+            && ahead.is_empty()
+        {
+            let used = self
+                .store
+                .owner_busy_sessions(&owner.name, &session.id, false)
+                .await?;
+            Quota::RunningTasks.check(&owner.name, limit, used)?;
+        }
         let max = self.config.agent.max_queued_tasks;
         let queued = ahead
             .iter()

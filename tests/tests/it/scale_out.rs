@@ -784,3 +784,85 @@ async fn a_server_cut_off_from_the_database_stops_its_task_and_b_takes_over() {
     assert_eq!(on_a["server"], on_b["server"], "A never learned B holds it");
     b.stop().await;
 }
+
+/// A principal's `max_running_tasks` holds across servers: with one of
+/// alice's sessions busy on A, a task for another of hers is refused on
+/// B, whether B holds that session or hands it to A. (Each server once
+/// counted only its own: both were let in.)
+#[tokio::test]
+async fn max_running_tasks_counts_a_principals_tasks_on_every_server() {
+    use crogia_host::config::{Role, UserConfig};
+    use crogia_host::principal::token_sha256;
+    use reqwest::Method;
+    const ALICE: &str = "alice-token-0123456789abcdef";
+    let db = ScratchDatabase::create().await;
+    let model = ScriptedModel::start(vec![Reply::Delay(
+        std::time::Duration::from_secs(3),
+        Box::new(Reply::Text("slow".into())),
+    )])
+    .await;
+    let limited = |c: &mut crogia_host::config::Config| {
+        c.auth.tokens = vec!["admin-token-0123456789abcdef".into()];
+        c.auth.users = vec![UserConfig {
+            name: "alice".into(),
+            token_sha256: token_sha256(ALICE),
+            role: Role::User,
+            max_sessions: None,
+            max_running_tasks: Some(1),
+            tokens_per_day: None,
+        }];
+    };
+    let direct = db.config.clone();
+    let a = server_with_model(&model, move |c| {
+        c.store = direct;
+        limited(c);
+    })
+    .await;
+    let direct = db.config.clone();
+    let b = server_with_model(&model, move |c| {
+        c.store = direct;
+        limited(c);
+    })
+    .await;
+    let session_on = async |server: &TestServer| {
+        let (status, body) = server
+            .call_as(ALICE, Method::POST, "/api/sessions", Some(json!({})))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["session_id"].as_str().unwrap().to_string()
+    };
+    let task = async |server: &TestServer, id: &str| {
+        server
+            .call_as(
+                ALICE,
+                Method::POST,
+                &format!("/api/sessions/{id}/tasks"),
+                Some(json!({"task": "work"})),
+            )
+            .await
+    };
+    let (busy, also_on_a, on_b) = (
+        session_on(&a).await,
+        session_on(&a).await,
+        session_on(&b).await,
+    );
+    // B has heard of the session made on A.
+    for _ in 0..100 {
+        let path = format!("/api/sessions/{also_on_a}");
+        if b.call_as(ALICE, Method::GET, &path, None).await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = task(&a, &busy).await;
+    assert_eq!(status, 200, "{body}");
+    asked(&model, 1).await;
+    for (id, how) in [(&on_b, "held by B"), (&also_on_a, "handed to A")] {
+        let (status, body) = task(&b, id).await;
+        assert_eq!(status, 429, "{how}: {body}");
+        assert_eq!(body["quota"]["name"], "max_running_tasks", "{body}");
+        assert_eq!(body["quota"]["used"], 1, "{body}");
+    }
+    drop(a);
+    b.stop().await;
+}
