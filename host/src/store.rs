@@ -1313,22 +1313,15 @@ impl Store {
         except: &str,
         elsewhere_only: bool,
     ) -> StoreResult<u64> {
-        let query = if elsewhere_only {
-            sqlx::query_scalar(
-                "SELECT CAST(COUNT(DISTINCT t.session_id) AS BIGINT) FROM tasks t JOIN sessions s ON s.id = t.session_id \
-                 WHERE s.owner = $1 AND t.session_id <> $2 AND t.status IN ('queued', 'running') AND s.server IS NOT NULL AND s.server <> $3",
-            )
-            .bind(owner)
-            .bind(except)
-            .bind(&*self.server)
-        } else {
-            sqlx::query_scalar(
-                "SELECT CAST(COUNT(DISTINCT t.session_id) AS BIGINT) FROM tasks t JOIN sessions s ON s.id = t.session_id \
-                 WHERE s.owner = $1 AND t.session_id <> $2 AND t.status IN ('queued', 'running')",
-            )
-            .bind(owner)
-            .bind(except)
-        };
+        let not_held_here = elsewhere_only.then_some(&*self.server);
+        let query = sqlx::query_scalar(
+            "SELECT CAST(COUNT(DISTINCT t.session_id) AS BIGINT) FROM tasks t JOIN sessions s ON s.id = t.session_id \
+             WHERE s.owner = $1 AND t.session_id <> $2 AND t.status IN ('queued', 'running') \
+             AND ($3 IS NULL OR (s.server IS NOT NULL AND s.server <> $3))",
+        )
+        .bind(owner)
+        .bind(except)
+        .bind(not_held_here);
         let n: i64 = query.fetch_one(&self.pool).await?;
         Ok(n as u64)
     }
