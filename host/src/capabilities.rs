@@ -21,7 +21,7 @@ use crate::sandbox::{
     Sandbox, SandboxError, StdioProgram, StopOutcome, Terminal,
 };
 pub use crate::sandbox::{
-    CheckpointDiff, FileDiff, FileStatus, Imported, Restored, SkippedFile, Taken,
+    CheckpointDiff, CheckpointExport, FileDiff, FileStatus, Imported, Restored, SkippedFile, Taken,
 };
 use crate::workspace::{
     EntryInfo, GrepMatch, Metadata, SearchError, SearchOptions, Workspace, WorkspaceError,
@@ -351,25 +351,22 @@ impl Capabilities {
             .await
     }
 
-    /// Copies checkpoint `id`, with its history, into the checkpoint store
-    /// of `other` (a fork's sandbox), whose workspace is then as the
+    /// Opens checkpoint `id`'s export, with its history, read ahead while
+    /// a fork's sandbox is made (see [`Sandbox::export_checkpoint`]).
+    pub async fn export_checkpoint(&self, id: &str) -> Result<CheckpointExport, CapabilityError> {
+        self.in_container(|| self.sandbox.export_checkpoint(&self.container_id, id))
+            .await
+    }
+
+    /// Takes another session's checkpoint export into this session's
+    /// checkpoint store (a fork's sandbox); the workspace is then as the
     /// checkpoint recorded it.
-    pub async fn fork_checkpoint_to(
-        &self,
-        other: &Capabilities,
-        id: &str,
-    ) -> Result<Imported, CapabilityError> {
-        other.check_usable()?;
-        self.in_container(|| {
-            self.sandbox.copy_checkpoint(
-                &self.container_id,
-                &other.sandbox,
-                &other.container_id,
-                id,
-                true,
-            )
-        })
-        .await
+    pub async fn import_fork(&self, export: CheckpointExport) -> Result<Imported, CapabilityError> {
+        self.check_usable()?;
+        Ok(self
+            .sandbox
+            .import_checkpoint(&self.container_id, export, true)
+            .await?)
     }
 
     /// Starts `argv` (no shell) in the container's `cwd` with `env` added,

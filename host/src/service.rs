@@ -251,6 +251,9 @@ impl SessionService {
         let parent = self.sessions.get(session_id)?;
         let point = self.agent.fork_point(&parent, checkpoint_id).await?;
         let _room = self.make_room(principal)?;
+        // The parent's side starts now, read ahead while the new
+        // session's container is made.
+        let export = self.agent.export_for_fork(&parent, &point).await?;
         let child = self
             .sessions
             .create(NewSession {
@@ -261,7 +264,7 @@ impl SessionService {
                 budget_tokens: parent.budget_tokens,
             })
             .await?;
-        if let Err(e) = self.agent.fork_into(&parent, &child, &point).await {
+        if let Err(e) = self.agent.fork_into(&parent, &child, &point, export).await {
             if let Err(undo) = self.delete(&child.id).await {
                 tracing::error!(session = %child.id, error = %undo, "could not remove a fork that failed");
             }

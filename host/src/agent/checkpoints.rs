@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{Agent, AgentError};
-use crate::capabilities::{CheckpointDiff, SkippedFile};
+use crate::capabilities::{CheckpointDiff, CheckpointExport, SkippedFile};
 use crate::events::{EventKind, RewindScope};
 use crate::session::Session;
 use crate::store::CheckpointRecord;
@@ -189,17 +189,28 @@ impl Agent {
         .ok_or_else(|| AgentError::UnknownCheckpoint(id.unwrap_or("(none yet)").to_string()))
     }
 
+    /// Opens the export of checkpoint `point` of `parent` for a fork, read
+    /// ahead while the new session's sandbox is made. The parent may be
+    /// running a task meanwhile: a checkpoint never changes once taken.
+    pub async fn export_for_fork(
+        &self,
+        parent: &Session,
+        point: &CheckpointRecord,
+    ) -> Result<CheckpointExport, AgentError> {
+        Ok(parent.caps.export_checkpoint(&point.id).await?)
+    }
+
     /// Makes the new session `child` what `parent` was at checkpoint
-    /// `point`: its log starts with `forked`; the checkpoint's objects (with
-    /// its history) are copied from sandbox to sandbox, the workspace put
-    /// back as it recorded it, and the checkpoints and conversation up to it
-    /// copied. The parent may be running a task meanwhile: a checkpoint
-    /// never changes once taken.
+    /// `point`, from its `export` ([`Agent::export_for_fork`]): its log
+    /// starts with `forked`; the checkpoint's objects (with its history)
+    /// are copied from sandbox to sandbox, the workspace put back as it
+    /// recorded it, and the checkpoints and conversation up to it copied.
     pub async fn fork_into(
         &self,
         parent: &Session,
         child: &Session,
         point: &CheckpointRecord,
+        export: CheckpointExport,
     ) -> Result<(), AgentError> {
         let _one = child.checkpointing.lock().await;
         let event = EventKind::Forked {
@@ -212,10 +223,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
         let started = std::time::Instant::now();
-        let copied = parent
-            .caps
-            .fork_checkpoint_to(&child.caps, &point.id)
-            .await?;
+        let copied = child.caps.import_fork(export).await?;
         let written = match copied.restored {
             Some(restored) => restored.written,
             // An agent that only stores what it imports: put back after.

@@ -148,7 +148,7 @@ impl Sandbox {
         &self,
         container: &str,
         path_and_query: &str,
-        mut body: hyper::body::Incoming,
+        mut body: tokio::sync::mpsc::Receiver<Bytes>,
     ) -> Result<Bytes, AgentError> {
         let mut link = self.agent_link(container, false).await?;
         if link.ready().await.is_err() {
@@ -160,10 +160,8 @@ impl Sandbox {
             .body(Either::Right(channel))
             .expect("a valid request");
         let pump = async move {
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data()
-                    && input.send_data(data).await.is_err()
-                {
+            while let Some(data) = body.recv().await {
+                if input.send_data(data).await.is_err() {
                     break;
                 }
             }

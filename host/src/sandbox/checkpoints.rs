@@ -4,9 +4,9 @@
 
 use crogia_sandbox_agent::checkpoint::{Diff, Imported, Restored, Taken};
 use crogia_sandbox_agent::protocol::{
-    self, CheckpointDiff, CheckpointExport, CheckpointImportQuery, CheckpointRestore,
-    CheckpointTake,
+    self, CheckpointDiff, CheckpointImportQuery, CheckpointRestore, CheckpointTake,
 };
+use http_body_util::BodyExt as _;
 
 use super::agent::AgentError;
 use super::{Sandbox, SandboxError};
@@ -60,60 +60,104 @@ impl Sandbox {
             .await
     }
 
-    /// Copies checkpoint `id` with its history from the store of `from`
-    /// into the store of `to` (a container of `into`, which may be on
-    /// another engine), streamed from agent to agent through the server;
-    /// `to`'s agent checks every object and that the checkpoint is whole.
-    /// With `restore`, `to`'s workspace is then as the checkpoint recorded
-    /// it, written as the objects come (a fork's): `to` may use every CPU
-    /// meanwhile, as no program of its session runs yet, and is held to its
-    /// limit again after.
-    pub async fn copy_checkpoint(
+    /// Opens checkpoint `id`'s export, with its history, from the agent of
+    /// `from`, and starts reading it ahead (see [`CheckpointExport`]), so
+    /// that the parent's side of a fork runs while the new session's
+    /// container is still being made.
+    pub async fn export_checkpoint(
         &self,
         from: &str,
-        into: &Sandbox,
-        to: &str,
         id: &str,
-        restore: bool,
-    ) -> Result<Imported, AgentError> {
-        // Only faster: a fork is made without it too.
-        if restore && let Err(e) = into.set_cpus(to, None).await {
-            tracing::warn!(container = to, error = %e, "could not lift the CPU limit for a fork's copy");
-        }
-        let copied = self.stream_checkpoint(from, into, to, id, restore).await;
-        if restore {
-            into.set_cpus(to, Some(into.config.cpus)).await?;
-        }
-        copied
-    }
-
-    async fn stream_checkpoint(
-        &self,
-        from: &str,
-        into: &Sandbox,
-        to: &str,
-        id: &str,
-        restore: bool,
-    ) -> Result<Imported, AgentError> {
+    ) -> Result<CheckpointExport, AgentError> {
         // A parent whose agent predates `compressed` sends the objects'
         // bytes instead; the new session's agent, always this server's,
         // takes either.
-        let asked = CheckpointExport {
+        let asked = protocol::CheckpointExport {
             checkpoint: id.to_string(),
             compressed: true,
         };
         let export = self
             .agent_stream(from, protocol::CHECKPOINT_EXPORT, &asked)
             .await?;
+        let permit = READING_AHEAD.clone().try_acquire_owned().ok();
+        let depth = if permit.is_some() { AHEAD_FRAMES } else { 1 };
+        let (frames, ahead) = tokio::sync::mpsc::channel(depth);
+        let mut body = export.into_body();
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                // Whoever dropped the export (a fork that failed) ends the
+                // reading, even from an agent that sends nothing more.
+                let frame = tokio::select! {
+                    () = frames.closed() => break,
+                    frame = body.frame() => frame,
+                };
+                let data = match frame {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        Err(_) => continue,
+                    },
+                    // Cut off: the importing agent finds the stream unwhole.
+                    Some(Err(_)) | None => break,
+                };
+                if frames.send(data).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(CheckpointExport {
+            id: id.to_string(),
+            frames: ahead,
+        })
+    }
+
+    /// Adds an export of another sandbox's checkpoint to the store of `to`
+    /// (a container of this engine), streamed from agent to agent through
+    /// the server; `to`'s agent checks every object and that the
+    /// checkpoint is whole. With `restore`, `to`'s workspace is then as the
+    /// checkpoint recorded it, written as the objects come (a fork's): `to`
+    /// may use every CPU meanwhile, as no program of its session runs yet,
+    /// and is held to its limit again after.
+    pub async fn import_checkpoint(
+        &self,
+        to: &str,
+        export: CheckpointExport,
+        restore: bool,
+    ) -> Result<Imported, AgentError> {
+        // Only faster: a fork is made without it too.
+        if restore && let Err(e) = self.set_cpus(to, None).await {
+            tracing::warn!(container = to, error = %e, "could not lift the CPU limit for a fork's copy");
+        }
         let query = serde_urlencoded::to_string(CheckpointImportQuery {
-            checkpoint: id.to_string(),
+            checkpoint: export.id,
             restore,
         })
         .expect("queries serialise");
         let path = format!("{}?{query}", protocol::CHECKPOINT_IMPORT);
-        let bytes = into.agent_upload(to, &path, export.into_body()).await?;
+        let copied = self.agent_upload(to, &path, export.frames).await;
+        if restore {
+            self.set_cpus(to, Some(self.config.cpus)).await?;
+        }
+        let bytes = copied?;
         serde_json::from_slice(&bytes).map_err(|e| {
             SandboxError::Engine(format!("the sandbox agent's answer is malformed: {e}")).into()
         })
     }
+}
+
+/// Most frames of an export read ahead of its import: 32 MiB at the
+/// agent link's largest frame (a fork's export of a 118 MB workspace is
+/// about 55 MB), held while the new session's container starts.
+const AHEAD_FRAMES: usize = 128;
+/// Exports read that far ahead at once; any more are read as their import
+/// takes them, so forks at once hold at most 128 MiB of the server's memory.
+static READING_AHEAD: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(4)));
+
+/// A checkpoint's export, open on its sandbox's agent and read ahead into
+/// a bounded queue until [`Sandbox::import_checkpoint`] takes it. Dropping
+/// it ends the export.
+pub struct CheckpointExport {
+    id: String,
+    frames: tokio::sync::mpsc::Receiver<bytes::Bytes>,
 }

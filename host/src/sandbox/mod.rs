@@ -29,6 +29,7 @@ use bollard::query_parameters::{
 };
 
 pub use agent::{AgentError, Terminal};
+pub use checkpoints::CheckpointExport;
 pub use crogia_sandbox_agent::checkpoint::{
     Diff as CheckpointDiff, FileDiff, FileStatus, Imported, Restored, SkippedFile, Taken,
 };

@@ -813,3 +813,41 @@ async fn a_users_own_git_repository_is_recorded_as_files_and_kept_intact() {
     assert_eq!(sh(&server, &id, "git status --porcelain").await, "");
     sh(&server, &id, "git fsck --strict --no-dangling").await;
 }
+
+/// Forks at once, more than the server reads ahead for (four): each
+/// export is read ahead while its new container starts, or read as its
+/// import takes it once the read-ahead is spoken for; every fork gets the
+/// whole workspace either way, in a second wave as in the first.
+#[tokio::test]
+async fn forks_at_once_beyond_the_read_ahead_each_get_the_whole_workspace() {
+    let server = TestServer::start().await;
+    let parent = server.session().await;
+    // Incompressible, so each export is many of the link's frames.
+    sh(
+        &server,
+        &parent,
+        "mkdir -p data && for i in 1 2 3 4; do head -c 1500000 /dev/urandom > data/$i.bin; done \
+         && printf 'kept\\n' > notes.txt",
+    )
+    .await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let recorded = state(&server, &parent).await;
+    let fork = format!("/api/sessions/{parent}/fork");
+    for wave in 0..2 {
+        let forks = (0..6).map(|_| server.post(&fork, json!({})));
+        for (status, forked) in futures_util::future::join_all(forks).await {
+            assert_eq!(status, 201, "wave {wave}: {forked}");
+            let child = forked["session_id"].as_str().unwrap();
+            assert_eq!(
+                state(&server, child).await,
+                recorded,
+                "wave {wave}: fork {child}"
+            );
+            let (status, _) = server.delete(&format!("/api/sessions/{child}")).await;
+            assert_eq!(status, 200, "wave {wave}: deleting fork {child}");
+        }
+    }
+}
