@@ -245,12 +245,16 @@ async fn fifty_sessions_created_at_once_all_succeed() {
 async fn after_a_restart_sessions_files_processes_and_containers_are_intact() {
     let server = TestServer::start().await;
     let id = server.session().await;
+    let mut ws = server.ws(&id, None).await;
     server
         .post(
             &format!("/api/sessions/{id}/tasks"),
             json!({"task": "remember me"}),
         )
         .await;
+    // The task's last events (its checkpoint, then `task_completed`) are
+    // written before the snapshot below, not while it is taken.
+    ws.until_completed(1).await;
     server
         .post(
             &format!("/api/sessions/{id}/files/content"),
