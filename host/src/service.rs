@@ -151,6 +151,7 @@ impl SessionService {
                 approval,
                 owner: principal.name.clone(),
                 budget_tokens,
+                follow_later: false,
             })
             .await?;
         // The empty workspace, the first state a rewind can go back to.
@@ -262,6 +263,7 @@ impl SessionService {
                 approval: parent.approvals.mode(),
                 owner: principal.name.clone(),
                 budget_tokens: parent.budget_tokens,
+                follow_later: true,
             })
             .await?;
         if let Err(e) = self.agent.fork_into(&parent, &child, &point, export).await {
@@ -270,6 +272,7 @@ impl SessionService {
             }
             return Err(e.into());
         }
+        self.sessions.follow(&child);
         tracing::info!(session = %child.id, parent = %parent.id, checkpoint = %point.id, "session forked");
         Ok(Created {
             last_event_seq: child.events.last_seq(),

@@ -150,6 +150,11 @@ pub struct NewSession {
     /// The principal making it.
     pub owner: String,
     pub budget_tokens: Option<u64>,
+    /// Its sandbox's file events and egress are followed only once
+    /// [`SessionManager::follow`] is called (a fork's, after its workspace
+    /// is in place: the 10,000 files its import writes are not changes, and
+    /// watching them would cost the import).
+    pub follow_later: bool,
 }
 
 /// What a [`Session`] is made of.

@@ -80,7 +80,7 @@ impl SessionManager {
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
-            match manager.session_from(record, processes).await {
+            match manager.session_from(record, processes, false).await {
                 Ok(session) => {
                     manager
                         .sessions
@@ -116,7 +116,7 @@ impl SessionManager {
             return Ok(());
         };
         let processes = self.store.processes(id).await?;
-        let session = self.session_from(record, processes).await?;
+        let session = self.session_from(record, processes, false).await?;
         // Made and deleted elsewhere meanwhile, or taken up twice at once.
         let mut sessions = self.sessions.write().unwrap();
         if !sessions.contains_key(id) {
@@ -144,6 +144,12 @@ impl SessionManager {
             // Full: what the taker missed it finds at its next rescan.
             tracing::debug!("work from other servers dropped: the taker is behind");
         }
+    }
+
+    /// Starts following the sandbox of `session`, made with
+    /// [`NewSession::follow_later`].
+    pub fn follow(&self, session: &Arc<Session>) {
+        self.follow_sandbox(session);
     }
 
     /// This server took `session` over from a silent one: it follows its
@@ -225,11 +231,14 @@ impl SessionManager {
         Ok(())
     }
 
-    /// A live session from its stored record and processes.
+    /// A live session from its stored record and processes. Its sandbox
+    /// is followed from now on if this server made it, unless
+    /// `follow_later` ([`NewSession::follow_later`]).
     async fn session_from(
         &self,
         record: SessionRecord,
         processes: Vec<ProcessRecord>,
+        follow_later: bool,
     ) -> Result<Arc<Session>, SessionError> {
         let events = EventLog::open(
             self.store.clone(),
@@ -310,7 +319,7 @@ impl SessionManager {
             network: Arc::new(network),
             approvals: Arc::new(approvals),
         }));
-        if follow_sandbox {
+        if follow_sandbox && !follow_later {
             self.follow_sandbox(&session);
         }
         Ok(session)
@@ -517,6 +526,7 @@ impl SessionManager {
             approval,
             owner,
             budget_tokens,
+            follow_later,
         } = new;
         // Refused before anything is made.
         if approval == ApprovalMode::None && !self.config.agent.allow_approval_none {
@@ -569,7 +579,7 @@ impl SessionManager {
                 let _ = sandbox.remove_workspace(&workspace).await;
                 return Err(e.into());
             }
-            let session = self.session_from(record, Vec::new()).await?;
+            let session = self.session_from(record, Vec::new(), follow_later).await?;
             self.sessions
                 .write()
                 .unwrap()

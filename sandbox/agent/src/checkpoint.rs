@@ -216,6 +216,52 @@ struct PlannedFile {
     path: String,
     link: bool,
     mode: u32,
+    /// Its directory, made and opened once by the reader
+    /// ([`ImportDirs`]); `None` until then.
+    dir: Option<std::sync::Arc<Dir>>,
+}
+
+/// The directories a fork's import has made in its new workspace, each
+/// opened once: the reader makes a file's directory (and its parents)
+/// before the file's batch is checked, so the threads that write files
+/// neither walk nor make directories.
+struct ImportDirs {
+    open: HashMap<String, std::sync::Arc<Dir>>,
+}
+
+impl ImportDirs {
+    fn new(root: &Dir) -> std::io::Result<Self> {
+        let mut open = HashMap::new();
+        open.insert(String::new(), std::sync::Arc::new(root.try_clone()?));
+        Ok(Self { open })
+    }
+
+    /// Directory `path` (workspace-relative), made with its parents if
+    /// need be; `None` once [`MAX_OPEN_DIRS`] are open (the file is then
+    /// written as a restore writes it). Under the workspace only: each
+    /// `Dir` refuses a name that climbs out of it, and a link is not
+    /// followed.
+    fn get(&mut self, path: &str) -> std::io::Result<Option<std::sync::Arc<Dir>>> {
+        /// Directories held open at once (a descriptor each).
+        const MAX_OPEN_DIRS: usize = 1024;
+        if let Some(dir) = self.open.get(path) {
+            return Ok(Some(dir.clone()));
+        }
+        if self.open.len() >= MAX_OPEN_DIRS {
+            return Ok(None);
+        }
+        let (parent, name) = split(path);
+        let Some(parent) = self.get(parent)? else {
+            return Ok(None);
+        };
+        match parent.create_dir(name) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        let dir = std::sync::Arc::new(open_subdir(&parent, OsStr::new(name))?);
+        self.open.insert(path.to_string(), dir.clone());
+        Ok(Some(dir))
+    }
 }
 
 /// Where an import that restores as it goes puts each blob: learnt, in
@@ -259,6 +305,7 @@ impl Plan {
                     link: kind.is_link(),
                     mode: file_mode(meta, &path, kind),
                     path,
+                    dir: None,
                 })
                 .collect();
         }
@@ -834,6 +881,10 @@ impl Store {
             None => false,
         };
         let mut plan = empty.then(|| Plan::new(target));
+        let mut dirs = match root {
+            Some(root) if empty => Some(ImportDirs::new(root).map_err(|e| self.ws_err(e))?),
+            _ => None,
+        };
         let written = std::sync::Mutex::new(HashSet::new());
         let written_ref = &written;
         let bundle =
@@ -863,6 +914,12 @@ impl Store {
                     let mut object = self.incoming(entry.map_err(|e| bad(e.to_string()))?)?;
                     if let Some(plan) = plan.as_mut() {
                         object.files = plan.see(self, &object);
+                    }
+                    if let Some(dirs) = dirs.as_mut() {
+                        for file in &mut object.files {
+                            let (parent, _) = split(&file.path);
+                            file.dir = dirs.get(parent).map_err(|e| self.ws_err(e))?;
+                        }
                     }
                     count += 1;
                     if count > MAX_TRANSFER_OBJECTS {
@@ -981,12 +1038,26 @@ impl Store {
         };
         if let Some(root) = root {
             for file in files {
-                let (parent, _) = split(&file.path);
-                if !parent.is_empty() {
-                    root.create_dir_all(parent).map_err(|e| self.ws_err(e))?;
+                let (parent, name) = split(&file.path);
+                let fresh = file
+                    .dir
+                    .as_deref()
+                    .map(|dir| write_new_entry(dir, name, file.link, file.mode, &content));
+                match fresh {
+                    Some(Ok(())) => {}
+                    // Something is there already (a forged tree naming it
+                    // twice): put in its place, as a restore would.
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(self.ws_err(e));
+                    }
+                    _ => {
+                        if !parent.is_empty() {
+                            root.create_dir_all(parent).map_err(|e| self.ws_err(e))?;
+                        }
+                        write_entry(root, &file.path, file.link, file.mode, &content)
+                            .map_err(|e| self.ws_err(e))?;
+                    }
                 }
-                write_entry(root, &file.path, file.link, file.mode, &content)
-                    .map_err(|e| self.ws_err(e))?;
                 written.lock().expect("no writer panics").insert(file.path);
             }
         }
@@ -1455,8 +1526,20 @@ fn write_entry(root: &Dir, path: &str, link: bool, mode: u32, data: &[u8]) -> st
             dir.remove_file(name)?;
         }
     }
+    write_new_entry(&dir, name, link, mode, data)
+}
+
+/// Makes `name` in `dir` as a symlink to `data` or a file of `data` with
+/// `mode`; fails with `AlreadyExists` if anything is there.
+fn write_new_entry(
+    dir: &Dir,
+    name: &str,
+    link: bool,
+    mode: u32,
+    data: &[u8],
+) -> std::io::Result<()> {
     if link {
-        rustix::fs::symlinkat(OsStr::from_bytes(data), &dir, name)?;
+        rustix::fs::symlinkat(OsStr::from_bytes(data), dir, name)?;
     } else {
         let mut opts = OpenOptions::new();
         opts.write(true)
@@ -2216,6 +2299,75 @@ mod tests {
             a.store.closure(&"1".repeat(40)),
             Err(CheckpointError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn a_forged_tree_writes_nothing_outside_a_forks_workspace() {
+        // Trees naming `..` and `.` (each holding a file), one name twice
+        // with different blobs, and a name with a slash in it: all checked
+        // objects (their ids match), so the import plans files from them.
+        let a = Fixture::new();
+        a.write("file.txt", b"legit\n");
+        let taken = a.take(None);
+        let blob = a.store.put(Kind::Blob, b"escaped\n").unwrap();
+        let other = a.store.put(Kind::Blob, b"second\n").unwrap();
+        let raw_tree = |entries: &[(&str, &[u8], ObjectId)]| {
+            let mut tree = Vec::new();
+            for (mode, name, oid) in entries {
+                tree.extend_from_slice(mode.as_bytes());
+                tree.push(b' ');
+                tree.extend_from_slice(name);
+                tree.push(0);
+                tree.extend_from_slice(oid.as_bytes());
+            }
+            tree
+        };
+        let inner = a
+            .store
+            .put(Kind::Tree, &raw_tree(&[("100644", b"escaped", blob)]))
+            .unwrap();
+        let top = raw_tree(&[
+            ("40000", b"..", inner),
+            ("40000", b".", inner),
+            ("100644", b"dup", blob),
+            ("100644", b"dup", other),
+            ("100644", b"x/../../y", blob),
+        ]);
+        let top = a.store.put(Kind::Tree, &top).unwrap();
+        let legit = a
+            .store
+            .get(
+                &Store::parse_id(&taken.checkpoint).unwrap(),
+                Kind::Commit,
+                MAX_OBJECT_BYTES,
+            )
+            .unwrap();
+        let mut commit = gix_object::CommitRef::from_bytes(&legit, gix_hash::Kind::Sha1)
+            .unwrap()
+            .into_owned()
+            .unwrap();
+        commit.tree = top;
+        commit.extra_headers.clear();
+        let mut bytes = Vec::new();
+        commit.write_to(&mut bytes).unwrap();
+        let forged = a.store.put(Kind::Commit, &bytes).unwrap().to_string();
+        let objects = a.store.closure(&forged).unwrap();
+        for compressed in [true, false] {
+            let mut tar = Vec::new();
+            a.store.export(&objects, compressed, &mut tar).unwrap();
+            let b = Fixture::new();
+            // Refused or not, whatever it writes stays in the workspace.
+            let _ = b.store.import(tar.as_slice(), &forged, Some(&b.ws()));
+            let beside: BTreeSet<String> = std::fs::read_dir(b.root.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            let expected: BTreeSet<String> = ["store", "workspace"]
+                .map(String::from)
+                .into_iter()
+                .collect();
+            assert_eq!(beside, expected, "compressed: {compressed}");
+        }
     }
 
     #[test]

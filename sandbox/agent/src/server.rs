@@ -441,7 +441,10 @@ async fn export(request: Request<Incoming>) -> Response<Body> {
     };
     let (tx, body) = pipe(16);
     tokio::task::spawn_blocking(move || {
-        let out = std::io::BufWriter::with_capacity(64 << 10, ChunkSender(tx));
+        // Chunks of the link's largest frame: a fork's 58 MB is a few
+        // hundred frames, each relayed (and read ahead) as one.
+        let out =
+            std::io::BufWriter::with_capacity(protocol::link::MAX_FRAME as usize, ChunkSender(tx));
         // A failure ends the stream early; the importer finds the
         // checkpoint incomplete and says so.
         if let Err(e) = store.export(&objects, compressed, out) {

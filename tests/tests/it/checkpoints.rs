@@ -851,3 +851,59 @@ async fn forks_at_once_beyond_the_read_ahead_each_get_the_whole_workspace() {
         }
     }
 }
+
+/// A fork's files are its starting state, not changes: its import is not
+/// watched (the watch starts once the workspace is in place), so its log
+/// shows no `file_changed` before the first change made in the fork, and
+/// that one is reported.
+#[tokio::test]
+async fn a_forks_copied_files_are_not_reported_as_changes_and_later_ones_are() {
+    use crogia_tests::WsRead;
+    use std::time::Duration;
+    let server = TestServer::with_config(|c| c.workspace.file_events = true).await;
+    let parent = server.session().await;
+    sh(
+        &server,
+        &parent,
+        "mkdir -p a b && for i in $(seq 1 100); do echo $i > a/f$i; echo $i > b/g$i; done",
+    )
+    .await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let child = forked["session_id"].as_str().unwrap().to_string();
+    // Everything the fork's log holds, then what comes.
+    let mut ws = server.ws(&child, Some(0)).await;
+    let mut seen = Vec::new();
+    // The watch starts just after the fork answers: written until reported.
+    'reported: for attempt in 0..20 {
+        sh(&server, &child, &format!("echo {attempt} > later.txt")).await;
+        loop {
+            match ws.read(Duration::from_secs(2)).await {
+                WsRead::Event(e) if e["type"] == "file_changed" => {
+                    seen.push(e);
+                    break 'reported;
+                }
+                WsRead::Event(e) => seen.push(e),
+                WsRead::TimedOut => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(seen[0]["type"], "forked", "{seen:?}");
+    let changes: Vec<_> = seen
+        .iter()
+        .filter(|e| e["type"] == "file_changed")
+        .collect();
+    assert_eq!(changes.len(), 1, "{seen:?}");
+    assert_eq!(changes[0]["path"], "later.txt", "{seen:?}");
+    assert_eq!(
+        sh(&server, &child, "ls a | wc -l; ls b | wc -l").await,
+        "100\n100\n"
+    );
+}
