@@ -40,7 +40,7 @@ TOML
 
 cleanup() {
   [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null || true
-  docker ps -aq --filter "label=crogia.test=$LABEL" | xargs -r docker rm -f >/dev/null
+  docker ps -aq --filter "label=crogia.test=$LABEL" | xargs -r docker rm -f -v >/dev/null
   rm -rf "$WORK"
 }
 trap cleanup EXIT
