@@ -629,6 +629,12 @@ pub struct WorkspaceConfig {
     /// Files larger than this are left out of checkpoints (and listed), in
     /// bytes.
     pub checkpoint_max_file_bytes: u64,
+    /// Forks stand on a layer: the checkpoint's files written once (by the
+    /// first fork of it) and shared, copy on write, by every fork of it
+    /// through an overlay volume, instead of each fork writing a copy.
+    /// Needs an engine whose `local` volume driver can mount overlays (a
+    /// fork that cannot falls back to copying). Off: every fork copies.
+    pub fork_layers: bool,
 }
 
 impl Default for WorkspaceConfig {
@@ -641,6 +647,7 @@ impl Default for WorkspaceConfig {
             file_events: true,
             checkpoints: true,
             checkpoint_max_file_bytes: 8 * 1024 * 1024,
+            fork_layers: true,
         }
     }
 }

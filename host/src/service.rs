@@ -152,6 +152,7 @@ impl SessionService {
                 owner: principal.name.clone(),
                 budget_tokens,
                 follow_later: false,
+                layer: None,
             })
             .await?;
         // The empty workspace, the first state a rewind can go back to.
@@ -252,31 +253,108 @@ impl SessionService {
         let parent = self.sessions.get(session_id)?;
         let point = self.agent.fork_point(&parent, checkpoint_id).await?;
         let _room = self.make_room(principal)?;
+        if self.config.workspace.fork_layers
+            && let Some(engine) = self.sessions.layer_engine(&parent)
+        {
+            match self.fork_layered(principal, &parent, &point, engine).await {
+                Ok(created) => return Ok(created),
+                Err(e) => {
+                    tracing::warn!(parent = %parent.id, error = %e, "could not fork over a layer; copying instead");
+                }
+            }
+        }
         // The parent's side starts now, read ahead while the new
         // session's container is made.
         let export = self.agent.export_for_fork(&parent, &point).await?;
         let child = self
             .sessions
-            .create(NewSession {
-                task: point.task.clone(),
-                network: Some(parent.network.settings()),
-                approval: parent.approvals.mode(),
-                owner: principal.name.clone(),
-                budget_tokens: parent.budget_tokens,
-                follow_later: true,
-            })
+            .create(self.fork_of(principal, &parent, &point, None))
             .await?;
-        if let Err(e) = self.agent.fork_into(&parent, &child, &point, export).await {
+        self.fork_made(&parent, &child, &point, Some(export)).await
+    }
+
+    /// What the new session of a fork of `parent` at `point` is made with.
+    fn fork_of(
+        &self,
+        principal: &Principal,
+        parent: &Session,
+        point: &CheckpointRecord,
+        layer: Option<(usize, String)>,
+    ) -> NewSession {
+        NewSession {
+            task: point.task.clone(),
+            network: Some(parent.network.settings()),
+            approval: parent.approvals.mode(),
+            owner: principal.name.clone(),
+            budget_tokens: parent.budget_tokens,
+            follow_later: true,
+            layer,
+        }
+    }
+
+    /// A fork whose workspace stands on the layer of `point` (built now,
+    /// on `engine`, by the first fork of it). On failure nothing of the
+    /// new session remains, nor a layer it built that nothing stands on.
+    async fn fork_layered(
+        &self,
+        principal: &Principal,
+        parent: &Session,
+        point: &CheckpointRecord,
+        engine: usize,
+    ) -> Result<Created, ServiceError> {
+        let slot = self.sessions.layer_slot(&parent.id, &point.id);
+        let held = match slot.clone().read_owned().await {
+            built if built.is_some() => built,
+            unbuilt => {
+                drop(unbuilt);
+                let mut building = slot.write_owned().await;
+                // Another fork may have built it meanwhile.
+                if building.is_none() {
+                    let export = self.agent.export_for_fork(parent, point).await?;
+                    *building = Some(self.sessions.build_layer(engine, export).await?);
+                }
+                building.downgrade()
+            }
+        };
+        let layer = held.as_ref().expect("built above").clone();
+        let layered = Some((engine, layer.clone()));
+        let made = self
+            .sessions
+            .create(self.fork_of(principal, parent, point, layered))
+            .await;
+        // The new session stands on the layer now (or failed to): it may
+        // be released.
+        drop(held);
+        match made {
+            Ok(child) => self.fork_made(parent, &child, point, None).await,
+            Err(e) => {
+                self.sessions.release_layer(engine, &layer).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Makes `child` the fork of `parent` at `point` (with `export`, its
+    /// workspace copied; without, it stands on a layer already), then
+    /// follows its sandbox. On failure it is deleted.
+    async fn fork_made(
+        &self,
+        parent: &Session,
+        child: &Arc<Session>,
+        point: &CheckpointRecord,
+        export: Option<crate::agent::CheckpointExport>,
+    ) -> Result<Created, ServiceError> {
+        if let Err(e) = self.agent.fork_into(parent, child, point, export).await {
             if let Err(undo) = self.delete(&child.id).await {
                 tracing::error!(session = %child.id, error = %undo, "could not remove a fork that failed");
             }
             return Err(e.into());
         }
-        self.sessions.follow(&child);
+        self.sessions.follow(child);
         tracing::info!(session = %child.id, parent = %parent.id, checkpoint = %point.id, "session forked");
         Ok(Created {
             last_event_seq: child.events.last_seq(),
-            session: child,
+            session: child.clone(),
             first_task: None,
         })
     }

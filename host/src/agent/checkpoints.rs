@@ -201,16 +201,18 @@ impl Agent {
     }
 
     /// Makes the new session `child` what `parent` was at checkpoint
-    /// `point`, from its `export` ([`Agent::export_for_fork`]): its log
-    /// starts with `forked`; the checkpoint's objects (with its history)
-    /// are copied from sandbox to sandbox, the workspace put back as it
-    /// recorded it, and the checkpoints and conversation up to it copied.
+    /// `point`: its log starts with `forked`; with the checkpoint's
+    /// `export` ([`Agent::export_for_fork`]), the checkpoint's objects
+    /// (with its history) are copied from sandbox to sandbox and the
+    /// workspace put back as it recorded it (without, the child stands on
+    /// the checkpoint's layer, which holds both already); the checkpoints
+    /// and conversation up to it are copied.
     pub async fn fork_into(
         &self,
         parent: &Session,
         child: &Session,
         point: &CheckpointRecord,
-        export: CheckpointExport,
+        export: Option<CheckpointExport>,
     ) -> Result<(), AgentError> {
         let _one = child.checkpointing.lock().await;
         let event = EventKind::Forked {
@@ -223,20 +225,24 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
         let started = std::time::Instant::now();
-        let copied = child.caps.import_fork(export).await?;
-        let written = match copied.restored {
-            Some(restored) => restored.written,
-            // An agent that only stores what it imports: put back after.
-            None => child.caps.restore_checkpoint(&point.id).await?.written,
-        };
+        // Without an export, the workspace stands on the checkpoint's layer,
+        // and its store reads the layer's objects: nothing to copy.
+        if let Some(export) = export {
+            let copied = child.caps.import_fork(export).await?;
+            let written = match copied.restored {
+                Some(restored) => restored.written,
+                // An agent that only stores what it imports: put back after.
+                None => child.caps.restore_checkpoint(&point.id).await?.written,
+            };
+            tracing::debug!(
+                session = %child.id, objects = copied.objects, bytes = copied.bytes,
+                files = written, ms = started.elapsed().as_millis() as u64,
+                "fork's workspace in place"
+            );
+        }
         self.store
             .fork_history(&parent.id, &child.id, point)
             .await?;
-        tracing::debug!(
-            session = %child.id, objects = copied.objects, bytes = copied.bytes,
-            files = written, ms = started.elapsed().as_millis() as u64,
-            "fork's workspace in place"
-        );
         Ok(())
     }
 

@@ -38,7 +38,7 @@ pub use model::{Model, ModelClient, ModelError, NOT_CONFIGURED, Turn, TurnReques
 pub use run::{StopReason, TaskEnd};
 pub use tools::{ToolOutcome, ToolRunner, Toolbox};
 
-pub use crate::capabilities::{CheckpointDiff, FileDiff, FileStatus};
+pub use crate::capabilities::{CheckpointDiff, CheckpointExport, FileDiff, FileStatus};
 use crate::config::Config;
 pub use crate::events::RewindScope;
 use crate::events::{EventKind, Fence, TaskOutcome, Usage};

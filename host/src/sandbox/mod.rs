@@ -12,6 +12,7 @@ mod egress;
 mod engine;
 mod exec;
 mod files;
+mod layers;
 mod processes;
 mod scripts;
 mod stdio;
@@ -36,11 +37,14 @@ pub use crogia_sandbox_agent::checkpoint::{
 pub use egress::EgressConnection;
 pub use engine::DockerEngine;
 pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
+pub use layers::{LABEL_LAYER, layer_store};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
 pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
-use crogia_sandbox_agent::{CHECKPOINT_STORE, CHECKPOINT_VOLUME, CONTAINER_BINARY};
+use crogia_sandbox_agent::{
+    CHECKPOINT_BASE, CHECKPOINT_STORE, CHECKPOINT_VOLUME, CONTAINER_BINARY,
+};
 
 use crate::config::SandboxConfig;
 use crate::workspace::{CONTAINER_ROOT, Workspace};
@@ -216,6 +220,18 @@ impl Sandbox {
         session_id: &str,
         workspace: &Workspace,
     ) -> Result<String, SandboxError> {
+        self.create_container(session_id, workspace, None).await
+    }
+
+    /// [`Self::create`], with the checkpoint store in the named volume
+    /// `store` (made if needed, kept when the container is removed)
+    /// rather than in a volume of the container's own.
+    async fn create_container(
+        &self,
+        session_id: &str,
+        workspace: &Workspace,
+        store: Option<&str>,
+    ) -> Result<String, SandboxError> {
         let started = std::time::Instant::now();
         let c = &self.config;
         let docker = self.engine.client().await?;
@@ -244,6 +260,19 @@ impl Sandbox {
                 // its owner over the one just set), as with a directory.
                 binds.push(format!("{name}:{CONTAINER_ROOT}:nocopy"));
             }
+            Workspace::Layered { volume, layer } => {
+                self.create_layered_volume(volume, layer, &labels).await?;
+                if let Some((uid, gid)) = c.user_ids() {
+                    self.hand_volume(volume, uid, gid, &labels).await?;
+                }
+                binds.push(format!("{volume}:{CONTAINER_ROOT}:nocopy"));
+                // The layer's objects, read (never written) by the store.
+                binds.push(format!("{}:{CHECKPOINT_BASE}:ro", layer_store(layer)));
+            }
+        }
+        if let Some(store) = store {
+            self.create_volume(store, &labels).await?;
+            binds.push(format!("{store}:{CHECKPOINT_VOLUME}:nocopy"));
         }
         // The agent: bind-mounted read-only from this host, or uploaded into
         // a volume of the container's own (an upload cannot reach a
@@ -268,7 +297,8 @@ impl Sandbox {
             // the workspace, kept as long as the container), and the agent's
             // directory when it is uploaded.
             volumes: Some(
-                std::iter::once(CHECKPOINT_VOLUME.to_string())
+                (store.is_none().then(|| CHECKPOINT_VOLUME.to_string()))
+                    .into_iter()
                     .chain(agent.is_some().then(|| agent_dir().to_string()))
                     .collect(),
             ),
@@ -450,17 +480,27 @@ impl Sandbox {
                     .expect("removing a directory does not panic");
                 Ok(())
             }
-            Workspace::Volume(name) => {
-                let docker = self.engine.client().await?;
-                let options = RemoveVolumeOptions { force: true };
-                match docker.remove_volume(name, Some(options)).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => match self.engine.classify(e) {
-                        SandboxError::NotFound(_) => Ok(()),
-                        other => Err(other),
-                    },
-                }
+            Workspace::Volume(name) => self.remove_volume(name).await,
+            Workspace::Layered { volume, .. } => {
+                // The overlay first: its upper and work directories are
+                // the other two. The layer is the fork's to release.
+                self.remove_volume(volume).await?;
+                self.remove_volume(&layers::upper(volume)).await?;
+                self.remove_volume(&layers::work(volume)).await
             }
+        }
+    }
+
+    /// Removes a named volume; one already gone is fine.
+    async fn remove_volume(&self, name: &str) -> Result<(), SandboxError> {
+        let docker = self.engine.client().await?;
+        let options = RemoveVolumeOptions { force: true };
+        match docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.engine.classify(e) {
+                SandboxError::NotFound(_) => Ok(()),
+                other => Err(other),
+            },
         }
     }
 

@@ -4,8 +4,11 @@
 
 use crate::config::Config;
 use crate::datadir::DataDirLock;
-use crate::sandbox::{ContainerInfo, DockerEngine, LABEL_INSTANCE, LABEL_SESSION, Sandbox};
+use crate::sandbox::{
+    ContainerInfo, DockerEngine, LABEL_INSTANCE, LABEL_LAYER, LABEL_SESSION, Sandbox,
+};
 use crate::store::Store;
+use crate::workspace::Workspace;
 
 /// Finds the containers labelled with this data directory's instance id that
 /// belong to no stored session, and (unless `dry_run`) removes them. What
@@ -42,23 +45,30 @@ pub async fn collect_garbage(config: &Config, dry_run: bool) -> anyhow::Result<G
             }
         }
         // Workspace volumes whose session is gone (after the containers
-        // that used them).
+        // that used them), and fork layers no session stands on.
         let volumes: Vec<String> = sandbox
             .volumes_by_labels(&[&format!("{LABEL_INSTANCE}={instance}")])
             .await?
             .into_iter()
             .filter(|(_, labels)| {
-                super::made_here(labels, &server)
-                    && labels
-                        .get(LABEL_SESSION)
-                        .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
+                if !super::made_here(labels, &server) {
+                    return false;
+                }
+                if let Some(layer) = labels.get(LABEL_LAYER) {
+                    return !sessions
+                        .iter()
+                        .any(|s| Workspace::record_on_layer(&s.workdir, layer));
+                }
+                labels
+                    .get(LABEL_SESSION)
+                    .is_none_or(|id| !sessions.iter().any(|s| &s.id == id))
             })
             .map(|(name, _)| name)
             .collect();
         if !dry_run {
             for name in &volumes {
                 sandbox
-                    .remove_workspace(&crate::workspace::Workspace::Volume(name.clone()))
+                    .remove_workspace(&Workspace::Volume(name.clone()))
                     .await?;
             }
         }

@@ -18,6 +18,7 @@ mod egress;
 mod files;
 mod follow;
 mod gc;
+mod layers;
 mod notices;
 mod pool;
 mod reconcile;
@@ -39,6 +40,7 @@ pub use approvals::{
     ResolveError, SessionApprovals, Waited,
 };
 pub use gc::{Garbage, collect_garbage};
+pub use layers::LayerSlot;
 pub use registry::Handed;
 
 use crate::capabilities::Capabilities;
@@ -155,6 +157,9 @@ pub struct NewSession {
     /// is in place: the 10,000 files its import writes are not changes, and
     /// watching them would cost the import).
     pub follow_later: bool,
+    /// A fork's: its workspace stands on this layer, on this engine (by
+    /// index), rather than being a new empty one of its own.
+    pub layer: Option<(usize, String)>,
 }
 
 /// What a [`Session`] is made of.
@@ -328,4 +333,6 @@ pub struct SessionManager {
     /// Where work other servers hand this one goes (`None`: announcements
     /// may have been missed), once someone takes it ([`Self::work`]).
     work: Mutex<Option<tokio::sync::mpsc::Sender<registry::Handed>>>,
+    /// The fork layers this server built.
+    layers: layers::Layers,
 }

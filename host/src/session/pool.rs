@@ -67,7 +67,7 @@ impl SessionManager {
         tokio::spawn(async move {
             while self.pool.lock().unwrap().len() < size {
                 let prepared = match self.place() {
-                    Ok(engine) => self.prepare(engine).await,
+                    Ok(engine) => self.prepare(engine, None).await,
                     Err(e) => Err(e),
                 };
                 match prepared {
@@ -82,14 +82,22 @@ impl SessionManager {
         });
     }
 
-    /// A fresh id, workspace and running container on `engine`.
-    pub(super) async fn prepare(&self, engine: usize) -> Result<Prepared, SessionError> {
+    /// A fresh id, workspace (over fork layer `layer`, if given) and
+    /// running container on `engine`.
+    pub(super) async fn prepare(
+        &self,
+        engine: usize,
+        layer: Option<&str>,
+    ) -> Result<Prepared, SessionError> {
         let id = self.fresh_id();
         let pool_label = self.config.sandbox.pool_size > 0;
         let e = &self.engines[engine];
         let result = async {
-            let workspace = self.workspace_for(engine, &id)?;
-            let sandbox = if pool_label {
+            let workspace = match layer {
+                Some(layer) => Workspace::layered_for(&id, layer),
+                None => self.workspace_for(engine, &id)?,
+            };
+            let sandbox = if pool_label && layer.is_none() {
                 e.sandbox.clone().with_label(LABEL_POOL, "true")
             } else {
                 e.sandbox.clone()

@@ -77,6 +77,7 @@ impl SessionManager {
             refilling: AtomicBool::new(false),
             stopping: CancellationToken::new(),
             work: Default::default(),
+            layers: Default::default(),
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
@@ -100,6 +101,7 @@ impl SessionManager {
         }
         manager.clone().spawn_event_notices();
         manager.discard_stale_pool().await;
+        manager.sweep_layers().await;
         manager.clone().refill_pool();
         Ok(manager)
     }
@@ -372,7 +374,7 @@ impl SessionManager {
     }
 
     /// How many sessions each engine holds, by index.
-    fn placed(&self) -> Vec<u64> {
+    pub(super) fn placed(&self) -> Vec<u64> {
         let mut placed = vec![0u64; self.engines.len()];
         for s in self.sessions.read().unwrap().values() {
             if let Some(i) = self.engines.iter().position(|e| e.name == s.engine) {
@@ -527,6 +529,7 @@ impl SessionManager {
             owner,
             budget_tokens,
             follow_later,
+            layer,
         } = new;
         // Refused before anything is made.
         if approval == ApprovalMode::None && !self.config.agent.allow_approval_none {
@@ -541,13 +544,20 @@ impl SessionManager {
             }
             None => None,
         };
-        let engine = self.place()?;
-        let prepared = match self.take_prepared(engine) {
-            Some(p) => {
-                self.clone().refill_pool();
-                p
+        let prepared = match layer {
+            // A container of its own, made now: the pool's have empty
+            // workspaces.
+            Some((engine, layer)) => self.prepare(engine, Some(&layer)).await?,
+            None => {
+                let engine = self.place()?;
+                match self.take_prepared(engine) {
+                    Some(p) => {
+                        self.clone().refill_pool();
+                        p
+                    }
+                    None => self.prepare(engine, None).await?,
+                }
             }
-            None => self.prepare(engine).await?,
         };
         let Prepared {
             id,
@@ -603,7 +613,7 @@ impl SessionManager {
     /// Deletes a session: its container, its record (with processes, events
     /// and conversation) and its workspace. A second delete finds nothing.
     #[tracing::instrument(skip(self))]
-    pub async fn delete(&self, id: &str) -> Result<(), SessionError> {
+    pub async fn delete(self: &Arc<Self>, id: &str) -> Result<(), SessionError> {
         let session = self.get(id)?;
         if session.deleting.swap(true, Ordering::SeqCst) {
             return Err(SessionError::NotFound);
@@ -621,12 +631,19 @@ impl SessionManager {
         }
         engine.watch.record(&session.container_id, REMOVED);
         self.sessions.write().unwrap().remove(id);
+        self.forget_unbuilt_slots(id);
         session.deleted.cancel();
         let sandbox = engine.sandbox.clone();
         let workspace = session.caps.workspace().clone();
+        let engine_index = self.engines.iter().position(|e| e.name == session.engine);
+        let manager = self.clone();
         tokio::spawn(async move {
             if let Err(e) = sandbox.remove_workspace(&workspace).await {
                 tracing::warn!(%workspace, error = %e, "could not remove a deleted session's workspace");
+            }
+            // The last fork standing on a layer takes it along.
+            if let (Some(layer), Some(engine)) = (workspace.layer(), engine_index) {
+                manager.release_layer(engine, layer).await;
             }
         });
         tracing::info!(session = %id, "session deleted");

@@ -434,6 +434,9 @@ pub struct Store {
     odb: gix_odb::loose::Store,
     /// Objects imports brought, not yet settled as loose files.
     bundles: std::sync::RwLock<Vec<Bundle>>,
+    /// A store this one reads what it lacks from and never writes (a
+    /// fork's base: the checkpoint's objects, shared by the forks of it).
+    base: Option<Box<Store>>,
 }
 
 impl Store {
@@ -454,6 +457,19 @@ impl Store {
             )
             .map_err(store_err)?;
         }
+        Self::open_read_only(dir)
+    }
+
+    /// Opens the store at `dir` to read from only: nothing in it is made
+    /// or changed (it may be on a read-only mount). It must be a store.
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<Self, CheckpointError> {
+        let dir = dir.into();
+        if !dir.join("objects").is_dir() {
+            return Err(CheckpointError::Store {
+                path: dir.display().to_string(),
+                message: "not a checkpoint store (it has no objects)".into(),
+            });
+        }
         let odb = gix_odb::loose::Store::at_opts(
             dir.join("objects"),
             gix_hash::Kind::Sha1,
@@ -464,7 +480,20 @@ impl Store {
             },
         );
         let bundles = Bundle::open_all(&dir).into();
-        Ok(Self { dir, odb, bundles })
+        Ok(Self {
+            dir,
+            odb,
+            bundles,
+            base: None,
+        })
+    }
+
+    /// The same store, reading the objects it lacks from `base` (never
+    /// writing there): what it holds counts as held, so a checkpoint taken
+    /// on top writes only what `base` does not have.
+    pub fn with_base(mut self, base: Store) -> Self {
+        self.base = Some(Box::new(base));
+        self
     }
 
     fn err(&self, message: impl ToString) -> CheckpointError {
@@ -486,18 +515,25 @@ impl Store {
 
     /// Whether the store holds object `id` (loose or in a bundle).
     fn contains(&self, id: &ObjectId) -> bool {
-        self.odb.contains(id) || self.in_bundle(|b| b.contains(id))
+        self.odb.contains(id)
+            || self.in_bundle(|b| b.contains(id))
+            || self.base.as_ref().is_some_and(|b| b.contains(id))
     }
 
     fn in_bundle(&self, f: impl Fn(&Bundle) -> bool) -> bool {
         self.bundles.read().expect("no reader panics").iter().any(f)
     }
 
-    /// Object `id`'s loose form from a bundle, if one has it.
+    /// Object `id`'s loose form from a bundle, or from the base store, if
+    /// one has it.
     fn bundled(&self, id: &ObjectId) -> Option<Result<Vec<u8>, CheckpointError>> {
         let bundles = self.bundles.read().expect("no reader panics");
-        let read = bundles.iter().find_map(|b| b.read(id))?;
-        Some(read.map_err(|e| self.err(format!("object {id} in a bundle: {e}"))))
+        if let Some(read) = bundles.iter().find_map(|b| b.read(id)) {
+            return Some(read.map_err(|e| self.err(format!("object {id} in a bundle: {e}"))));
+        }
+        drop(bundles);
+        let base = self.base.as_ref().filter(|b| b.contains(id))?;
+        Some(base.loose_file(id))
     }
 
     /// Writes an object whose id is known to be `id`, unless the store has it.
@@ -2406,6 +2442,76 @@ mod tests {
             .unwrap();
         let files: BTreeSet<String> = a.store.flatten(&tree).unwrap().into_keys().collect();
         assert_eq!(planned, files);
+    }
+
+    /// A fork whose workspace is a layer over its parent's checkpoint
+    /// reads that checkpoint's objects from the store that wrote the layer
+    /// (its base, opened read-only) instead of holding them: its history
+    /// can be compared with, gone back to, exported and built on, and what
+    /// it records on top goes to its own store only, never to the base.
+    #[test]
+    fn a_store_on_a_base_reads_its_history_there_and_writes_only_its_own() {
+        let a = Fixture::new();
+        a.write("src/main.rs", b"fn main() {}\n");
+        a.write("bin/run", b"#!/bin/sh\n");
+        a.chmod("bin/run", 0o750);
+        let first = a.take(None);
+        a.write("src/main.rs", b"fn main() { println!(); }\n");
+        let second = a.take(Some(&first.checkpoint));
+        let base_dir = a._dir.path().join("store");
+        let base_before = loose_count(&base_dir);
+
+        // The fork: its workspace as the checkpoint has it (as the layer
+        // would show it), its own store empty but for what it takes.
+        let b = Fixture::new();
+        b.write("src/main.rs", b"fn main() { println!(); }\n");
+        b.write("bin/run", b"#!/bin/sh\n");
+        b.chmod("bin/run", 0o750);
+        let own_dir = b._dir.path().join("store");
+        let store = Store::open(&own_dir)
+            .unwrap()
+            .with_base(Store::open_read_only(&base_dir).unwrap());
+        assert!(
+            Store::open(&own_dir)
+                .unwrap()
+                .closure(&second.checkpoint)
+                .is_err(),
+            "without its base the store lacks the history"
+        );
+        let objects = store.closure(&second.checkpoint).unwrap();
+        assert_eq!(objects, a.store.closure(&second.checkpoint).unwrap());
+        let diff = store.diff(&b.ws(), &first.checkpoint, None, LIMIT).unwrap();
+        assert_eq!(diff.files.len(), 1, "{diff:?}");
+        assert!(diff.patch.contains("println"), "{}", diff.patch);
+        // An export onwards (a fork of the fork) reads through to the base.
+        let mut tar = Vec::new();
+        store.export(&objects, true, &mut tar).unwrap();
+        let c = Fixture::new();
+        c.store
+            .import(tar.as_slice(), &second.checkpoint, Some(&c.ws()))
+            .unwrap();
+        assert_eq!(c.state(), a.state());
+        // A checkpoint on top writes its new objects, not the unchanged
+        // ones, and only in its own store.
+        b.write("new.txt", b"only in the fork\n");
+        let third = store
+            .take(&b.ws(), Some(&second.checkpoint), "fork", LIMIT)
+            .unwrap();
+        assert_eq!(third.files_changed, 1);
+        // Its commit, root tree and the new blob (its meta is the same as
+        // the parent's, which the base has).
+        assert_eq!(loose_count(&own_dir), 3);
+        assert_eq!(loose_count(&base_dir), base_before);
+        store.restore(&b.ws(), &first.checkpoint).unwrap();
+        assert_eq!(
+            std::fs::read(b.path("src/main.rs")).unwrap(),
+            b"fn main() {}\n"
+        );
+        assert!(!b.path("new.txt").exists());
+        // Not a store at all: refused, not made.
+        let missing = a._dir.path().join("nothing");
+        assert!(Store::open_read_only(&missing).is_err());
+        assert!(!missing.exists());
     }
 
     #[test]

@@ -36,6 +36,13 @@ pub const CHECKPOINT_VOLUME: &str = "/.crogia-checkpoints";
 /// a volume can create a directory owned by anyone, even under a read-only
 /// root, but cannot change the owner of the volume's root).
 pub const CHECKPOINT_STORE: &str = "/.crogia-checkpoints/store";
+/// Where a fork's base is mounted read-only, when its workspace is a layer
+/// over the checkpoint's files: the store that wrote that layer, holding
+/// the checkpoint's objects, which the container's own store reads from
+/// ([`checkpoint::Store::with_base`]) instead of holding a copy.
+pub const CHECKPOINT_BASE: &str = "/.crogia-base";
+/// The store in [`CHECKPOINT_BASE`].
+pub const CHECKPOINT_BASE_STORE: &str = "/.crogia-base/store";
 
 /// Where the agent's binary is mounted in the container.
 pub const CONTAINER_BINARY: &str = "/.crogia/crogia-agent";

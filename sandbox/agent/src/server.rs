@@ -384,7 +384,7 @@ async fn checkpoint<T: Serialize + Send + 'static>(
 ) -> Response<Full<Bytes>> {
     let _one = CHECKPOINTS.lock().await;
     let done = tokio::task::spawn_blocking(move || {
-        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        let store = open_store()?;
         let ws = Workspace::open(CONTAINER_ROOT)
             .map_err(|e| CheckpointError::Workspace(e.to_string()))?;
         f(&store, &ws)
@@ -429,7 +429,7 @@ async fn export(request: Request<Incoming>) -> Response<Body> {
     };
     let compressed = asked.compressed;
     let listed = tokio::task::spawn_blocking(move || {
-        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        let store = open_store()?;
         let objects = store.closure(&asked.checkpoint)?;
         Ok((store, objects))
     })
@@ -483,7 +483,7 @@ async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
     let input = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(chunks));
     let _one = CHECKPOINTS.lock().await;
     let done = tokio::task::spawn_blocking(move || {
-        let store = Store::open(crate::CHECKPOINT_STORE)?;
+        let store = open_store()?;
         if !target.restore {
             return store.import(input, &target.checkpoint, None);
         }
@@ -496,6 +496,16 @@ async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
         settle_in_background();
     }
     checkpoint_answer(done)
+}
+
+/// The container's checkpoint store, reading what it lacks from the
+/// fork's base when the container has one ([`crate::CHECKPOINT_BASE`]).
+fn open_store() -> Result<Store, CheckpointError> {
+    let store = Store::open(crate::CHECKPOINT_STORE)?;
+    if !std::path::Path::new(crate::CHECKPOINT_BASE_STORE).is_dir() {
+        return Ok(store);
+    }
+    Ok(store.with_base(Store::open_read_only(crate::CHECKPOINT_BASE_STORE)?))
 }
 
 /// Settles the bundles imports left ([`Store::settle_bundles`]) on a

@@ -907,3 +907,214 @@ async fn a_forks_copied_files_are_not_reported_as_changes_and_later_ones_are() {
         "100\n100\n"
     );
 }
+
+/// The volumes on the test engine whose `label` is `value`, by name.
+async fn volumes_labelled(label: &str, value: &str) -> Vec<String> {
+    let sandbox = crogia_host::sandbox::Sandbox::new(
+        crogia_host::sandbox::DockerEngine::new(""),
+        Default::default(),
+    );
+    let mut names: Vec<String> = sandbox
+        .volumes_by_labels(&[&format!("{label}={value}")])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// Until `volumes` is empty (a deleted session's workspace and layer are
+/// removed just after the answer), at most 30 s; whether it became so.
+async fn volumes_gone(label: &str, value: &str) -> bool {
+    for _ in 0..150 {
+        if volumes_labelled(label, value).await.is_empty() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// Forks of one checkpoint stand on one layer (issue 20's fork cost): the
+/// first fork writes the checkpoint's files once into it, every fork of
+/// it then has an overlay of its own over it, copy on write. Each is the
+/// checkpoint byte for byte, changes (an edit, a deletion, a directory
+/// renamed) stay in the fork that made them, a rewind puts a fork back, a
+/// fork of a fork reads its history through the layer, a restart keeps
+/// both, and the layer goes with the last session standing on it.
+#[tokio::test]
+async fn forks_of_a_checkpoint_share_its_layer_copy_on_write_and_the_last_takes_it_along() {
+    let server = TestServer::start().await;
+    let parent = server.session().await;
+    sh(
+        &server,
+        &parent,
+        "mkdir -p src/deep && printf 'fn main() {}\\n' > src/main.rs && chmod 640 src/main.rs \
+         && printf 'x\\n' > src/deep/x.txt && printf '#!/bin/sh\\n' > run.sh && chmod 755 run.sh \
+         && ln -s src/main.rs link",
+    )
+    .await;
+    let (status, point) = server
+        .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{point}");
+    let recorded = state(&server, &parent).await;
+
+    let fork = format!("/api/sessions/{parent}/fork");
+    let (mut children, mut layers) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        let (status, forked) = server.post(&fork, json!({})).await;
+        assert_eq!(status, 201, "{forked}");
+        let workdir = forked["workdir"].as_str().unwrap();
+        let layer = workdir
+            .strip_prefix("layered:")
+            .and_then(|w| w.split_once('/'))
+            .unwrap_or_else(|| panic!("not a layered workspace: {workdir}"))
+            .0
+            .to_string();
+        children.push(forked["session_id"].as_str().unwrap().to_string());
+        layers.push(layer);
+    }
+    assert_eq!(
+        layers[0], layers[1],
+        "two forks of one checkpoint, two layers"
+    );
+    let layer = layers[0].clone();
+    // The layer: its files and its store; the container that wrote them is gone.
+    assert_eq!(
+        volumes_labelled(crogia_host::sandbox::LABEL_LAYER, &layer).await,
+        [layer.clone(), format!("{layer}.store")]
+    );
+    let sandbox = crogia_host::sandbox::Sandbox::new(
+        crogia_host::sandbox::DockerEngine::new(""),
+        Default::default(),
+    );
+    let writers = sandbox
+        .find_by_labels(&[&format!("{}={layer}", crogia_host::sandbox::LABEL_LAYER)])
+        .await
+        .unwrap();
+    assert!(writers.is_empty(), "{writers:?}");
+    for child in &children {
+        assert_eq!(state(&server, child).await, recorded, "fork {child}");
+    }
+
+    // Copy on write: what one fork changes, neither the other fork nor the
+    // parent sees; the parent's changes reach no fork.
+    let (a, b) = (&children[0], &children[1]);
+    sh(
+        &server,
+        a,
+        "printf 'changed\\n' >> src/main.rs && rm run.sh && mv src/deep src/moved \
+         && echo new > new.txt",
+    )
+    .await;
+    sh(&server, &parent, "echo parent > only-parent.txt && rm link").await;
+    assert_eq!(state(&server, b).await, recorded);
+    let parent_now = sh(&server, &parent, "ls; cat src/main.rs").await;
+    assert_eq!(parent_now, "only-parent.txt\nrun.sh\nsrc\nfn main() {}\n");
+    assert_eq!(
+        sh(&server, a, "ls src; cat src/main.rs src/moved/x.txt").await,
+        "main.rs\nmoved\nfn main() {}\nchanged\nx\n"
+    );
+    // The fork's diff from the checkpoint is its own changes; its rewind
+    // puts the checkpoint back over the layer.
+    let point_id = point["checkpoint_id"].as_str().unwrap();
+    let (status, diff) = server
+        .get(&format!(
+            "/api/sessions/{a}/diff?from={point_id}&to=current"
+        ))
+        .await;
+    assert_eq!(status, 200, "{diff}");
+    let mut paths: Vec<&str> = diff["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "new.txt",
+            "run.sh",
+            "src/deep/x.txt",
+            "src/main.rs",
+            "src/moved/x.txt"
+        ],
+        "{diff}"
+    );
+    let (status, done) = server
+        .post(
+            &format!("/api/sessions/{a}/rewind"),
+            json!({"checkpoint_id": point_id, "scope": "files"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(state(&server, a).await, recorded);
+
+    // A fork of a fork: the checkpoint's objects come from the layer's
+    // store, into a layer of its own.
+    sh(&server, a, "echo second > second.txt").await;
+    let (status, second) = server
+        .post(&format!("/api/sessions/{a}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let a_state = state(&server, a).await;
+    let (status, grandchild) = server
+        .post(&format!("/api/sessions/{a}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{grandchild}");
+    let grandchild = grandchild["session_id"].as_str().unwrap().to_string();
+    assert_eq!(state(&server, &grandchild).await, a_state);
+    let grand_layer = server
+        .state
+        .sessions
+        .get(&grandchild)
+        .unwrap()
+        .caps
+        .workspace()
+        .layer()
+        .unwrap()
+        .to_string();
+    assert_ne!(grand_layer, layer);
+
+    // The layer stays while a session stands on it, the parent or not.
+    for id in [&parent, a] {
+        let (status, _) = server.delete(&format!("/api/sessions/{id}")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(state(&server, b).await, recorded);
+    // A restart keeps the layer (a stored session names it) and the fork
+    // on it as it was, then releases it as before.
+    let server = TestServer::start_with(server.stop().await).await;
+    assert_eq!(state(&server, b).await, recorded);
+    assert_eq!(
+        volumes_labelled(crogia_host::sandbox::LABEL_LAYER, &layer)
+            .await
+            .len(),
+        2
+    );
+    // A fork's own: its overlay, and the overlay's upper and work volumes.
+    assert_eq!(volumes_labelled("crogia.session", b).await.len(), 3);
+    let (status, _) = server.delete(&format!("/api/sessions/{b}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        volumes_gone(crogia_host::sandbox::LABEL_LAYER, &layer).await,
+        "the layer outlived the last fork on it"
+    );
+    // Nor are the forks' own volumes left (their overlays, upper and work).
+    for child in &children {
+        assert!(
+            volumes_gone("crogia.session", child).await,
+            "fork {child}'s volumes were left"
+        );
+    }
+    assert_eq!(
+        volumes_labelled(crogia_host::sandbox::LABEL_LAYER, &grand_layer)
+            .await
+            .len(),
+        2
+    );
+}

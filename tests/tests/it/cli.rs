@@ -499,6 +499,72 @@ async fn gc_removes_only_this_servers_orphaned_containers() {
     assert!(fixture.sandbox.inspect(&kept).await.unwrap().running);
 }
 
+/// `crogia gc` and fork layers: a layer a stored session stands on is
+/// kept, one whose forks' records are gone is removed with them.
+#[tokio::test]
+async fn gc_keeps_a_layer_a_fork_stands_on_and_removes_one_nothing_does() {
+    use crogia_host::sandbox::LABEL_LAYER;
+    let server = TestServer::start().await;
+    let parent = server.session().await;
+    let mut forks = Vec::new();
+    for round in 0..2 {
+        let (status, body) = server
+            .post(
+                &format!("/api/sessions/{parent}/files/content"),
+                json!({"path": "a.txt", "content": format!("round {round}\n")}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let (status, point) = server
+            .post(&format!("/api/sessions/{parent}/checkpoints"), json!({}))
+            .await;
+        assert_eq!(status, 201, "{point}");
+        let (status, forked) = server
+            .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+            .await;
+        assert_eq!(status, 201, "{forked}");
+        let id = forked["session_id"].as_str().unwrap().to_string();
+        let layer = server
+            .state
+            .sessions
+            .get(&id)
+            .unwrap()
+            .caps
+            .workspace()
+            .layer()
+            .expect("a fork over a layer")
+            .to_string();
+        forks.push((id, layer));
+    }
+    assert_ne!(forks[0].1, forks[1].1);
+    let fixture = server.stop().await;
+    // The second fork's record is lost (as a crash could leave it).
+    let store = crogia_host::store::Store::open(&fixture.config.server.data_dir)
+        .await
+        .unwrap();
+    store.delete_session(&forks[1].0).await.unwrap();
+    store.close().await;
+    let layer_volumes = |layer: String| {
+        let sandbox = fixture.sandbox.clone();
+        async move {
+            sandbox
+                .volumes_by_labels(&[&format!("{LABEL_LAYER}={layer}")])
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(layer_volumes(forks[1].1.clone()).await, 2);
+    let removed = crogia_host::session::collect_garbage(&fixture.config, false)
+        .await
+        .unwrap();
+    assert_eq!(layer_volumes(forks[0].1.clone()).await, 2, "{removed:?}");
+    assert_eq!(layer_volumes(forks[1].1.clone()).await, 0, "{removed:?}");
+    for name in [forks[1].1.clone(), format!("{}.store", forks[1].1)] {
+        assert!(removed.volumes.contains(&name), "{name}: {removed:?}");
+    }
+}
+
 #[tokio::test]
 async fn network_shows_and_changes_a_sessions_policy() {
     let server = TestServer::start().await;

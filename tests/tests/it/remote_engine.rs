@@ -277,4 +277,33 @@ async fn a_remote_workspace_belongs_to_the_configured_user_even_with_a_read_only
         json!({"path": "from-api.txt", "content": "x"}),
     )
     .await;
+    // A fork there stands on a layer of its checkpoint (volumes of that
+    // engine only), and belongs to the same user.
+    let (status, point) = server
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{point}");
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{id}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    assert!(
+        forked["workdir"].as_str().unwrap().starts_with("layered:"),
+        "{forked}"
+    );
+    let child = forked["session_id"].as_str().unwrap();
+    let shell = ok(
+        &server,
+        &format!("/api/sessions/{child}/shell"),
+        json!({"cmd": "stat -c %u:%g /workspace; cat from-api.txt; echo; echo more >> by-user.txt && cat by-user.txt"}),
+    )
+    .await;
+    assert_eq!(shell["stdout"], "1000:1000\nx\nmade\nmore\n", "{shell}");
+    let parent = ok(
+        &server,
+        &format!("/api/sessions/{id}/shell"),
+        json!({"cmd": "cat by-user.txt"}),
+    )
+    .await;
+    assert_eq!(parent["stdout"], "made\n", "{parent}");
 }
