@@ -310,8 +310,7 @@ impl SessionService {
                 let mut building = slot.write_owned().await;
                 // Another fork may have built it meanwhile.
                 if building.is_none() {
-                    let export = self.agent.export_for_fork(parent, point).await?;
-                    *building = Some(self.sessions.build_layer(engine, export).await?);
+                    *building = Some(self.sessions.build_layer(engine, parent, &point.id).await?);
                 }
                 building.downgrade()
             }

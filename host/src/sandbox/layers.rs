@@ -4,21 +4,28 @@
 //! each writing a copy of its own.
 //!
 //! A layer is two volumes on the engine: `<layer>`, the checkpoint's files,
-//! and `<layer>.store`, the checkpoint store that wrote them (its objects,
-//! which each fork's store reads from, mounted read-only). A container of
-//! its own writes them, from the parent's export checked object by object
-//! as a fork's import is, and is removed as soon as it is done: nothing
-//! that runs can write in a layer after it is built, and no container
-//! mounts its files at all (only overlays name them), so a fork never sees
+//! and `<layer>.store`, the checkpoint store that wrote them (the history's
+//! objects, and where among the files each file blob is), both of which
+//! each fork's store reads from, mounted read-only. A container of its own
+//! writes them, from the parent's workspace and store mounted read-only
+//! (each file checked against the checkpoint's blob id), and is removed as
+//! soon as it is done: nothing that runs can write in a layer after it is
+//! built, and no container mounts it writable, so a fork never sees
 //! another's or its parent's changes.
 
 use std::collections::HashMap;
 
 use bollard::models::VolumeCreateRequest;
+use bollard::query_parameters::InspectContainerOptions;
+use crogia_sandbox_agent::protocol;
+use crogia_sandbox_agent::{
+    CHECKPOINT_BASE, CHECKPOINT_BASE_FILES, CHECKPOINT_VOLUME, LAYER_SOURCE_BASE,
+    LAYER_SOURCE_BASE_FILES, LAYER_SOURCE_VOLUME, LAYER_SOURCE_WORKSPACE,
+};
 
 use super::agent::AgentError;
-use super::{CheckpointExport, Imported, Sandbox, SandboxError};
-use crate::workspace::Workspace;
+use super::{Imported, Sandbox, SandboxError};
+use crate::workspace::{CONTAINER_ROOT, Workspace};
 
 /// Label on a layer's volumes (and the container writing them), holding
 /// the layer's name.
@@ -41,32 +48,61 @@ pub(super) fn work(volume: &str) -> String {
 }
 
 impl Sandbox {
-    /// Writes checkpoint `export` into the new layer `layer`: its files in
-    /// the layer's volume as a fork's import writes them, its objects in
-    /// the layer's store, each checked against its id. The container
-    /// that does it is removed before this returns, whatever happened; on
-    /// failure so is the layer.
+    /// Writes checkpoint `checkpoint` of the session whose container is
+    /// `parent` (on this engine) into the new layer `layer`: its files in
+    /// the layer's volume, its objects (with its history) in the layer's
+    /// store. A container of its own does it, with the parent's workspace
+    /// and store mounted read-only beside the layer's: its agent copies
+    /// each file from the parent's workspace where it still holds what the
+    /// checkpoint recorded (checked by its blob id), writes the others from
+    /// the parent's objects, and copies the history's objects, each
+    /// checked ([`crogia_sandbox_agent::checkpoint::Store::copy_checkpoint`]).
+    /// Nothing passes through the server. The container is removed before
+    /// this returns, whatever happened; on failure so is the layer.
     pub async fn build_layer(
         &self,
         layer: &str,
-        export: CheckpointExport,
+        parent: &str,
+        checkpoint: &str,
     ) -> Result<Imported, AgentError> {
-        let builder = self.clone().with_label(LABEL_LAYER, layer);
+        let sources = self.layer_sources(parent).await?;
+        let mut builder = self.clone().with_label(LABEL_LAYER, layer);
+        // It runs nothing but this server's agent copying: every CPU is its.
+        builder.config.cpus = 0.0;
+        let started = std::time::Instant::now();
+        let ms = |at: std::time::Instant| at.elapsed().as_millis() as u64;
         let built = async {
             let container = builder
                 .create_container(
                     layer,
                     &Workspace::Volume(layer.to_string()),
                     Some(&layer_store(layer)),
+                    sources,
                 )
                 .await?;
-            let imported = builder.import_checkpoint(&container, export, true).await;
+            let asked = protocol::CheckpointLayer {
+                checkpoint: checkpoint.to_string(),
+            };
+            let running = ms(started);
+            let copying = std::time::Instant::now();
+            let copied = builder
+                .agent_call(&container, protocol::CHECKPOINT_LAYER, &asked)
+                .await;
+            let copy = ms(copying);
             // Whatever it did, it ends here: nothing runs that could write
             // in the layer once forks stand on it.
+            let removing = std::time::Instant::now();
             let removed = builder.remove(&container).await;
-            let imported = imported?;
+            tracing::debug!(
+                layer,
+                running,
+                copy,
+                removed = ms(removing),
+                "fork layer's builder done"
+            );
+            let copied = copied?;
             removed?;
-            Ok::<_, AgentError>(imported)
+            Ok::<_, AgentError>(copied)
         }
         .await;
         if built.is_err()
@@ -75,6 +111,49 @@ impl Sandbox {
             tracing::warn!(layer, error = %e, "could not remove a layer that failed");
         }
         built
+    }
+
+    /// Binds that give a layer's builder what container `parent` has at
+    /// its workspace, its checkpoint volume and its base's store and files
+    /// (if it stands on a layer itself), read-only.
+    async fn layer_sources(&self, parent: &str) -> Result<Vec<String>, SandboxError> {
+        let docker = self.engine.client().await?;
+        let info = docker
+            .inspect_container(parent, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.engine.classify(e))?;
+        let mut binds = Vec::new();
+        for mount in info.mounts.unwrap_or_default() {
+            let target = match mount.destination.as_deref() {
+                Some(CONTAINER_ROOT) => LAYER_SOURCE_WORKSPACE,
+                Some(CHECKPOINT_VOLUME) => LAYER_SOURCE_VOLUME,
+                Some(CHECKPOINT_BASE) => LAYER_SOURCE_BASE,
+                Some(CHECKPOINT_BASE_FILES) => LAYER_SOURCE_BASE_FILES,
+                _ => continue,
+            };
+            let source = match mount.typ.as_deref() {
+                Some("volume") => mount.name,
+                Some("bind") => mount.source,
+                _ => None,
+            };
+            // A name or path that would end the bind's fields early is refused.
+            match source {
+                Some(source) if !source.is_empty() && !source.contains([':', ',', '\n']) => {
+                    binds.push(format!("{source}:{target}:ro"));
+                }
+                _ => {
+                    return Err(SandboxError::Engine(format!(
+                        "container {parent}'s mount at {target} cannot be named in a bind"
+                    )));
+                }
+            }
+        }
+        if !binds.iter().any(|b| b.contains(LAYER_SOURCE_VOLUME)) {
+            return Err(SandboxError::Engine(format!(
+                "container {parent} has no checkpoint volume"
+            )));
+        }
+        Ok(binds)
     }
 
     /// Removes a layer's volumes (once no workspace stands on it); those

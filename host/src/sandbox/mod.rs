@@ -43,7 +43,7 @@ pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
 
 use crogia_sandbox_agent::{
-    CHECKPOINT_BASE, CHECKPOINT_STORE, CHECKPOINT_VOLUME, CONTAINER_BINARY,
+    CHECKPOINT_BASE, CHECKPOINT_BASE_FILES, CHECKPOINT_STORE, CHECKPOINT_VOLUME, CONTAINER_BINARY,
 };
 
 use crate::config::SandboxConfig;
@@ -220,17 +220,20 @@ impl Sandbox {
         session_id: &str,
         workspace: &Workspace,
     ) -> Result<String, SandboxError> {
-        self.create_container(session_id, workspace, None).await
+        self.create_container(session_id, workspace, None, Vec::new())
+            .await
     }
 
     /// [`Self::create`], with the checkpoint store in the named volume
     /// `store` (made if needed, kept when the container is removed)
-    /// rather than in a volume of the container's own.
+    /// rather than in a volume of the container's own, and `extra` binds
+    /// (`source:target[:options]`) besides.
     async fn create_container(
         &self,
         session_id: &str,
         workspace: &Workspace,
         store: Option<&str>,
+        extra: Vec<String>,
     ) -> Result<String, SandboxError> {
         let started = std::time::Instant::now();
         let c = &self.config;
@@ -238,7 +241,7 @@ impl Sandbox {
         let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
         labels.insert(LABEL_MANAGED.into(), "true".into());
         labels.insert(LABEL_SESSION.into(), session_id.into());
-        let mut binds = Vec::new();
+        let mut binds = extra;
         match workspace {
             Workspace::Host(root) => {
                 if let Some((uid, gid)) = c.user_ids() {
@@ -266,8 +269,10 @@ impl Sandbox {
                     self.hand_volume(volume, uid, gid, &labels).await?;
                 }
                 binds.push(format!("{volume}:{CONTAINER_ROOT}:nocopy"));
-                // The layer's objects, read (never written) by the store.
+                // The layer's objects, read (never written) by the store,
+                // and its files, which hold the checkpoint's file blobs.
                 binds.push(format!("{}:{CHECKPOINT_BASE}:ro", layer_store(layer)));
+                binds.push(format!("{layer}:{CHECKPOINT_BASE_FILES}:ro"));
             }
         }
         if let Some(store) = store {

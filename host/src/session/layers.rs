@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Session, SessionError, SessionManager};
-use crate::sandbox::{CheckpointExport, LABEL_INSTANCE, LABEL_SERVER, SandboxError};
+use crate::sandbox::{LABEL_INSTANCE, LABEL_SERVER, SandboxError};
 use crate::workspace::Workspace;
 
 /// The layer of one (parent session, checkpoint), once built: written
@@ -55,18 +55,19 @@ impl SessionManager {
         });
     }
 
-    /// Builds a new layer on `engine` from a checkpoint's `export`; its
-    /// name. Nothing of it remains on failure.
+    /// Builds a new layer of checkpoint `checkpoint` of `parent` on
+    /// `engine` (the parent's); its name. Nothing of it remains on failure.
     pub async fn build_layer(
         &self,
         engine: usize,
-        export: CheckpointExport,
+        parent: &Session,
+        checkpoint: &str,
     ) -> Result<String, SessionError> {
         let layer = format!("crogia-layer-{:016x}", rand::random::<u64>());
         let started = std::time::Instant::now();
         let built = self.engines[engine]
             .sandbox
-            .build_layer(&layer, export)
+            .build_layer(&layer, &parent.container_id, checkpoint)
             .await
             .map_err(SandboxError::from)?;
         tracing::debug!(

@@ -72,6 +72,13 @@ const REF: &str = "refs/heads/checkpoints";
 /// The stat cache, beside the objects (postcard: a 10,000-file cache reads
 /// and writes in a millisecond or two).
 const CACHE_FILE: &str = "crogia-cache.bin";
+/// In a fork layer's store: where each of its checkpoint's file blobs is
+/// among the layer's files (postcard), which hold them already, so the
+/// store holds no second copy ([`Store::copy_checkpoint`],
+/// [`Store::with_files`]).
+const FILES_INDEX: &str = "crogia-layer-files.bin";
+/// Largest [`FILES_INDEX`] read.
+const MAX_FILES_INDEX_BYTES: u64 = 64 << 20;
 /// Where an older agent kept it, as JSON; removed when the new one is written.
 const OLD_CACHE_FILE: &str = "crogia-cache.json";
 /// The commit header naming a checkpoint's [`Meta`] blob.
@@ -437,6 +444,16 @@ pub struct Store {
     /// A store this one reads what it lacks from and never writes (a
     /// fork's base: the checkpoint's objects, shared by the forks of it).
     base: Option<Box<Store>>,
+    /// A fork layer's store: the layer's files, holding its checkpoint's
+    /// file blobs.
+    files: Option<LayerFiles>,
+}
+
+/// A fork layer's files, as its store reads blobs from them.
+struct LayerFiles {
+    dir: Dir,
+    /// Each blob's path among them.
+    at: HashMap<ObjectId, String>,
 }
 
 impl Store {
@@ -485,6 +502,7 @@ impl Store {
             odb,
             bundles,
             base: None,
+            files: None,
         })
     }
 
@@ -494,6 +512,42 @@ impl Store {
     pub fn with_base(mut self, base: Store) -> Self {
         self.base = Some(Box::new(base));
         self
+    }
+
+    /// The same store, reading the blobs its [`FILES_INDEX`] lists from
+    /// the layer's files at `files` (read-only): a fork layer's store, as
+    /// a fork opens it for its base. A store without an index (a layer
+    /// built before the index was) is returned as it is.
+    pub fn with_files(mut self, files: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let raw = match open_bounded(&self.dir.join(FILES_INDEX), MAX_FILES_INDEX_BYTES) {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self),
+            Err(e) => return Err(self.err(format!("{FILES_INDEX}: {e}"))),
+        };
+        let listed: Vec<([u8; 20], String)> =
+            postcard::from_bytes(&raw).map_err(|e| self.err(format!("{FILES_INDEX}: {e}")))?;
+        if listed.len() > MAX_ENTRIES {
+            return Err(self.err(format!("{FILES_INDEX} lists too many files")));
+        }
+        let dir = Dir::open_ambient_dir(files.as_ref(), cap_std::ambient_authority())
+            .map_err(|e| self.err(format!("{}: {e}", files.as_ref().display())))?;
+        let at = listed
+            .into_iter()
+            .map(|(id, path)| (ObjectId::Sha1(id), path))
+            .collect();
+        self.files = Some(LayerFiles { dir, at });
+        Ok(self)
+    }
+
+    /// Blob `id`'s loose form, from the layer file `path` holding it
+    /// (checked against its id), stored uncompressed.
+    fn layer_blob(&self, dir: &Dir, path: &str, id: &ObjectId) -> Result<Vec<u8>, CheckpointError> {
+        let data = read_regular(dir, path)
+            .map_err(|e| self.err(format!("blob {id} at {path} in the layer: {e}")))?;
+        if !is_blob(&data, id) {
+            return Err(self.err(format!("{path} in the layer does not hold blob {id}")));
+        }
+        stored_loose(Kind::Blob, &data).map_err(|e| self.err(e))
     }
 
     fn err(&self, message: impl ToString) -> CheckpointError {
@@ -517,11 +571,31 @@ impl Store {
     fn contains(&self, id: &ObjectId) -> bool {
         self.odb.contains(id)
             || self.in_bundle(|b| b.contains(id))
+            || self.files.as_ref().is_some_and(|f| f.at.contains_key(id))
             || self.base.as_ref().is_some_and(|b| b.contains(id))
     }
 
     fn in_bundle(&self, f: impl Fn(&Bundle) -> bool) -> bool {
         self.bundles.read().expect("no reader panics").iter().any(f)
+    }
+
+    /// How long object `id`'s loose form is as stored here (0 when it is
+    /// not): what reading it will take, not a limit on it.
+    fn stored_len(&self, id: &ObjectId) -> u64 {
+        if let Ok(m) = std::fs::symlink_metadata(self.odb.object_path(id)) {
+            return m.len();
+        }
+        let bundles = self.bundles.read().expect("no reader panics");
+        if let Some(len) = bundles.iter().find_map(|b| b.len_of(id)) {
+            return len;
+        }
+        drop(bundles);
+        if let Some(files) = &self.files
+            && let Some(path) = files.at.get(id)
+        {
+            return files.dir.symlink_metadata(path).map_or(0, |m| m.len());
+        }
+        self.base.as_ref().map_or(0, |b| b.stored_len(id))
     }
 
     /// Object `id`'s loose form from a bundle, or from the base store, if
@@ -532,6 +606,11 @@ impl Store {
             return Some(read.map_err(|e| self.err(format!("object {id} in a bundle: {e}"))));
         }
         drop(bundles);
+        if let Some(files) = &self.files
+            && let Some(path) = files.at.get(id)
+        {
+            return Some(self.layer_blob(&files.dir, path, id));
+        }
         let base = self.base.as_ref().filter(|b| b.contains(id))?;
         Some(base.loose_file(id))
     }
@@ -755,6 +834,229 @@ impl Store {
         let data = self.get(&entry.oid, Kind::Blob, MAX_OBJECT_BYTES)?;
         write_entry(root, path, entry.mode.is_link(), mode, &data).map_err(|e| self.ws_err(e))?;
         Ok(true)
+    }
+
+    /// The bytes of the file at `path` in `live` when it is a regular
+    /// file holding blob `id` (read in full, hashed, compared). What
+    /// `live` holds is another sandbox's: it is opened without following
+    /// a final link or waiting on a FIFO, only a regular file of at most
+    /// [`MAX_OBJECT_BYTES`] is read, and a file that cannot be read, or
+    /// that holds anything else (changed since, or while read), is `None`.
+    fn live_blob(&self, live: &Dir, path: &str, id: &ObjectId) -> Option<Vec<u8>> {
+        let data = read_regular(live, path).ok()?;
+        is_blob(&data, id).then_some(data)
+    }
+
+    /// Object `id` of this store as its loose file holds it, checked: its
+    /// kind and bytes, and the loose file's bytes.
+    fn checked_loose(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>, Vec<u8>), CheckpointError> {
+        let loose = self.loose_file(id)?;
+        let forged = |m: String| CheckpointError::BadImport(format!("object {id}: {m}"));
+        let (kind, data) = inflate_loose(&loose).map_err(forged)?;
+        if self.hash(kind, &data)? != *id {
+            return Err(forged("its bytes are another object's".into()));
+        }
+        Ok((kind, data, loose))
+    }
+
+    /// Makes this store (new and empty) hold checkpoint `checkpoint` of
+    /// `source` with its history, and the empty workspace `into` as it
+    /// recorded it: a fork layer's, built beside the parent. Every object
+    /// is checked against its id as an import checks it, and the files are
+    /// copied from `live` (the parent's workspace, most often still as the
+    /// checkpoint recorded it) where they hold the recorded blob, checked
+    /// by hashing what was read: only the files that changed since, and
+    /// the history, are read (and inflated) from `source`'s objects. The
+    /// checkpoint's file blobs are not stored again: the store's
+    /// [`FILES_INDEX`] says which of `into`'s files holds each, and a fork
+    /// on the layer reads them there ([`Store::with_files`]). Nothing is
+    /// written in `source` or `live`.
+    pub fn copy_checkpoint(
+        &mut self,
+        source: &Store,
+        live: Option<&Workspace>,
+        checkpoint: &str,
+        into: &Workspace,
+    ) -> Result<Imported, CheckpointError> {
+        let target = Self::parse_id(checkpoint)?;
+        let objects = source.closure(checkpoint)?;
+        let done = std::sync::Mutex::new(Imported::default());
+        // Commits, then trees and meta (what the rest is found by), in a
+        // bundle read before the files are written.
+        let commits: Vec<ObjectId> = objects
+            .iter()
+            .filter(|(k, _)| *k == Kind::Commit)
+            .map(|(_, id)| *id)
+            .collect();
+        let bundle =
+            std::sync::Mutex::new(BundleWriter::create(&self.dir).map_err(|e| self.err(e))?);
+        let metas = self.copy_checked(source, &commits, &bundle, &done)?;
+        let outline: Vec<ObjectId> = objects
+            .iter()
+            .filter(|(k, id)| *k == Kind::Tree || metas.contains(id))
+            .map(|(_, id)| *id)
+            .collect();
+        self.copy_checked(source, &outline, &bundle, &done)?;
+        self.finish_bundle(bundle)?;
+
+        // The checkpoint's files: their directories first, then each blob
+        // from the parent's file or its checked object, written where the
+        // checkpoint has it.
+        let (tree, meta) = self.checkpoint(&target)?;
+        let files = self.flatten(&tree)?;
+        let root = into.dir();
+        let mut dirs = ImportDirs::new(root).map_err(|e| self.ws_err(e))?;
+        let mut paths: HashMap<ObjectId, Vec<(&str, u32)>> = HashMap::new();
+        for (path, entry) in &files {
+            let (parent, _) = split(path);
+            if dirs.get(parent).map_err(|e| self.ws_err(e))?.is_none() {
+                // Past the directories held open: made, and opened per file.
+                root.create_dir_all(parent).map_err(|e| self.ws_err(e))?;
+            }
+            if !entry.mode.is_link() {
+                let mode = file_mode(&meta, path, entry.mode);
+                paths.entry(entry.oid).or_default().push((path, mode));
+            }
+        }
+        let dirs = dirs.open;
+        let live = live.map(Workspace::dir);
+        let written = std::sync::Mutex::new(HashSet::new());
+        paths.par_iter().try_for_each(|(id, at)| {
+            let from_live = live.and_then(|live| {
+                at.iter()
+                    .find_map(|(path, _)| self.live_blob(live, path, id))
+            });
+            let data = match from_live {
+                Some(data) => data,
+                None => match source.checked_loose(id)? {
+                    (Kind::Blob, data, _) => data,
+                    (kind, ..) => {
+                        return Err(CheckpointError::BadImport(format!(
+                            "object {id} is a {kind}, not a file's blob"
+                        )));
+                    }
+                },
+            };
+            {
+                let mut done = done.lock().expect("no writer panics");
+                done.objects += 1;
+                done.bytes += data.len() as u64;
+            }
+            for (path, mode) in at {
+                let (parent, name) = split(path);
+                let fresh = dirs
+                    .get(parent)
+                    .map(|dir| write_new_entry(dir, name, false, *mode, &data));
+                match fresh {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(self.ws_err(e));
+                    }
+                    // Something there already (a tree naming it twice).
+                    _ => {
+                        write_entry(root, path, false, *mode, &data).map_err(|e| self.ws_err(e))?
+                    }
+                }
+                written
+                    .lock()
+                    .expect("no writer panics")
+                    .insert(path.to_string());
+            }
+            Ok::<_, CheckpointError>(())
+        })?;
+        // Where each file blob is now, then the history's other blobs (and
+        // the links' targets).
+        let index: Vec<([u8; 20], &str)> = paths
+            .iter()
+            .map(|(id, at)| {
+                let mut id_bytes = [0; 20];
+                id_bytes.copy_from_slice(id.as_bytes());
+                (id_bytes, at[0].0)
+            })
+            .collect();
+        let index = postcard::to_stdvec(&index).map_err(|e| self.err(e))?;
+        std::fs::write(self.dir.join(FILES_INDEX), index).map_err(|e| self.err(e))?;
+        self.files = Some(LayerFiles {
+            dir: root.try_clone().map_err(|e| self.ws_err(e))?,
+            at: paths
+                .iter()
+                .map(|(id, at)| (*id, at[0].0.to_string()))
+                .collect(),
+        });
+        let rest: Vec<ObjectId> = objects
+            .iter()
+            .filter(|(k, id)| *k == Kind::Blob && !metas.contains(id) && !paths.contains_key(id))
+            .map(|(_, id)| *id)
+            .collect();
+        let bundle =
+            std::sync::Mutex::new(BundleWriter::create(&self.dir).map_err(|e| self.err(e))?);
+        self.copy_checked(source, &rest, &bundle, &done)?;
+        self.finish_bundle(bundle)?;
+        self.closure(checkpoint)?;
+        std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
+        let written = written.into_inner().expect("no writer panics");
+        let mut done = done.into_inner().expect("no writer panics");
+        // Links and empty directories (and the count of all written).
+        done.restored = Some(self.restore_except(into, checkpoint, &written)?);
+        Ok(done)
+    }
+
+    /// Copies objects `ids` of `source` into `bundle`, each checked against
+    /// its id (a few hundred, or 16 MiB as stored, read at once on several
+    /// threads), counting them in `done`; the meta blobs the commits among
+    /// them name.
+    fn copy_checked(
+        &self,
+        source: &Store,
+        ids: &[ObjectId],
+        bundle: &std::sync::Mutex<BundleWriter>,
+        done: &std::sync::Mutex<Imported>,
+    ) -> Result<HashSet<ObjectId>, CheckpointError> {
+        const BATCH_OBJECTS: usize = 256;
+        const BATCH_BYTES: u64 = 16 << 20;
+        let sizes: Vec<u64> = ids.par_iter().map(|id| source.stored_len(id)).collect();
+        let mut batches = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, size) in sizes.iter().enumerate() {
+            if i > start && (i - start >= BATCH_OBJECTS || bytes + size > BATCH_BYTES) {
+                batches.push(&ids[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += size;
+        }
+        batches.push(&ids[start..]);
+        let mut metas = HashSet::new();
+        for batch in batches {
+            let checked: Vec<(Kind, Vec<u8>, Vec<u8>)> = batch
+                .par_iter()
+                .map(|id| source.checked_loose(id))
+                .collect::<Result<_, _>>()?;
+            let mut bundle = bundle.lock().expect("no writer panics");
+            let mut done = done.lock().expect("no writer panics");
+            for (id, (kind, data, loose)) in batch.iter().zip(checked) {
+                if kind == Kind::Commit
+                    && let Ok(commit) =
+                        gix_object::CommitRef::from_bytes(&data, gix_hash::Kind::Sha1)
+                    && let Some(meta) = meta_id(&commit)
+                {
+                    metas.insert(meta);
+                }
+                bundle.add(id, &loose).map_err(|e| self.err(e))?;
+                done.objects += 1;
+                done.bytes += data.len() as u64;
+            }
+        }
+        Ok(metas)
+    }
+
+    /// Finishes `bundle` (unless it is empty) and reads from it from now on.
+    fn finish_bundle(&self, bundle: std::sync::Mutex<BundleWriter>) -> Result<(), CheckpointError> {
+        let bundle = bundle.into_inner().expect("no writer panics");
+        if !bundle.is_empty() {
+            bundle.finish().map_err(|e| self.err(e))?;
+            *self.bundles.write().expect("no reader panics") = Bundle::open_all(&self.dir);
+        }
+        Ok(())
     }
 
     /// Every object checkpoint `id` stands on: its commit and each
@@ -1590,6 +1892,70 @@ fn write_new_entry(
     Ok(())
 }
 
+/// Whether `data` is blob `id`'s bytes, by plain SHA-1 (the CPU's SHA
+/// instructions where it has them: several times faster than the
+/// collision-detecting hash the store names objects with, and the same id
+/// for all but a crafted collision). It only checks that a file of the
+/// parent's sandbox still holds what that sandbox's checkpoint recorded: a
+/// collision would have to be made by that sandbox, both halves, so the
+/// fork would get bytes that sandbox wrote either way.
+fn is_blob(data: &[u8], id: &ObjectId) -> bool {
+    use sha1::Digest as _;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(gix_object::encode::loose_header(
+        Kind::Blob,
+        data.len() as u64,
+    ));
+    hasher.update(data);
+    hasher.finalize().as_slice() == id.as_bytes()
+}
+
+/// The bytes of the regular file at `path` under `dir`, of at most
+/// [`MAX_OBJECT_BYTES`]: opened without following a final link or waiting
+/// on a FIFO.
+fn read_regular(dir: &Dir, path: &str) -> std::io::Result<Vec<u8>> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    let file = dir.open_with(path, &opts)?;
+    let m = file.metadata()?;
+    if !m.is_file() || m.len() > MAX_OBJECT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "not a regular file of at most {MAX_OBJECT_BYTES} bytes"
+        )));
+    }
+    let mut data = Vec::with_capacity(m.len() as usize);
+    file.take(m.len() + 1).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// The bytes of the store's file at `path` (which its sandbox may have
+/// replaced: see [`bundle::open_regular`]), refusing more than `limit`.
+fn open_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    bundle::open_regular(path)?
+        .take(limit + 1)
+        .read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(data)
+}
+
+/// Object `data` of `kind` as a loose file holding it uncompressed: its
+/// header and bytes in a zlib stream of stored blocks, which any inflater
+/// reads, made at the speed of a copy.
+fn stored_loose(kind: Kind, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let header = gix_object::encode::loose_header(kind, data.len() as u64);
+    let blocks = data.len() / 16_000 + 2;
+    let out = Vec::with_capacity(header.len() + data.len() + blocks * 5 + 16);
+    let mut z = gix_zlib::stream::deflate::Write::new(out, gix_zlib::Compression::NONE);
+    z.write_all(&header)?;
+    z.write_all(data)?;
+    z.flush()?;
+    Ok(z.into_inner())
+}
+
 /// Whether a file's metadata is still what the cache recorded, and the
 /// record old enough to be trusted.
 fn stat_matches(known: &Stat, m: &cap_std::fs::Metadata, taken_at: f64) -> bool {
@@ -2241,6 +2607,141 @@ mod tests {
         std::fs::write(dir.join(idx), forged).unwrap();
         let forged = Store::open(&c_store).unwrap();
         assert!(forged.restore(&c.ws(), &first.checkpoint).is_err());
+    }
+
+    #[test]
+    fn a_layer_copies_the_parents_files_that_still_hold_the_checkpoint_and_writes_the_rest() {
+        let a = Fixture::new();
+        a.write("old.txt", b"only in the first checkpoint\n");
+        let first = a.take(None);
+        std::fs::remove_file(a.path("old.txt")).unwrap();
+        a.write("same.txt", b"unchanged since the checkpoint\n");
+        a.write("changed.txt", b"as the checkpoint has it\n");
+        a.write("fifo-now.txt", b"a file then\n");
+        a.write("gone.txt", b"removed after\n");
+        a.write("bin/run.sh", b"#!/bin/sh\necho run\n");
+        a.chmod("bin/run.sh", 0o755);
+        a.write("secret.txt", b"mode 600\n");
+        a.chmod("secret.txt", 0o600);
+        symlink("same.txt", a.path("link")).unwrap();
+        let second = a.take(Some(&first.checkpoint));
+        let recorded = a.state();
+
+        // The parent goes on after the checkpoint: a file rewritten, one
+        // made a FIFO, one removed, one made a link to another holding
+        // the same bytes.
+        a.write("changed.txt", b"written after the checkpoint\n");
+        std::fs::remove_file(a.path("fifo-now.txt")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            a.path("fifo-now.txt"),
+            rustix::fs::Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        std::fs::remove_file(a.path("gone.txt")).unwrap();
+        a.write("elsewhere/mode.txt", b"mode 600\n");
+        std::fs::remove_file(a.path("secret.txt")).unwrap();
+        symlink("elsewhere/mode.txt", a.path("secret.txt")).unwrap();
+        // And the store's object for same.txt is spoilt: the file still in
+        // the workspace is what the layer takes for it, and stores.
+        let same = gix_object::compute_hash(
+            gix_hash::Kind::Sha1,
+            Kind::Blob,
+            b"unchanged since the checkpoint\n",
+        )
+        .unwrap();
+        let loose = a.store.odb.object_path(&same);
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let garbage = a
+            .store
+            .loose_file(&a.store.put(Kind::Blob, b"garbage\n").unwrap());
+        std::fs::write(&loose, garbage.unwrap()).unwrap();
+
+        let mut b = Fixture::new();
+        let copied = b
+            .store
+            .copy_checkpoint(&a.store, Some(&a.ws()), &second.checkpoint, &b.ws())
+            .unwrap();
+        assert_eq!(
+            b.state(),
+            recorded,
+            "the layer is the checkpoint, byte for byte"
+        );
+        assert_eq!(copied.restored.as_ref().unwrap().written, 7);
+        assert!(copied.objects >= 12, "{copied:?}");
+        // Its file blobs are not stored again: a fork reads them from the
+        // layer's files (read-only), checked.
+        let b_store = b._dir.path().join("store");
+        assert!(!Store::open_read_only(&b_store).unwrap().contains(&same));
+        let base = Store::open_read_only(&b_store)
+            .unwrap()
+            .with_files(&b.root)
+            .unwrap();
+        assert_eq!(
+            base.get(&same, Kind::Blob, LIMIT).unwrap(),
+            b"unchanged since the checkpoint\n"
+        );
+        let fork = Fixture::new();
+        let fork_store = Store::open(fork._dir.path().join("fork-store"))
+            .unwrap()
+            .with_base(base);
+        // (A workspace of nothing: every file's old bytes come from there.)
+        let diff = fork_store
+            .diff(&fork.ws(), &second.checkpoint, None, LIMIT)
+            .unwrap();
+        assert!(
+            diff.patch.contains("-unchanged since the checkpoint"),
+            "{}",
+            diff.patch
+        );
+        std::fs::write(b.path("same.txt"), b"changed in the layer\n").unwrap();
+        assert!(
+            Store::open_read_only(&b_store)
+                .unwrap()
+                .with_files(&b.root)
+                .unwrap()
+                .get(&same, Kind::Blob, LIMIT)
+                .is_err(),
+            "a layer file that no longer holds its blob is not taken for it"
+        );
+        b.write("same.txt", b"unchanged since the checkpoint\n");
+        // Its store holds the history too, every object checked.
+        assert_eq!(
+            b.store.closure(&second.checkpoint).unwrap().len(),
+            copied.objects
+        );
+        b.store.restore(&b.ws(), &first.checkpoint).unwrap();
+        assert_eq!(
+            std::fs::read(b.path("old.txt")).unwrap(),
+            b"only in the first checkpoint\n"
+        );
+        // Without the parent's files, every file comes from the objects:
+        // the spoilt one is refused, and nothing is kept of it.
+        let mut c = Fixture::new();
+        let err = c
+            .store
+            .copy_checkpoint(&a.store, None, &second.checkpoint, &c.ws())
+            .unwrap_err();
+        assert!(
+            matches!(&err, CheckpointError::BadImport(m) if m.contains(&same.to_string())),
+            "{err}"
+        );
+        // Nor when the parent's file changed as well.
+        a.write("same.txt", b"changed too\n");
+        let mut c = Fixture::new();
+        let err = c
+            .store
+            .copy_checkpoint(&a.store, Some(&a.ws()), &second.checkpoint, &c.ws())
+            .unwrap_err();
+        assert!(matches!(&err, CheckpointError::BadImport(_)), "{err}");
+        // A checkpoint the parent lacks is refused, and writes nothing.
+        let mut d = Fixture::new();
+        assert!(matches!(
+            d.store
+                .copy_checkpoint(&a.store, Some(&a.ws()), &"1".repeat(40), &d.ws()),
+            Err(CheckpointError::Unknown(_))
+        ));
+        assert!(d.state().is_empty());
     }
 
     #[test]

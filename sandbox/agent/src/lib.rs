@@ -43,6 +43,27 @@ pub const CHECKPOINT_STORE: &str = "/.crogia-checkpoints/store";
 pub const CHECKPOINT_BASE: &str = "/.crogia-base";
 /// The store in [`CHECKPOINT_BASE`].
 pub const CHECKPOINT_BASE_STORE: &str = "/.crogia-base/store";
+/// Where a fork on a layer has the layer's files mounted read-only (the
+/// lower directory of its workspace, untouched by its changes): its base
+/// store reads the checkpoint's file blobs there
+/// ([`checkpoint::Store::with_files`]).
+pub const CHECKPOINT_BASE_FILES: &str = "/.crogia-base-files";
+/// Where the container that builds a fork layer has the parent's
+/// workspace, read-only: the files it copies where they still hold the
+/// checkpoint's blobs ([`protocol::CHECKPOINT_LAYER`]).
+pub const LAYER_SOURCE_WORKSPACE: &str = "/.crogia-parent/workspace";
+/// Where that container has the parent's checkpoint volume, read-only.
+pub const LAYER_SOURCE_VOLUME: &str = "/.crogia-parent/checkpoints";
+/// The parent's checkpoint store, in [`LAYER_SOURCE_VOLUME`].
+pub const LAYER_SOURCE_STORE: &str = "/.crogia-parent/checkpoints/store";
+/// Where that container has the parent's own base, read-only, when the
+/// parent is itself a fork on a layer ([`CHECKPOINT_BASE`] in the parent).
+pub const LAYER_SOURCE_BASE: &str = "/.crogia-parent/base";
+/// The store in [`LAYER_SOURCE_BASE`].
+pub const LAYER_SOURCE_BASE_STORE: &str = "/.crogia-parent/base/store";
+/// Where that container has the parent's base's files, read-only
+/// ([`CHECKPOINT_BASE_FILES`] in the parent).
+pub const LAYER_SOURCE_BASE_FILES: &str = "/.crogia-parent/base-files";
 
 /// Where the agent's binary is mounted in the container.
 pub const CONTAINER_BINARY: &str = "/.crogia/crogia-agent";

@@ -123,6 +123,13 @@ pub const CHECKPOINT_EXPORT: &str = "/v1/checkpoint/export";
 /// each object's id is checked against its bytes, and the checkpoint must
 /// be whole at the end.
 pub const CHECKPOINT_IMPORT: &str = "/v1/checkpoint/import";
+/// `POST /v1/checkpoint/layer` ([`CheckpointLayer`] →
+/// [`crate::checkpoint::Imported`]), to the agent of a fork layer's
+/// builder: its store and workspace (both empty) made a copy of the
+/// parent's checkpoint, from the parent's store and workspace mounted
+/// read-only ([`crate::LAYER_SOURCE_STORE`], [`crate::LAYER_SOURCE_WORKSPACE`];
+/// see [`crate::checkpoint::Store::copy_checkpoint`]).
+pub const CHECKPOINT_LAYER: &str = "/v1/checkpoint/layer";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointTake {
@@ -154,6 +161,12 @@ pub struct CheckpointExport {
     /// carry, and nothing to compress again on the other side.
     #[serde(default)]
     pub compressed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointLayer {
+    /// The parent's checkpoint the layer is to hold.
+    pub checkpoint: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

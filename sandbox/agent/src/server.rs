@@ -18,10 +18,10 @@ use crate::checkpoint::{CheckpointError, Store};
 use crate::fs::{CONTAINER_ROOT, Workspace, WorkspaceError};
 use crate::pipe::{Pipe, pipe};
 use crate::protocol::{
-    self, CheckpointDiff, CheckpointExport, CheckpointImportQuery, CheckpointRestore,
-    CheckpointTake, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest, PathRequest, Ping,
-    PtyQuery, PtyResize, ReadRequest, SearchRequest, StdioQuery, StdioSpec, TailRequest,
-    WriteQuery,
+    self, CheckpointDiff, CheckpointExport, CheckpointImportQuery, CheckpointLayer,
+    CheckpointRestore, CheckpointTake, EgressOpenQuery, EgressRefusal, ErrorBody, ExecRequest,
+    PathRequest, Ping, PtyQuery, PtyResize, ReadRequest, SearchRequest, StdioQuery, StdioSpec,
+    TailRequest, WriteQuery,
 };
 use crate::search::{self, SearchError};
 
@@ -314,6 +314,11 @@ async fn answer_whole(request: Request<Incoming>) -> Response<Full<Bytes>> {
             }
         }
         (&Method::POST, protocol::CHECKPOINT_IMPORT) => import(request).await,
+        (&Method::POST, protocol::CHECKPOINT_LAYER) => match body::<CheckpointLayer>(request).await
+        {
+            Err(response) => response,
+            Ok(r) => layer(r).await,
+        },
         (&Method::POST, protocol::PTY_RESIZE) => match body::<PtyResize>(request).await {
             Err(response) => response,
             Ok(r) => match crate::pty::resize(&r) {
@@ -498,14 +503,55 @@ async fn import(request: Request<Incoming>) -> Response<Full<Bytes>> {
     checkpoint_answer(done)
 }
 
+/// `CHECKPOINT_LAYER`: this container's store and workspace made a copy
+/// of the parent's checkpoint (this is a fork layer's builder). Its store
+/// is not settled after: the builder is removed as soon as this answers.
+async fn layer(asked: CheckpointLayer) -> Response<Full<Bytes>> {
+    let _one = CHECKPOINTS.lock().await;
+    let done = tokio::task::spawn_blocking(move || {
+        let source = Store::open_read_only(crate::LAYER_SOURCE_STORE)?;
+        let source = match base(
+            crate::LAYER_SOURCE_BASE_STORE,
+            crate::LAYER_SOURCE_BASE_FILES,
+        )? {
+            Some(base) => source.with_base(base),
+            None => source,
+        };
+        // Without the parent's files, every file is written from the objects.
+        let live = Workspace::open(crate::LAYER_SOURCE_WORKSPACE).ok();
+        let ws = Workspace::open(CONTAINER_ROOT)
+            .map_err(|e| CheckpointError::Workspace(e.to_string()))?;
+        let mut store = Store::open(crate::CHECKPOINT_STORE)?;
+        store.copy_checkpoint(&source, live.as_ref(), &asked.checkpoint, &ws)
+    })
+    .await;
+    checkpoint_answer(done)
+}
+
 /// The container's checkpoint store, reading what it lacks from the
 /// fork's base when the container has one ([`crate::CHECKPOINT_BASE`]).
 fn open_store() -> Result<Store, CheckpointError> {
     let store = Store::open(crate::CHECKPOINT_STORE)?;
-    if !std::path::Path::new(crate::CHECKPOINT_BASE_STORE).is_dir() {
-        return Ok(store);
+    Ok(
+        match base(crate::CHECKPOINT_BASE_STORE, crate::CHECKPOINT_BASE_FILES)? {
+            Some(base) => store.with_base(base),
+            None => store,
+        },
+    )
+}
+
+/// A fork's base: the layer's store at `store`, reading its checkpoint's
+/// file blobs from the layer's files at `files` (when mounted); `None`
+/// when there is none.
+fn base(store: &str, files: &str) -> Result<Option<Store>, CheckpointError> {
+    if !std::path::Path::new(store).is_dir() {
+        return Ok(None);
     }
-    Ok(store.with_base(Store::open_read_only(crate::CHECKPOINT_BASE_STORE)?))
+    let base = Store::open_read_only(store)?;
+    if !std::path::Path::new(files).is_dir() {
+        return Ok(Some(base));
+    }
+    Ok(Some(base.with_files(files)?))
 }
 
 /// Settles the bundles imports left ([`Store::settle_bundles`]) on a

@@ -672,7 +672,9 @@ async fn sessions(server: &TestServer) -> usize {
 
 /// Forks that cannot be made say why, and leave no session behind: an
 /// unknown checkpoint (409) or session (404), a parent whose checkpoint store was
-/// tampered with (the import is refused), checkpoints turned off (409).
+/// tampered with (the import is refused, unless the parent's workspace
+/// still holds the file, checked, to take instead), checkpoints turned off
+/// (409).
 #[tokio::test]
 async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
     let server = TestServer::start().await;
@@ -719,11 +721,29 @@ async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
         ),
     )
     .await;
+    // Its file changed since too: no checked copy of the blob is left
+    // anywhere, so both the layer and the copy refuse it.
+    sh(&server, &parent, "echo changed > file.txt").await;
     let (status, body) = server
         .post(&format!("/api/sessions/{parent}/fork"), json!({}))
         .await;
     assert!(status >= 400 && status != 404, "{status} {body}");
     assert_eq!(sessions(&server).await, 1, "the failed fork left a session");
+    // The file back as the checkpoint has it: the layer takes the file
+    // (checked against the blob's id) and stores the blob from it.
+    sh(&server, &parent, "echo data > file.txt").await;
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let child = forked["session_id"].as_str().unwrap();
+    assert_eq!(sh(&server, child, "cat file.txt").await, "data\n");
+    sh(&server, child, "echo other > file.txt").await;
+    let (status, body) = server.get(&format!("/api/sessions/{child}/diff")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["patch"].as_str().unwrap().contains("-data"), "{body}");
+    let (status, _) = server.delete(&format!("/api/sessions/{child}")).await;
+    assert_eq!(status, 200);
 
     // Checkpoints off: 409.
     let off = TestServer::with_config(|c| c.workspace.checkpoints = false).await;

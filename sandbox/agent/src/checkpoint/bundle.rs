@@ -118,6 +118,11 @@ impl Bundle {
         self.index.contains_key(id)
     }
 
+    /// The length of object `id`'s loose form, if this bundle has it.
+    pub(super) fn len_of(&self, id: &ObjectId) -> Option<u64> {
+        self.index.get(id).map(|&(_, len)| u64::from(len))
+    }
+
     /// The loose form of object `id`, if this bundle has it.
     pub(super) fn read(&self, id: &ObjectId) -> Option<std::io::Result<Vec<u8>>> {
         let &(offset, len) = self.index.get(id)?;
@@ -139,7 +144,7 @@ impl Bundle {
 
 /// Opens a file of the store that its sandbox may have replaced: never
 /// through a link, never waiting on a FIFO, only a regular file.
-fn open_regular(path: &Path) -> std::io::Result<File> {
+pub(super) fn open_regular(path: &Path) -> std::io::Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
