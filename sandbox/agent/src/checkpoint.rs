@@ -836,17 +836,6 @@ impl Store {
         Ok(true)
     }
 
-    /// The bytes of the file at `path` in `live` when it is a regular
-    /// file holding blob `id` (read in full, hashed, compared). What
-    /// `live` holds is another sandbox's: it is opened without following
-    /// a final link or waiting on a FIFO, only a regular file of at most
-    /// [`MAX_OBJECT_BYTES`] is read, and a file that cannot be read, or
-    /// that holds anything else (changed since, or while read), is `None`.
-    fn live_blob(&self, live: &Dir, path: &str, id: &ObjectId) -> Option<Vec<u8>> {
-        let data = read_regular(live, path).ok()?;
-        is_blob(&data, id).then_some(data)
-    }
-
     /// Object `id` of this store as its loose file holds it, checked: its
     /// kind and bytes, and the loose file's bytes.
     fn checked_loose(&self, id: &ObjectId) -> Result<(Kind, Vec<u8>, Vec<u8>), CheckpointError> {
@@ -880,7 +869,7 @@ impl Store {
     ) -> Result<Imported, CheckpointError> {
         let target = Self::parse_id(checkpoint)?;
         let objects = source.closure(checkpoint)?;
-        let done = std::sync::Mutex::new(Imported::default());
+        let mut done = Imported::default();
         // Commits, then trees and meta (what the rest is found by), in a
         // bundle read before the files are written.
         let commits: Vec<ObjectId> = objects
@@ -888,20 +877,19 @@ impl Store {
             .filter(|(k, _)| *k == Kind::Commit)
             .map(|(_, id)| *id)
             .collect();
-        let bundle =
-            std::sync::Mutex::new(BundleWriter::create(&self.dir).map_err(|e| self.err(e))?);
-        let metas = self.copy_checked(source, &commits, &bundle, &done)?;
+        let mut bundle = BundleWriter::create(&self.dir).map_err(|e| self.err(e))?;
+        let metas = self.copy_checked(source, &commits, &mut bundle, &mut done)?;
         let outline: Vec<ObjectId> = objects
             .iter()
             .filter(|(k, id)| *k == Kind::Tree || metas.contains(id))
             .map(|(_, id)| *id)
             .collect();
-        self.copy_checked(source, &outline, &bundle, &done)?;
+        self.copy_checked(source, &outline, &mut bundle, &mut done)?;
         self.finish_bundle(bundle)?;
 
         // The checkpoint's files: their directories first, then each blob
-        // from the parent's file or its checked object, written where the
-        // checkpoint has it.
+        // from the parent's file (what it read hashing to the blob's id)
+        // or its checked object, written where the checkpoint has it.
         let (tree, meta) = self.checkpoint(&target)?;
         let files = self.flatten(&tree)?;
         let root = into.dir();
@@ -920,82 +908,82 @@ impl Store {
         }
         let dirs = dirs.open;
         let live = live.map(Workspace::dir);
-        let written = std::sync::Mutex::new(HashSet::new());
-        paths.par_iter().try_for_each(|(id, at)| {
-            let from_live = live.and_then(|live| {
-                at.iter()
-                    .find_map(|(path, _)| self.live_blob(live, path, id))
-            });
-            let data = match from_live {
-                Some(data) => data,
-                None => match source.checked_loose(id)? {
-                    (Kind::Blob, data, _) => data,
-                    (kind, ..) => {
-                        return Err(CheckpointError::BadImport(format!(
-                            "object {id} is a {kind}, not a file's blob"
-                        )));
-                    }
-                },
-            };
-            {
-                let mut done = done.lock().expect("no writer panics");
-                done.objects += 1;
-                done.bytes += data.len() as u64;
-            }
-            for (path, mode) in at {
-                let (parent, name) = split(path);
-                let fresh = dirs
-                    .get(parent)
-                    .map(|dir| write_new_entry(dir, name, false, *mode, &data));
-                match fresh {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(self.ws_err(e));
-                    }
-                    // Something there already (a tree naming it twice).
-                    _ => {
-                        write_entry(root, path, false, *mode, &data).map_err(|e| self.ws_err(e))?
+        let bytes = paths
+            .par_iter()
+            .map(|(id, at)| {
+                let from_live = live.and_then(|live| {
+                    at.iter().find_map(|(path, _)| {
+                        read_regular(live, path)
+                            .ok()
+                            .filter(|data| is_blob(data, id))
+                    })
+                });
+                let data = match from_live {
+                    Some(data) => data,
+                    None => match source.checked_loose(id)? {
+                        (Kind::Blob, data, _) => data,
+                        (kind, ..) => {
+                            return Err(CheckpointError::BadImport(format!(
+                                "object {id} is a {kind}, not a file's blob"
+                            )));
+                        }
+                    },
+                };
+                for (path, mode) in at {
+                    let (parent, name) = split(path);
+                    let fresh = dirs
+                        .get(parent)
+                        .map(|dir| write_new_entry(dir, name, false, *mode, &data));
+                    match fresh {
+                        Some(Ok(())) => {}
+                        Some(Err(e)) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                            return Err(self.ws_err(e));
+                        }
+                        // Something there already (a tree naming it twice).
+                        _ => write_entry(root, path, false, *mode, &data)
+                            .map_err(|e| self.ws_err(e))?,
                     }
                 }
-                written
-                    .lock()
-                    .expect("no writer panics")
-                    .insert(path.to_string());
-            }
-            Ok::<_, CheckpointError>(())
-        })?;
+                Ok(data.len() as u64)
+            })
+            .try_reduce(|| 0, |a, b| Ok(a + b))?;
+        done.objects += paths.len();
+        done.bytes += bytes;
         // Where each file blob is now, then the history's other blobs (and
         // the links' targets).
-        let index: Vec<([u8; 20], &str)> = paths
+        let at: HashMap<ObjectId, String> = paths
             .iter()
-            .map(|(id, at)| {
-                let mut id_bytes = [0; 20];
-                id_bytes.copy_from_slice(id.as_bytes());
-                (id_bytes, at[0].0)
+            .map(|(id, at)| (*id, at[0].0.to_string()))
+            .collect();
+        let index: Vec<([u8; 20], &str)> = at
+            .iter()
+            .map(|(id, path)| {
+                let mut raw = [0; 20];
+                raw.copy_from_slice(id.as_bytes());
+                (raw, path.as_str())
             })
             .collect();
         let index = postcard::to_stdvec(&index).map_err(|e| self.err(e))?;
         std::fs::write(self.dir.join(FILES_INDEX), index).map_err(|e| self.err(e))?;
-        self.files = Some(LayerFiles {
-            dir: root.try_clone().map_err(|e| self.ws_err(e))?,
-            at: paths
-                .iter()
-                .map(|(id, at)| (*id, at[0].0.to_string()))
-                .collect(),
-        });
         let rest: Vec<ObjectId> = objects
             .iter()
             .filter(|(k, id)| *k == Kind::Blob && !metas.contains(id) && !paths.contains_key(id))
             .map(|(_, id)| *id)
             .collect();
-        let bundle =
-            std::sync::Mutex::new(BundleWriter::create(&self.dir).map_err(|e| self.err(e))?);
-        self.copy_checked(source, &rest, &bundle, &done)?;
+        let written: HashSet<String> = paths
+            .values()
+            .flatten()
+            .map(|(path, _)| path.to_string())
+            .collect();
+        self.files = Some(LayerFiles {
+            dir: root.try_clone().map_err(|e| self.ws_err(e))?,
+            at,
+        });
+        let mut bundle = BundleWriter::create(&self.dir).map_err(|e| self.err(e))?;
+        self.copy_checked(source, &rest, &mut bundle, &mut done)?;
         self.finish_bundle(bundle)?;
         self.closure(checkpoint)?;
         std::fs::write(self.dir.join(REF), format!("{target}\n")).map_err(|e| self.err(e))?;
-        let written = written.into_inner().expect("no writer panics");
-        let mut done = done.into_inner().expect("no writer panics");
         // Links and empty directories (and the count of all written).
         done.restored = Some(self.restore_except(into, checkpoint, &written)?);
         Ok(done)
@@ -1009,8 +997,8 @@ impl Store {
         &self,
         source: &Store,
         ids: &[ObjectId],
-        bundle: &std::sync::Mutex<BundleWriter>,
-        done: &std::sync::Mutex<Imported>,
+        bundle: &mut BundleWriter,
+        done: &mut Imported,
     ) -> Result<HashSet<ObjectId>, CheckpointError> {
         const BATCH_OBJECTS: usize = 256;
         const BATCH_BYTES: u64 = 16 << 20;
@@ -1031,8 +1019,6 @@ impl Store {
                 .par_iter()
                 .map(|id| source.checked_loose(id))
                 .collect::<Result<_, _>>()?;
-            let mut bundle = bundle.lock().expect("no writer panics");
-            let mut done = done.lock().expect("no writer panics");
             for (id, (kind, data, loose)) in batch.iter().zip(checked) {
                 if kind == Kind::Commit
                     && let Ok(commit) =
@@ -1050,8 +1036,7 @@ impl Store {
     }
 
     /// Finishes `bundle` (unless it is empty) and reads from it from now on.
-    fn finish_bundle(&self, bundle: std::sync::Mutex<BundleWriter>) -> Result<(), CheckpointError> {
-        let bundle = bundle.into_inner().expect("no writer panics");
+    fn finish_bundle(&self, bundle: BundleWriter) -> Result<(), CheckpointError> {
         if !bundle.is_empty() {
             bundle.finish().map_err(|e| self.err(e))?;
             *self.bundles.write().expect("no reader panics") = Bundle::open_all(&self.dir);
