@@ -183,6 +183,10 @@ impl App {
         for monitor in &self.monitors {
             monitor.abort();
         }
+        self.state
+            .sessions
+            .finish_cleanups(std::time::Duration::from_secs(30))
+            .await;
         self.state.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -153,6 +153,7 @@ impl SessionService {
                 budget_tokens,
                 follow_later: false,
                 layer: None,
+                layer_built: None,
             })
             .await?;
         // The empty workspace, the first state a rewind can go back to.
@@ -289,6 +290,7 @@ impl SessionService {
             budget_tokens: parent.budget_tokens,
             follow_later: true,
             layer,
+            layer_built: None,
         }
     }
 
@@ -307,10 +309,12 @@ impl SessionService {
             built if built.is_some() => built,
             unbuilt => {
                 drop(unbuilt);
-                let mut building = slot.write_owned().await;
+                let building = slot.write_owned().await;
                 // Another fork may have built it meanwhile.
                 if building.is_none() {
-                    *building = Some(self.sessions.build_layer(engine, parent, &point.id).await?);
+                    return self
+                        .fork_building(principal, parent, point, engine, building)
+                        .await;
                 }
                 building.downgrade()
             }
@@ -331,6 +335,50 @@ impl SessionService {
                 Err(e.into())
             }
         }
+    }
+
+    /// The first fork of `point`: its layer is written (by a builder on
+    /// `engine`) while the new session's volumes and container are made,
+    /// which starts as soon as the copy is done; `slot`, held throughout,
+    /// then names the layer. On failure nothing of the new session
+    /// remains, nor of the layer.
+    async fn fork_building(
+        &self,
+        principal: &Principal,
+        parent: &Session,
+        point: &CheckpointRecord,
+        engine: usize,
+        mut slot: tokio::sync::OwnedRwLockWriteGuard<Option<String>>,
+    ) -> Result<Created, ServiceError> {
+        let layer = self.sessions.new_layer(engine).await?;
+        let (done, built) = tokio::sync::watch::channel(None);
+        let mut new = self.fork_of(principal, parent, point, Some((engine, layer.clone())));
+        new.layer_built = Some(built);
+        let (copied, made) = tokio::join!(
+            self.sessions
+                .build_layer(engine, parent, &point.id, &layer, done),
+            self.sessions.create(new),
+        );
+        // The copy's failure says more than the new session's (which only
+        // heard of it).
+        let (error, made) = match (copied, made) {
+            (Ok(()), Ok(child)) => {
+                *slot = Some(layer);
+                drop(slot);
+                return self.fork_made(parent, &child, point, None).await;
+            }
+            (Err(e), made) => (ServiceError::from(e), made.ok()),
+            (Ok(()), Err(e)) => (ServiceError::from(e), None),
+        };
+        // Released first: removing the layer waits for every slot.
+        drop(slot);
+        if let Some(child) = made
+            && let Err(undo) = self.delete(&child.id).await
+        {
+            tracing::error!(session = %child.id, error = %undo, "could not remove a fork that failed");
+        }
+        self.sessions.release_layer(engine, &layer).await;
+        Err(error)
     }
 
     /// Makes `child` the fork of `parent` at `point` (with `export`, its

@@ -31,6 +31,28 @@ use crate::workspace::{CONTAINER_ROOT, Workspace};
 /// the layer's name.
 pub const LABEL_LAYER: &str = "crogia.layer";
 
+/// Whether a layer being written is done, as the containers to stand on
+/// it wait for it: `None` until it is, then `Ok`, or why it will not be.
+pub type LayerBuilt = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+
+/// The builder's side of [`LayerBuilt`].
+pub type LayerDone = tokio::sync::watch::Sender<Option<Result<(), String>>>;
+
+/// Waits until the layer `built` follows is done; an error if it will
+/// not be (or its builder went away without saying).
+pub(super) async fn wait_built(mut built: LayerBuilt) -> Result<(), SandboxError> {
+    let not_built =
+        |why: &str| SandboxError::Engine(format!("its fork layer was not built: {why}"));
+    match built.wait_for(Option::is_some).await {
+        Ok(done) => match done.as_ref() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(why)) => Err(not_built(why)),
+            None => unreachable!("waited for an answer"),
+        },
+        Err(_) => Err(not_built("its builder went away")),
+    }
+}
+
 /// The volume holding the store that wrote `layer`.
 pub fn layer_store(layer: &str) -> String {
     format!("{layer}.store")
@@ -57,27 +79,31 @@ impl Sandbox {
     /// checkpoint recorded (checked by its blob id), writes the others from
     /// the parent's objects, and copies the history's objects, each
     /// checked ([`crogia_sandbox_agent::checkpoint::Store::copy_checkpoint`]).
-    /// Nothing passes through the server. The container is removed before
-    /// this returns, whatever happened; on failure so is the layer.
+    /// Nothing passes through the server. `done` hears as soon as the
+    /// copy is (`Ok` once the builder's agent has answered: it writes
+    /// nothing after that, so containers on the layer may start while the
+    /// builder is removed) or why it failed. The container is removed
+    /// before this returns, whatever happened; on failure so is the layer.
+    /// The layer's volumes are those [`Self::prepare_layer`] made.
     pub async fn build_layer(
         &self,
         layer: &str,
         parent: &str,
         checkpoint: &str,
+        done: LayerDone,
     ) -> Result<Imported, AgentError> {
-        let sources = self.layer_sources(parent).await?;
-        let mut builder = self.clone().with_label(LABEL_LAYER, layer);
-        // It runs nothing but this server's agent copying: every CPU is its.
-        builder.config.cpus = 0.0;
+        let builder = self.layer_builder(layer);
         let started = std::time::Instant::now();
         let ms = |at: std::time::Instant| at.elapsed().as_millis() as u64;
         let built = async {
+            let sources = self.layer_sources(parent).await?;
             let container = builder
                 .create_container(
                     layer,
                     &Workspace::Volume(layer.to_string()),
                     Some(&layer_store(layer)),
                     sources,
+                    None,
                 )
                 .await?;
             let asked = protocol::CheckpointLayer {
@@ -89,6 +115,11 @@ impl Sandbox {
                 .agent_call(&container, protocol::CHECKPOINT_LAYER, &asked)
                 .await;
             let copy = ms(copying);
+            if let Err(e) = &copied {
+                done.send_replace(Some(Err(e.to_string())));
+            } else {
+                done.send_replace(Some(Ok(())));
+            }
             // Whatever it did, it ends here: nothing runs that could write
             // in the layer once forks stand on it.
             let removing = std::time::Instant::now();
@@ -105,12 +136,37 @@ impl Sandbox {
             Ok::<_, AgentError>(copied)
         }
         .await;
-        if built.is_err()
-            && let Err(e) = self.remove_layer(layer).await
-        {
-            tracing::warn!(layer, error = %e, "could not remove a layer that failed");
+        if let Err(e) = &built {
+            // Unless it heard already (the copy was done, the removal failed).
+            done.send_if_modified(|state| {
+                state
+                    .is_none()
+                    .then(|| *state = Some(Err(e.to_string())))
+                    .is_some()
+            });
+            if let Err(e) = self.remove_layer(layer).await {
+                tracing::warn!(layer, error = %e, "could not remove a layer that failed");
+            }
         }
         built
+    }
+
+    /// This sandbox as it makes `layer`'s builder (and the layer's volumes):
+    /// labelled with the layer, and with every CPU, since it runs nothing
+    /// but this server's agent copying.
+    fn layer_builder(&self, layer: &str) -> Sandbox {
+        let mut builder = self.clone().with_label(LABEL_LAYER, layer);
+        builder.config.cpus = 0.0;
+        builder
+    }
+
+    /// Makes `layer`'s volumes, empty, for [`Self::build_layer`] to fill:
+    /// made first, workspaces can be made on the layer while it is written.
+    pub async fn prepare_layer(&self, layer: &str) -> Result<(), SandboxError> {
+        let builder = self.layer_builder(layer);
+        let labels = builder.labels_for(layer);
+        builder.create_volume(layer, &labels).await?;
+        builder.create_volume(&layer_store(layer), &labels).await
     }
 
     /// Binds that give a layer's builder what container `parent` has at

@@ -37,7 +37,7 @@ pub use crogia_sandbox_agent::checkpoint::{
 pub use egress::EgressConnection;
 pub use engine::DockerEngine;
 pub use exec::{ExecChunk, ExecOutput, ExecRequest, MAX_COMMAND_CHARS, check_command};
-pub use layers::{LABEL_LAYER, layer_store};
+pub use layers::{LABEL_LAYER, LayerBuilt, LayerDone, layer_store};
 pub use processes::{BackgroundProcess, ProcessState, ProcessStatus, StopOutcome};
 pub use stdio::{ProgramEnd, StdioProgram};
 pub use watch::{ContainerChange, ContainerWatch, REMOVED};
@@ -220,27 +220,51 @@ impl Sandbox {
         session_id: &str,
         workspace: &Workspace,
     ) -> Result<String, SandboxError> {
-        self.create_container(session_id, workspace, None, Vec::new())
+        self.create_container(session_id, workspace, None, Vec::new(), None)
             .await
+    }
+
+    /// [`Self::create`], on a fork layer still being written: the
+    /// container (and its workspace's volumes) is made meanwhile, and
+    /// started once `built` says the layer is done. If it says the layer
+    /// will not be, or its builder goes away without saying, nothing of
+    /// the container remains.
+    pub async fn create_on_layer(
+        &self,
+        session_id: &str,
+        workspace: &Workspace,
+        built: LayerBuilt,
+    ) -> Result<String, SandboxError> {
+        self.create_container(session_id, workspace, None, Vec::new(), Some(built))
+            .await
+    }
+
+    /// The labels of the containers (and volumes) this sandbox makes for
+    /// `session_id`.
+    fn labels_for(&self, session_id: &str) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = self.config.labels.clone().into_iter().collect();
+        labels.insert(LABEL_MANAGED.into(), "true".into());
+        labels.insert(LABEL_SESSION.into(), session_id.into());
+        labels
     }
 
     /// [`Self::create`], with the checkpoint store in the named volume
     /// `store` (made if needed, kept when the container is removed)
-    /// rather than in a volume of the container's own, and `extra` binds
-    /// (`source:target[:options]`) besides.
+    /// rather than in a volume of the container's own, `extra` binds
+    /// (`source:target[:options]`) besides, and started only once `built`
+    /// (if given) says the layer its workspace stands on is done.
     async fn create_container(
         &self,
         session_id: &str,
         workspace: &Workspace,
         store: Option<&str>,
         extra: Vec<String>,
+        mut built: Option<LayerBuilt>,
     ) -> Result<String, SandboxError> {
         let started = std::time::Instant::now();
         let c = &self.config;
         let docker = self.engine.client().await?;
-        let mut labels: HashMap<String, String> = c.labels.clone().into_iter().collect();
-        labels.insert(LABEL_MANAGED.into(), "true".into());
-        labels.insert(LABEL_SESSION.into(), session_id.into());
+        let labels = self.labels_for(session_id);
         let mut binds = extra;
         match workspace {
             Workspace::Host(root) => {
@@ -266,6 +290,12 @@ impl Sandbox {
             Workspace::Layered { volume, layer } => {
                 self.create_layered_volume(volume, layer, &labels).await?;
                 if let Some((uid, gid)) = c.user_ids() {
+                    // Handing it over mounts it: not before its layer is
+                    // written (an overlay's lower directory must not change
+                    // under it).
+                    if let Some(built) = built.take() {
+                        layers::wait_built(built).await?;
+                    }
                     self.hand_volume(volume, uid, gid, &labels).await?;
                 }
                 binds.push(format!("{volume}:{CONTAINER_ROOT}:nocopy"));
@@ -345,6 +375,10 @@ impl Sandbox {
                 other => other,
             })?;
         let ready = async {
+            // An upload mounts the container's volumes, its workspace too.
+            if let Some(built) = built {
+                layers::wait_built(built).await?;
+            }
             if let Some(archive) = agent {
                 self.upload(&created.id, agent_dir(), archive).await?;
             }

@@ -31,8 +31,13 @@ impl SessionManager {
                     Ok(changes) => changes,
                     Err(e) => {
                         // Once loudly (say, the host's inotify limits are
-                        // reached: fs.inotify.max_user_instances), then quietly.
-                        if !warned.swap(true, Ordering::Relaxed) {
+                        // reached: fs.inotify.max_user_instances), then
+                        // quietly; quietly too while the session's container
+                        // is being removed (stopping it ends the watch).
+                        let deleting = weak
+                            .upgrade()
+                            .is_some_and(|s| s.deleting.load(Ordering::SeqCst));
+                        if !deleting && !warned.swap(true, Ordering::Relaxed) {
                             tracing::warn!(container, error = %e, "cannot watch the workspace; retrying");
                         } else {
                             tracing::debug!(container, error = %e, "cannot watch the workspace");

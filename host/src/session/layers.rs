@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Session, SessionError, SessionManager};
-use crate::sandbox::{LABEL_INSTANCE, LABEL_SERVER, SandboxError};
+use crate::sandbox::{LABEL_INSTANCE, LABEL_SERVER, LayerDone, SandboxError};
 use crate::workspace::Workspace;
 
 /// The layer of one (parent session, checkpoint), once built: written
@@ -55,19 +55,36 @@ impl SessionManager {
         });
     }
 
-    /// Builds a new layer of checkpoint `checkpoint` of `parent` on
-    /// `engine` (the parent's); its name. Nothing of it remains on failure.
+    /// A new layer on `engine` (the parent's), its volumes made and empty,
+    /// for [`Self::build_layer`] to fill; its name.
+    pub async fn new_layer(&self, engine: usize) -> Result<String, SessionError> {
+        let layer = format!("crogia-layer-{:016x}", rand::random::<u64>());
+        let sandbox = &self.engines[engine].sandbox;
+        if let Err(e) = sandbox.prepare_layer(&layer).await {
+            if let Err(e) = sandbox.remove_layer(&layer).await {
+                tracing::warn!(layer, error = %e, "could not remove a layer that failed");
+            }
+            return Err(e.into());
+        }
+        Ok(layer)
+    }
+
+    /// Writes checkpoint `checkpoint` of `parent` into `layer` (made by
+    /// [`Self::new_layer`] on `engine`); `done` hears as soon as the copy
+    /// is done or failed (see [`crate::sandbox::Sandbox::build_layer`]).
+    /// Nothing of the layer remains on failure.
     pub async fn build_layer(
         &self,
         engine: usize,
         parent: &Session,
         checkpoint: &str,
-    ) -> Result<String, SessionError> {
-        let layer = format!("crogia-layer-{:016x}", rand::random::<u64>());
+        layer: &str,
+        done: LayerDone,
+    ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
         let built = self.engines[engine]
             .sandbox
-            .build_layer(&layer, &parent.container_id, checkpoint)
+            .build_layer(layer, &parent.container_id, checkpoint, done)
             .await
             .map_err(SandboxError::from)?;
         tracing::debug!(
@@ -77,7 +94,7 @@ impl SessionManager {
             ms = started.elapsed().as_millis() as u64,
             "fork layer built"
         );
-        Ok(layer)
+        Ok(())
     }
 
     /// Removes `layer` from `engine` unless a session's workspace stands on

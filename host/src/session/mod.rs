@@ -160,6 +160,9 @@ pub struct NewSession {
     /// A fork's: its workspace stands on this layer, on this engine (by
     /// index), rather than being a new empty one of its own.
     pub layer: Option<(usize, String)>,
+    /// If that layer is still being written: its container is made
+    /// meanwhile and started once it is done.
+    pub layer_built: Option<crate::sandbox::LayerBuilt>,
 }
 
 /// What a [`Session`] is made of.
@@ -335,4 +338,8 @@ pub struct SessionManager {
     work: Mutex<Option<tokio::sync::mpsc::Sender<registry::Handed>>>,
     /// The fork layers this server built.
     layers: layers::Layers,
+    /// What a deletion does after its answer (a workspace's removal, a
+    /// layer's release): a stopping server waits for it
+    /// ([`Self::finish_cleanups`]).
+    cleanups: tokio_util::task::TaskTracker,
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{SessionError, SessionManager};
-use crate::sandbox::{LABEL_INSTANCE, LABEL_SESSION};
+use crate::sandbox::{LABEL_INSTANCE, LABEL_SESSION, LayerBuilt};
 use crate::workspace::Workspace;
 
 /// Label on containers created for the warm pool.
@@ -87,22 +87,26 @@ impl SessionManager {
     pub(super) async fn prepare(
         &self,
         engine: usize,
-        layer: Option<&str>,
+        layer: Option<(&str, Option<LayerBuilt>)>,
     ) -> Result<Prepared, SessionError> {
         let id = self.fresh_id();
         let pool_label = self.config.sandbox.pool_size > 0;
         let e = &self.engines[engine];
         let result = async {
-            let workspace = match layer {
-                Some(layer) => Workspace::layered_for(&id, layer),
-                None => self.workspace_for(engine, &id)?,
+            let (workspace, built) = match layer {
+                Some((layer, built)) => (Workspace::layered_for(&id, layer), built),
+                None => (self.workspace_for(engine, &id)?, None),
             };
-            let sandbox = if pool_label && layer.is_none() {
+            let sandbox = if pool_label && workspace.layer().is_none() {
                 e.sandbox.clone().with_label(LABEL_POOL, "true")
             } else {
                 e.sandbox.clone()
             };
-            match sandbox.create(&id, &workspace).await {
+            let created = match built {
+                Some(built) => sandbox.create_on_layer(&id, &workspace, built).await,
+                None => sandbox.create(&id, &workspace).await,
+            };
+            match created {
                 Ok(container_id) => {
                     e.watch.record(&container_id, "running");
                     // The link to its agent, made now: a session's first

@@ -78,6 +78,7 @@ impl SessionManager {
             stopping: CancellationToken::new(),
             work: Default::default(),
             layers: Default::default(),
+            cleanups: Default::default(),
         });
         for record in manager.store.sessions().await? {
             let processes = manager.store.processes(&record.id).await?;
@@ -530,6 +531,7 @@ impl SessionManager {
             budget_tokens,
             follow_later,
             layer,
+            layer_built,
         } = new;
         // Refused before anything is made.
         if approval == ApprovalMode::None && !self.config.agent.allow_approval_none {
@@ -547,7 +549,7 @@ impl SessionManager {
         let prepared = match layer {
             // A container of its own, made now: the pool's have empty
             // workspaces.
-            Some((engine, layer)) => self.prepare(engine, Some(&layer)).await?,
+            Some((engine, layer)) => self.prepare(engine, Some((&layer, layer_built))).await?,
             None => {
                 let engine = self.place()?;
                 match self.take_prepared(engine) {
@@ -603,6 +605,22 @@ impl SessionManager {
         Ok(session)
     }
 
+    /// Waits (at most `within`) for what deletions still do after their
+    /// answers, before the server closes its database: a layer is released
+    /// only once the database says nothing else stands on it.
+    pub async fn finish_cleanups(&self, within: std::time::Duration) {
+        self.cleanups.close();
+        if tokio::time::timeout(within, self.cleanups.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.cleanups.len(),
+                "stopped before deleted sessions' workspaces and layers were removed;                  the next start (or `crogia gc`) removes them"
+            );
+        }
+    }
+
     /// Records the task most recently given to a session.
     pub async fn set_last_task(&self, session: &Session, task: &str) -> Result<(), SessionError> {
         self.store.set_last_task(&session.id, task).await?;
@@ -637,7 +655,7 @@ impl SessionManager {
         let workspace = session.caps.workspace().clone();
         let engine_index = self.engines.iter().position(|e| e.name == session.engine);
         let manager = self.clone();
-        tokio::spawn(async move {
+        self.cleanups.spawn(async move {
             if let Err(e) = sandbox.remove_workspace(&workspace).await {
                 tracing::warn!(%workspace, error = %e, "could not remove a deleted session's workspace");
             }

@@ -729,6 +729,21 @@ async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
         .await;
     assert!(status >= 400 && status != 404, "{status} {body}");
     assert_eq!(sessions(&server).await, 1, "the failed fork left a session");
+    // Nor a container or a volume: not the layer, nor the new session's
+    // container and overlay volumes, made while the layer was being written.
+    let label = &server.fixture.label;
+    let containers = server
+        .fixture
+        .sandbox
+        .find_by_labels(&[&format!("{}={label}", crogia_tests::TEST_LABEL)])
+        .await
+        .unwrap();
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    assert!(
+        volumes_gone(crogia_tests::TEST_LABEL, label).await,
+        "{:?}",
+        volumes_labelled(crogia_tests::TEST_LABEL, label).await
+    );
     // The file back as the checkpoint has it: the layer takes the file
     // (checked against the blob's id) and stores the blob from it.
     sh(&server, &parent, "echo data > file.txt").await;
@@ -1137,4 +1152,124 @@ async fn forks_of_a_checkpoint_share_its_layer_copy_on_write_and_the_last_takes_
             .len(),
         2
     );
+}
+
+/// A server told to stop just after it answered a fork's deletion still
+/// removes what the deletion leaves to do after its answer: the fork's
+/// volumes, and the layer it was the last to stand on (which needs the
+/// database, to tell that no other session stands on it). The stop waits
+/// for that clean-up; nothing waits for a next start to sweep it.
+#[tokio::test]
+async fn a_server_stopping_right_after_a_forks_deletion_still_removes_its_layer() {
+    let server = TestServer::start().await;
+    let parent = server.session().await;
+    sh(&server, &parent, "echo x > x.txt").await;
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{parent}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    let child = forked["session_id"].as_str().unwrap().to_string();
+    let layer = server
+        .state
+        .sessions
+        .get(&child)
+        .unwrap()
+        .caps
+        .workspace()
+        .layer()
+        .expect("a fork on a layer")
+        .to_string();
+    assert_eq!(
+        volumes_labelled(crogia_host::sandbox::LABEL_LAYER, &layer)
+            .await
+            .len(),
+        2
+    );
+    let (status, _) = server.delete(&format!("/api/sessions/{child}")).await;
+    assert_eq!(status, 200);
+    let fixture = server.stop().await;
+    assert!(
+        volumes_gone(crogia_host::sandbox::LABEL_LAYER, &layer).await,
+        "the layer outlived the server's stop"
+    );
+    assert!(
+        volumes_gone("crogia.session", &child).await,
+        "the fork's volumes outlived the server's stop"
+    );
+    drop(fixture);
+}
+
+/// The first fork's container is made while its layer is still being
+/// written, and must not start (mounting an overlay whose lower directory
+/// is still changing) before the layer is done: it waits, created and not
+/// running, until told; told the layer will not be, it and its volumes are
+/// removed and the reason is given.
+#[tokio::test]
+async fn a_container_on_a_layer_being_written_starts_only_once_it_is_done() {
+    use crogia_host::workspace::Workspace;
+    let t = crogia_tests::TestSandbox::new();
+    let layer = format!("crogia-layer-{:016x}", rand::random::<u64>());
+    t.sandbox.prepare_layer(&layer).await.unwrap();
+    let status_of = |session: String| {
+        let sandbox = t.sandbox.clone();
+        async move {
+            sandbox
+                .find_by_labels(&[&format!("crogia.session={session}")])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.status)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    // Session ids of this test's own.
+    let suffix = format!("{:08x}", rand::random::<u32>());
+    let (gated, refused) = (format!("g{suffix}"), format!("r{suffix}"));
+    let (done, built) = tokio::sync::watch::channel(None);
+    let workspace = Workspace::layered_for(&gated, &layer);
+    let creating = tokio::spawn({
+        let (sandbox, workspace, id) = (t.sandbox.clone(), workspace.clone(), gated.clone());
+        async move { sandbox.create_on_layer(&id, &workspace, built).await }
+    });
+    // Made, then held: still not started a while after it was made.
+    let mut made = false;
+    for _ in 0..150 {
+        if !status_of(gated.clone()).await.is_empty() {
+            made = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        made,
+        "the container was not made while its layer was written"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(status_of(gated.clone()).await, ["created"]);
+    assert!(!creating.is_finished());
+    done.send_replace(Some(Ok(())));
+    let container = creating.await.unwrap().unwrap();
+    assert_eq!(status_of(gated.clone()).await, ["running"]);
+    t.sandbox.remove(&container).await.unwrap();
+    t.sandbox.remove_workspace(&workspace).await.unwrap();
+
+    // Told the layer will not be: nothing of it remains, and it says why.
+    let (done, built) = tokio::sync::watch::channel(None);
+    let workspace = Workspace::layered_for(&refused, &layer);
+    let creating = tokio::spawn({
+        let (sandbox, workspace, id) = (t.sandbox.clone(), workspace.clone(), refused.clone());
+        async move { sandbox.create_on_layer(&id, &workspace, built).await }
+    });
+    done.send_replace(Some(Err("the parent's object was spoilt".into())));
+    let err = creating.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("the parent's object was spoilt"), "{err}");
+    assert!(status_of(refused.clone()).await.is_empty());
+    // The refused container's workspace is its caller's to remove (as
+    // `create` leaves it); then only the layer's own volumes are left.
+    t.sandbox.remove_workspace(&workspace).await.unwrap();
+    assert!(volumes_gone("crogia.session", &refused).await);
+    assert!(volumes_gone("crogia.session", &gated).await);
+    t.sandbox.remove_layer(&layer).await.unwrap();
+    assert!(volumes_gone(crogia_host::sandbox::LABEL_LAYER, &layer).await);
 }
