@@ -115,11 +115,7 @@ impl Sandbox {
                 .agent_call(&container, protocol::CHECKPOINT_LAYER, &asked)
                 .await;
             let copy = ms(copying);
-            if let Err(e) = &copied {
-                done.send_replace(Some(Err(e.to_string())));
-            } else {
-                done.send_replace(Some(Ok(())));
-            }
+            done.send_replace(Some(copied.as_ref().map(drop).map_err(ToString::to_string)));
             // Whatever it did, it ends here: nothing runs that could write
             // in the layer once forks stand on it.
             let removing = std::time::Instant::now();
@@ -139,10 +135,11 @@ impl Sandbox {
         if let Err(e) = &built {
             // Unless it heard already (the copy was done, the removal failed).
             done.send_if_modified(|state| {
-                state
-                    .is_none()
-                    .then(|| *state = Some(Err(e.to_string())))
-                    .is_some()
+                let unsaid = state.is_none();
+                if unsaid {
+                    *state = Some(Err(e.to_string()));
+                }
+                unsaid
             });
             if let Err(e) = self.remove_layer(layer).await {
                 tracing::warn!(layer, error = %e, "could not remove a layer that failed");
