@@ -635,6 +635,27 @@ pub struct WorkspaceConfig {
     /// Needs an engine whose `local` volume driver can mount overlays (a
     /// fork that cannot falls back to copying). Off: every fork copies.
     pub fork_layers: bool,
+    /// Which sessions have each new checkpoint's layer written as soon as
+    /// the checkpoint is taken, in the background, so that its first fork
+    /// copies nothing either (with `fork_layers`). It costs a copy of the
+    /// workspace per checkpoint and the disk of one more (the last such
+    /// layer no fork stands on is removed when the next is written).
+    pub fork_layers_ahead: ForkLayersAhead,
+}
+
+/// Which sessions' checkpoints have their fork layers written ahead
+/// ([`WorkspaceConfig::fork_layers_ahead`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForkLayersAhead {
+    /// None: the first fork of a checkpoint writes its layer.
+    Never,
+    /// Those this server has forked over a layer since it started: after
+    /// one fork, more are likely.
+    #[default]
+    Forked,
+    /// Every session, from its first checkpoint.
+    Always,
 }
 
 impl Default for WorkspaceConfig {
@@ -648,6 +669,7 @@ impl Default for WorkspaceConfig {
             checkpoints: true,
             checkpoint_max_file_bytes: 8 * 1024 * 1024,
             fork_layers: true,
+            fork_layers_ahead: ForkLayersAhead::Forked,
         }
     }
 }

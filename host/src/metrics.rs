@@ -57,6 +57,11 @@ pub struct DirectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WhenLabel {
+    pub when: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabel {
     pub operation: String,
 }
@@ -84,6 +89,8 @@ pub struct Metrics {
     pub docker_seconds: Histograms<OperationLabel>,
     pub network_connections: Family<DecisionLabel, Counter>,
     pub network_bytes: Family<DirectionLabel, Counter>,
+    pub fork_layers: Family<WhenLabel, Counter>,
+    pub fork_layers_ahead_pending: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -157,6 +164,18 @@ impl Metrics {
             "Bytes carried for sandboxes, by direction (up: sent by the sandbox, down: received)",
             network_bytes.clone(),
         );
+        let fork_layers = Family::<WhenLabel, Counter>::default();
+        registry.register(
+            "fork_layers_built",
+            "Fork layers written, by when (fork: by a checkpoint's first fork; ahead: right after the checkpoint, workspace.fork_layers_ahead)",
+            fork_layers.clone(),
+        );
+        let fork_layers_ahead_pending = Gauge::default();
+        registry.register(
+            "fork_layers_ahead_pending",
+            "Fork layers to be written ahead: asked for by a checkpoint, not yet written nor given up",
+            fork_layers_ahead_pending.clone(),
+        );
         Self {
             registry,
             sessions,
@@ -169,7 +188,17 @@ impl Metrics {
             docker_seconds,
             network_connections,
             network_bytes,
+            fork_layers,
+            fork_layers_ahead_pending,
         }
+    }
+
+    /// Counts a fork layer written, by the fork that needed it or `ahead`.
+    pub fn fork_layer_built(&self, ahead: bool) {
+        let when = if ahead { "ahead" } else { "fork" };
+        self.fork_layers
+            .get_or_create(&WhenLabel { when: when.into() })
+            .inc();
     }
 
     /// Counts one connection a sandbox asked for, and what it carried.

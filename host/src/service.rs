@@ -83,6 +83,7 @@ impl Drop for Making {
 
 impl SessionService {
     pub fn new(sessions: Arc<SessionManager>, agent: Arc<Agent>, config: Arc<Config>) -> Self {
+        agent.tell_checkpoints_to(&sessions);
         Self {
             sessions,
             agent,
@@ -329,7 +330,10 @@ impl SessionService {
         // be released.
         drop(held);
         match made {
-            Ok(child) => self.fork_made(parent, &child, point, None).await,
+            Ok(child) => {
+                self.sessions.forked_over_layer(&parent.id);
+                self.fork_made(parent, &child, point, None).await
+            }
             Err(e) => {
                 self.sessions.release_layer(engine, &layer).await;
                 Err(e.into())
@@ -356,7 +360,7 @@ impl SessionService {
         new.layer_built = Some(built);
         let (copied, made) = tokio::join!(
             self.sessions
-                .build_layer(engine, parent, &point.id, &layer, done),
+                .build_layer(engine, parent, &point.id, &layer, done, false),
             self.sessions.create(new),
         );
         // The copy's failure says more than the new session's (which only
@@ -365,6 +369,7 @@ impl SessionService {
             (Ok(()), Ok(child)) => {
                 *slot = Some(layer);
                 drop(slot);
+                self.sessions.forked_over_layer(&parent.id);
                 return self.fork_made(parent, &child, point, None).await;
             }
             (Err(e), made) => (ServiceError::from(e), made.ok()),

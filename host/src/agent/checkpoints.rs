@@ -3,14 +3,14 @@
 //! so a client that sees a task end finds its checkpoint), with the
 //! conversation's length at that moment, and the differences between them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use chrono::Utc;
 
 use super::{Agent, AgentError};
 use crate::capabilities::{CheckpointDiff, CheckpointExport, SkippedFile};
 use crate::events::{EventKind, RewindScope};
-use crate::session::Session;
+use crate::session::{Session, SessionManager};
 use crate::store::CheckpointRecord;
 
 impl Agent {
@@ -73,7 +73,17 @@ impl Agent {
             .publish(event)
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
+        if let Some(sessions) = self.checkpoints_to.get().and_then(Weak::upgrade) {
+            sessions.checkpoint_taken(session, &record.id);
+        }
         Ok(Some(record))
+    }
+
+    /// Tells `sessions` of each checkpoint taken from now on (it may write
+    /// the checkpoint's fork layer ahead).
+    pub fn tell_checkpoints_to(&self, sessions: &Arc<SessionManager>) {
+        // Named once, by the service that holds both.
+        let _ = self.checkpoints_to.set(Arc::downgrade(sessions));
     }
 
     /// Records the workspace as a checkpoint now, for a client (after

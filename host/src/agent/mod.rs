@@ -141,6 +141,9 @@ pub struct Agent {
     principals: Arc<Principals>,
     tasks: Mutex<HashMap<String, SessionTasks>>,
     shutting_down: CancellationToken,
+    /// Told of each checkpoint taken (it may write the checkpoint's fork
+    /// layer ahead), once [`Agent::tell_checkpoints_to`] named it.
+    checkpoints_to: std::sync::OnceLock<std::sync::Weak<SessionManager>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -198,6 +201,7 @@ impl Agent {
             metrics,
             model,
             tasks: Mutex::new(HashMap::new()),
+            checkpoints_to: std::sync::OnceLock::new(),
             shutting_down: CancellationToken::new(),
         }
     }

@@ -7,11 +7,20 @@
 //! two parents, and known only to the server that built it: after a
 //! restart, a fork builds a new one, and the old stays as long as the
 //! sessions standing on it (their records name it).
+//!
+//! A layer may also be written *ahead*, right after its checkpoint is
+//! taken (`workspace.fork_layers_ahead`: for every session, or for those
+//! this server has forked), in the background and one at a time, so that
+//! the checkpoint's first fork copies nothing either. Only a session's
+//! latest checkpoint is written ahead; the layer written ahead before it
+//! goes unless a fork stands on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{Session, SessionError, SessionManager};
+use crate::config::ForkLayersAhead;
 use crate::sandbox::{LABEL_INSTANCE, LABEL_SERVER, LayerDone, SandboxError};
 use crate::workspace::Workspace;
 
@@ -24,6 +33,23 @@ pub type LayerSlot = Arc<tokio::sync::RwLock<Option<String>>>;
 #[derive(Debug, Default)]
 pub(super) struct Layers {
     slots: std::sync::Mutex<HashMap<(String, String), LayerSlot>>,
+    /// Layers written ahead, by session.
+    ahead: std::sync::Mutex<HashMap<String, Ahead>>,
+    /// Sessions forked over a layer since this server started.
+    forked: std::sync::Mutex<HashSet<String>>,
+    /// Held while a layer is written ahead: one at a time, as background
+    /// work beside the sessions' own.
+    writing: tokio::sync::Mutex<()>,
+}
+
+/// A session's layers written ahead.
+#[derive(Debug, Default)]
+struct Ahead {
+    /// The checkpoint to write (its latest).
+    wanted: Option<String>,
+    /// The last layer written ahead (none of its checkpoint's forks may
+    /// stand on it yet).
+    written: Option<String>,
 }
 
 impl SessionManager {
@@ -55,6 +81,148 @@ impl SessionManager {
         });
     }
 
+    /// Records that `parent` was forked over a layer (for
+    /// `fork_layers_ahead = "forked"`).
+    pub fn forked_over_layer(&self, parent: &str) {
+        self.layers
+            .forked
+            .lock()
+            .unwrap()
+            .insert(parent.to_string());
+    }
+
+    /// Called once `checkpoint` of `session` is recorded: writes its layer
+    /// ahead, in the background, if `workspace.fork_layers_ahead` wants
+    /// it for this session (and a layer written ahead for an earlier
+    /// checkpoint, not yet written, is then not).
+    pub fn checkpoint_taken(self: &Arc<Self>, session: &Session, checkpoint: &str) {
+        let workspace = &self.config.workspace;
+        let wanted = workspace.fork_layers
+            && match workspace.fork_layers_ahead {
+                ForkLayersAhead::Never => false,
+                ForkLayersAhead::Forked => self.layers.forked.lock().unwrap().contains(&session.id),
+                ForkLayersAhead::Always => true,
+            };
+        let engine = self.engines.iter().position(|e| e.name == session.engine);
+        let (true, Some(engine)) = (wanted, engine) else {
+            return;
+        };
+        self.layers
+            .ahead
+            .lock()
+            .unwrap()
+            .entry(session.id.clone())
+            .or_default()
+            .wanted = Some(checkpoint.to_string());
+        let metrics = self.engines[engine].sandbox.metrics().cloned();
+        if let Some(m) = &metrics {
+            m.fork_layers_ahead_pending.inc();
+        }
+        let manager = self.clone();
+        let (id, checkpoint) = (session.id.clone(), checkpoint.to_string());
+        self.cleanups.spawn(async move {
+            manager.write_ahead(engine, &id, &checkpoint).await;
+            if let Some(m) = &metrics {
+                m.fork_layers_ahead_pending.dec();
+            }
+        });
+    }
+
+    /// Writes `checkpoint`'s layer for session `id` on `engine` (its own),
+    /// unless it is no longer the one wanted (a later checkpoint came, the
+    /// session went, the server is stopping) or a fork wrote it already;
+    /// then releases the layer written ahead before it.
+    async fn write_ahead(&self, engine: usize, id: &str, checkpoint: &str) {
+        let _one = self.layers.writing.lock().await;
+        let wanted = |manager: &Self| {
+            manager
+                .layers
+                .ahead
+                .lock()
+                .unwrap()
+                .get(id)
+                .is_some_and(|a| a.wanted.as_deref() == Some(checkpoint))
+        };
+        if !wanted(self) || self.stopping.is_cancelled() {
+            return;
+        }
+        let Ok(session) = self.get(id) else {
+            return;
+        };
+        let slot = self.layer_slot(id, checkpoint);
+        let mut writing = slot.write_owned().await;
+        // A deletion waits for the slots it finds held; one that began
+        // before this slot was held is seen here.
+        if writing.is_some() || session.deleting.load(Ordering::SeqCst) || !wanted(self) {
+            return;
+        }
+        let built = async {
+            let layer = self.new_layer(engine).await?;
+            let (done, _) = tokio::sync::watch::channel(None);
+            self.build_layer(engine, &session, checkpoint, &layer, done, true)
+                .await?;
+            Ok::<_, SessionError>(layer)
+        }
+        .await;
+        let layer = match built {
+            Ok(layer) => layer,
+            Err(e) => {
+                tracing::warn!(session = %id, checkpoint, error = %e, "could not write a fork layer ahead");
+                return;
+            }
+        };
+        *writing = Some(layer.clone());
+        drop(writing);
+        tracing::debug!(session = %id, checkpoint, layer, "fork layer written ahead");
+        // The one before goes unless a fork stands on it; this one too if
+        // the session was deleted meanwhile.
+        let previous = match self.layers.ahead.lock().unwrap().get_mut(id) {
+            Some(ahead) => ahead.written.replace(layer),
+            None => Some(layer),
+        };
+        if let Some(previous) = previous {
+            self.release_layer(engine, &previous).await;
+        }
+    }
+
+    /// Waits until no layer of session `id`'s checkpoints is being written
+    /// (by a first fork or ahead), which mounts its workspace and store: a
+    /// session being deleted keeps its container until then (an engine
+    /// leaves a volume in use when it removes a container's volumes). A
+    /// write that takes its slot later sees the deletion and stops.
+    pub(super) async fn layers_written_from(&self, id: &str) {
+        let slots: Vec<LayerSlot> = self
+            .layers
+            .slots
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((parent, _), _)| parent == id)
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        for slot in slots {
+            drop(slot.write().await);
+        }
+    }
+
+    /// For deleted session `id`'s clean-up: releases its last layer
+    /// written ahead (unless a fork stands on it). Its other layers go
+    /// with the last fork on them.
+    pub(super) async fn settle_layers_of(&self, id: &str, engine: Option<usize>) {
+        self.forget_unbuilt_slots(id);
+        self.layers.forked.lock().unwrap().remove(id);
+        let written = self
+            .layers
+            .ahead
+            .lock()
+            .unwrap()
+            .remove(id)
+            .and_then(|a| a.written);
+        if let (Some(layer), Some(engine)) = (written, engine) {
+            self.release_layer(engine, &layer).await;
+        }
+    }
+
     /// A new layer on `engine` (the parent's), its volumes made and empty,
     /// for [`Self::build_layer`] to fill; its name.
     pub async fn new_layer(&self, engine: usize) -> Result<String, SessionError> {
@@ -72,7 +240,8 @@ impl SessionManager {
     /// Writes checkpoint `checkpoint` of `parent` into `layer` (made by
     /// [`Self::new_layer`] on `engine`); `done` hears as soon as the copy
     /// is done or failed (see [`crate::sandbox::Sandbox::build_layer`]).
-    /// Nothing of the layer remains on failure.
+    /// Nothing of the layer remains on failure. `ahead`: written ahead of
+    /// any fork (for the metrics).
     pub async fn build_layer(
         &self,
         engine: usize,
@@ -80,6 +249,7 @@ impl SessionManager {
         checkpoint: &str,
         layer: &str,
         done: LayerDone,
+        ahead: bool,
     ) -> Result<(), SessionError> {
         let started = std::time::Instant::now();
         let built = self.engines[engine]
@@ -87,8 +257,12 @@ impl SessionManager {
             .build_layer(layer, &parent.container_id, checkpoint, done)
             .await
             .map_err(SandboxError::from)?;
+        if let Some(m) = self.engines[engine].sandbox.metrics() {
+            m.fork_layer_built(ahead);
+        }
         tracing::debug!(
             layer,
+            ahead,
             objects = built.objects,
             bytes = built.bytes,
             ms = started.elapsed().as_millis() as u64,
@@ -102,7 +276,7 @@ impl SessionManager {
     /// it. Called once a session on it is deleted, or a fork that built it
     /// failed.
     pub async fn release_layer(&self, engine: usize, layer: &str) {
-        let slots: Vec<((String, String), LayerSlot)> = self
+        let mut slots: Vec<((String, String), LayerSlot)> = self
             .layers
             .slots
             .lock()
@@ -110,6 +284,9 @@ impl SessionManager {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Taken in one order by every release, so that two at once never
+        // each hold what the other waits for.
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
         // A fork being made on it holds its slot: wait for it.
         let mut held = Vec::new();
         for (key, slot) in slots {

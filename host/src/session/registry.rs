@@ -637,6 +637,7 @@ impl SessionManager {
             return Err(SessionError::NotFound);
         }
         let engine = self.engine_of(&session);
+        self.layers_written_from(id).await;
         let result = async {
             engine.sandbox.remove(&session.container_id).await?;
             self.store.delete_session(id).await?;
@@ -655,7 +656,9 @@ impl SessionManager {
         let workspace = session.caps.workspace().clone();
         let engine_index = self.engines.iter().position(|e| e.name == session.engine);
         let manager = self.clone();
+        let deleted = id.to_string();
         self.cleanups.spawn(async move {
+            manager.settle_layers_of(&deleted, engine_index).await;
             if let Err(e) = sandbox.remove_workspace(&workspace).await {
                 tracing::warn!(%workspace, error = %e, "could not remove a deleted session's workspace");
             }

@@ -731,19 +731,7 @@ async fn a_fork_that_cannot_be_made_says_why_and_leaves_nothing_behind() {
     assert_eq!(sessions(&server).await, 1, "the failed fork left a session");
     // Nor a container or a volume: not the layer, nor the new session's
     // container and overlay volumes, made while the layer was being written.
-    let label = &server.fixture.label;
-    let containers = server
-        .fixture
-        .sandbox
-        .find_by_labels(&[&format!("{}={label}", crogia_tests::TEST_LABEL)])
-        .await
-        .unwrap();
-    assert_eq!(containers.len(), 1, "{containers:?}");
-    assert!(
-        volumes_gone(crogia_tests::TEST_LABEL, label).await,
-        "{:?}",
-        volumes_labelled(crogia_tests::TEST_LABEL, label).await
-    );
+    assert_left(&server, 1).await;
     // The file back as the checkpoint has it: the layer takes the file
     // (checked against the blob's id) and stores the blob from it.
     sh(&server, &parent, "echo data > file.txt").await;
@@ -958,6 +946,24 @@ async fn volumes_labelled(label: &str, value: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Asserts that this test's server has `containers` containers on the test
+/// engine and (soon: a deletion finishes after its answer) no volume.
+async fn assert_left(server: &TestServer, containers: usize) {
+    let label = &server.fixture.label;
+    let left = server
+        .fixture
+        .sandbox
+        .find_by_labels(&[&format!("{}={label}", crogia_tests::TEST_LABEL)])
+        .await
+        .unwrap();
+    assert_eq!(left.len(), containers, "{left:?}");
+    assert!(
+        volumes_gone(crogia_tests::TEST_LABEL, label).await,
+        "left behind: {:?}",
+        volumes_labelled(crogia_tests::TEST_LABEL, label).await
+    );
 }
 
 /// Until `volumes` is empty (a deleted session's workspace and layer are
@@ -1272,4 +1278,235 @@ async fn a_container_on_a_layer_being_written_starts_only_once_it_is_done() {
     assert!(volumes_gone("crogia.session", &gated).await);
     t.sandbox.remove_layer(&layer).await.unwrap();
     assert!(volumes_gone(crogia_host::sandbox::LABEL_LAYER, &layer).await);
+}
+
+/// The value of the `/metrics` sample `sample` (0 when absent).
+async fn metric(server: &TestServer, sample: &str) -> f64 {
+    let text = server.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Until no layer is left to write ahead (at most 60 s).
+async fn ahead_settled(server: &TestServer) {
+    for _ in 0..300 {
+        if metric(server, "crogia_fork_layers_ahead_pending").await == 0.0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("layers written ahead did not settle");
+}
+
+/// The layers of this test's server on the test engine, by name.
+async fn layers_of(server: &TestServer) -> Vec<String> {
+    server
+        .fixture
+        .sandbox
+        .layers_by_labels(&[&format!(
+            "{}={}",
+            crogia_tests::TEST_LABEL,
+            server.fixture.label
+        )])
+        .await
+        .unwrap()
+}
+
+/// The layer a forked session's workspace stands on.
+fn layer_of(forked: &serde_json::Value) -> String {
+    let workdir = forked["workdir"].as_str().unwrap();
+    workdir
+        .strip_prefix("layered:")
+        .and_then(|w| w.split_once('/'))
+        .unwrap_or_else(|| panic!("not a layered workspace: {workdir}"))
+        .0
+        .to_string()
+}
+
+/// `workspace.fork_layers_ahead = "forked"` (the default): once a session
+/// has been forked, each checkpoint it takes has its layer written right
+/// after, in the background, so the first fork of that checkpoint copies
+/// nothing; the layer written ahead before goes unless a fork stands on
+/// it, and the last goes with the session. A session never forked has
+/// none written.
+#[tokio::test]
+async fn a_forked_sessions_next_checkpoints_have_their_layers_written_ahead() {
+    let server = TestServer::start().await;
+    let (ahead, at_fork) = (
+        "crogia_fork_layers_built_total{when=\"ahead\"}",
+        "crogia_fork_layers_built_total{when=\"fork\"}",
+    );
+    let parent = server.session().await;
+    let checkpoint = format!("/api/sessions/{parent}/checkpoints");
+    let fork = format!("/api/sessions/{parent}/fork");
+    sh(&server, &parent, "echo one > one.txt").await;
+    let (status, body) = server.post(&checkpoint, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    ahead_settled(&server).await;
+    assert_eq!(metric(&server, ahead).await, 0.0, "never forked, yet ahead");
+    assert!(layers_of(&server).await.is_empty());
+
+    // The first fork writes its checkpoint's layer.
+    let (status, first) = server.post(&fork, json!({})).await;
+    assert_eq!(status, 201, "{first}");
+    let first_layer = layer_of(&first);
+    assert_eq!(metric(&server, at_fork).await, 1.0);
+
+    // The next checkpoint's layer is written ahead: its fork stands on it
+    // and writes none, and has the checkpoint's files.
+    sh(&server, &parent, "echo two > two.txt && chmod 600 one.txt").await;
+    let (status, body) = server.post(&checkpoint, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    let recorded = state(&server, &parent).await;
+    ahead_settled(&server).await;
+    assert_eq!(metric(&server, ahead).await, 1.0);
+    let written = layers_of(&server).await;
+    assert_eq!(written.len(), 2, "{written:?}");
+    sh(&server, &parent, "echo after > after.txt").await;
+    let (status, second) = server.post(&fork, json!({})).await;
+    assert_eq!(status, 201, "{second}");
+    let second_layer = layer_of(&second);
+    assert_ne!(second_layer, first_layer);
+    assert!(written.contains(&second_layer), "{written:?} {second}");
+    assert_eq!(
+        metric(&server, at_fork).await,
+        1.0,
+        "the fork wrote a layer"
+    );
+    let second_id = second["session_id"].as_str().unwrap().to_string();
+    assert_eq!(state(&server, &second_id).await, recorded);
+    // Nothing that wrote it runs any more.
+    let writers = server
+        .fixture
+        .sandbox
+        .find_by_labels(&[
+            crogia_host::sandbox::LABEL_LAYER,
+            &format!("{}={}", crogia_tests::TEST_LABEL, server.fixture.label),
+        ])
+        .await
+        .unwrap();
+    assert!(writers.is_empty(), "{writers:?}");
+
+    // Two more checkpoints: the layer of the first, forked by none, goes
+    // when the second's is written; the forked one stays.
+    let mut unforked = Vec::new();
+    for round in 0..2 {
+        sh(&server, &parent, &format!("echo {round} >> two.txt")).await;
+        let (status, body) = server.post(&checkpoint, json!({})).await;
+        assert_eq!(status, 201, "{body}");
+        ahead_settled(&server).await;
+        let now = layers_of(&server).await;
+        assert_eq!(now.len(), 3, "round {round}: {now:?}");
+        assert!(now.contains(&first_layer) && now.contains(&second_layer));
+        unforked.extend(
+            now.into_iter()
+                .filter(|l| *l != first_layer && *l != second_layer),
+        );
+    }
+    assert_eq!(metric(&server, ahead).await, 3.0);
+    assert_ne!(unforked[0], unforked[1]);
+    assert!(
+        volumes_gone(crogia_host::sandbox::LABEL_LAYER, &unforked[0]).await,
+        "a layer written ahead and forked by none outlived the next"
+    );
+
+    // The session's deletion takes its last layer written ahead along;
+    // those forks stand on stay until they go.
+    let (status, _) = server.delete(&format!("/api/sessions/{parent}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        volumes_gone(crogia_host::sandbox::LABEL_LAYER, &unforked[1]).await,
+        "the deleted session's layer written ahead was left"
+    );
+    let mut left = layers_of(&server).await;
+    left.sort();
+    let mut forked = vec![first_layer, second_layer];
+    forked.sort();
+    assert_eq!(left, forked);
+    assert_eq!(state(&server, &second_id).await, recorded);
+}
+
+/// `"always"`: a session's layers are written ahead from its first
+/// checkpoint, forked or not; `"never"`: not even after a fork. A session
+/// deleted while its layer is being written ahead (from its workspace)
+/// leaves nothing behind: its deletion waits for the copy, then removes
+/// the layer with the workspace.
+#[tokio::test]
+async fn layers_written_ahead_always_or_never_and_a_deletion_midway_leaves_nothing() {
+    let ahead = "crogia_fork_layers_built_total{when=\"ahead\"}";
+    let server = TestServer::with_config(|c| {
+        c.workspace.fork_layers_ahead = crogia_host::config::ForkLayersAhead::Always;
+    })
+    .await;
+    let id = server.session().await;
+    ahead_settled(&server).await;
+    assert_eq!(metric(&server, ahead).await, 1.0, "the first checkpoint's");
+    assert_eq!(layers_of(&server).await.len(), 1);
+    // Enough files that the copy is under way when the deletion comes.
+    sh(
+        &server,
+        &id,
+        "mkdir d && for i in $(seq 1 3000); do echo $i > d/$i; done",
+    )
+    .await;
+    // Its volumes, the anonymous ones too (its checkpoint store), which
+    // the layer's writer mounts.
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap();
+    let container = server.state.sessions.get(&id).unwrap().container_id.clone();
+    let volumes: Vec<String> = docker
+        .inspect_container(&container, None)
+        .await
+        .unwrap()
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.typ.as_deref() == Some("volume"))
+        .filter_map(|m| m.name)
+        .collect();
+    assert!(!volumes.is_empty());
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = server.delete(&format!("/api/sessions/{id}")).await;
+    assert_eq!(status, 200);
+    ahead_settled(&server).await;
+    // Removed just after the answer: at most 30 s.
+    for _ in 0..150 {
+        let mut left = 0;
+        for v in &volumes {
+            left += usize::from(docker.inspect_volume(v).await.is_ok());
+        }
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for v in &volumes {
+        assert!(
+            docker.inspect_volume(v).await.is_err(),
+            "the deleted session's volume {v} was left"
+        );
+    }
+    assert_left(&server, 0).await;
+
+    let never = TestServer::with_config(|c| {
+        c.workspace.fork_layers_ahead = crogia_host::config::ForkLayersAhead::Never;
+    })
+    .await;
+    let id = never.session().await;
+    sh(&never, &id, "echo x > x.txt").await;
+    let (status, forked) = never
+        .post(&format!("/api/sessions/{id}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    sh(&never, &id, "echo y > y.txt").await;
+    let (status, body) = never
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    ahead_settled(&never).await;
+    assert_eq!(metric(&never, ahead).await, 0.0);
+    assert_eq!(layers_of(&never).await, [layer_of(&forked)]);
 }
