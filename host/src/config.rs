@@ -641,6 +641,12 @@ pub struct WorkspaceConfig {
     /// workspace per checkpoint and the disk of one more (the last such
     /// layer no fork stands on is removed when the next is written).
     pub fork_layers_ahead: ForkLayersAhead,
+    /// With `fork_layers_ahead = "always"`: the most bytes of files a
+    /// checkpoint of a session never forked may hold to have its layer
+    /// written ahead, which bounds the disk that costs per session (a
+    /// session forked over a layer has them written whatever its size,
+    /// as with `"forked"`). 0: no limit.
+    pub fork_layers_ahead_max_bytes: u64,
 }
 
 /// Which sessions' checkpoints have their fork layers written ahead
@@ -652,9 +658,11 @@ pub enum ForkLayersAhead {
     Never,
     /// Those this server has forked over a layer since it started: after
     /// one fork, more are likely.
-    #[default]
     Forked,
-    /// Every session, from its first checkpoint.
+    /// Those, and every other session's checkpoints that hold files, up to
+    /// [`WorkspaceConfig::fork_layers_ahead_max_bytes`] of them: a
+    /// session's first fork then copies nothing either.
+    #[default]
     Always,
 }
 
@@ -669,7 +677,8 @@ impl Default for WorkspaceConfig {
             checkpoints: true,
             checkpoint_max_file_bytes: 8 * 1024 * 1024,
             fork_layers: true,
-            fork_layers_ahead: ForkLayersAhead::Forked,
+            fork_layers_ahead: ForkLayersAhead::Always,
+            fork_layers_ahead_max_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -73,6 +73,10 @@ pub fn test_config(data_dir: &std::path::Path, run_label: &str) -> Config {
     // Tests that follow a task compare its exact events; the ones about
     // file events turn them on.
     config.workspace.file_events = false;
+    // Layers are written ahead only for sessions forked over one, so that
+    // a checkpoint starts no background copy beside what a test times or
+    // counts; the tests about layers written ahead say what they want.
+    config.workspace.fork_layers_ahead = crogia_host::config::ForkLayersAhead::Forked;
     config
 }
 

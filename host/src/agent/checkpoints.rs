@@ -74,7 +74,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Events(e.to_string()))?;
         if let Some(sessions) = self.checkpoints_to.get().and_then(Weak::upgrade) {
-            sessions.checkpoint_taken(session, &record.id);
+            sessions.checkpoint_taken(session, &record.id, taken.files, taken.bytes);
         }
         Ok(Some(record))
     }

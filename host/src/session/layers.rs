@@ -9,11 +9,11 @@
 //! sessions standing on it (their records name it).
 //!
 //! A layer may also be written *ahead*, right after its checkpoint is
-//! taken (`workspace.fork_layers_ahead`: for every session, or for those
-//! this server has forked), in the background and one at a time, so that
-//! the checkpoint's first fork copies nothing either. Only a session's
-//! latest checkpoint is written ahead; the layer written ahead before it
-//! goes unless a fork stands on it.
+//! taken (`workspace.fork_layers_ahead`: for every session up to a size,
+//! or for those this server has forked), in the background and one at a
+//! time, so that the checkpoint's first fork copies nothing either. Only
+//! a session's latest checkpoint is written ahead; the layer written ahead
+//! before it goes unless a fork stands on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -43,12 +43,12 @@ pub(super) struct Layers {
 }
 
 /// A session's layers written ahead.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ahead {
     /// The checkpoint to write (its latest).
-    wanted: Option<String>,
-    /// The last layer written ahead (none of its checkpoint's forks may
-    /// stand on it yet).
+    wanted: String,
+    /// The last layer written ahead, released when the next is written
+    /// (kept while forks of its checkpoint stand on it).
     written: Option<String>,
 }
 
@@ -91,17 +91,30 @@ impl SessionManager {
             .insert(parent.to_string());
     }
 
-    /// Called once `checkpoint` of `session` is recorded: writes its layer
-    /// ahead, in the background, if `workspace.fork_layers_ahead` wants
-    /// it for this session (and a layer written ahead for an earlier
-    /// checkpoint, not yet written, is then not).
-    pub fn checkpoint_taken(self: &Arc<Self>, session: &Session, checkpoint: &str) {
+    /// Called once `checkpoint` of `session` is recorded, holding `files`
+    /// files of `bytes` bytes: writes its layer ahead, in the background,
+    /// if `workspace.fork_layers_ahead` wants it for this session (and a
+    /// layer written ahead for an earlier checkpoint, not yet written, is
+    /// then not).
+    pub fn checkpoint_taken(
+        self: &Arc<Self>,
+        session: &Session,
+        checkpoint: &str,
+        files: u64,
+        bytes: u64,
+    ) {
         let workspace = &self.config.workspace;
+        let forked = || self.layers.forked.lock().unwrap().contains(&session.id);
+        // An agent that predates the sizes says 0 files: not written
+        // ahead unless forked, as nothing bounds it.
+        let small = files > 0
+            && (workspace.fork_layers_ahead_max_bytes == 0
+                || bytes <= workspace.fork_layers_ahead_max_bytes);
         let wanted = workspace.fork_layers
             && match workspace.fork_layers_ahead {
                 ForkLayersAhead::Never => false,
-                ForkLayersAhead::Forked => self.layers.forked.lock().unwrap().contains(&session.id),
-                ForkLayersAhead::Always => true,
+                ForkLayersAhead::Forked => forked(),
+                ForkLayersAhead::Always => small || forked(),
             };
         let engine = self.engines.iter().position(|e| e.name == session.engine);
         let (true, Some(engine)) = (wanted, engine) else {
@@ -112,8 +125,11 @@ impl SessionManager {
             .lock()
             .unwrap()
             .entry(session.id.clone())
-            .or_default()
-            .wanted = Some(checkpoint.to_string());
+            .and_modify(|a| a.wanted = checkpoint.to_string())
+            .or_insert_with(|| Ahead {
+                wanted: checkpoint.to_string(),
+                written: None,
+            });
         let metrics = self.engines[engine].sandbox.metrics().cloned();
         if let Some(m) = &metrics {
             m.fork_layers_ahead_pending.inc();
@@ -141,7 +157,7 @@ impl SessionManager {
                 .lock()
                 .unwrap()
                 .get(id)
-                .is_some_and(|a| a.wanted.as_deref() == Some(checkpoint))
+                .is_some_and(|a| a.wanted == checkpoint)
         };
         if !wanted(self) || self.stopping.is_cancelled() {
             return;

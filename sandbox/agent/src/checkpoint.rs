@@ -143,6 +143,12 @@ pub struct Taken {
     pub insertions: usize,
     pub deletions: usize,
     pub skipped: Vec<SkippedFile>,
+    /// The files (and symlinks) it recorded, and their bytes: what a copy
+    /// of it writes. 0 from an agent that predates them.
+    #[serde(default)]
+    pub files: u64,
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// How a file differs between two states.
@@ -702,7 +708,7 @@ impl Store {
             .map(Self::parse_id)
             .transpose()?
             .filter(|p| self.contains(p));
-        let (tree, meta) = self.record(ws, max_file_bytes)?;
+        let (tree, meta, (files, file_bytes)) = self.record(ws, max_file_bytes)?;
         let mut meta_bytes = serde_json::to_vec(&meta).expect("meta serialises");
         meta_bytes.push(b'\n');
         let meta_id = self.put(Kind::Blob, &meta_bytes)?;
@@ -742,6 +748,8 @@ impl Store {
             insertions: diff.files.iter().map(|f| f.insertions).sum(),
             deletions: diff.files.iter().map(|f| f.deletions).sum(),
             skipped: meta.skipped,
+            files,
+            bytes: file_bytes,
         })
     }
 
@@ -1531,13 +1539,14 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the workspace's tree (and the objects it needs); its id and
-    /// what the tree cannot say.
+    /// Writes the workspace's tree (and the objects it needs); its id,
+    /// what the tree cannot say, and how many files it recorded and their
+    /// bytes.
     fn record(
         &self,
         ws: &Workspace,
         max_file_bytes: u64,
-    ) -> Result<(ObjectId, Meta), CheckpointError> {
+    ) -> Result<(ObjectId, Meta, (u64, u64)), CheckpointError> {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -1558,12 +1567,16 @@ impl Store {
         if !self.contains(&tree) {
             self.put(Kind::Tree, &[])?;
         }
+        let recorded = (
+            found.files.len() as u64,
+            found.files.iter().map(|(_, stat)| stat.size).sum(),
+        );
         let new = Cache {
             taken_at: started,
             files: found.files.into_iter().collect(),
         };
         self.save_cache(&new)?;
-        Ok((tree, found.meta))
+        Ok((tree, found.meta, recorded))
     }
 
     /// Every file and symlink of tree `id`, by path.
@@ -2310,6 +2323,8 @@ mod tests {
         std::fs::create_dir(f.path("empty")).unwrap();
         let first = f.take(None);
         assert_eq!(first.files_changed, 6, "{first:?}");
+        // What a copy writes: five files' bytes and the link's target.
+        assert_eq!((first.files, first.bytes), (6, 13 + 22 + 19 + 8 + 6 + 6));
         let before = f.state();
 
         // A task: edits, creates, deletes, chmods, retargets a link.

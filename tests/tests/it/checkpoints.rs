@@ -1324,7 +1324,7 @@ fn layer_of(forked: &serde_json::Value) -> String {
         .to_string()
 }
 
-/// `workspace.fork_layers_ahead = "forked"` (the default): once a session
+/// `workspace.fork_layers_ahead = "forked"` (the tests' config): once a session
 /// has been forked, each checkpoint it takes has its layer written right
 /// after, in the background, so the first fork of that checkpoint copies
 /// nothing; the layer written ahead before goes unless a fork stands on
@@ -1427,21 +1427,64 @@ async fn a_forked_sessions_next_checkpoints_have_their_layers_written_ahead() {
     assert_eq!(state(&server, &second_id).await, recorded);
 }
 
-/// `"always"`: a session's layers are written ahead from its first
-/// checkpoint, forked or not; `"never"`: not even after a fork. A session
+/// `"always"` (the product's default): a session's checkpoints that hold
+/// files, up to `fork_layers_ahead_max_bytes` of them, have their layers
+/// written ahead, forked or not; one over that only once the session is
+/// forked; an empty one never. `"never"`: not even after a fork. A session
 /// deleted while its layer is being written ahead (from its workspace)
 /// leaves nothing behind: its deletion waits for the copy, then removes
 /// the layer with the workspace.
 #[tokio::test]
-async fn layers_written_ahead_always_or_never_and_a_deletion_midway_leaves_nothing() {
+async fn layers_written_ahead_always_up_to_a_size_or_never_and_a_deletion_midway_leaves_nothing() {
+    use crogia_host::config::ForkLayersAhead;
     let ahead = "crogia_fork_layers_built_total{when=\"ahead\"}";
+    assert_eq!(ForkLayersAhead::default(), ForkLayersAhead::Always);
     let server = TestServer::with_config(|c| {
-        c.workspace.fork_layers_ahead = crogia_host::config::ForkLayersAhead::Always;
+        // The product's default, which the tests' config sets otherwise.
+        c.workspace.fork_layers_ahead = ForkLayersAhead::default();
+        c.workspace.fork_layers_ahead_max_bytes = 64 * 1024;
     })
     .await;
-    let id = server.session().await;
+    // A session's first checkpoint, of its empty workspace: nothing to write.
+    let big = server.session().await;
     ahead_settled(&server).await;
-    assert_eq!(metric(&server, ahead).await, 1.0, "the first checkpoint's");
+    assert_eq!(metric(&server, ahead).await, 0.0, "an empty workspace's");
+    // Over the limit: none, until the session is forked.
+    sh(&server, &big, "head -c 100000 /dev/urandom > big.bin").await;
+    let checkpoints = format!("/api/sessions/{big}/checkpoints");
+    let (status, body) = server.post(&checkpoints, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    ahead_settled(&server).await;
+    assert_eq!(metric(&server, ahead).await, 0.0, "over the limit");
+    assert!(layers_of(&server).await.is_empty());
+    let (status, forked) = server
+        .post(&format!("/api/sessions/{big}/fork"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{forked}");
+    sh(&server, &big, "echo more >> big.bin").await;
+    let (status, body) = server.post(&checkpoints, json!({})).await;
+    assert_eq!(status, 201, "{body}");
+    ahead_settled(&server).await;
+    assert_eq!(
+        metric(&server, ahead).await,
+        1.0,
+        "forked: whatever its size"
+    );
+    for id in [forked["session_id"].as_str().unwrap(), &big] {
+        let (status, _) = server.delete(&format!("/api/sessions/{id}")).await;
+        assert_eq!(status, 200);
+    }
+    assert_left(&server, 0).await;
+
+    // Under the limit, never forked: written ahead.
+    let id = server.session().await;
+    sh(&server, &id, "echo small > small.txt").await;
+    let (status, body) = server
+        .post(&format!("/api/sessions/{id}/checkpoints"), json!({}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    ahead_settled(&server).await;
+    assert_eq!(metric(&server, ahead).await, 2.0, "under the limit");
     assert_eq!(layers_of(&server).await.len(), 1);
     // Enough files that the copy is under way when the deletion comes.
     sh(
@@ -1492,7 +1535,7 @@ async fn layers_written_ahead_always_or_never_and_a_deletion_midway_leaves_nothi
     assert_left(&server, 0).await;
 
     let never = TestServer::with_config(|c| {
-        c.workspace.fork_layers_ahead = crogia_host::config::ForkLayersAhead::Never;
+        c.workspace.fork_layers_ahead = ForkLayersAhead::Never;
     })
     .await;
     let id = never.session().await;
