@@ -889,6 +889,28 @@ async fn checkpoint_rows(
         .status()
         .unwrap();
     git(&["config", "core.bare", "false"]);
+    // The fork's baseline, first: before the server writes (and removes)
+    // any layer. On ext4, creating files within minutes of deleting many
+    // is far slower (its inode allocator skips recently deleted inodes),
+    // and each layer written ahead removes the one before: measured after
+    // them, the copy would pay for the server's removals. Nothing is
+    // removed until every round is done, so that no round pays for the
+    // one before either.
+    let mut fork_baseline = Vec::new();
+    let (mut copies, mut containers) = (Vec::new(), Vec::new());
+    for round in 0..5 {
+        let copy = t.tmp.path().join(format!("fork-copy-{round}"));
+        let copy_str = copy.to_str().unwrap().to_string();
+        let started = Instant::now();
+        let status = std::process::Command::new("cp")
+            .args(["-a", workdir, &copy_str])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        containers.push(engine_run.run(&copy_str).await);
+        fork_baseline.push(started.elapsed());
+        copies.push(copy);
+    }
     // Warm-up: both read every file once and fill their caches.
     for _ in 0..3 {
         commit();
@@ -932,16 +954,14 @@ async fn checkpoint_rows(
     // being under its size), so that nothing runs beside the timings.
     // Then it forks an older checkpoint, whose first fork writes its
     // layer; the new checkpoint (its first fork, on the layer written
-    // ahead); and the new checkpoint again (on its layer).
-    // Nothing is removed until every round is done: on ext4, creating
-    // files within minutes of deleting many is far slower (its inode
-    // allocator skips recently deleted inodes), which would make each
-    // round pay for the one before.
+    // ahead); and the new checkpoint again (on its layer). These run
+    // after the server's removals of layers written ahead, the baseline
+    // before them.
     let fork_path = format!("/api/sessions/{sid}/fork");
-    let (mut a, mut at_fork, mut ahead, mut later) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (a, mut at_fork, mut ahead, mut later) =
+        (fork_baseline, Vec::new(), Vec::new(), Vec::new());
     let mut writing = Vec::new();
-    let (mut copies, mut containers, mut forks) = (Vec::new(), Vec::new(), Vec::new());
+    let mut forks = Vec::new();
     for round in 0..5 {
         touch(round, "fork");
         take().await;
@@ -949,17 +969,6 @@ async fn checkpoint_rows(
         let written = ahead_settled(client, base).await;
         assert!(written, "round {round}: no layer was written ahead");
         writing.push(started.elapsed());
-        let copy = t.tmp.path().join(format!("fork-copy-{round}"));
-        let copy_str = copy.to_str().unwrap().to_string();
-        let started = Instant::now();
-        let status = std::process::Command::new("cp")
-            .args(["-a", workdir, &copy_str])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        containers.push(engine_run.run(&copy_str).await);
-        a.push(started.elapsed());
-        copies.push(copy);
 
         // The older checkpoint's fork, the new one's first, its second.
         let of_older = json!({"checkpoint_id": older[round * 3]});
